@@ -1,0 +1,16 @@
+"""The one error type of the config layer: a message a user can act on, and exit code 2."""
+
+from __future__ import annotations
+
+EXIT_CONFIG_ERROR = 2
+
+
+class ConfigError(Exception):
+    """A bad configuration. `str(err)` names the file, the key or line, the value and what is allowed.
+
+    Several problems found in one pass are joined into one error so the user fixes them at once.
+    """
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))

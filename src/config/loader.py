@@ -1,0 +1,185 @@
+"""Resolving a config file and its `extends` chain into one mapping, remembering where each value came from.
+
+Rules (also in openspec/specs/config/spec.md):
+- `extends:` is a path or a list of paths, relative to the file that names it; bases are merged in
+  the order listed, then the file itself on top. Chains may be of any depth; a cycle is an error
+  that prints the chain.
+- Mappings merge key by key, at any depth; lists and scalars replace.
+- `--base_config` is merged under the whole chain.
+- A file reached twice (two bases that extend the same file) is merged once, at its first place.
+- Path-valued keys are resolved against the directory of the file that declared them.
+- `data:` is another name for `custom:`, and `tuner.tuner_type` for `tuner.train_type`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .yaml_io import read_yaml_mapping
+
+# Keys whose string values are file-system paths relative to the declaring file.
+PATH_KEYS = frozenset({
+    "model.model",
+    "custom.train_jsonl",
+    "custom.val_jsonl",
+    "training.output_dir",
+    "training.logging_dir",
+    "tuner.adapters",
+    "tuner.resume_from_checkpoint",
+    "deepspeed.config",
+})
+# Values of PATH_KEYS that are names, not paths.
+NOT_A_PATH = {
+    "tuner.resume_from_checkpoint": {"auto"},
+}
+SECTION_ALIASES = {"data": "custom"}
+KEY_ALIASES = {"tuner.tuner_type": "tuner.train_type"}
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a value was set: the file and, when known, the 1-based line."""
+
+    file: Path
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else str(self.file)
+
+
+@dataclass(slots=True)
+class MergedConfig:
+    """The merged mapping of a whole chain, the origin of every dotted key, and the chain's files."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    origins: dict[str, Origin] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+
+def _is_deepspeed_path(value: str) -> bool:
+    return value.endswith(".json") or "/" in value or value.startswith(".")
+
+
+def _resolve_path(dotted: str, value: Any, base_dir: Path) -> Any:
+    if not isinstance(value, str) or value in NOT_A_PATH.get(dotted, ()):
+        return value
+    if dotted == "deepspeed.config" and not _is_deepspeed_path(value):
+        return value  # a preset name such as zero2
+    return str((base_dir / os.path.expanduser(value)).resolve())
+
+
+def _normalise(data: dict[str, Any], lines: dict[str, int], path: Path) -> dict[str, Any]:
+    """Apply section and key aliases to one file's mapping, refusing a key given under both names."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        target = SECTION_ALIASES.get(key, key)
+        if target in out and isinstance(out[target], dict) and isinstance(value, dict):
+            both = sorted(set(out[target]) & set(value))
+            if both:
+                raise ConfigError(
+                    f"{path}: `{key}.{both[0]}` and `{target}.{both[0]}` set the same value; keep one"
+                )
+            out[target] = {**out[target], **value}
+            for sub in value:
+                lines.setdefault(f"{target}.{sub}", lines.get(f"{key}.{sub}", 0))
+        else:
+            out[target] = value
+            if target != key:
+                for dotted, line in list(lines.items()):
+                    if dotted == key or dotted.startswith(key + "."):
+                        lines[target + dotted[len(key):]] = line
+    for alias, canonical in KEY_ALIASES.items():
+        section, alias_key = alias.split(".")
+        _, canonical_key = canonical.split(".")
+        block = out.get(section)
+        if isinstance(block, dict) and alias_key in block:
+            if canonical_key in block:
+                raise ConfigError(f"{path}: `{alias}` and `{canonical}` set the same value; keep one")
+            block[canonical_key] = block.pop(alias_key)
+            lines[canonical] = lines.get(alias, 0)
+    return out
+
+
+def _flatten_origins(values: Any, prefix: str, origin_file: Path, lines: dict[str, int], out: dict) -> None:
+    if not isinstance(values, dict):
+        return
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        out[dotted] = Origin(origin_file, lines.get(dotted) or None)
+        _flatten_origins(value, dotted + ".", origin_file, lines, out)
+
+
+def _resolve_paths(values: dict[str, Any], base_dir: Path) -> None:
+    for dotted in PATH_KEYS:
+        section, key = dotted.split(".")
+        block = values.get(section)
+        if isinstance(block, dict) and key in block:
+            block[key] = _resolve_path(dotted, block[key], base_dir)
+
+
+def _merge_into(target: MergedConfig, values: dict[str, Any], origins: dict[str, Origin]) -> None:
+    def merge(dst: dict, src: dict, prefix: str) -> None:
+        for key, value in src.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict) and isinstance(dst.get(key), dict):
+                merge(dst[key], value, dotted + ".")
+                continue
+            # A replaced subtree keeps no origins from the file it replaced.
+            for stale in [k for k in target.origins if k.startswith(dotted + ".")]:
+                del target.origins[stale]
+            dst[key] = copy.deepcopy(value)
+
+    merge(target.values, values, "")
+    target.origins.update(origins)
+
+
+def _extends_list(value: Any, path: Path, line: int | None) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    where = f"{path}:{line}" if line else str(path)
+    raise ConfigError(f"{where}: `extends` must be a path or a list of paths, got {value!r}")
+
+
+def _load_chain(path: Path, stack: tuple[Path, ...], merged: MergedConfig) -> None:
+    path = path.resolve()
+    if path in merged.files:
+        return  # reached again through another `extends` (a diamond): merged once, at its first place
+    if path in stack:
+        chain = " -> ".join(str(p) for p in (*stack, path))
+        raise ConfigError(f"extends cycle: {chain}")
+    data, lines = read_yaml_mapping(path)
+    extends = data.pop("extends", None)
+    if extends is not None:
+        for parent in _extends_list(extends, path, lines.get("extends")):
+            parent_path = (path.parent / os.path.expanduser(parent))
+            if not parent_path.is_file():
+                raise ConfigError(
+                    f"{path}:{lines.get('extends', 1)}: extends: file not found: {parent} "
+                    f"(resolved to {parent_path.resolve()}; paths are relative to {path.parent})"
+                )
+            _load_chain(parent_path, (*stack, path), merged)
+    data = _normalise(data, lines, path)
+    _resolve_paths(data, path.parent)
+    origins: dict[str, Origin] = {}
+    _flatten_origins(data, "", path, lines, origins)
+    _merge_into(merged, data, origins)
+    merged.files.append(path)
+
+
+def load_merged_config(config: Path, base_config: Path | None = None) -> MergedConfig:
+    """Merge `base_config` (if any), then `config` with its whole `extends` chain, into one mapping.
+
+    Raises ConfigError for a missing file, invalid YAML, a bad `extends` value or a cycle.
+    """
+    merged = MergedConfig()
+    if base_config is not None:
+        _load_chain(Path(base_config), (), merged)
+    _load_chain(Path(config), (), merged)
+    return merged

@@ -1,0 +1,25 @@
+"""The pure translation of a validated ProjectConfig into `SftArguments` keyword arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .schema import ProjectConfig
+
+
+def to_sft_kwargs(cfg: ProjectConfig) -> dict[str, Any]:
+    """Keyword arguments for ms-swift's `SftArguments`, derived only from `cfg`.
+
+    `tuner.train_type` is already `tuner_type`; the data keys become `dataset`/`val_dataset`
+    (the project loads them itself, see src/sft.py); `deepspeed.*` becomes `deepspeed`;
+    `global_max_length` sets the template's `max_length` and the model's `max_model_len`.
+    """
+    kwargs = dict(cfg.swift)
+    kwargs["dataset"] = [cfg.custom.train_jsonl]
+    kwargs["val_dataset"] = [cfg.custom.val_jsonl] if cfg.custom.val_jsonl else []
+    if cfg.deepspeed.enabled:
+        kwargs["deepspeed"] = cfg.deepspeed.config
+    if cfg.global_max_length is not None:
+        kwargs["max_length"] = cfg.global_max_length
+        kwargs["max_model_len"] = cfg.global_max_length
+    return kwargs

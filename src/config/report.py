@@ -1,0 +1,39 @@
+"""Showing and saving a resolved config: each value with the file it came from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .loader import MergedConfig
+
+
+def _leaves(values: Any, prefix: str = ""):
+    if isinstance(values, dict) and values:
+        for key, value in values.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], values
+
+
+def format_resolved(merged: MergedConfig) -> str:
+    """One line per leaf key: `key = value   # file:line`, in config order."""
+    rows = [(key, json.dumps(value, ensure_ascii=False), str(merged.origins.get(key, "")))
+            for key, value in _leaves(merged.values)]
+    width = max((len(k) + len(v) for k, v, _ in rows), default=0) + 3
+    return "\n".join(f"{k} = {v}".ljust(width + 2) + f"# {o}" for k, v, o in rows)
+
+
+def dump_resolved_yaml(merged: MergedConfig, path: Path) -> Path:
+    """Write the merged config (no `extends`, absolute paths) to `path`; loading it alone gives the same run.
+
+    The files of the chain are listed in a header comment. Returns `path`.
+    """
+    header = "# Resolved config. Loading this file alone reproduces the run's arguments.\n# From:\n"
+    header += "".join(f"#   {f}\n" for f in merged.files)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + yaml.safe_dump(merged.values, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path

@@ -1,0 +1,151 @@
+"""Cross-field and machine rules, checked in one pass after the types, before anything starts.
+
+Each message says what is wrong and how to fix it. The packing and DeepSpeed rules look for the
+packages with `importlib.util.find_spec` so no heavy import happens while validating.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from .errors import ConfigError
+from .schema import ProjectConfig
+
+DEEPSPEED_PRESETS = ("zero0", "zero1", "zero2", "zero2_offload", "zero3", "zero3_offload")
+# attn_impl values ms-swift accepts for packing / padding_free, and the modules each one needs.
+FLASH_ATTENTION_MODULES = {
+    "flash_attn": ("flash_attn",),
+    "flash_attention_2": ("flash_attn",),
+    "flash_attention_3": ("flash_attn_3", "flash_attn_interface"),
+    "flash_attention_4": ("flash_attn.cute",),
+}
+
+
+def _module_available(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _where(cfg: ProjectConfig, dotted: str) -> str:
+    origin = cfg.origin(dotted)
+    return f"{origin}: " if origin else ""
+
+
+def _existing_path_problems(cfg: ProjectConfig) -> list[str]:
+    problems = []
+    swift = cfg.swift
+    checks = [
+        ("model.model", swift.get("model"), "a model directory (config.json inside)", "dir"),
+        ("custom.train_jsonl", cfg.custom.train_jsonl, "a JSONL file of training records", "file"),
+        ("custom.val_jsonl", cfg.custom.val_jsonl, "a JSONL file of validation records", "file"),
+        ("tuner.adapters", swift.get("adapters"), "an adapter checkpoint directory", "any"),
+    ]
+    resume = swift.get("resume_from_checkpoint")
+    if resume not in (None, "auto"):
+        checks.append(("tuner.resume_from_checkpoint", resume, "a checkpoint directory", "dir"))
+    for dotted, value, what, kind in checks:
+        for item in ([value] if isinstance(value, str) else value or []):
+            path = Path(item)
+            ok = path.is_dir() if kind == "dir" else path.is_file() if kind == "file" else path.exists()
+            if not ok:
+                problems.append(f"{_where(cfg, dotted)}`{dotted}` = {item}: path does not exist "
+                                f"(expected {what}; relative paths are relative to the YAML that sets them)")
+    return problems
+
+
+def _packing_problems(cfg: ProjectConfig) -> list[str]:
+    swift = cfg.swift
+    feature = "packing" if swift.get("packing") else "padding_free" if swift.get("padding_free") else None
+    if feature is None:
+        return []
+    attn = swift.get("attn_impl")
+    allowed = ", ".join(FLASH_ATTENTION_MODULES)
+    if attn not in FLASH_ATTENTION_MODULES:
+        return [f"{_where(cfg, f'training.{feature}')}`{feature}: true` needs a flash-attention "
+                f"implementation, but `attn_impl` is {attn!r}: set model.attn_impl to one of {allowed}"]
+    missing = [m for m in FLASH_ATTENTION_MODULES[attn] if not _module_available(m)]
+    if missing:
+        return [f"{_where(cfg, f'training.{feature}')}`{feature}: true` with attn_impl={attn} needs the "
+                f"module(s) {', '.join(missing)}, which are not installed on this machine. Install a "
+                f"flash-attention build for your GPU (see README, 'Packing'), or set `training.{feature}: "
+                f"false`. Packing cannot run on CPU."]
+    return []
+
+
+def _deepspeed_problems(cfg: ProjectConfig) -> list[str]:
+    ds = cfg.deepspeed
+    if not ds.enabled:
+        return []
+    if not ds.config:
+        return [f"{_where(cfg, 'deepspeed.enabled')}`deepspeed.enabled: true` needs `deepspeed.config`: a "
+                f"preset ({', '.join(DEEPSPEED_PRESETS)}) or a json file such as configs/deepspeed/zero2.json"]
+    problems = []
+    if ds.config not in DEEPSPEED_PRESETS:
+        path = Path(ds.config)
+        if not path.is_absolute():
+            problems.append(f"{_where(cfg, 'deepspeed.config')}`deepspeed.config` = {ds.config!r} is neither a "
+                            f"preset ({', '.join(DEEPSPEED_PRESETS)}) nor a json path")
+        elif not path.is_file():
+            problems.append(f"{_where(cfg, 'deepspeed.config')}`deepspeed.config` = {ds.config}: file does not "
+                            f"exist")
+        else:
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as err:
+                problems.append(f"{ds.config}:{err.lineno}:{err.colno}: invalid JSON in the DeepSpeed config "
+                                f"({err.msg})")
+    if not _module_available("deepspeed"):
+        problems.append(f"{_where(cfg, 'deepspeed.enabled')}`deepspeed.enabled: true` but the `deepspeed` "
+                        f"package is not installed: `pip install -e '.[gpu]'`, or set deepspeed.enabled: false")
+    return problems
+
+
+def _offline_problems(cfg: ProjectConfig) -> list[str]:
+    problems = []
+    if cfg.swift.get("check_model", True):
+        problems.append(f"{_where(cfg, 'training.check_model')}`check_model` must be false: it contacts the "
+                        f"model hub, and this project runs offline")
+    if not cfg.swift.get("strict", False):
+        problems.append(f"{_where(cfg, 'training.strict')}`strict` must be true: without it ms-swift drops "
+                        f"rows it cannot encode without stopping; use `custom.bad_records: skip` to skip "
+                        f"invalid records visibly")
+    return problems
+
+
+def _length_problems(cfg: ProjectConfig) -> list[str]:
+    glob, local = cfg.global_max_length, cfg.swift.get("max_length")
+    if glob is not None and local is not None and glob != local:
+        return [f"{_where(cfg, 'template.max_length')}`template.max_length` = {local} disagrees with "
+                f"`global_max_length` = {glob} ({cfg.origin('global_max_length')}); set only one"]
+    if glob is not None and glob <= 0:
+        return [f"{_where(cfg, 'global_max_length')}`global_max_length` must be positive, got {glob}"]
+    return []
+
+
+def _custom_problems(cfg: ProjectConfig) -> list[str]:
+    problems = []
+    if cfg.custom.images_per_user_turn < 1:
+        problems.append(f"{_where(cfg, 'custom.images_per_user_turn')}`custom.images_per_user_turn` must be "
+                        f">= 1, got {cfg.custom.images_per_user_turn}")
+    if not 0.0 <= cfg.custom.augment_prob <= 1.0:
+        problems.append(f"{_where(cfg, 'custom.augment_prob')}`custom.augment_prob` must be in [0, 1], got "
+                        f"{cfg.custom.augment_prob}")
+    return problems
+
+
+def check_rules(cfg: ProjectConfig, *, check_paths: bool = True) -> None:
+    """Raise one ConfigError listing every cross-field or machine problem of a typed config.
+
+    `check_paths=False` skips the checks that need the files to exist (used to resolve shipped
+    templates whose model path the user fills in).
+    """
+    problems = [*_offline_problems(cfg), *_length_problems(cfg), *_custom_problems(cfg),
+                *_packing_problems(cfg), *_deepspeed_problems(cfg)]
+    if check_paths:
+        problems += _existing_path_problems(cfg)
+    if problems:
+        raise ConfigError(problems)

@@ -1,0 +1,214 @@
+"""The typed project config: our own sections as dataclasses, ms-swift's sections checked against
+`SftArguments` itself.
+
+Every field here is required: the defaults live in `configs/base.yaml`, not in Python, so the YAML
+a user reads is the whole truth. Field comments are the reference documentation of each key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+from .errors import ConfigError
+from .loader import MergedConfig, Origin
+from .swift_fields import sft_argument_fields
+from .types import checker_for, describe
+
+EmitNorm = Literal["none", "norm100", "norm1000"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CustomSection:
+    """`custom:` (alias `data:`): the project's JSONL data and how it becomes conversations."""
+
+    train_jsonl: str  # training records in the project's JSONL contract (required)
+    val_jsonl: Optional[str]  # validation records, or null for none
+    emit_norm: Literal["none", "norm100", "norm1000"]  # coordinate space of the answers
+    images_per_user_turn: int  # records grouped into one user turn (1 = one image per turn)
+    augment_prob: float  # probability that a training sample is augmented (0 = never)
+    bad_records: Literal["error", "skip"]  # stop on an invalid record, or skip it and report it
+    object_order: Literal["reading", "given"]  # order of objects in the answer
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PromptsSection:
+    """`prompts:`: which prompt scheme builds the user turn, with optional overrides."""
+
+    scheme: Literal["dense", "grounding", "summary"]
+    system: Optional[str]  # replaces the scheme's system prompt when set
+    user: Optional[str]  # replaces the scheme's user prompt when set
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeepspeedSection:
+    """`deepspeed:`: ZeRO for multi-GPU runs."""
+
+    enabled: bool
+    config: Optional[str]  # a preset (zero2, zero3, zero3_offload) or a json path
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunSection:
+    """`run:`: how a run treats its output directory (`training.output_dir`)."""
+
+    overwrite: bool  # true: start even if the output directory already holds files
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProjectConfig:
+    """A validated config: our sections, the ms-swift keys, and where every value came from."""
+
+    custom: CustomSection
+    prompts: PromptsSection
+    deepspeed: DeepspeedSection
+    run: RunSection
+    env: dict[str, str]
+    global_max_length: Optional[int]
+    swift: dict[str, Any]  # SftArguments keyword arguments from model/template/tuner/training
+    merged: MergedConfig
+
+    def origin(self, dotted: str) -> Origin | None:
+        """The file (and line) that set `dotted`, or None for a value the project derived."""
+        return self.merged.origins.get(dotted)
+
+
+OWN_SECTIONS = {"custom": CustomSection, "prompts": PromptsSection, "deepspeed": DeepspeedSection,
+                "run": RunSection}
+SWIFT_SECTIONS = ("model", "template", "tuner", "training")
+TOP_LEVEL_SCALARS = {"global_max_length": "Optional[int]", "env": "Dict[str, Any]"}
+ALL_SECTIONS = (*OWN_SECTIONS, *SWIFT_SECTIONS, *TOP_LEVEL_SCALARS)
+# SftArguments fields the project sets itself, from the key named here.
+OWNED_SWIFT_FIELDS = {
+    "dataset": "custom.train_jsonl",
+    "val_dataset": "custom.val_jsonl",
+    "deepspeed": "deepspeed.enabled / deepspeed.config",
+    "tuner_type": "tuner.train_type",
+}
+# Our name for a ms-swift field: (section, our key) -> (ms-swift field, annotation).
+RENAMED_SWIFT_KEYS = {("tuner", "train_type"): ("tuner_type", "str")}
+
+
+def _where(merged: MergedConfig, dotted: str) -> str:
+    origin = merged.origins.get(dotted)
+    return f"{origin}: " if origin else ""
+
+
+def _did_you_mean(name: str, candidates: list[str] | tuple[str, ...] | set[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
+
+
+def _check_type(merged: MergedConfig, dotted: str, value: Any, annotation: str, problems: list[str]) -> None:
+    if checker_for(annotation)(value):
+        return
+    if value is None:
+        problems.append(
+            f"{_where(merged, dotted)}`{dotted}` is required and has no value: set it in your config "
+            f"(expected {describe(annotation)})"
+        )
+    else:
+        problems.append(
+            f"{_where(merged, dotted)}`{dotted}` = {value!r} has the wrong type: expected "
+            f"{describe(annotation)}, got {type(value).__name__}"
+        )
+
+
+def _own_section(merged: MergedConfig, name: str, cls: type, problems: list[str]) -> Any:
+    block = merged.values.get(name)
+    if not isinstance(block, dict):
+        problems.append(f"{_where(merged, name)}`{name}` must be a mapping, got {block!r}"
+                        if block is not None else f"section `{name}` is missing: extend configs/base.yaml")
+        return None
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
+    for key in block:
+        if key not in fields:
+            problems.append(f"{_where(merged, f'{name}.{key}')}unknown key `{name}.{key}`"
+                            f"{_did_you_mean(key, fields)} (allowed: {', '.join(fields)})")
+    for key, annotation in fields.items():
+        dotted = f"{name}.{key}"
+        if key not in block:
+            problems.append(f"`{dotted}` is missing: set it in your config or extend configs/base.yaml "
+                            f"(expected {describe(annotation)})")
+            continue
+        _check_type(merged, dotted, block[key], annotation, problems)
+    return block
+
+
+def _swift_sections(merged: MergedConfig, problems: list[str]) -> dict[str, Any]:
+    fields = sft_argument_fields()
+    kwargs: dict[str, Any] = {}
+    set_by: dict[str, str] = {}
+    for section in SWIFT_SECTIONS:
+        block = merged.values.get(section) or {}
+        if not isinstance(block, dict):
+            problems.append(f"{_where(merged, section)}`{section}` must be a mapping, got {block!r}")
+            continue
+        for key, value in block.items():
+            dotted = f"{section}.{key}"
+            renamed = RENAMED_SWIFT_KEYS.get((section, key))
+            if renamed is None and key in OWNED_SWIFT_FIELDS:
+                problems.append(f"{_where(merged, dotted)}`{dotted}` is set by the project: use "
+                                f"`{OWNED_SWIFT_FIELDS[key]}` instead")
+                continue
+            if renamed is None and key not in fields:
+                candidates = {*fields, *(k for s, k in RENAMED_SWIFT_KEYS if s == section)} - set(OWNED_SWIFT_FIELDS)
+                problems.append(f"{_where(merged, dotted)}unknown key `{dotted}`"
+                                f"{_did_you_mean(key, candidates)} (keys here are ms-swift SftArguments "
+                                f"fields)")
+                continue
+            field_name, annotation = renamed or (key, fields[key].annotation)
+            _check_type(merged, dotted, value, annotation, problems)
+            if field_name in set_by:
+                problems.append(f"{_where(merged, dotted)}`{dotted}` and `{set_by[field_name]}` both set "
+                                f"ms-swift's `{field_name}`; keep one")
+            set_by[field_name] = dotted
+            kwargs[field_name] = value
+    return kwargs
+
+
+def _env_section(merged: MergedConfig, problems: list[str]) -> dict[str, str]:
+    block = merged.values.get("env") or {}
+    if not isinstance(block, dict):
+        problems.append(f"{_where(merged, 'env')}`env` must be a mapping of NAME: value, got {block!r}")
+        return {}
+    env: dict[str, str] = {}
+    for key, value in block.items():
+        if not isinstance(value, (str, int, float, bool)) or isinstance(value, bool):
+            problems.append(f"{_where(merged, f'env.{key}')}`env.{key}` = {value!r}: expected a string or "
+                            f"number")
+            continue
+        env[str(key)] = str(value)
+    return env
+
+
+def validate_config(merged: MergedConfig) -> ProjectConfig:
+    """Check every key of a merged config and return the typed ProjectConfig.
+
+    Raises one ConfigError listing every problem: unknown keys (with the file that introduced them
+    and close matches), wrong types (key, value, expected type), missing required values.
+    """
+    problems: list[str] = []
+    for key in merged.values:
+        if key not in ALL_SECTIONS:
+            problems.append(f"{_where(merged, key)}unknown section `{key}`{_did_you_mean(key, ALL_SECTIONS)} "
+                            f"(allowed: {', '.join(ALL_SECTIONS)}, extends)")
+    sections = {name: _own_section(merged, name, cls, problems) for name, cls in OWN_SECTIONS.items()}
+    swift_kwargs = _swift_sections(merged, problems)
+    env = _env_section(merged, problems)
+    global_max_length = merged.values.get("global_max_length")
+    _check_type(merged, "global_max_length", global_max_length, "Optional[int]", problems)
+    if problems:
+        raise ConfigError(problems)
+    return ProjectConfig(
+        custom=CustomSection(**sections["custom"]),
+        prompts=PromptsSection(**sections["prompts"]),
+        deepspeed=DeepspeedSection(**sections["deepspeed"]),
+        run=RunSection(**sections["run"]),
+        env=env,
+        global_max_length=global_max_length,
+        swift=swift_kwargs,
+        merged=merged,
+    )

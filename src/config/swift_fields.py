@@ -1,0 +1,132 @@
+"""The fields of ms-swift's `SftArguments`, read from the installed sources without importing them.
+
+Importing `swift.arguments` pulls in torch and the trainers (about 7 s). Validating a YAML must not
+pay that, so the dataclass fields of `SftArguments` and all of its bases (ms-swift's mixins and
+transformers' `TrainingArguments`) are collected by parsing their source files with `ast`. Nothing
+is hand-copied: a field added in a new ms-swift release is picked up as it is.
+`tests/test_swift_fields.py` checks the result against `dataclasses.fields(SftArguments)`.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT_MODULE = "swift.arguments.sft_args"
+ROOT_CLASS = "SftArguments"
+
+
+@dataclass(frozen=True, slots=True)
+class SwiftField:
+    """One dataclass field: its name, its annotation as source text, and the class declaring it."""
+
+    name: str
+    annotation: str
+    owner: str
+
+
+def _module_file(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module.split(".")[0])
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    base = Path(next(iter(spec.submodule_search_locations)))
+    rel = Path(*module.split(".")[1:])
+    for candidate in (base / rel.with_suffix(".py"), base / rel / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _parse(module: str) -> ast.Module | None:
+    path = _module_file(module)
+    return ast.parse(path.read_text(encoding="utf-8")) if path else None
+
+
+def _resolve_relative(module: str, level: int, name: str | None, is_package: bool) -> str:
+    parts = module.split(".")
+    # A package's own __init__ counts as the package itself for relative imports.
+    base = parts if is_package else parts[:-1]
+    base = base[: len(base) - (level - 1)] if level > 1 else base
+    return ".".join(base + ([name] if name else []))
+
+
+def _find_class(module: str, name: str, depth: int = 0) -> tuple[str, ast.ClassDef] | None:
+    """Find class `name` as seen from `module`, following `from x import name` re-exports."""
+    tree = _parse(module)
+    if tree is None or depth > 8:
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return module, node
+    path = _module_file(module)
+    is_package = path is not None and path.name == "__init__.py"
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        for alias in node.names:
+            if (alias.asname or alias.name) != name:
+                continue
+            source = (
+                _resolve_relative(module, node.level, node.module, is_package)
+                if node.level
+                else node.module or ""
+            )
+            found = _find_class(source, alias.name, depth + 1)
+            if found is None:  # `from pkg import submodule_class` where the name is a module attr
+                found = _find_class(f"{source}.{alias.name}", alias.name, depth + 1)
+            if found:
+                return found
+    return None
+
+
+def _is_dataclass_field(stmt: ast.stmt) -> bool:
+    if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+        return False
+    text = ast.unparse(stmt.annotation)
+    return not (text.startswith("ClassVar") or text.startswith("InitVar"))
+
+
+def _class_chain(module: str, node: ast.ClassDef) -> list[tuple[str, ast.ClassDef]]:
+    """The class and its bases, depth first, each once (a simplified MRO: enough for fields)."""
+    chain: list[tuple[str, ast.ClassDef]] = []
+    seen: set[tuple[str, str]] = set()
+
+    def visit(mod: str, cls: ast.ClassDef) -> None:
+        if (mod, cls.name) in seen:
+            return
+        seen.add((mod, cls.name))
+        chain.append((mod, cls))
+        for base in cls.bases:
+            base_name = ast.unparse(base).split(".")[-1]
+            found = _find_class(mod, base_name)
+            if found:
+                visit(*found)
+
+    visit(module, node)
+    return chain
+
+
+@functools.lru_cache(maxsize=1)
+def sft_argument_fields() -> dict[str, SwiftField]:
+    """All dataclass fields of ms-swift's `SftArguments`, by name, read statically from the sources.
+
+    The most derived declaration wins, as in Python's dataclass MRO. Raises RuntimeError when the
+    installed ms-swift has no `SftArguments` where this project expects it.
+    """
+    found = _find_class(ROOT_MODULE, ROOT_CLASS)
+    if found is None:
+        raise RuntimeError(f"cannot find {ROOT_MODULE}.{ROOT_CLASS}: is ms-swift installed?")
+    fields: dict[str, SwiftField] = {}
+    for module, cls in _class_chain(*found):
+        for stmt in cls.body:
+            if _is_dataclass_field(stmt) and stmt.target.id not in fields:
+                fields[stmt.target.id] = SwiftField(
+                    name=stmt.target.id,
+                    annotation=ast.unparse(stmt.annotation),
+                    owner=f"{module}.{cls.name}",
+                )
+    return fields

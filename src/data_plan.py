@@ -1,0 +1,51 @@
+"""From a validated config to the rows a run trains on: load each split, apply the policy, build rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from src.config import ProjectConfig
+from src.config.prompts import get_prompt_scheme
+from src.datasets.builders import BasePreprocessor, make_builder
+from src.datasets.loading import LoadedSplit, load_split
+
+
+@dataclass(slots=True)
+class DataPlan:
+    """The loaded splits and the ms-swift rows built from them."""
+
+    splits: list[LoadedSplit] = field(default_factory=list)
+    train_rows: list[dict[str, Any]] = field(default_factory=list)
+    val_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """Records kept and skipped per split, rows built, and each skipped record's problems."""
+        lines = []
+        for split in self.splits:
+            lines.append(f"{split.path}: {len(split.records)} records kept, {len(split.skipped_lines)} skipped")
+            lines += [f"  skipped {p}" for p in split.problems]
+        lines.append(f"rows: {len(self.train_rows)} train, {len(self.val_rows)} val")
+        return "\n".join(lines)
+
+
+def make_preprocessor(cfg: ProjectConfig) -> BasePreprocessor:
+    """The preprocessor (prompt scheme, builder, grouping) a config describes; shared by training and inference."""
+    scheme = get_prompt_scheme(cfg.prompts.scheme, system=cfg.prompts.system, user=cfg.prompts.user)
+    builder = make_builder(scheme, cfg.custom.emit_norm, cfg.custom.object_order)
+    return BasePreprocessor(builder=builder, images_per_user_turn=cfg.custom.images_per_user_turn,
+                            seed=int(cfg.swift.get("data_seed", 42)))
+
+
+def plan_data(cfg: ProjectConfig) -> DataPlan:
+    """Load and validate every record the config names and build the rows. Raises DataError under `error`."""
+    preprocessor = make_preprocessor(cfg)
+    plan = DataPlan()
+    train = load_split(cfg.custom.train_jsonl, cfg.custom.bad_records)
+    plan.splits.append(train)
+    plan.train_rows = preprocessor(train.records)
+    if cfg.custom.val_jsonl:
+        val = load_split(cfg.custom.val_jsonl, cfg.custom.bad_records)
+        plan.splits.append(val)
+        plan.val_rows = preprocessor(val.records)
+    return plan

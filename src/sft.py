@@ -1,0 +1,79 @@
+"""Training entry: `python -m src.sft --config CFG [--base_config BASE] [--debug] [--dry-run]`.
+
+parse -> offline env -> config -> data -> (dry run: print and stop) -> ms-swift SwiftSft.
+Exit codes: 0 done, 2 bad config or data (nothing started), other: training failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from src.config import EXIT_CONFIG_ERROR, ConfigError, load_project_config, to_sft_kwargs
+from src.config.report import dump_resolved_yaml, format_resolved
+from src.data_plan import DataPlan, plan_data
+from src.datasets.loading import DataError, write_skipped
+from src.offline import apply_offline_env
+from src.run_dir import guard_output_dir, resolve_resume
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m src.sft", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, type=Path, help="the run's YAML")
+    parser.add_argument("--base_config", type=Path, help="a YAML merged under the whole extends chain")
+    parser.add_argument("--debug", action="store_true", help="print the first built row and every argument")
+    parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                        help="validate config and data, print the arguments, start nothing")
+    return parser.parse_args(argv)
+
+
+def _print_plan(cfg, kwargs: dict, plan: DataPlan, debug: bool) -> None:
+    print("== resolved config (value  # where it was set)")
+    print(format_resolved(cfg.merged))
+    print("== ms-swift SftArguments")
+    for key in sorted(kwargs):
+        print(f"{key} = {kwargs[key]!r}")
+    print("== data")
+    print(plan.summary())
+    if debug and plan.train_rows:
+        print("== first training row")
+        print(json.dumps(plan.train_rows[0], indent=2, ensure_ascii=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    apply_offline_env()
+    try:
+        cfg = load_project_config(args.config, args.base_config)
+        os.environ.update(cfg.env)  # before ms-swift is imported: it reads some of these at import
+        kwargs = to_sft_kwargs(cfg)
+        plan = plan_data(cfg)
+        output_dir = Path(kwargs["output_dir"])
+        kwargs["resume_from_checkpoint"] = resolve_resume(output_dir, kwargs.get("resume_from_checkpoint"))
+        _print_plan(cfg, kwargs, plan, args.debug)
+        if args.dry_run:
+            print("dry run: config and data are valid; nothing started")
+            return 0
+        guard_output_dir(output_dir, overwrite=cfg.run.overwrite, resuming=bool(kwargs["resume_from_checkpoint"]))
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    output_dir.mkdir(parents=True, exist_ok=True)
+    print(f"resolved config saved: {dump_resolved_yaml(cfg.merged, output_dir / 'resolved_config.yaml')}")
+    skipped = write_skipped(plan.splits, output_dir / "skipped_records.jsonl")
+    if skipped:
+        print(f"skipped records listed in: {skipped}")
+
+    from src.pipeline import run_training  # heavy: torch, transformers, ms-swift
+
+    result = run_training(kwargs, plan.train_rows, plan.val_rows)
+    print(f"last checkpoint: {result.get('last_model_checkpoint')}")
+    print(f"run directory: {output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+# Two commands do everything on a fresh clone: `make demo` and `make test`.
+# Each sets up .venv first (idempotent: a stamp file skips the install when nothing changed).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OPENSPEC_DIR := $(VENV)/openspec
+OPENSPEC := $(OPENSPEC_DIR)/node_modules/.bin/openspec
+OPENSPEC_VERSION := 1.13.2
+
+.PHONY: setup demo test lint clean-demo
+
+setup: $(STAMP) $(OPENSPEC)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+$(OPENSPEC):
+	npm install --silent --no-audit --no-fund --prefix $(OPENSPEC_DIR) @fission-ai/openspec@$(OPENSPEC_VERSION)
+
+demo: $(STAMP)
+	$(PY) -m src.demo
+
+test: setup
+	$(PY) -m ruff check src tests bench
+	$(OPENSPEC) validate --all --strict --no-interactive
+	$(PY) -m pytest -q

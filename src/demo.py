@@ -45,11 +45,15 @@ def run_demo(output_root: Path, n_records: int) -> Path:
     ensure_assets(assets, n_records)
     run_dir = output_root / "demo" / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     run_dir.mkdir(parents=True)
+    data = (f"custom:\n  train_jsonl: {assets / 'data' / 'train.jsonl'}\n"
+            f"  val_jsonl: {assets / 'data' / 'val.jsonl'}\n")
     stage1 = _write_stage_config(run_dir / "stage1.yaml", DEMO_CONFIGS / "stage1.yaml",
+                                 f"model:\n  model: {assets / 'tiny_model'}\n{data}"
                                  "training:\n  output_dir: ./stage1\n")
     _run("stage 1 (aligner, full)", ["-m", "src.sft", "--config", str(stage1)])
     stage2 = _write_stage_config(run_dir / "stage2.yaml", DEMO_CONFIGS / "stage2.yaml",
-                                 "model:\n  model: ./stage1/last-checkpoint\ntraining:\n  output_dir: ./stage2\n")
+                                 f"model:\n  model: ./stage1/last-checkpoint\n{data}"
+                                 "training:\n  output_dir: ./stage2\n")
     _run("stage 2 (LLM LoRA + aligner)", ["-m", "src.sft", "--config", str(stage2)])
     predictions = run_dir / "predictions.jsonl"
     _run("inference on the validation split",

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from datasets import Dataset as HfDataset
 from swift import SftArguments
 from swift.pipelines.train.sft import SwiftSft
+
+from datasets import Dataset as HfDataset
 
 
 class GroundingSft(SwiftSft):

@@ -215,7 +215,7 @@ def test_ms_swift_loads_and_encodes(model_dir: Path) -> None:
     assert input_ids.count(151652) == input_ids.count(151653) == 1
     trained = [t for t in labels if t != -100]
     assert processor.tokenizer.decode(trained) == "[]<|im_end|>\n"
-    assert all(lab == -100 for tok, lab in zip(input_ids, labels) if tok == 151655)
+    assert all(lab == -100 for tok, lab in zip(input_ids, labels, strict=True) if tok == 151655)
 
 
 def test_same_seed_same_bytes_other_seed_differs(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from .errors import ConfigError
 from .loader import MergedConfig, Origin
@@ -25,7 +25,7 @@ class CustomSection:
     """`custom:` (alias `data:`): the project's JSONL data and how it becomes conversations."""
 
     train_jsonl: str  # training records in the project's JSONL contract (required)
-    val_jsonl: Optional[str]  # validation records, or null for none
+    val_jsonl: str | None  # validation records, or null for none
     emit_norm: Literal["none", "norm100", "norm1000"]  # coordinate space of the answers
     images_per_user_turn: int  # records grouped into one user turn (1 = one image per turn)
     augment_prob: float  # probability that a training sample is augmented (0 = never)
@@ -38,8 +38,8 @@ class PromptsSection:
     """`prompts:`: which prompt scheme builds the user turn, with optional overrides."""
 
     scheme: Literal["dense", "grounding", "summary"]
-    system: Optional[str]  # replaces the scheme's system prompt when set
-    user: Optional[str]  # replaces the scheme's user prompt when set
+    system: str | None  # replaces the scheme's system prompt when set
+    user: str | None  # replaces the scheme's user prompt when set
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -47,7 +47,7 @@ class DeepspeedSection:
     """`deepspeed:`: ZeRO for multi-GPU runs."""
 
     enabled: bool
-    config: Optional[str]  # a preset (zero2, zero3, zero3_offload) or a json path
+    config: str | None  # a preset (zero2, zero3, zero3_offload) or a json path
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -66,7 +66,7 @@ class ProjectConfig:
     deepspeed: DeepspeedSection
     run: RunSection
     env: dict[str, str]
-    global_max_length: Optional[int]
+    global_max_length: int | None
     swift: dict[str, Any]  # SftArguments keyword arguments from model/template/tuner/training
     merged: MergedConfig
 

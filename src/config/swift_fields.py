@@ -40,7 +40,7 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parse(module: str) -> ast.Module | None:
     path = _module_file(module)
     return ast.parse(path.read_text(encoding="utf-8")) if path else None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ast
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Check = Callable[[Any], bool]
 
@@ -70,7 +71,7 @@ def _compile(node: ast.expr) -> Check:
     return _ANY
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def checker_for(annotation: str) -> Check:
     """A predicate telling whether a YAML value fits `annotation` (e.g. "Optional[List[str]]")."""
     try:

@@ -1,0 +1,131 @@
+"""Command line for grounding data: ``python -m src.datasets {synth,validate} ...``.
+
+Each subcommand is a ``_add_<name>(subparsers)`` that registers its arguments and sets
+``handler``; handlers return the process exit code (0 ok, 1 invalid data, 2 usage error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def _err(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- synth
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from .synth import write_synthetic_dataset
+
+    try:
+        result = write_synthetic_dataset(
+            args.out,
+            args.n,
+            seed=args.seed,
+            val_fraction=args.val_fraction,
+            overwrite=args.overwrite,
+        )
+    except (FileExistsError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    kinds = ", ".join(f"{count} {kind}" for kind, count in result["objects_by_kind"].items())
+    print(f"wrote {result['n_train']} train + {result['n_val']} val images to {result['out_dir']}")
+    print(f"objects: {result['n_objects']} ({kinds})")
+    return EXIT_OK
+
+
+def _add_synth(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "synth",
+        help="write a synthetic grounding dataset",
+        description="Write DIR/images/*.png, DIR/train.jsonl and DIR/val.jsonl.",
+    )
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    parser.add_argument("--n", type=int, required=True, help="number of images")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="share of images in val (default: 0.2)")
+    parser.add_argument("--overwrite", action="store_true", help="replace synthetic files in a non-empty DIR")
+    parser.set_defaults(handler=_run_synth)
+
+
+# ---------------------------------------------------------------------------- validate
+
+
+def _validate_file(path: str, check_images: bool) -> tuple[int, int]:
+    """Print the problems and summary of one file; return (records, invalid records)."""
+    from .contract import load_records
+
+    records, problems = load_records(path, check_image=check_images)
+    for problem in problems:
+        print(problem)
+    invalid = len({problem.line for problem in problems})
+    kinds = Counter(obj.kind for record in records for obj in record.objects)
+    clamped = sum(record.clamped for record in records)
+    total = len(records) + invalid
+    print(
+        f"{os.path.abspath(path)}: {total} records, {len(records)} valid, {invalid} invalid; "
+        f"objects in valid records: {kinds['bbox_2d']} bbox_2d, {kinds['quad']} quad; "
+        f"{clamped} coordinates clamped (within 1 px)"
+    )
+    return total, invalid
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    missing = [f for f in args.files if not os.path.isfile(f)]
+    for path in missing:
+        _err(f"{path}: no such file")
+    if missing:
+        return EXIT_USAGE
+    totals = [_validate_file(path, not args.no_image_check) for path in args.files]
+    invalid = sum(bad for _, bad in totals)
+    if len(totals) > 1:
+        records = sum(count for count, _ in totals)
+        print(f"total: {records} records, {records - invalid} valid, {invalid} invalid")
+    return EXIT_INVALID if invalid else EXIT_OK
+
+
+def _add_validate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        help="check JSONL files against the grounding contract",
+        description="Print every problem as 'file:line: field: message (value)', then a "
+        "summary. Exit 0 if every record is valid, 1 if not, 2 if a file is missing.",
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE.jsonl")
+    parser.add_argument(
+        "--no-image-check",
+        action="store_true",
+        help="skip opening images (faster; sizes and decodability are not checked)",
+    )
+    parser.set_defaults(handler=_run_validate)
+
+
+# ---------------------------------------------------------------------------- entry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m src.datasets`` parser; add a subcommand with one ``_add_*`` call."""
+    parser = argparse.ArgumentParser(prog="python -m src.datasets", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_synth(subparsers)
+    _add_validate(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen subcommand; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,503 @@
+"""The grounding JSONL contract: parsing, checking and writing records.
+
+One JSON object per line::
+
+    {"images": ["images/000001.png"],
+     "objects": [{"bbox_2d": [x1, y1, x2, y2], "desc": "red circle"},
+                 {"quad": [x1, y1, x2, y2, x3, y3, x4, y4], "desc": "text: ABC"}],
+     "width": 640, "height": 480,
+     "summary": "2 objects: red circle, text: ABC"}
+
+* exactly one image; a relative path is relative to the JSONL file's directory;
+* coordinates are float pixels of the displayed (EXIF-oriented) image, in the conventions of
+  :mod:`src.datasets.geometry` (``x2``/``y2`` are exclusive edges, like ``getbbox()``);
+* ``width``/``height`` are that displayed image's size;
+* each object has exactly one of ``bbox_2d`` / ``quad`` and a non-empty ``desc``;
+* ``summary`` is optional.
+
+Nothing is repaired silently: coordinates up to 1 px outside the image are clamped and counted
+(``Record.clamped``); everything else wrong is reported as a :class:`Problem`, all of them, not
+just the first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .geometry import quad_is_valid
+from .images import ImageError, load_image
+
+__all__ = [
+    "CLAMP_TOLERANCE_PX",
+    "GEOMETRY_KINDS",
+    "NO_VALUE",
+    "GeometryKind",
+    "GroundingObject",
+    "Problem",
+    "Record",
+    "SourceRef",
+    "iter_jsonl",
+    "load_records",
+    "parse_record",
+    "record_to_json",
+    "write_records",
+]
+
+GeometryKind = Literal["bbox_2d", "quad"]
+GEOMETRY_KINDS: tuple[str, ...] = ("bbox_2d", "quad")
+_GEOMETRY_LENGTH = {"bbox_2d": 4, "quad": 8}
+_GEOMETRY_LAYOUT = {"bbox_2d": "[x1, y1, x2, y2]", "quad": "[x1, y1, x2, y2, x3, y3, x4, y4]"}
+RECORD_KEYS: tuple[str, ...] = ("images", "objects", "width", "height", "summary")
+_REQUIRED_RECORD_KEYS = ("images", "objects", "width", "height")
+OBJECT_KEYS: tuple[str, ...] = ("bbox_2d", "quad", "desc")
+CLAMP_TOLERANCE_PX = 1.0
+"""Coordinates at most this far outside the image are clamped onto its edge, not rejected."""
+
+_MAX_VALUE_CHARS = 80
+
+
+class _NoValue:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_VALUE"
+
+
+NO_VALUE: Any = _NoValue()
+"""``Problem.value`` when there is no offending value to show (e.g. a missing key)."""
+
+
+# ---------------------------------------------------------------------------- data types
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroundingObject:
+    """One annotated object: a box or a quad in pixels, and its description."""
+
+    kind: GeometryKind
+    """``"bbox_2d"`` (``points`` = x1, y1, x2, y2) or ``"quad"`` (x1, y1, ..., x4, y4)."""
+    points: tuple[float, ...]
+    """4 or 8 pixel coordinates of the displayed image, already clamped into it."""
+    desc: str
+    """Non-empty description, e.g. ``"red circle"``."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in _GEOMETRY_LENGTH:
+            raise ValueError(f"kind must be one of {list(GEOMETRY_KINDS)}, got {self.kind!r}")
+        if len(self.points) != _GEOMETRY_LENGTH[self.kind]:
+            raise ValueError(f"{self.kind} needs {_GEOMETRY_LENGTH[self.kind]} values, got {len(self.points)}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceRef:
+    """Where a record came from."""
+
+    file: str
+    """Absolute path of the JSONL file."""
+    line: int
+    """1-based line number."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Record:
+    """One valid grounding sample."""
+
+    image: str
+    """Absolute path of the image."""
+    width: int
+    """Displayed (EXIF-oriented) image width in pixels."""
+    height: int
+    """Displayed image height in pixels."""
+    objects: tuple[GroundingObject, ...]
+    """Annotated objects, possibly none."""
+    summary: str | None = None
+    """Optional free-text summary of the image."""
+    source: SourceRef
+    """File and line this record was read from."""
+    clamped: int = 0
+    """How many coordinate values were up to 1 px outside the image and clamped onto it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """One thing wrong with one line of a JSONL file."""
+
+    file: str
+    """Absolute path of the JSONL file."""
+    line: int
+    """1-based line number."""
+    field: str
+    """Dotted path of the offending field, e.g. ``objects[2].bbox_2d``."""
+    message: str
+    """What is wrong, and where possible how to fix it."""
+    value: object = NO_VALUE
+    """The offending value, or :data:`NO_VALUE`."""
+
+    def __str__(self) -> str:
+        text = f"{self.file}:{self.line}: {self.field}: {self.message}"
+        if self.value is NO_VALUE:
+            return text
+        return f"{text} ({_render_value(self.value)})"
+
+
+def _render_value(value: object) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False)  # shown as written in the file
+    except (TypeError, ValueError):
+        text = repr(value)
+    if len(text) > _MAX_VALUE_CHARS:
+        text = text[: _MAX_VALUE_CHARS - 3] + "..."
+    return text
+
+
+class _Problems:
+    """Collects the problems of one record."""
+
+    def __init__(self, source: SourceRef) -> None:
+        self.source = source
+        self.items: list[Problem] = []
+
+    def add(self, field: str, message: str, value: object = NO_VALUE) -> None:
+        self.items.append(
+            Problem(
+                file=self.source.file,
+                line=self.source.line,
+                field=field,
+                message=message,
+                value=value,
+            )
+        )
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict | Problem]]:
+    """Yield ``(line_number, object_or_problem)`` for each non-blank line of ``path``.
+
+    Line numbers are 1-based. A UTF-8 BOM is accepted; blank lines are skipped (they are not
+    records); a line that is not UTF-8, not JSON, or not a JSON object yields a
+    :class:`Problem`. A missing file raises ``FileNotFoundError``.
+    """
+    file = os.path.abspath(path)
+    with open(file, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            yield from _parse_line(file, number, raw)
+
+
+def _parse_line(file: str, number: int, raw: bytes) -> Iterator[tuple[int, dict | Problem]]:
+    def problem(field: str, message: str, value: object = NO_VALUE) -> tuple[int, Problem]:
+        return number, Problem(file=file, line=number, field=field, message=message, value=value)
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        yield problem("line", f"not valid UTF-8 (byte {exc.start + 1})")
+        return
+    if not text.strip():
+        return
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        yield problem("line", f"not valid JSON: {exc.msg} at column {exc.colno}", text.strip())
+        return
+    if not isinstance(obj, dict):
+        yield problem("line", f"must be a JSON object, got {_type_name(obj)}", obj)
+        return
+    yield number, obj
+
+
+def _type_name(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    for kind, name in names.items():
+        if type(value) is kind:
+            return name
+    return "a number" if isinstance(value, (int, float)) else type(value).__name__
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def parse_record(
+    obj: dict, source: SourceRef, base_dir: Path, *, check_image: bool
+) -> tuple[Record | None, list[Problem]]:
+    """Check one decoded JSONL object against the contract.
+
+    Returns ``(record, [])`` when it is valid, else ``(None, problems)`` with every problem
+    found. Relative image paths are resolved against ``base_dir``. With ``check_image`` the
+    image must exist, decode fully and have the record's ``width``/``height`` after EXIF
+    orientation.
+    """
+    report = _Problems(source)
+    if not isinstance(obj, dict):
+        report.add("line", f"must be a JSON object, got {_type_name(obj)}", obj)
+        return None, report.items
+    _check_keys(obj, report)
+    image = _parse_images(obj.get("images", NO_VALUE), base_dir, report)
+    width = _parse_size(obj, "width", report)
+    height = _parse_size(obj, "height", report)
+    summary = _parse_summary(obj.get("summary"), report)
+    objects, clamped = _parse_objects(obj.get("objects", NO_VALUE), width, height, report)
+    if check_image and image is not None:
+        _check_image_file(image, width, height, report)
+    if report.items:
+        return None, report.items
+    assert image is not None and width is not None and height is not None and objects is not None
+    record = Record(
+        image=image,
+        width=width,
+        height=height,
+        objects=objects,
+        summary=summary,
+        source=source,
+        clamped=clamped,
+    )
+    return record, []
+
+
+def _check_keys(obj: dict, report: _Problems) -> None:
+    allowed = ", ".join(RECORD_KEYS)
+    for key in obj:
+        if key not in RECORD_KEYS:
+            report.add(str(key), f"unknown key; allowed keys are: {allowed}")
+    for key in _REQUIRED_RECORD_KEYS:
+        if key not in obj:
+            report.add(key, "required key is missing")
+
+
+def _parse_images(value: object, base_dir: Path, report: _Problems) -> str | None:
+    if value is NO_VALUE:
+        return None
+    if not isinstance(value, list) or len(value) != 1:
+        report.add("images", "must be a list with exactly one image path", value)
+        return None
+    path = value[0]
+    if not isinstance(path, str) or not path.strip():
+        report.add("images[0]", "must be a non-empty string (an image path)", path)
+        return None
+    # normpath, not resolve(): keep symlinked dataset layouts as the user wrote them.
+    return os.path.normpath(os.path.join(os.path.abspath(base_dir), path))
+
+
+def _parse_size(obj: dict, key: str, report: _Problems) -> int | None:
+    if key not in obj:
+        return None
+    value = obj[key]
+    if not _is_positive_int(value):
+        report.add(key, "must be a positive integer (pixels)", value)
+        return None
+    return value
+
+
+def _parse_summary(value: object, report: _Problems) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    report.add("summary", "must be a string when present", value)
+    return None
+
+
+def _parse_objects(
+    value: object, width: int | None, height: int | None, report: _Problems
+) -> tuple[tuple[GroundingObject, ...] | None, int]:
+    if value is NO_VALUE:
+        return None, 0
+    if not isinstance(value, list):
+        report.add("objects", "must be a list of objects (it may be empty)", value)
+        return None, 0
+    objects, clamped = [], 0
+    for index, item in enumerate(value):
+        parsed, count = _parse_object(f"objects[{index}]", item, width, height, report)
+        clamped += count
+        if parsed is not None:
+            objects.append(parsed)
+    return tuple(objects), clamped
+
+
+def _parse_object(
+    field: str, item: object, width: int | None, height: int | None, report: _Problems
+) -> tuple[GroundingObject | None, int]:
+    if not isinstance(item, dict):
+        report.add(field, f"must be a JSON object, got {_type_name(item)}", item)
+        return None, 0
+    for key in item:
+        if key not in OBJECT_KEYS:
+            report.add(f"{field}.{key}", f"unknown key; allowed keys are: {', '.join(OBJECT_KEYS)}")
+    desc = _parse_desc(field, item, report)
+    kinds = [kind for kind in GEOMETRY_KINDS if kind in item]
+    if len(kinds) != 1:
+        found = "both" if kinds else "neither"
+        report.add(field, f"needs exactly one of bbox_2d or quad, found {found}")
+        return None, 0
+    kind = kinds[0]
+    points, clamped = _parse_points(f"{field}.{kind}", kind, item[kind], width, height, report)
+    if points is None or desc is None:
+        return None, clamped
+    return GroundingObject(kind=kind, points=points, desc=desc), clamped
+
+
+def _parse_desc(field: str, item: dict, report: _Problems) -> str | None:
+    if "desc" not in item:
+        report.add(f"{field}.desc", "required key is missing")
+        return None
+    desc = item["desc"]
+    if not isinstance(desc, str) or not desc.strip():
+        report.add(f"{field}.desc", "must be a non-empty string", desc)
+        return None
+    return desc
+
+
+def _parse_points(
+    field: str,
+    kind: str,
+    value: object,
+    width: int | None,
+    height: int | None,
+    report: _Problems,
+) -> tuple[tuple[float, ...] | None, int]:
+    size = _GEOMETRY_LENGTH[kind]
+    if not isinstance(value, list) or len(value) != size:
+        report.add(field, f"must be a list of {size} numbers {_GEOMETRY_LAYOUT[kind]}", value)
+        return None, 0
+    if not all(_is_number(v) for v in value):
+        report.add(field, "must contain only numbers", value)
+        return None, 0
+    if not all(math.isfinite(v) for v in value):
+        report.add(field, "must contain only finite numbers (no NaN or Infinity)", value)
+        return None, 0
+    points: list[float] | None = [float(v) for v in value]
+    clamped = 0
+    # With an invalid width/height (already reported) the bounds are unknown, but the shape
+    # of the box or quad can still be checked.
+    if width is not None and height is not None:
+        points, clamped = _clamp_into_image(field, points, width, height, report)
+    if points is None:
+        return None, 0
+    reason = _box_problem(points) if kind == "bbox_2d" else _quad_problem(points)
+    if reason is not None:
+        report.add(field, reason, value)
+        return None, clamped
+    return tuple(points), clamped
+
+
+def _clamp_into_image(
+    field: str, points: list[float], width: int, height: int, report: _Problems
+) -> tuple[list[float] | None, int]:
+    out, clamped, outside = [], 0, False
+    for index, v in enumerate(points):
+        limit = width if index % 2 == 0 else height
+        clipped = min(max(v, 0.0), float(limit))
+        if clipped != v:
+            if abs(clipped - v) > CLAMP_TOLERANCE_PX:
+                outside = True
+            clamped += 1
+        out.append(clipped)
+    if outside:
+        report.add(
+            field,
+            f"coordinates outside the image [0, {width}] x [0, {height}] by more than {CLAMP_TOLERANCE_PX:g} px",
+            points,
+        )
+        return None, 0
+    return out, clamped
+
+
+def _box_problem(box: list[float]) -> str | None:
+    x1, y1, x2, y2 = box
+    for lo, hi, axis in ((x1, x2, "x"), (y1, y2, "y")):
+        if hi < lo:
+            return f"{axis}2 < {axis}1: corners are swapped; write [x1, y1, x2, y2] with x1 < x2 and y1 < y2"
+        if hi == lo:
+            return f"zero-area box ({axis}1 == {axis}2)"
+    return None
+
+
+def _quad_problem(quad: list[float]) -> str | None:
+    reason = quad_is_valid(quad)
+    return None if reason is None else f"invalid quad: {reason}"
+
+
+def _check_image_file(image: str, width: int | None, height: int | None, report: _Problems) -> None:
+    try:
+        with load_image(image) as img:
+            actual = img.size
+    except ImageError as exc:
+        report.add("images[0]", exc.reason, image)
+        return
+    if width is not None and height is not None and actual != (width, height):
+        report.add(
+            "width/height",
+            f"record says {width}x{height} but the image is {actual[0]}x{actual[1]} (after EXIF orientation)",
+            image,
+        )
+
+
+def load_records(path: str | os.PathLike[str], *, check_image: bool = True) -> tuple[list[Record], list[Problem]]:
+    """Read every record of a JSONL file.
+
+    Returns the valid records and every problem found, in file order; a line with problems
+    contributes no record. Image paths are resolved against the file's directory. A missing
+    file raises ``FileNotFoundError``.
+    """
+    file = os.path.abspath(path)
+    base_dir = Path(file).parent
+    records: list[Record] = []
+    problems: list[Problem] = []
+    for line, item in iter_jsonl(file):
+        if isinstance(item, Problem):
+            problems.append(item)
+            continue
+        source = SourceRef(file=file, line=line)
+        record, found = parse_record(item, source, base_dir, check_image=check_image)
+        problems.extend(found)
+        if record is not None:
+            records.append(record)
+    return records, problems
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def _json_number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def record_to_json(record: Record, relative_to: Path | None) -> dict:
+    """The JSONL object for ``record`` (the inverse of :func:`parse_record`).
+
+    The image path is written relative to ``relative_to`` (the directory of the JSONL file
+    being written) when given, else absolute. Integral coordinates are written as ints.
+    """
+    image = record.image if relative_to is None else os.path.relpath(record.image, relative_to)
+    out: dict[str, Any] = {
+        "images": [Path(image).as_posix()],
+        "objects": [{obj.kind: [_json_number(v) for v in obj.points], "desc": obj.desc} for obj in record.objects],
+        "width": record.width,
+        "height": record.height,
+    }
+    if record.summary is not None:
+        out["summary"] = record.summary
+    return out
+
+
+def write_records(path: str | os.PathLike[str], records: list[Record]) -> None:
+    """Write ``records`` to a JSONL file, image paths relative to the file's directory."""
+    target = Path(os.path.abspath(path))
+    with open(target, "w", encoding="utf-8", newline="\n") as fh:
+        for record in records:
+            fh.write(json.dumps(record_to_json(record, target.parent), ensure_ascii=False))
+            fh.write("\n")

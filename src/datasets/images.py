@@ -1,0 +1,96 @@
+"""The one image rule: every image is read through here.
+
+Coordinates in our data refer to the image as displayed, i.e. after its EXIF orientation is
+applied, so loading and size queries both apply it. Pixels are always RGB.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = ["ImageError", "image_size", "load_image"]
+
+_EXIF_ORIENTATION = 0x0112
+# EXIF orientations 5-8 include a transpose: the displayed image has width and height swapped.
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
+_WHITE = (255, 255, 255)
+
+
+class ImageError(Exception):
+    """An image that is missing, unreadable or cannot be decoded."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _open(path: str | os.PathLike[str]) -> Image.Image:
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(path, "file not found")
+    if not p.is_file():
+        raise ImageError(path, "not a regular file")
+    try:
+        return Image.open(p)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(path, f"cannot open image: {exc}") from exc
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P":
+        # A palette may carry transparency; route it through RGBA so it is composited too.
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent pixels become white, not whatever colour the encoder left behind them.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode.startswith("I;16"):
+        # 16-bit grey: keep the top 8 bits instead of letting convert() saturate at 255.
+        grey = (np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Open ``path`` fully decoded, EXIF-oriented, as an RGB image.
+
+    Palette and alpha images are composited on white; grayscale and CMYK are converted.
+    Truncated or corrupt files raise :class:`ImageError` (every pixel is decoded here).
+    """
+    img = _open(path)
+    try:
+        with img:
+            img.load()
+            oriented = ImageOps.exif_transpose(img)
+        return _to_rgb(oriented)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageError(path, f"cannot decode image: {exc}") from exc
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(width, height)`` of ``path`` as displayed (after EXIF orientation), without decoding.
+
+    Reads the header and the EXIF orientation tag only. Agrees with ``load_image(path).size``
+    except for a PNG whose eXIf chunk comes after the pixel data (finding it would need a
+    full decode); such files are rare and ``load_image`` is the authority.
+    """
+    img = _open(path)
+    with img:
+        width, height = img.size
+        try:
+            # Image.Image.getexif, not the subclass's: PngImageFile.getexif decodes every
+            # pixel to look for a late eXIf chunk.
+            orientation = Image.Image.getexif(img).get(_EXIF_ORIENTATION, 1)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ImageError(path, f"cannot read EXIF: {exc}") from exc
+    if orientation in _SWAPS_AXES:
+        return height, width
+    return width, height

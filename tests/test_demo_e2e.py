@@ -1,0 +1,101 @@
+"""End to end on CPU with the real ms-swift: the demo (tiny model -> synthetic data -> stage 1 -> stage 2
+-> inference) run offline, then the stage-2 adapter through the real `swift infer` and `swift export`
+CLIs from another working directory, and the merged model through plain transformers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from tests.support.offline import REPO, offline_run
+
+pytestmark = pytest.mark.slow
+SWIFT = str(Path(sys.executable).with_name("swift"))
+HUB_OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # what README tells users of the swift CLI
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    log = out / "network_attempts.log"
+    proc = offline_run([sys.executable, "-m", "src.demo", "--output", str(out), "--n", "12"], cwd=REPO, log=log)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    runs = sorted((out / "demo").iterdir())
+    assert len(runs) == 1
+    return {"out": out, "run": runs[0], "log": log, "stdout": proc.stdout}
+
+
+def test_demo_makes_no_network_attempt(demo):
+    assert not demo["log"].exists(), demo["log"].read_text()
+
+
+def test_demo_prints_where_each_output_is(demo):
+    for label in ("tiny model:", "stage 1 checkpoint:", "stage 2 adapter:", "predictions:"):
+        assert label in demo["stdout"]
+    assert str(demo["run"] / "predictions.jsonl") in demo["stdout"]
+
+
+def test_stage1_trains_the_aligner_into_a_full_checkpoint(demo):
+    ckpt = (demo["run"] / "stage1" / "last-checkpoint").resolve()
+    assert (ckpt / "model.safetensors").is_file()
+    assert (demo["run"] / "stage1" / "resolved_config.yaml").is_file()
+
+
+def test_stage2_saves_only_the_adapter(demo):
+    ckpt = (demo["run"] / "stage2" / "last-checkpoint").resolve()
+    assert (ckpt / "adapter_model.safetensors").is_file()
+    assert not list(ckpt.glob("model*.safetensors")), "a LoRA run must not write the full model"
+    with safe_open(str(ckpt / "adapter_model.safetensors"), "pt") as fh:
+        keys = list(fh.keys())
+    assert keys and all("lora_" in k for k in keys), [k for k in keys if "lora_" not in k][:5]
+
+
+def test_checkpoint_args_hold_absolute_paths(demo):
+    args = json.loads(((demo["run"] / "stage2" / "last-checkpoint") / "args.json").read_text())
+    assert Path(args["model"]).is_absolute() and Path(args["model"]).is_dir()
+    assert Path(args["output_dir"]).is_absolute()
+    assert all(Path(p).is_absolute() for p in args["dataset"])
+
+
+def test_predictions_cover_the_validation_split(demo):
+    val_lines = [x for x in (demo["out"] / "demo-assets" / "data" / "val.jsonl").read_text().splitlines() if x]
+    preds = [json.loads(x) for x in (demo["run"] / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == len(val_lines)
+    for pred in preds:
+        assert {"source", "raw", "objects", "parse_error", "width", "height"} <= set(pred)
+
+
+def test_swift_infer_and_export_accept_the_adapter_from_another_directory(demo, tmp_path):
+    ckpt = (demo["run"] / "stage2" / "last-checkpoint").resolve()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    rows = elsewhere / "rows.jsonl"
+    image = sorted((demo["out"] / "demo-assets" / "data" / "images").glob("*.png"))[0]
+    rows.write_text(json.dumps({"messages": [{"role": "user", "content": "<image>Locate every object."}],
+                                "images": [str(image)]}) + "\n")
+    log = tmp_path / "attempts.log"
+    infer = offline_run([SWIFT, "infer", "--adapters", str(ckpt), "--val_dataset", "rows.jsonl",
+                         "--max_new_tokens", "4", "--result_path", "result.jsonl", "--infer_backend", "transformers"],
+                        cwd=elsewhere, log=log, extra_env=HUB_OFFLINE)
+    assert infer.returncode == 0, infer.stderr[-3000:]
+    assert json.loads((elsewhere / "result.jsonl").read_text().splitlines()[0])["response"] is not None
+
+    merged = elsewhere / "merged"
+    export = offline_run([SWIFT, "export", "--adapters", str(ckpt), "--merge_lora", "true", "--output_dir", "merged"],
+                         cwd=elsewhere, log=log, extra_env=HUB_OFFLINE)
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert (merged / "model.safetensors").is_file()
+
+    load = offline_run([sys.executable, "-c", (
+        "import sys; from transformers import AutoProcessor, Qwen3VLForConditionalGeneration as M;"
+        "m = M.from_pretrained(sys.argv[1]); p = AutoProcessor.from_pretrained(sys.argv[1]);"
+        "ids = p.tokenizer('hello', return_tensors='pt').input_ids;"
+        "out = m.generate(ids, max_new_tokens=3, do_sample=False); print('generated', out.shape[1] - ids.shape[1])"),
+        str(merged)], cwd=elsewhere, log=log, extra_env=HUB_OFFLINE)
+    assert load.returncode == 0, load.stderr[-3000:]
+    assert "generated 3" in load.stdout
+    assert not log.exists(), log.read_text()

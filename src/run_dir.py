@@ -8,6 +8,7 @@ from pathlib import Path
 from src.config import ConfigError
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+LAUNCHER_LOG_DIR = "logs"  # scripts/train.sh tees into <output_dir>/logs before the run starts
 
 
 def complete_checkpoints(output_dir: Path) -> list[Path]:
@@ -34,7 +35,7 @@ def guard_output_dir(output_dir: Path, *, overwrite: bool, resuming: bool) -> No
     """Refuse to start into a non-empty `output_dir` unless resuming or `run.overwrite: true`."""
     if resuming or overwrite or not output_dir.exists():
         return
-    if output_dir.is_dir() and not any(output_dir.iterdir()):
+    if output_dir.is_dir() and all(p.name == LAUNCHER_LOG_DIR for p in output_dir.iterdir()):
         return
     raise ConfigError(
         f"`training.output_dir` = {output_dir} already holds a run. Choose a new output_dir, resume it "

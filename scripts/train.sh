@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Launch training: scripts/train.sh config=PATH gpus=0,1 [base_config=PATH] [debug=true] [dry_run=true]
+#                  [nnodes=N node_rank=R master_addr=HOST master_port=P] [print_only=true]
+# One GPU -> one process; several -> torchrun across them; gpus=cpu -> CPU. `python -m src.sft` is the
+# single entry it calls. Prints the settings and the exact command, tees the log into
+# <output_dir>/logs/, and exits with the training's exit code. print_only=true prints and stops.
+set -euo pipefail
+
+usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+config="" gpus="" base_config="" debug=false dry_run=false print_only=false
+nnodes=1 node_rank=0 master_addr=127.0.0.1 master_port=29500
+for arg in "$@"; do
+  case "$arg" in
+    config=*) config=${arg#*=} ;;
+    gpus=*) gpus=${arg#*=} ;;
+    base_config=*) base_config=${arg#*=} ;;
+    debug=*) debug=${arg#*=} ;;
+    dry_run=*) dry_run=${arg#*=} ;;
+    print_only=*) print_only=${arg#*=} ;;
+    nnodes=*) nnodes=${arg#*=} ;;
+    node_rank=*) node_rank=${arg#*=} ;;
+    master_addr=*) master_addr=${arg#*=} ;;
+    master_port=*) master_port=${arg#*=} ;;
+    -h|--help|help) usage ;;
+    *) echo "train.sh: unknown argument '$arg' (expected key=value: config, gpus, base_config, debug, dry_run, nnodes, node_rank, master_addr, master_port, print_only)" >&2; exit 2 ;;
+  esac
+done
+[ -n "$config" ] || { echo "train.sh: config=PATH is required" >&2; usage; }
+[ -n "$gpus" ] || { echo "train.sh: gpus=0,1 (or gpus=cpu) is required" >&2; usage; }
+for flag in debug dry_run print_only; do
+  case "${!flag}" in true|false) ;; *) echo "train.sh: $flag must be true or false, got '${!flag}'" >&2; exit 2 ;; esac
+done
+for num in nnodes node_rank master_port; do
+  [[ "${!num}" =~ ^[0-9]+$ ]] || { echo "train.sh: $num must be a whole number, got '${!num}'" >&2; exit 2; }
+done
+
+# Paths are relative to where the user stands; the command runs from the repository root.
+abspath() { (cd "$(dirname "$1")" 2>/dev/null && echo "$(pwd)/$(basename "$1")") || echo "$1"; }
+config=$(abspath "$config")
+[ -f "$config" ] || { echo "train.sh: config file not found: $config" >&2; exit 2; }
+sft_args=(--config "$config")
+if [ -n "$base_config" ]; then
+  base_config=$(abspath "$base_config")
+  [ -f "$base_config" ] || { echo "train.sh: base_config file not found: $base_config" >&2; exit 2; }
+  sft_args+=(--base_config "$base_config")
+fi
+[ "$debug" = true ] && sft_args+=(--debug)
+[ "$dry_run" = true ] && sft_args+=(--dry-run)
+
+python=${PYTHON:-"$repo/.venv/bin/python"}
+[ -x "$python" ] || python=python3
+env_vars=()
+if [ "$gpus" = cpu ]; then
+  env_vars=(CUDA_VISIBLE_DEVICES=)
+  cmd=("$python" -m src.sft "${sft_args[@]}")
+  nproc=1
+else
+  [[ "$gpus" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "train.sh: gpus must be 'cpu' or a list like 0,1 (got '$gpus')" >&2; exit 2; }
+  IFS=, read -r -a gpu_list <<< "$gpus"
+  nproc=${#gpu_list[@]}
+  env_vars=(CUDA_VISIBLE_DEVICES="$gpus")
+  if [ "$nproc" -eq 1 ] && [ "$nnodes" -eq 1 ]; then
+    cmd=("$python" -m src.sft "${sft_args[@]}")
+  else
+    env_vars+=(NPROC_PER_NODE="$nproc" NNODES="$nnodes" NODE_RANK="$node_rank" MASTER_ADDR="$master_addr" MASTER_PORT="$master_port")
+    cmd=("$python" -m torch.distributed.run --nproc_per_node="$nproc" --nnodes="$nnodes" --node_rank="$node_rank"
+         --master_addr="$master_addr" --master_port="$master_port" -m src.sft "${sft_args[@]}")
+  fi
+fi
+if [ "$nnodes" -gt 1 ] && [ "$node_rank" -ge "$nnodes" ]; then
+  echo "train.sh: node_rank ($node_rank) must be below nnodes ($nnodes)" >&2; exit 2
+fi
+
+echo "== train.sh"
+echo "config:      $config"
+[ -n "$base_config" ] && echo "base_config: $base_config"
+echo "gpus:        $gpus (processes per node: $nproc, nodes: $nnodes, node rank: $node_rank)"
+[ "$nnodes" -gt 1 ] && echo "master:      $master_addr:$master_port"
+printf 'command:     '; printf '%q ' env "${env_vars[@]}" "${cmd[@]}"; echo
+[ "$print_only" = true ] && exit 0
+
+cd "$repo"
+output_dir=$("$python" -m src.config get --config "$config" ${base_config:+--base_config "$base_config"} training.output_dir) || exit $?
+log_dir="$output_dir/logs"
+mkdir -p "$log_dir"
+log="$log_dir/train-$(date +%Y%m%d-%H%M%S)-rank$node_rank.log"
+echo "log:         $log"
+set +e
+env "${env_vars[@]}" "${cmd[@]}" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+exit "$status"

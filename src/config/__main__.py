@@ -1,0 +1,40 @@
+"""`python -m src.config get --config CFG [--base_config BASE] KEY`: print one resolved value.
+
+Used by scripts/train.sh to find the run directory; handy to check what a chain resolves to.
+Exit code 2 with the config's error message when the config is invalid or the key is unknown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import EXIT_CONFIG_ERROR, ConfigError, load_project_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.config")
+    sub = parser.add_subparsers(dest="command", required=True)
+    get = sub.add_parser("get", help="print one resolved value (dotted key, e.g. training.output_dir)")
+    get.add_argument("--config", required=True, type=Path)
+    get.add_argument("--base_config", type=Path)
+    get.add_argument("key")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_project_config(args.config, args.base_config, check_paths=False)
+        value = cfg.merged.values
+        for part in args.key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise ConfigError(f"`{args.key}` is not set in {args.config}")
+            value = value[part]
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    print(value if isinstance(value, str) else json.dumps(value))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

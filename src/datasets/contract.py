@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .geometry import quad_is_valid
-from .images import ImageError, load_image
+from .images import ImageError, image_size, load_image
 
 __all__ = [
     "CLAMP_TOLERANCE_PX",
     "GEOMETRY_KINDS",
     "NO_VALUE",
     "GeometryKind",
+    "ImageCheck",
     "GroundingObject",
     "Problem",
     "Record",
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 GeometryKind = Literal["bbox_2d", "quad"]
+ImageCheck = Literal["decode", "header"] | bool  # how far parse_record checks the image file
 GEOMETRY_KINDS: tuple[str, ...] = ("bbox_2d", "quad")
 _GEOMETRY_LENGTH = {"bbox_2d": 4, "quad": 8}
 _GEOMETRY_LAYOUT = {"bbox_2d": "[x1, y1, x2, y2]", "quad": "[x1, y1, x2, y2, x3, y3, x4, y4]"}
@@ -234,14 +236,15 @@ def _is_positive_int(value: object) -> bool:
 
 
 def parse_record(
-    obj: dict, source: SourceRef, base_dir: Path, *, check_image: bool
+    obj: dict, source: SourceRef, base_dir: Path, *, check_image: ImageCheck
 ) -> tuple[Record | None, list[Problem]]:
     """Check one decoded JSONL object against the contract.
 
     Returns ``(record, [])`` when it is valid, else ``(None, problems)`` with every problem
-    found. Relative image paths are resolved against ``base_dir``. With ``check_image`` the
-    image must exist, decode fully and have the record's ``width``/``height`` after EXIF
-    orientation.
+    found. Relative image paths are resolved against ``base_dir``. With ``check_image`` true
+    (or "decode") the image must exist, decode fully and have the record's ``width``/``height``
+    after EXIF orientation; "header" checks existence and size from the header only (fast, used
+    before training; a truncated file is then caught when the sample is encoded); false skips it.
     """
     report = _Problems(source)
     if not isinstance(obj, dict):
@@ -254,7 +257,7 @@ def parse_record(
     summary = _parse_summary(obj.get("summary"), report)
     objects, clamped = _parse_objects(obj.get("objects", NO_VALUE), width, height, report)
     if check_image and image is not None:
-        _check_image_file(image, width, height, report)
+        _check_image_file(image, width, height, report, decode=check_image != "header")
     if report.items:
         return None, report.items
     assert image is not None and width is not None and height is not None and objects is not None
@@ -431,10 +434,13 @@ def _quad_problem(quad: list[float]) -> str | None:
     return None if reason is None else f"invalid quad: {reason}"
 
 
-def _check_image_file(image: str, width: int | None, height: int | None, report: _Problems) -> None:
+def _check_image_file(image: str, width: int | None, height: int | None, report: _Problems, decode: bool) -> None:
     try:
-        with load_image(image) as img:
-            actual = img.size
+        if decode:
+            with load_image(image) as img:
+                actual = img.size
+        else:
+            actual = image_size(image)
     except ImageError as exc:
         report.add("images[0]", exc.reason, image)
         return
@@ -446,7 +452,7 @@ def _check_image_file(image: str, width: int | None, height: int | None, report:
         )
 
 
-def load_records(path: str | os.PathLike[str], *, check_image: bool = True) -> tuple[list[Record], list[Problem]]:
+def load_records(path: str | os.PathLike[str], *, check_image: ImageCheck = True) -> tuple[list[Record], list[Problem]]:
     """Read every record of a JSONL file.
 
     Returns the valid records and every problem found, in file order; a line with problems

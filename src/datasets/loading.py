@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .contract import Problem, Record, load_records
+from .contract import ImageCheck, Problem, Record, load_records
 
 
 class DataError(Exception):
@@ -36,7 +36,7 @@ class LoadedSplit:
         return sorted({(p.file, p.line) for p in self.problems})
 
 
-def load_split(path: str | Path, policy: str, *, check_image: bool = True) -> LoadedSplit:
+def load_split(path: str | Path, policy: str, *, check_image: ImageCheck = "header") -> LoadedSplit:
     """Read and validate every record of `path`.
 
     policy "error": raise DataError listing every problem if any record is invalid.

@@ -1,0 +1,114 @@
+"""scripts/train.sh: argument handling, the command it builds, exit codes and its log.
+
+GPUs are not available here, so multi-GPU and multi-node launches are checked with
+`print_only=true` (the decision and the exact command); CPU launches really run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from src.datasets.synth import write_synthetic_dataset
+from src.tiny_model import build_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_SH = REPO / "scripts" / "train.sh"
+
+
+def _run(args, cwd):
+    return subprocess.run(["bash", str(TRAIN_SH), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(f"extends: {REPO / 'configs' / 'cpu.yaml'}\n")
+    return path
+
+
+def _command_line(stdout: str) -> str:
+    return next(line for line in stdout.splitlines() if line.startswith("command:"))
+
+
+def test_one_gpu_runs_one_process_with_that_gpu_visible(config, tmp_path):
+    proc = _run(["config=run.yaml", "gpus=3", "print_only=true"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    command = _command_line(proc.stdout)
+    assert "CUDA_VISIBLE_DEVICES=3" in command and "torch.distributed.run" not in command
+    assert f"-m src.sft --config {config}" in command  # relative path made absolute from the caller's cwd
+
+
+def test_several_gpus_use_torchrun_across_them(config, tmp_path):
+    proc = _run([f"config={config}", "gpus=0,1,2,3", "print_only=true", "debug=true"], cwd=tmp_path)
+    command = _command_line(proc.stdout)
+    assert "torch.distributed.run --nproc_per_node=4 --nnodes=1 --node_rank=0" in command
+    assert "CUDA_VISIBLE_DEVICES=0\\,1\\,2\\,3" in command
+    assert command.rstrip().endswith(f"-m src.sft --config {config} --debug")
+
+
+def test_multi_node_passes_rank_and_master(config, tmp_path):
+    proc = _run([f"config={config}", "gpus=0,1", "nnodes=2", "node_rank=1", "master_addr=10.0.0.5",
+                 "master_port=29600", "print_only=true"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    command = _command_line(proc.stdout)
+    assert "--nnodes=2 --node_rank=1 --master_addr=10.0.0.5 --master_port=29600" in command
+    assert "master:      10.0.0.5:29600" in proc.stdout
+
+
+def test_cpu_hides_gpus_and_passes_base_config_and_dry_run(config, tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("{}\n")
+    proc = _run([f"config={config}", "gpus=cpu", "base_config=base.yaml", "dry_run=true", "print_only=true"],
+                cwd=tmp_path)
+    command = _command_line(proc.stdout)
+    assert "CUDA_VISIBLE_DEVICES= " in command
+    assert f"--base_config {base} --dry-run" in command
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["gpus=0"], "config=PATH is required"),
+    (["config=run.yaml"], "gpus=0,1 (or gpus=cpu) is required"),
+    (["config=missing.yaml", "gpus=0"], "config file not found"),
+    (["config=run.yaml", "gpus=zero"], "gpus must be 'cpu' or a list"),
+    (["config=run.yaml", "gpus=0", "debug=yes"], "debug must be true or false"),
+    (["config=run.yaml", "gpus=0", "nnodes=two"], "nnodes must be a whole number"),
+    (["config=run.yaml", "gpus=0", "nnodes=2", "node_rank=2"], "node_rank (2) must be below nnodes (2)"),
+    (["config=run.yaml", "gpus=0", "colour=blue"], "unknown argument 'colour=blue'"),
+])
+def test_bad_arguments_exit_2_with_a_message(config, tmp_path, args, message):
+    proc = _run(args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
+def test_cpu_run_propagates_the_exit_code_and_tees_the_log(tmp_path):
+    model = build_tiny_model(tmp_path / "model")
+    write_synthetic_dataset(tmp_path / "data", n=4)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "args.json").write_text("{}")  # an earlier run: training must refuse to start
+    config = tmp_path / "run.yaml"
+    config.write_text(f"extends: {REPO / 'configs' / 'cpu.yaml'}\nmodel:\n  model: {model}\n"
+                      "custom:\n  train_jsonl: data/train.jsonl\ntraining:\n  output_dir: out\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = _run([f"config={config}", "gpus=cpu"], cwd=elsewhere)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    logs = list((out / "logs").glob("train-*-rank0.log"))
+    assert len(logs) == 1
+    assert "already holds a run" in logs[0].read_text()
+
+
+def test_dry_run_through_the_launcher_succeeds(tmp_path):
+    model = build_tiny_model(tmp_path / "model")
+    write_synthetic_dataset(tmp_path / "data", n=4)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"extends: {REPO / 'configs' / 'cpu.yaml'}\nmodel:\n  model: {model}\n"
+                      "custom:\n  train_jsonl: data/train.jsonl\ntraining:\n  output_dir: out\n")
+    proc = _run([f"config={config}", "gpus=cpu", "dry_run=true"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "dry run: config and data are valid" in proc.stdout
+    assert not (tmp_path / "out").exists() or not any(p.name != "logs" for p in (tmp_path / "out").iterdir())

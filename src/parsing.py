@@ -1,6 +1,15 @@
-"""Parsing a model answer back into objects: Qwen3-VL JSON (fenced or not), truncated output, junk.
+"""Parsing a model answer back into objects: Qwen3-VL JSON (fenced or not), the legacy Qwen token
+form, truncated output, junk.
 
-A parse never fails silently: the result says how many entries were complete and why the rest
+Two answer formats are read:
+
+* ``json``: a JSON list of ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}`` /
+  ``{"quad": [x1, y1, ..., x4, y4], "label": ...}`` entries, bare or inside ```json fences (Qwen3-VL);
+* ``legacy``: the Qwen2-VL special-token form
+  ``<|object_ref_start|>label<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>`` and
+  ``<|quad_start|>(x1,y1),...,(x4,y4)<|quad_end|>`` (also the Qwen-VL spelling ``<ref>..</ref><box>..</box>``).
+
+A parse never fails silently: the result says how many entries were unusable and why the rest
 was not read, so evaluation can count failures instead of treating them as empty answers.
 """
 
@@ -9,10 +18,27 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)(?:```|$)", re.DOTALL)
 GEOMETRY_LENGTHS = {"bbox_2d": 4, "quad": 8}
+
+AnswerFormat = Literal["json", "legacy", "unknown"]
+
+# Legacy spans, both spellings: Qwen2-VL special tokens and Qwen-VL tags. Group names say what was read.
+_LEGACY_SPAN_RE = re.compile(
+    r"<\|object_ref_start\|>(?P<ref>.*?)<\|object_ref_end\|>"
+    r"|<ref>(?P<ref_v1>.*?)</ref>"
+    r"|<\|box_start\|>(?P<box>.*?)<\|box_end\|>"
+    r"|<box>(?P<box_v1>.*?)</box>"
+    r"|<\|quad_start\|>(?P<quad>.*?)<\|quad_end\|>"
+    r"|<quad>(?P<quad_v1>.*?)</quad>",
+    re.DOTALL,
+)
+_LEGACY_OPEN_RE = re.compile(r"<\|(?:object_ref|box|quad)_start\|>|<(?:ref|box|quad)>")
+_POINT_RE = re.compile(r"\(\s*([-+]?\d+(?:\.\d+)?)\s*,\s*([-+]?\d+(?:\.\d+)?)\s*\)")
+# What may sit between two point tuples (or between legacy spans) without being junk.
+_SEPARATORS_RE = re.compile(r"[\s,;]*")
 
 
 @dataclass(slots=True)
@@ -22,11 +48,36 @@ class ParsedAnswer:
     objects: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None  # why (part of) the answer could not be read; None when all of it was
     truncated: bool = False
+    format: AnswerFormat = "unknown"
+    """Which format the answer was read as (``"unknown"``: neither was recognised)."""
+    bad_entries: int = 0
+    """Entries that were read but are unusable (missing/extra geometry, wrong number of coordinates)."""
+    junk_chars: int = 0
+    """Non-blank characters outside the recognised answer (prose around it); informational, not an error."""
 
 
-def _strip_fence(text: str) -> str:
+def detect_format(text: str) -> AnswerFormat:
+    """``"legacy"`` when the text holds a legacy grounding token and no JSON list precedes it,
+    ``"json"`` when it holds a ``[``, else ``"unknown"``."""
+    legacy = _LEGACY_OPEN_RE.search(text)
+    bracket = text.find("[")
+    if legacy and (bracket < 0 or legacy.start() < bracket):
+        return "legacy"
+    return "json" if bracket >= 0 else "unknown"
+
+
+def _strip_fence(text: str) -> tuple[str, int]:
+    """(body, non-blank characters outside the fence)."""
     match = FENCE_RE.search(text)
-    return match.group(1) if match else text
+    if not match:
+        return text, 0
+    outside = text[: match.start()] + text[match.end():]
+    return match.group(1), len("".join(outside.split()))
+
+
+def _valid_coords(coords: Any, kind: str) -> bool:
+    return (isinstance(coords, list) and len(coords) == GEOMETRY_LENGTHS[kind]
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in coords))
 
 
 def _entry_to_object(entry: Any) -> dict[str, Any] | None:
@@ -36,8 +87,7 @@ def _entry_to_object(entry: Any) -> dict[str, Any] | None:
     if len(kinds) != 1:
         return None
     coords = entry[kinds[0]]
-    if (not isinstance(coords, list) or len(coords) != GEOMETRY_LENGTHS[kinds[0]]
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in coords)):
+    if not _valid_coords(coords, kinds[0]):
         return None
     obj = {"kind": kinds[0], "coords": [float(v) for v in coords], "label": str(entry.get("label", ""))}
     if isinstance(entry.get("image"), int):
@@ -45,47 +95,99 @@ def _entry_to_object(entry: Any) -> dict[str, Any] | None:
     return obj
 
 
-def _complete_entries(body: str) -> tuple[list[Any], bool]:
-    """Decode `{...}` entries one by one from a JSON list that may be cut off; (entries, truncated)."""
+def _complete_entries(body: str) -> tuple[list[Any], bool, int]:
+    """Decode `{...}` entries one by one from a JSON list that may be cut off.
+
+    Returns (entries, truncated, non-blank characters before the list and after its closing ``]``).
+    """
     decoder = json.JSONDecoder()
     start = body.find("[")
     if start < 0:
-        return [], True
+        return [], True, len("".join(body.split()))
+    junk = len("".join(body[:start].split()))
     pos, entries = start + 1, []
     while True:
         while pos < len(body) and body[pos] in " \t\r\n,":
             pos += 1
         if pos >= len(body):
-            return entries, True
+            return entries, True, junk
         if body[pos] == "]":
-            return entries, False
+            return entries, False, junk + len("".join(body[pos + 1:].split()))
         try:
             entry, pos = decoder.raw_decode(body, pos)
         except json.JSONDecodeError:
-            return entries, True
+            return entries, True, junk
         entries.append(entry)
 
 
-def parse_answer(text: str) -> ParsedAnswer:
-    """Read every complete object from a Qwen3-VL JSON answer.
+def _legacy_points(span: str, kind: str) -> list[float] | None:
+    """Coordinates of ``(x,y),(x,y)...`` when the span is exactly that with the right count, else None."""
+    points = _POINT_RE.findall(span)
+    leftover = _SEPARATORS_RE.sub("", _POINT_RE.sub("", span))
+    if leftover or 2 * len(points) != GEOMETRY_LENGTHS[kind]:
+        return None
+    return [float(v) for xy in points for v in xy]
 
-    Accepts a bare JSON list or one inside ```json fences; keeps the complete entries of a
-    truncated list; an entry with a bad geometry is skipped and counted in `error`.
-    """
-    body = _strip_fence(text).strip()
-    entries, truncated = _complete_entries(body)
-    result = ParsedAnswer(truncated=truncated)
-    bad = 0
-    for entry in entries:
-        obj = _entry_to_object(entry)
-        if obj is None:
-            bad += 1
+
+def _parse_legacy(text: str, result: ParsedAnswer) -> None:
+    # A ref names every box/quad that follows it until the next ref (Qwen2-VL writes one ref
+    # before a run of boxes for "all the dogs").
+    label, pos, junk = "", 0, 0
+    for match in _LEGACY_SPAN_RE.finditer(text):
+        junk += len(_SEPARATORS_RE.sub("", text[pos:match.start()]))
+        pos = match.end()
+        group = match.lastgroup or ""
+        value = match.group(group)
+        if group.startswith("ref"):
+            label = value.strip()
+            continue
+        kind = "bbox_2d" if group.startswith("box") else "quad"
+        coords = _legacy_points(value, kind)
+        if coords is None:
+            result.bad_entries += 1
         else:
-            result.objects.append(obj)
+            result.objects.append({"kind": kind, "coords": coords, "label": label})
+    tail = text[pos:]
+    opened = _LEGACY_OPEN_RE.search(tail)
+    # A start token with no end token after the last complete span: generation stopped mid-entry.
+    result.truncated = opened is not None
+    junk += len(_SEPARATORS_RE.sub("", tail[: opened.start()] if opened else tail))
+    result.junk_chars = junk
+
+
+def parse_answer(text: str) -> ParsedAnswer:
+    """Read every complete object from a model answer, in either format (see :func:`detect_format`).
+
+    JSON: a bare list or one inside ```json fences; the complete entries of a truncated list are
+    kept. Legacy: every complete ``box``/``quad`` span, labelled by the ref before it; a span cut
+    off by the end of the text marks the answer truncated. Either way an entry with a bad
+    geometry is skipped and counted in ``bad_entries``, and ``error`` is None only when the whole
+    answer was read: it is set for junk (no objects found), truncation and bad entries.
+    """
+    fmt = detect_format(text)
+    result = ParsedAnswer(format=fmt)
+    if fmt == "legacy":
+        _parse_legacy(text, result)
+    elif fmt == "unknown":
+        result.junk_chars = len("".join(text.split()))
+    else:
+        body, outside = _strip_fence(text)
+        body = body.strip()
+        entries, result.truncated, junk = _complete_entries(body)
+        result.junk_chars = outside + junk
+        for entry in entries:
+            obj = _entry_to_object(entry)
+            if obj is None:
+                result.bad_entries += 1
+            else:
+                result.objects.append(obj)
     problems = []
-    if truncated:
-        problems.append("no JSON list found" if not entries and "[" not in body else "answer cut off")
-    if bad:
-        problems.append(f"{bad} entr{'y' if bad == 1 else 'ies'} without a valid bbox_2d/quad")
+    if fmt == "unknown":
+        problems.append("no JSON list or grounding tokens found")
+    elif result.truncated:
+        problems.append("answer cut off")
+    if result.bad_entries:
+        n = result.bad_entries
+        problems.append(f"{n} entr{'y' if n == 1 else 'ies'} without a valid bbox_2d/quad")
     result.error = "; ".join(problems) or None
     return result

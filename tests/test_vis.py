@@ -1,0 +1,116 @@
+"""src.vis (annotated PNGs and contact sheet) and src.curves (loss curves)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from src.curves import plot_loss_curves, read_loss_rows
+from src.vis import BLUE, GREEN, ORANGE, RED, main, scale_factor
+
+BOX = [8, 8, 24, 20]  # on a 64x48 image: scaled by 8 to 512x384
+FP_BOX = [40, 30, 60, 44]
+QUAD = [30, 4, 50, 6, 48, 20, 28, 18]
+
+
+def _colour_near(img: Image.Image, x: int, y: int, colour: tuple[int, int, int], radius: int = 1) -> bool:
+    return any(img.getpixel((x + dx, y + dy)) == colour
+               for dx in range(-radius, radius + 1) for dy in range(-radius, radius + 1))
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> tuple[Path, Path]:
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (64, 48), (128, 128, 128)).save(tmp_path / name)
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"images": ["a.png"], "width": 64, "height": 48,
+         "objects": [{"bbox_2d": BOX, "desc": "red circle"}, {"quad": QUAD, "desc": "text: AB"}]},
+        {"images": ["b.png"], "width": 64, "height": 48, "objects": [{"bbox_2d": BOX, "desc": "dog"}]},
+    ]), encoding="utf-8")
+    pred = tmp_path / "pred.jsonl"
+    pred.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"source": f"{gt}:1", "image": str(tmp_path / "a.png"), "width": 64, "height": 48, "raw": "",
+         "parse_error": None, "objects": [{"kind": "bbox_2d", "points": BOX, "desc": "red circle", "score": 0.9},
+                                          {"kind": "bbox_2d", "points": FP_BOX, "desc": "cat", "score": 0.4}]},
+        {"source": f"{gt}:2", "image": str(tmp_path / "b.png"), "width": 64, "height": 48, "raw": "junk",
+         "parse_error": "no JSON list or grounding tokens found", "objects": []},
+    ]), encoding="utf-8")
+    return gt, pred
+
+
+def test_scale_factor():
+    assert scale_factor(64, 48) == 8 and scale_factor(1000, 800) == 1 and scale_factor(100, 500) == 4
+
+
+def test_vis_gt_only(data, tmp_path: Path):
+    gt, _ = data
+    out = tmp_path / "vis"
+    assert main(["--gt", str(gt), "--out", str(out)]) == 0
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert len(pngs) == 2
+    img = Image.open(out / pngs[0]).convert("RGB")
+    assert img.size == (512, 384)
+    # left edge of the GT box, scaled by 8, half-way down
+    assert _colour_near(img, BOX[0] * 8, (BOX[1] + BOX[3]) * 4, BLUE)
+
+
+def test_vis_with_predictions(data, tmp_path: Path):
+    gt, pred = data
+    out = tmp_path / "vis"
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(out)]) == 0
+    pngs = sorted(out.glob("*.png"))
+    first = Image.open(pngs[0]).convert("RGB")
+    second = Image.open(pngs[1]).convert("RGB")
+    mid_y = (BOX[1] + BOX[3]) * 4
+    assert _colour_near(first, BOX[0] * 8, mid_y, GREEN)  # matched prediction drawn over its GT
+    assert _colour_near(first, FP_BOX[0] * 8, (FP_BOX[1] + FP_BOX[3]) * 4, RED)  # false positive
+    assert _colour_near(first, QUAD[0] * 8, QUAD[1] * 8, ORANGE, radius=2)  # missed GT quad, at a vertex
+    assert _colour_near(second, BOX[0] * 8, mid_y, ORANGE)  # failed parse: its GT is missed
+    index = (out / "index.html").read_text(encoding="utf-8")
+    linked = set(re.findall(r'href="([^"]+\.png)"', index))
+    assert linked == {p.name for p in pngs}
+    assert "TP 1" in index and "FP 1" in index and "FN 1" in index and "parse error" in index
+
+
+def test_vis_refuses_non_empty_out(data, tmp_path: Path):
+    gt, _ = data
+    out = tmp_path / "vis"
+    out.mkdir()
+    (out / "keep.txt").write_text("x", encoding="utf-8")
+    assert main(["--gt", str(gt), "--out", str(out)]) == 2
+    assert not (out / "index.html").exists()
+    assert main(["--gt", str(gt), "--out", str(out), "--overwrite", "--limit", "1"]) == 0
+    assert len(list(out.glob("*.png"))) == 1 and (out / "keep.txt").exists()
+
+
+# ---------------------------------------------------------------------------- loss curves
+
+
+def test_plot_loss_curves(tmp_path: Path):
+    log = tmp_path / "run" / "logging.jsonl"
+    log.parent.mkdir()
+    lines = [json.dumps({"loss": 2.0 - s / 10, "grad_norm": 1.0, "learning_rate": 1e-4,
+                         "global_step/max_steps": f"{s}/10"}) for s in range(1, 11)]
+    lines.insert(5, json.dumps({"eval_loss": 1.7, "global_step/max_steps": "5/10"}))
+    lines += [json.dumps({"eval_loss": 1.2, "global_step/max_steps": "10/10"}), "{not json",
+              json.dumps({"train_loss": 1.5, "global_step/max_steps": "10/10"})]
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    train, evals = read_loss_rows(log)
+    assert [s for s, _ in train] == list(range(1, 11)) and train[0][1] == pytest.approx(1.9)
+    assert evals == [(5, 1.7), (10, 1.2)]
+    out = plot_loss_curves(log, tmp_path / "plots" / "loss.png")
+    assert out == tmp_path / "plots" / "loss.png"
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.width > 100
+
+
+def test_plot_loss_curves_without_losses(tmp_path: Path):
+    log = tmp_path / "logging.jsonl"
+    log.write_text(json.dumps({"train_runtime": 3.0, "global_step/max_steps": "1/1"}) + "\n", encoding="utf-8")
+    assert plot_loss_curves(log, tmp_path / "loss.png") is None
+    assert not (tmp_path / "loss.png").exists()

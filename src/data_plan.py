@@ -7,15 +7,23 @@ from typing import Any
 
 from src.config import ProjectConfig
 from src.config.prompts import get_prompt_scheme
-from src.datasets.builders import BasePreprocessor, make_builder
+from src.datasets.builders import BaseBuilder, BasePreprocessor, group_records, make_builder
+from src.datasets.contract import Record
 from src.datasets.loading import LoadedSplit, load_split
 
 
 @dataclass(slots=True)
 class DataPlan:
-    """The loaded splits and the ms-swift rows built from them."""
+    """The loaded splits, their records grouped per user turn, and the ms-swift rows built from them.
 
+    The rows (image paths, answers) are built eagerly so that every record is checked before a run
+    starts; the training dataset rebuilds rows from the groups on the fly (augmentation, PIL images).
+    """
+
+    builder: BaseBuilder
     splits: list[LoadedSplit] = field(default_factory=list)
+    train_groups: list[list[Record]] = field(default_factory=list)
+    val_groups: list[list[Record]] = field(default_factory=list)
     train_rows: list[dict[str, Any]] = field(default_factory=list)
     val_rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -40,12 +48,15 @@ def make_preprocessor(cfg: ProjectConfig) -> BasePreprocessor:
 def plan_data(cfg: ProjectConfig) -> DataPlan:
     """Load and validate every record the config names and build the rows. Raises DataError under `error`."""
     preprocessor = make_preprocessor(cfg)
-    plan = DataPlan()
+    plan = DataPlan(builder=preprocessor.builder)
+    per_turn, seed = preprocessor.images_per_user_turn, preprocessor.seed
     train = load_split(cfg.custom.train_jsonl, cfg.custom.bad_records)
     plan.splits.append(train)
-    plan.train_rows = preprocessor(train.records)
+    plan.train_groups = group_records(train.records, per_turn, seed)
+    plan.train_rows = [plan.builder.build(g) for g in plan.train_groups]
     if cfg.custom.val_jsonl:
         val = load_split(cfg.custom.val_jsonl, cfg.custom.bad_records)
         plan.splits.append(val)
-        plan.val_rows = preprocessor(val.records)
+        plan.val_groups = group_records(val.records, per_turn, seed)
+        plan.val_rows = [plan.builder.build(g) for g in plan.val_groups]
     return plan

@@ -22,6 +22,7 @@ from src.datasets.geometry import norm_to_pixel
 from src.datasets.loading import DataError, load_split
 from src.offline import apply_offline_env
 from src.parsing import parse_answer
+from src.scoring import object_scores, response_token_logprobs
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,13 +45,14 @@ def model_and_adapters(checkpoint: Path) -> tuple[str, list[str]]:
     return str(checkpoint), []
 
 
-def to_pixel_objects(parsed_objects: list[dict], width: int, height: int, norm: str) -> list[dict]:
-    """Parsed objects with their coordinates mapped from the answer's space back to image pixels."""
+def to_pixel_objects(parsed_objects: list[dict], scores: list[float], width: int, height: int,
+                     norm: str) -> list[dict]:
+    """Parsed objects with their coordinates mapped from the answer's space back to image pixels, and scores."""
     out = []
-    for obj in parsed_objects:
+    for obj, score in zip(parsed_objects, scores, strict=True):
         pixels = norm_to_pixel(np.asarray(obj["coords"], dtype=float), width, height, norm)
         out.append({"kind": obj["kind"], "points": [round(float(v), 2) for v in np.asarray(pixels).ravel()],
-                    "desc": obj["label"]})
+                    "desc": obj["label"], "score": round(score, 6)})
     return out
 
 
@@ -78,18 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     for record in records:
         row = builder.build([record], with_answer=False)
         requests.append(InferRequest(messages=row["messages"], images=row["images"]))
-    responses = engine.infer(requests, RequestConfig(max_tokens=args.max_new_tokens, temperature=0.0))
+    responses = engine.infer(requests, RequestConfig(max_tokens=args.max_new_tokens, temperature=0.0, logprobs=True),
+                             use_tqdm=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     failures = 0
     with args.out.open("w", encoding="utf-8") as fh:
         for record, response in zip(records, responses, strict=True):
-            text = response.choices[0].message.content or ""
+            choice = response.choices[0]
+            text = choice.message.content or ""
             parsed = parse_answer(text)
             failures += parsed.error is not None
+            scores = object_scores(text, *response_token_logprobs(choice.logprobs), len(parsed.objects))
             fh.write(json.dumps({
                 "source": f"{record.source.file}:{record.source.line}", "image": record.image,
                 "width": record.width, "height": record.height, "raw": text, "parse_error": parsed.error,
-                "objects": to_pixel_objects(parsed.objects, record.width, record.height, cfg.custom.emit_norm),
+                "objects": to_pixel_objects(parsed.objects, scores, record.width, record.height, cfg.custom.emit_norm),
             }, ensure_ascii=False) + "\n")
     print(f"predictions: {args.out} ({len(records)} records, {failures} with parse errors)")
     return 0

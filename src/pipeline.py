@@ -1,36 +1,84 @@
-"""The heavy half of training: ms-swift's own `SwiftSft`, fed with the project's rows.
+"""The heavy half of training: ms-swift's own `SwiftSft`, fed with the project's data.
 
 Imported only after the config and data are valid (it pulls in torch and transformers).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from datasets import Dataset as HfDataset
 from swift import SftArguments
 from swift.pipelines.train.sft import SwiftSft
+from transformers import TrainerCallback
 
-from datasets import Dataset as HfDataset
+from src.config import ProjectConfig
+from src.data_plan import DataPlan
+from src.health import HealthCheckError, check_rows, format_failures
+from src.train_dataset import GroundingRowsDataset
+
+
+class EpochToDatasets(TrainerCallback):
+    """Tells the datasets which epoch starts, so augmentation draws anew each epoch."""
+
+    def __init__(self, datasets: list[GroundingRowsDataset]):
+        self.datasets = datasets
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        for dataset in self.datasets:
+            dataset.epoch = math.floor((state.epoch or 0) + 1e-6)
 
 
 class GroundingSft(SwiftSft):
-    """`SwiftSft` whose datasets are the rows our builders made, instead of ms-swift's own loaders.
+    """`SwiftSft` whose datasets come from the project's data plan instead of ms-swift's loaders.
 
-    Everything else (model, template, tuner, trainer, saving) is ms-swift's unchanged.
+    With lazy tokenisation (ms-swift's default for Qwen3-VL) rows are built per sample by
+    `GroundingRowsDataset`; otherwise (packing) the eagerly built rows go in as a datasets.Dataset.
+    Before training, the first samples are encoded and checked (src/health.py). Everything else
+    (model, template, tuner, trainer, saving) is ms-swift's, unchanged.
     """
 
-    def __init__(self, args: SftArguments, train_rows: list[dict[str, Any]], val_rows: list[dict[str, Any]]):
-        self._rows = (train_rows, val_rows)
+    def __init__(self, args: SftArguments, cfg: ProjectConfig, plan: DataPlan, augment_ops: list):
+        self._cfg, self._plan, self._augment_ops = cfg, plan, augment_ops
+        self._lazy_datasets: list[GroundingRowsDataset] = []
         super().__init__(args)
 
     def _get_dataset(self):
-        train_rows, val_rows = self._rows
-        return HfDataset.from_list(train_rows), (HfDataset.from_list(val_rows) if val_rows else None)
+        plan, custom = self._plan, self._cfg.custom
+        if self.args.lazy_tokenize:
+            train = GroundingRowsDataset(plan.train_groups, plan.builder, augment_ops=self._augment_ops,
+                                         augment_prob=custom.augment_prob, seed=self.args.data_seed)
+            val = GroundingRowsDataset(plan.val_groups, plan.builder) if plan.val_groups else None
+            self._lazy_datasets = [d for d in (train, val) if d is not None]
+        else:
+            train = HfDataset.from_list(plan.train_rows)
+            val = HfDataset.from_list(plan.val_rows) if plan.val_rows else None
+        self._check_health(train)
+        return train, val
+
+    def _check_health(self, rows) -> None:
+        limit = self._cfg.custom.health_check_samples
+        if limit <= 0:
+            return
+        failures = check_rows(rows, self.template.encode, self.template.tokenizer,
+                              merge_size=self.processor.image_processor.merge_size,
+                              emit_norm=self._cfg.custom.emit_norm,
+                              grounding=self._plan.builder.scheme.target == "objects", limit=limit)
+        if failures:
+            raise HealthCheckError(f"health check failed on {len(failures)} of the first {limit} samples:\n"
+                                   + format_failures(failures))
+        print(f"health check: the first {min(limit, len(rows))} samples encode as built (image tokens, "
+              f"labels, coordinates)", flush=True)
+
+    def train(self, trainer):
+        if self._lazy_datasets:
+            trainer.add_callback(EpochToDatasets(self._lazy_datasets))
+        return super().train(trainer)
 
 
-def run_training(sft_kwargs: dict[str, Any], train_rows: list[dict[str, Any]],
-                 val_rows: list[dict[str, Any]]) -> dict[str, Any]:
+def run_training(sft_kwargs: dict[str, Any], cfg: ProjectConfig, plan: DataPlan, augment_ops: list) -> dict[str, Any]:
     """Build `SftArguments(**sft_kwargs)` and train; return ms-swift's result dict
     (`last_model_checkpoint`, `best_model_checkpoint`, `global_step`, `log_history`, ...)."""
     args = SftArguments(**sft_kwargs)
-    return GroundingSft(args, train_rows, val_rows).main()
+    return GroundingSft(args, cfg, plan, augment_ops).main()

@@ -16,6 +16,7 @@ from src.config import EXIT_CONFIG_ERROR, ConfigError, load_project_config, to_s
 from src.config.report import dump_resolved_yaml, format_resolved
 from src.data_plan import DataPlan, plan_data
 from src.datasets.loading import DataError, write_skipped
+from src.health import HealthCheckError
 from src.offline import apply_offline_env
 from src.run_dir import guard_output_dir, resolve_resume
 
@@ -67,9 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     if skipped:
         print(f"skipped records listed in: {skipped}")
 
+    from src.datasets.augment import parse_augment_ops
     from src.pipeline import run_training  # heavy: torch, transformers, ms-swift
 
-    result = run_training(kwargs, plan.train_rows, plan.val_rows)
+    try:
+        result = run_training(kwargs, cfg, plan, parse_augment_ops(cfg.custom.augment))
+    except HealthCheckError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
     print(f"last checkpoint: {result.get('last_model_checkpoint')}")
     print(f"run directory: {output_dir}")
     return 0

@@ -134,7 +134,33 @@ def _custom_problems(cfg: ProjectConfig) -> list[str]:
     if not 0.0 <= cfg.custom.augment_prob <= 1.0:
         problems.append(f"{_where(cfg, 'custom.augment_prob')}`custom.augment_prob` must be in [0, 1], got "
                         f"{cfg.custom.augment_prob}")
-    return problems
+    if cfg.custom.health_check_samples < 0:
+        problems.append(f"{_where(cfg, 'custom.health_check_samples')}`custom.health_check_samples` must be "
+                        f">= 0, got {cfg.custom.health_check_samples}")
+    return problems + _augment_problems(cfg)
+
+
+def _augment_problems(cfg: ProjectConfig) -> list[str]:
+    from src.datasets.augment import parse_augment_ops  # numpy/PIL only
+
+    try:
+        ops = parse_augment_ops(cfg.custom.augment)
+    except ValueError as err:
+        return [f"{_where(cfg, 'custom.augment')}{err}"]
+    if cfg.custom.augment_prob <= 0 or not ops:
+        if cfg.custom.augment_prob > 0:
+            return [f"{_where(cfg, 'custom.augment_prob')}`custom.augment_prob` is {cfg.custom.augment_prob} but "
+                    f"`custom.augment` lists no operation: add some, or set augment_prob: 0"]
+        return []
+    swift = cfg.swift
+    if swift.get("lazy_tokenize") is False or swift.get("packing") or swift.get("streaming"):
+        return [f"{_where(cfg, 'custom.augment_prob')}augmentation draws per sample and needs lazy tokenisation: "
+                f"set training.lazy_tokenize: true and leave packing/streaming off, or set augment_prob: 0"]
+    if (swift.get("dataloader_num_workers") or 0) > 0 and swift.get("dataloader_persistent_workers", True):
+        return [f"{_where(cfg, 'training.dataloader_persistent_workers')}augmentation with dataloader workers "
+                f"needs `training.dataloader_persistent_workers: false` (persistent workers never see the new "
+                f"epoch, so every epoch would repeat the same draws)"]
+    return []
 
 
 def check_rules(cfg: ProjectConfig, *, check_paths: bool = True) -> None:

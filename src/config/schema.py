@@ -29,8 +29,10 @@ class CustomSection:
     emit_norm: Literal["none", "norm100", "norm1000"]  # coordinate space of the answers
     images_per_user_turn: int  # records grouped into one user turn (1 = one image per turn)
     augment_prob: float  # probability that a training sample is augmented (0 = never)
+    augment: list[dict]  # augmentation operations in order, e.g. [{op: hflip, p: 0.5}] (src/datasets/augment.py)
     bad_records: Literal["error", "skip"]  # stop on an invalid record, or skip it and report it
     object_order: Literal["reading", "given"]  # order of objects in the answer
+    health_check_samples: int  # first samples encoded and checked before training (0 = off)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -1,0 +1,130 @@
+"""Health checks of encoded samples: what ms-swift's template made of a row is what we meant.
+
+Run on the first samples of every training run (src/pipeline.py) and on every sample that
+`python -m src.datasets render` writes. Each check returns problems as text; a failure names the
+row's records (file:line) and what differs. Pure functions over the encoded dict; no model needed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from src.datasets.builders import ROW_GEOMETRY_KEY, ROW_SOURCE_KEY
+from src.datasets.geometry import pixel_to_norm
+from src.parsing import parse_answer
+
+IMAGE_PAD_TOKEN = "<|image_pad|>"
+IM_END_TOKEN = "<|im_end|>"
+IGNORE_INDEX = -100
+
+
+class HealthCheckError(Exception):
+    """Encoded samples that disagree with their rows; the message lists each sample's problems."""
+
+
+def _as_list(value: Any) -> list:
+    return value.tolist() if hasattr(value, "tolist") else list(value)
+
+
+def _assistant_text(row: dict[str, Any]) -> str:
+    return "".join(m["content"] for m in row["messages"] if m["role"] == "assistant")
+
+
+def placeholder_problems(row: dict[str, Any]) -> list[str]:
+    """`<image>` placeholders in the user turns must equal the row's images."""
+    placeholders = sum(m["content"].count("<image>") for m in row["messages"] if m["role"] == "user")
+    if placeholders != len(row["images"]):
+        return [f"{placeholders} <image> placeholder(s) in the user turn but {len(row['images'])} image(s)"]
+    return []
+
+
+def vision_token_problems(encoded: dict[str, Any], image_pad_id: int, merge_size: int) -> list[str]:
+    """Image-pad tokens must equal sum(prod(grid_thw)) / merge_size**2, and pixel_values rows sum(prod(grid_thw))."""
+    grid = np.asarray(_as_list(encoded.get("image_grid_thw", [])), dtype=np.int64).reshape(-1, 3)
+    patches = int(grid.prod(axis=1).sum()) if len(grid) else 0
+    pads = _as_list(encoded["input_ids"]).count(image_pad_id)
+    problems = []
+    if pads * merge_size**2 != patches:
+        problems.append(f"{pads} image-pad tokens but image_grid_thw {grid.tolist()} gives {patches} patches "
+                        f"(= {patches / merge_size**2:g} tokens at merge size {merge_size})")
+    pixel_values = encoded.get("pixel_values")
+    if pixel_values is not None and int(pixel_values.shape[0]) != patches:
+        problems.append(f"pixel_values has {int(pixel_values.shape[0])} rows but image_grid_thw gives {patches}")
+    return problems
+
+
+def label_problems(encoded: dict[str, Any], tokenizer, row: dict[str, Any], image_pad_id: int) -> list[str]:
+    """Labels train exactly the assistant answer followed by `<|im_end|>`; image tokens are masked."""
+    input_ids, labels = _as_list(encoded["input_ids"]), _as_list(encoded["labels"])
+    problems = []
+    if len(input_ids) != len(labels):
+        return [f"{len(input_ids)} input ids but {len(labels)} labels"]
+    if any(lab != IGNORE_INDEX for tok, lab in zip(input_ids, labels, strict=True) if tok == image_pad_id):
+        problems.append("image-pad tokens are trained (labels not -100)")
+    trained = tokenizer.decode([lab for lab in labels if lab != IGNORE_INDEX], skip_special_tokens=False)
+    expected = _assistant_text(row) + IM_END_TOKEN
+    if trained.rstrip("\n") != expected:
+        problems.append(f"trained tokens decode to {trained[:200]!r}, expected the answer {expected[:200]!r}")
+    return problems
+
+
+def _expected_objects(row: dict[str, Any], emit_norm: str) -> Counter:
+    expected: Counter = Counter()
+    images = json.loads(row[ROW_GEOMETRY_KEY])
+    grouped = len(images) > 1
+    for image in images:
+        for obj in image["objects"]:
+            coords = pixel_to_norm(np.asarray(obj["points"], dtype=float), image["width"], image["height"], emit_norm)
+            key = (obj["kind"], tuple(int(v) for v in np.asarray(coords).ravel()), obj["desc"])
+            expected[(image["image"] if grouped else None, *key)] += 1
+    return expected
+
+
+def coordinate_problems(encoded: dict[str, Any], tokenizer, row: dict[str, Any], emit_norm: str) -> list[str]:
+    """The coordinates decoded from the trained labels equal the normalised pixel geometry of the row."""
+    labels = [lab for lab in _as_list(encoded["labels"]) if lab != IGNORE_INDEX]
+    text = tokenizer.decode(labels, skip_special_tokens=True)
+    parsed = parse_answer(text)
+    if parsed.error:
+        return [f"the trained answer does not parse back ({parsed.error}): {text[:200]!r}"]
+    decoded: Counter = Counter(
+        (o.get("image"), o["kind"], tuple(int(v) for v in o["coords"]), o["label"]) for o in parsed.objects)
+    expected = _expected_objects(row, emit_norm)
+    if decoded != expected:
+        missing, extra = expected - decoded, decoded - expected
+        return [f"coordinates in the labels differ from the pixel geometry: missing {sorted(missing)[:3]}, "
+                f"unexpected {sorted(extra)[:3]}"]
+    return []
+
+
+def check_sample(row: dict[str, Any], encoded: dict[str, Any], tokenizer, *, merge_size: int, emit_norm: str,
+                 grounding: bool) -> list[str]:
+    """Every check for one encoded row; `grounding=False` (summary scheme) skips the coordinate check."""
+    image_pad_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD_TOKEN)
+    problems = placeholder_problems(row) + vision_token_problems(encoded, image_pad_id, merge_size)
+    problems += label_problems(encoded, tokenizer, row, image_pad_id)
+    if grounding:
+        problems += coordinate_problems(encoded, tokenizer, row, emit_norm)
+    return problems
+
+
+def format_failures(failures: list[tuple[str, list[str]]]) -> str:
+    """One block per failing row: its records' file:line, then each problem."""
+    return "\n".join(f"{source}:\n" + "\n".join(f"  - {p}" for p in problems) for source, problems in failures)
+
+
+def check_rows(rows, encode, tokenizer, *, merge_size: int, emit_norm: str, grounding: bool,
+               limit: int) -> list[tuple[str, list[str]]]:
+    """Encode the first `limit` rows with `encode` and return (source, problems) for each failing one."""
+    failures = []
+    for index in range(min(limit, len(rows))):
+        row = rows[index]
+        problems = check_sample(row, encode(row), tokenizer, merge_size=merge_size, emit_norm=emit_norm,
+                                grounding=grounding)
+        if problems:
+            failures.append((row[ROW_SOURCE_KEY], problems))
+    return failures

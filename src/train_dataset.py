@@ -1,0 +1,62 @@
+"""The training dataset handed to ms-swift: records -> rows at `__getitem__`, images through the
+project's loader, augmentation drawn anew each epoch.
+
+ms-swift wraps it in its `LazyLLMDataset` (lazy tokenisation, the default for multimodal models),
+so encoding happens in the dataloader, sample by sample. Images are passed to the template as PIL
+images loaded by `src.datasets.images.load_image` (EXIF orientation applied, RGB), so the frame the
+annotations use is the frame the model sees, at training as at inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from src.datasets.builders import BaseBuilder
+from src.datasets.contract import Record
+from src.datasets.images import load_image
+
+
+class GroundingRowsDataset:
+    """A sequence of ms-swift rows built on demand from groups of records.
+
+    The augmentation draw for group `i` depends only on (seed, epoch, i): reproducible for a seed,
+    new each epoch. `epoch` is set by the trainer callback in `src/pipeline.py`.
+    """
+
+    def __init__(self, groups: Sequence[Sequence[Record]], builder: BaseBuilder, *, augment_ops: Sequence = (),
+                 augment_prob: float = 0.0, seed: int = 0):
+        self.groups = [list(g) for g in groups]
+        self.builder = builder
+        self.augment_ops = list(augment_ops)
+        self.augment_prob = augment_prob
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def _augmented(self, index: int, records: list[Record], images: list) -> tuple[list[Record], list]:
+        from src.datasets.augment import augment  # only when augmenting
+
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        out_records, out_images = [], []
+        for record, image in zip(records, images, strict=True):
+            if rng.random() < self.augment_prob:
+                image, record, _ = augment(image, record, self.augment_ops, rng)
+            out_records.append(record)
+            out_images.append(image)
+        return out_records, out_images
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self.groups):
+            raise IndexError(f"index {index} out of range for {len(self.groups)} rows")
+        records = self.groups[index]
+        images = [load_image(r.image) for r in records]
+        if self.augment_ops and self.augment_prob > 0:
+            records, images = self._augmented(index, records, images)
+        row = self.builder.build(records)
+        row["images"] = images
+        return row

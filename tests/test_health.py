@@ -1,0 +1,78 @@
+"""Health checks against the real ms-swift Qwen3-VL template on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from src.config.prompts import get_prompt_scheme
+from src.datasets.builders import ROW_GEOMETRY_KEY, make_builder
+from src.datasets.contract import load_records
+from src.datasets.synth import write_synthetic_dataset
+from src.health import check_rows, check_sample, format_failures
+from src.offline import apply_offline_env
+from src.tiny_model import build_tiny_model
+from src.train_dataset import GroundingRowsDataset
+
+
+@pytest.fixture(scope="module")
+def template_and_rows(tmp_path_factory):
+    apply_offline_env()
+    from swift import get_processor, get_template
+
+    root = tmp_path_factory.mktemp("health")
+    model = build_tiny_model(root / "model")
+    write_synthetic_dataset(root / "data", n=6)
+    records, problems = load_records(root / "data" / "train.jsonl")
+    assert not problems
+    processor = get_processor(str(model), model_type="qwen3_vl")
+    template = get_template(processor, template_type="qwen3_vl")
+    template.set_mode("train")
+    builder = make_builder(get_prompt_scheme("dense"), "norm1000", "reading")
+    rows = GroundingRowsDataset([[r] for r in records], builder)
+    return template, processor, rows
+
+
+def _check(template, processor, row):
+    return check_sample(row, template.encode(row), processor.tokenizer,
+                        merge_size=processor.image_processor.merge_size, emit_norm="norm1000", grounding=True)
+
+
+def test_rows_built_by_the_project_pass(template_and_rows):
+    template, processor, rows = template_and_rows
+    failures = check_rows(rows, template.encode, processor.tokenizer, merge_size=processor.image_processor.merge_size,
+                          emit_norm="norm1000", grounding=True, limit=len(rows))
+    assert failures == [], format_failures(failures)
+
+
+def test_answer_that_disagrees_with_the_pixel_geometry_is_caught(template_and_rows):
+    template, processor, rows = template_and_rows
+    row = rows[0]
+    geometry = json.loads(row[ROW_GEOMETRY_KEY])
+    geometry[0]["objects"][0]["points"][0] += 10  # the annotation moved, the answer did not
+    row[ROW_GEOMETRY_KEY] = json.dumps(geometry)
+    problems = _check(template, processor, row)
+    assert any("coordinates in the labels differ" in p for p in problems), problems
+
+
+def test_placeholders_must_match_images(template_and_rows):
+    template, processor, rows = template_and_rows
+    row = rows[1]
+    row["images"] = row["images"] + [Image.new("RGB", (64, 64))]  # two images, one <image> placeholder
+    problems = _check(template, processor, row)
+    assert "1 <image> placeholder(s) in the user turn but 2 image(s)" in problems
+
+
+def test_label_check_catches_a_trained_prompt(template_and_rows):
+    template, processor, rows = template_and_rows
+    row = rows[2]
+    encoded = template.encode(row)
+    labels = list(encoded["labels"])
+    first_prompt_token = next(i for i, lab in enumerate(labels) if lab == -100)
+    labels[first_prompt_token] = encoded["input_ids"][first_prompt_token]
+    encoded["labels"] = labels
+    problems = check_sample(row, encoded, processor.tokenizer, merge_size=processor.image_processor.merge_size,
+                            emit_norm="norm1000", grounding=True)
+    assert any("trained tokens decode to" in p for p in problems), problems

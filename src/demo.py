@@ -1,4 +1,4 @@
-"""The demo (`make demo`): tiny model -> synthetic data -> stage 1 -> stage 2 -> inference, all on CPU.
+"""The demo (`make demo`): tiny model -> synthetic data -> stage 1 -> stage 2 -> infer -> eval -> vis, on CPU.
 
 Assets (model, data) are built once into `output/demo-assets/`. Each demo run gets its own
 directory `output/demo/<time>/` holding the two stage configs it used, both runs, and the
@@ -59,12 +59,20 @@ def run_demo(output_root: Path, n_records: int) -> Path:
     _run("inference on the validation split",
          ["-m", "src.infer", "--config", str(stage2), "--checkpoint", str(run_dir / "stage2" / "last-checkpoint"),
           "--out", str(predictions), "--max_new_tokens", "64"])
+    val_jsonl = assets / "data" / "val.jsonl"
+    metrics = run_dir / "metrics.json"
+    _run("evaluation", ["-m", "src.eval", "--pred", str(predictions), "--gt", str(val_jsonl), "--out", str(metrics)])
+    pictures = run_dir / "vis"
+    _run("pictures", ["-m", "src.vis", "--gt", str(val_jsonl), "--pred", str(predictions), "--out", str(pictures)])
     print("\n== demo outputs")
     print(f"tiny model:          {assets / 'tiny_model'}")
     print(f"data:                {assets / 'data'} (train.jsonl, val.jsonl, images/)")
     print(f"stage 1 checkpoint:  {(run_dir / 'stage1' / 'last-checkpoint').resolve()}")
     print(f"stage 2 adapter:     {(run_dir / 'stage2' / 'last-checkpoint').resolve()}")
     print(f"predictions:         {predictions}")
+    print(f"metrics:             {metrics}")
+    print(f"pictures:            {pictures / 'index.html'}")
+    print(f"loss curves:         {run_dir}/stage*/loss_curves.png")
     print(f"resolved configs:    {run_dir}/stage*/resolved_config.yaml")
     return run_dir
 

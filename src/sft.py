@@ -76,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     except HealthCheckError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    from src.curves import plot_loss_curves
+
+    curves = plot_loss_curves(output_dir / "logging.jsonl", output_dir / "loss_curves.png")
     print(f"last checkpoint: {result.get('last_model_checkpoint')}")
+    if curves:
+        print(f"loss curves: {curves}")
     print(f"run directory: {output_dir}")
     return 0
 

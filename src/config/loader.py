@@ -66,6 +66,8 @@ def _is_deepspeed_path(value: str) -> bool:
 
 
 def _resolve_path(dotted: str, value: Any, base_dir: Path) -> Any:
+    if isinstance(value, list):  # e.g. tuner.adapters: a list of paths
+        return [_resolve_path(dotted, item, base_dir) for item in value]
     if not isinstance(value, str) or value in NOT_A_PATH.get(dotted, ()):
         return value
     if dotted == "deepspeed.config" and not _is_deepspeed_path(value):
@@ -76,19 +78,22 @@ def _resolve_path(dotted: str, value: Any, base_dir: Path) -> Any:
 def _normalise(data: dict[str, Any], lines: dict[str, int], path: Path) -> dict[str, Any]:
     """Apply section and key aliases to one file's mapping, refusing a key given under both names."""
     out: dict[str, Any] = {}
+    written_as: dict[str, str] = {}  # canonical section -> the name the file used first
     for key, value in data.items():
         target = SECTION_ALIASES.get(key, key)
         if target in out and isinstance(out[target], dict) and isinstance(value, dict):
             both = sorted(set(out[target]) & set(value))
             if both:
+                alias = key if key != target else written_as[target]
                 raise ConfigError(
-                    f"{path}: `{key}.{both[0]}` and `{target}.{both[0]}` set the same value; keep one"
+                    f"{path}: `{alias}.{both[0]}` and `{target}.{both[0]}` set the same value; keep one"
                 )
             out[target] = {**out[target], **value}
             for sub in value:
                 lines.setdefault(f"{target}.{sub}", lines.get(f"{key}.{sub}", 0))
         else:
             out[target] = value
+            written_as[target] = key
             if target != key:
                 for dotted, line in list(lines.items()):
                     if dotted == key or dotted.startswith(key + "."):

@@ -66,7 +66,8 @@ def _packing_problems(cfg: ProjectConfig) -> list[str]:
     allowed = ", ".join(FLASH_ATTENTION_MODULES)
     if attn not in FLASH_ATTENTION_MODULES:
         return [f"{_where(cfg, f'training.{feature}')}`{feature}: true` needs a flash-attention "
-                f"implementation, but `attn_impl` is {attn!r}: set model.attn_impl to one of {allowed}"]
+                f"implementation, but `attn_impl` is {attn!r}: set model.attn_impl to one of {allowed} (with its "
+                f"package installed, see README 'Packing'), or set `training.{feature}: false`"]
     missing = [m for m in FLASH_ATTENTION_MODULES[attn] if not _module_available(m)]
     if missing:
         return [f"{_where(cfg, f'training.{feature}')}`{feature}: true` with attn_impl={attn} needs the "

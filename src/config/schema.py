@@ -89,6 +89,8 @@ OWNED_SWIFT_FIELDS = {
     "deepspeed": "deepspeed.enabled / deepspeed.config",
     "tuner_type": "tuner.train_type",
 }
+# ms-swift fields the project needs a value for (ms-swift itself would fall back to a default).
+REQUIRED_SWIFT_KEYS = {"model.model": "a local model directory", "training.output_dir": "the run's directory"}
 # Our name for a ms-swift field: (section, our key) -> (ms-swift field, annotation).
 RENAMED_SWIFT_KEYS = {("tuner", "train_type"): ("tuner_type", "str")}
 
@@ -162,12 +164,21 @@ def _swift_sections(merged: MergedConfig, problems: list[str]) -> dict[str, Any]
                                 f"fields)")
                 continue
             field_name, annotation = renamed or (key, fields[key].annotation)
-            _check_type(merged, dotted, value, annotation, problems)
+            if value is None and renamed is None and fields[key].default_is_none and dotted not in REQUIRED_SWIFT_KEYS:
+                pass  # null is ms-swift's own default for this field, whatever its annotation says
+            else:
+                _check_type(merged, dotted, value, annotation, problems)
             if field_name in set_by:
                 problems.append(f"{_where(merged, dotted)}`{dotted}` and `{set_by[field_name]}` both set "
                                 f"ms-swift's `{field_name}`; keep one")
             set_by[field_name] = dotted
             kwargs[field_name] = value
+    for dotted, what in REQUIRED_SWIFT_KEYS.items():
+        section, key = dotted.split(".")
+        block = merged.values.get(section)
+        if not isinstance(block, dict) or block.get(key) is None:
+            problems.append(f"{_where(merged, dotted)}`{dotted}` is required and has no value: set it to {what} "
+                            f"in your config ({section}: {{{key}: ...}})")
     return kwargs
 
 

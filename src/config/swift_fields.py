@@ -26,6 +26,7 @@ class SwiftField:
     name: str
     annotation: str
     owner: str
+    default_is_none: bool = False  # `= None` or `field(default=None)`: null is ms-swift's own default
 
 
 def _module_file(module: str) -> Path | None:
@@ -83,6 +84,16 @@ def _find_class(module: str, name: str, depth: int = 0) -> tuple[str, ast.ClassD
     return None
 
 
+def _default_is_none(stmt: ast.AnnAssign) -> bool:
+    value = stmt.value
+    if isinstance(value, ast.Constant):
+        return value.value is None
+    if isinstance(value, ast.Call) and ast.unparse(value.func).split(".")[-1] == "field":
+        return any(k.arg == "default" and isinstance(k.value, ast.Constant) and k.value.value is None
+                   for k in value.keywords)
+    return False
+
+
 def _is_dataclass_field(stmt: ast.stmt) -> bool:
     if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
         return False
@@ -128,5 +139,6 @@ def sft_argument_fields() -> dict[str, SwiftField]:
                     name=stmt.target.id,
                     annotation=ast.unparse(stmt.annotation),
                     owner=f"{module}.{cls.name}",
+                    default_is_none=_default_is_none(stmt),
                 )
     return fields

@@ -1,4 +1,4 @@
-"""Command line for grounding data: ``python -m src.datasets {synth,validate} ...``.
+"""Command line for grounding data: ``python -m src.datasets {synth,validate,convert} ...``.
 
 Each subcommand is a ``_add_<name>(subparsers)`` that registers its arguments and sets
 ``handler``; handlers return the process exit code (0 ok, 1 invalid data, 2 usage error).
@@ -109,6 +109,51 @@ def _add_validate(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_validate)
 
 
+# ---------------------------------------------------------------------------- convert
+
+
+def _run_convert_coco(args: argparse.Namespace) -> int:
+    from .convert_coco import convert_coco_file
+
+    if not args.ann.is_file():
+        _err(f"{args.ann}: no such file")
+        return EXIT_USAGE
+    if not args.images.is_dir():
+        _err(f"{args.images}: no such directory")
+        return EXIT_USAGE
+    try:
+        result = convert_coco_file(args.ann, args.images, args.out, overwrite=args.overwrite)
+    except (FileExistsError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    for problem in result.problems:
+        print(problem)
+    print(result.summary())
+    return EXIT_INVALID if result.skipped_anything else EXIT_OK
+
+
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert another annotation format to grounding JSONL",
+        description="Convert annotations to the grounding JSONL contract. Exit 0 if everything was "
+        "converted, 1 if some images or annotations were skipped (each is printed), 2 on a usage error.",
+    )
+    formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    coco = formats.add_parser(
+        "coco",
+        help="COCO detection JSON",
+        description="COCO detection JSON -> JSONL: category names become desc, bbox becomes bbox_2d, a "
+        "single 4-point polygon segmentation becomes a quad; crowd/RLE annotations keep their bbox. "
+        "Image sizes are checked against the files; a mismatched or missing image is skipped.",
+    )
+    coco.add_argument("--ann", type=Path, required=True, metavar="FILE.json", help="COCO annotation file")
+    coco.add_argument("--images", type=Path, required=True, metavar="DIR", help="directory of the file_names")
+    coco.add_argument("--out", type=Path, required=True, metavar="OUT.jsonl", help="JSONL to write")
+    coco.add_argument("--overwrite", action="store_true", help="replace OUT.jsonl if it exists")
+    coco.set_defaults(handler=_run_convert_coco)
+
+
 # ---------------------------------------------------------------------------- entry
 
 
@@ -118,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_synth(subparsers)
     _add_validate(subparsers)
+    _add_convert(subparsers)
     return parser
 
 

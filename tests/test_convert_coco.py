@@ -1,0 +1,218 @@
+"""COCO conversion: a small COCO file with real PNGs becomes contract-valid JSONL, and every
+skipped image or annotation is reported and reflected in the exit code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from src.datasets.__main__ import main
+from src.datasets.contract import load_records
+from src.datasets.convert_coco import coco_to_records, convert_coco_file
+from src.datasets.images import ImageError
+
+CATEGORIES = [{"id": 1, "name": "car"}, {"id": 2, "name": "sign"}, {"id": 3, "name": "crowd"}]
+
+
+def coco_fixture(root: Path, *, missing: bool = False, bad_ann: bool = False) -> tuple[Path, Path]:
+    """Write ``root/images/*.png`` and ``root/ann.json``; return (ann file, images dir)."""
+    images = root / "images"
+    (images / "sub").mkdir(parents=True)
+    Image.new("RGB", (64, 48), (90, 90, 90)).save(images / "a.png")
+    Image.new("RGB", (32, 40), (90, 90, 90)).save(images / "sub" / "b.png")
+    Image.new("RGB", (20, 20), (90, 90, 90)).save(images / "empty.png")
+    coco = {
+        "images": [
+            {"id": 1, "file_name": "a.png", "width": 64, "height": 48},
+            {"id": 2, "file_name": "sub/b.png", "width": 32, "height": 40},
+            {"id": 3, "file_name": "empty.png", "width": 20, "height": 20},
+        ],
+        "categories": CATEGORIES,
+        "annotations": [
+            {
+                "id": 10,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [2, 3, 10, 5],
+                "iscrowd": 0,
+                "segmentation": [[2, 3, 12, 3, 12, 8, 2, 8, 2, 5]],
+            },
+            # 4-point polygon, counter-clockwise and starting bottom-left -> canonical quad
+            {
+                "id": 11,
+                "image_id": 1,
+                "category_id": 2,
+                "bbox": [20, 10, 10, 10],
+                "iscrowd": 0,
+                "segmentation": [[20, 20, 30, 20, 30, 10, 20, 10]],
+            },
+            {
+                "id": 12,
+                "image_id": 2,
+                "category_id": 3,
+                "bbox": [1.5, 2, 10, 20.25],
+                "iscrowd": 1,
+                "segmentation": {"counts": [0, 5, 10], "size": [40, 32]},
+            },
+            # a crowd annotation whose polygon has 4 points still keeps its bbox
+            {
+                "id": 13,
+                "image_id": 2,
+                "category_id": 1,
+                "bbox": [0, 0, 4, 4],
+                "iscrowd": 1,
+                "segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]],
+            },
+            # 0.5 px past the right edge: clamped, not skipped
+            {"id": 14, "image_id": 2, "category_id": 1, "bbox": [22, 30, 10.5, 5], "iscrowd": 0},
+        ],
+    }
+    if missing:
+        coco["images"].append({"id": 4, "file_name": "gone.png", "width": 10, "height": 10})
+        coco["annotations"].append({"id": 15, "image_id": 4, "category_id": 1, "bbox": [0, 0, 5, 5]})
+    if bad_ann:
+        coco["annotations"].append({"id": 16, "image_id": 1, "category_id": 99, "bbox": [0, 0, 5, 5]})
+    ann = root / "ann.json"
+    ann.write_text(json.dumps(coco))
+    return ann, images
+
+
+def test_converted_file_is_valid_and_faithful(tmp_path):
+    ann, images = coco_fixture(tmp_path)
+    out = tmp_path / "out" / "train.jsonl"
+    result = convert_coco_file(ann, images, out)
+    assert not result.skipped_anything and result.problems == []
+    assert (result.images_written, result.images_skipped) == (3, 0)
+    assert result.objects_by_kind == {"bbox_2d": 4, "quad": 1}
+    assert result.notes == {"crowd/RLE kept as bbox": 2, "coordinates clamped (within 1 px)": 1}
+
+    records, problems = load_records(out, check_image=True)
+    assert problems == [], [str(p) for p in problems]
+    assert [Path(r.image).name for r in records] == ["a.png", "b.png", "empty.png"]
+    a, b, empty = records
+    assert [(o.kind, o.points, o.desc) for o in a.objects] == [
+        ("bbox_2d", (2.0, 3.0, 12.0, 8.0), "car"),  # a 5-point polygon keeps its bbox
+        ("quad", (20.0, 10.0, 30.0, 10.0, 30.0, 20.0, 20.0, 20.0), "sign"),  # canonical order
+    ]
+    assert [(o.kind, o.points, o.desc) for o in b.objects] == [
+        ("bbox_2d", (1.5, 2.0, 11.5, 22.25), "crowd"),
+        ("bbox_2d", (0.0, 0.0, 4.0, 4.0), "car"),
+        ("bbox_2d", (22.0, 30.0, 32.0, 35.0), "car"),
+    ]
+    assert (empty.width, empty.height, empty.objects) == (20, 20, ())
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["images"] for line in lines] == [["../images/a.png"], ["../images/sub/b.png"], ["../images/empty.png"]]
+
+
+def test_pure_function_with_injected_sizes(tmp_path):
+    coco = json.loads(coco_fixture(tmp_path)[0].read_text())
+    sizes = {"a.png": (64, 48), "b.png": (32, 41)}  # b is off by one; empty.png is unreadable
+
+    def size_fn(path: Path) -> tuple[int, int]:
+        if path.name not in sizes:
+            raise ImageError(path, "file not found")
+        return sizes[path.name]
+
+    records, problems = coco_to_records(coco, Path("/data/images"), Path("/data"), size_fn=size_fn, ann_file="x.json")
+    assert [r["images"] for r in records] == [["images/a.png"]]
+    assert problems == [
+        "x.json: image id 2 (sub/b.png): size mismatch: COCO says 32x40, the file is 32x41 (after EXIF orientation)",
+        "x.json: image id 3 (empty.png): file not found (/data/images/empty.png)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("annotation", "expected"),
+    [
+        ({"image_id": 1, "category_id": 7, "bbox": [0, 0, 5, 5]}, "unknown category_id"),
+        ({"image_id": 9, "category_id": 1, "bbox": [0, 0, 5, 5]}, "unknown image_id"),
+        ({"image_id": 1, "category_id": 1, "bbox": [0, 0, 5]}, "bbox must be [x, y, w, h]"),
+        ({"image_id": 1, "category_id": 1, "bbox": [0, 0, 0, 5]}, "zero-area bbox"),
+        ({"image_id": 1, "category_id": 1, "bbox": [60, 0, 10, 5]}, "bbox outside the image by more than 1 px"),
+    ],
+)
+def test_bad_annotations_are_skipped_and_named(annotation, expected):
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
+        "categories": CATEGORIES,
+        "annotations": [{"id": 5, **annotation}],
+    }
+    records, problems = coco_to_records(coco, Path("/d"), Path("/d"), size_fn=lambda p: (64, 48), ann_file="c.json")
+    assert records[0]["objects"] == []
+    assert len(problems) == 1
+    assert problems[0].startswith(f"c.json: annotation id 5 (image id {annotation['image_id']}): {expected}")
+
+
+def test_bow_tie_polygon_keeps_bbox():
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
+        "categories": CATEGORIES,
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 2,
+                "bbox": [0, 0, 10, 10],
+                "segmentation": [[0, 0, 10, 10, 10, 0, 0, 10]],
+            }
+        ],
+    }
+    records, problems = coco_to_records(coco, Path("/d"), Path("/d"), size_fn=lambda p: (64, 48))
+    assert problems == [] and records[0]["objects"] == [{"bbox_2d": [0, 0, 10, 10], "desc": "sign"}]
+
+
+def test_not_coco_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="missing 'annotations'"):
+        coco_to_records({"images": [], "categories": []}, tmp_path, tmp_path)
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def run_cli(ann: Path, images: Path, out: Path, *extra: str) -> int:
+    return main(["convert", "coco", "--ann", str(ann), "--images", str(images), "--out", str(out), *extra])
+
+
+def test_cli_ok(tmp_path, capsys):
+    ann, images = coco_fixture(tmp_path)
+    assert run_cli(ann, images, tmp_path / "train.jsonl") == 0
+    text = capsys.readouterr().out
+    assert "wrote 3 records" in text and "images skipped: 0" in text
+    assert "objects: 4 bbox_2d, 1 quad" in text and "annotations skipped: 0" in text
+
+
+def test_cli_missing_image_skipped_exit_1(tmp_path, capsys):
+    ann, images = coco_fixture(tmp_path, missing=True, bad_ann=True)
+    out = tmp_path / "train.jsonl"
+    assert run_cli(ann, images, out) == 1
+    text = capsys.readouterr().out
+    assert f"{ann}: image id 4 (gone.png): file not found" in text
+    assert f"{ann}: annotation id 16 (image id 1): unknown category_id" in text
+    assert "images skipped: 1" in text
+    assert "annotations skipped: 2 (image skipped: 1, unknown category_id (or category without a name): 1)" in text
+    records, problems = load_records(out, check_image=True)
+    assert problems == [] and len(records) == 3  # the rest is still written, and valid
+
+
+def test_cli_refuses_to_overwrite(tmp_path, capsys):
+    ann, images = coco_fixture(tmp_path)
+    out = tmp_path / "train.jsonl"
+    out.write_text("keep me\n")
+    assert run_cli(ann, images, out) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert out.read_text() == "keep me\n"
+    assert run_cli(ann, images, out, "--overwrite") == 0
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_cli_usage_errors(tmp_path, capsys):
+    ann, images = coco_fixture(tmp_path)
+    assert run_cli(tmp_path / "nope.json", images, tmp_path / "o.jsonl") == 2
+    assert run_cli(ann, tmp_path / "nodir", tmp_path / "o.jsonl") == 2
+    ann.write_text("{not json")
+    assert run_cli(ann, images, tmp_path / "o.jsonl") == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()

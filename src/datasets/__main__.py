@@ -1,4 +1,4 @@
-"""Command line for grounding data: ``python -m src.datasets {synth,validate,convert} ...``.
+"""Command line for grounding data: ``python -m src.datasets {synth,validate,convert,render,stats} ...``.
 
 Each subcommand is a ``_add_<name>(subparsers)`` that registers its arguments and sets
 ``handler``; handlers return the process exit code (0 ok, 1 invalid data, 2 usage error).
@@ -157,6 +157,74 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------- entry
 
 
+# ---------------------------------------------------------------------------- render / stats
+
+
+def _run_render(args: argparse.Namespace) -> int:
+    from src.config import ConfigError
+
+    from .loading import DataError
+    from .render import render
+
+    if args.out.exists() and not args.overwrite:
+        _err(f"{args.out} exists; pass --overwrite to replace it")
+        return EXIT_USAGE
+    try:
+        result = render(args.config, args.out, split=args.split, limit=args.limit, augment=args.augment)
+    except (ConfigError, DataError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    print(f"rendered {result['samples']} sample(s) to {result['out']}")
+    print(f"records (draw them: python -m src.vis --gt {result['records']} --out DIR): {result['records']}")
+    if result["unhealthy"]:
+        print(f"{result['unhealthy']} sample(s) failed the health checks: see `health_problems` in {result['out']}")
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def _add_render(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("render", help="write what the model sees for the first samples of a split",
+                                   description="Encode samples with the config's template and write, per sample, "
+                                               "the messages, decoded input and target, image tokens and geometry.")
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--split", choices=["train", "val"], default="train")
+    parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--augment", action="store_true", help="apply the config's augmentation (epoch 0 draw)")
+    parser.add_argument("--out", type=Path, required=True, metavar="OUT.jsonl")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.set_defaults(handler=_run_render)
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    from src.config import ConfigError
+
+    from .loading import DataError
+    from .render import stats
+
+    try:
+        result = stats(args.config, args.out, split=args.split, limit=args.limit)
+    except (ConfigError, DataError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    lengths = result["token_length"]
+    print(f"records: {result['records']}, objects: {result['objects']}")
+    per_image = result["objects_per_image"]
+    print(f"objects per image: p50 {per_image.get('p50')}, max {per_image.get('max')}")
+    print(f"tokens per sample: p50 {lengths.get('p50')}, p90 {lengths.get('p90')}, max {lengths.get('max')}; "
+          f"over max length ({result['max_length']}): {result['share_over_max_length']:.1%}")
+    print(f"stats and histograms: {args.out}")
+    return EXIT_OK
+
+
+def _add_stats(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("stats", help="records, objects per image, image sizes, token lengths")
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--split", choices=["train", "val"], default="train")
+    parser.add_argument("--limit", type=int, help="encode only the first N samples")
+    parser.add_argument("--out", type=Path, default=Path("stats"), metavar="DIR", help="stats.json and PNGs")
+    parser.set_defaults(handler=_run_stats)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m src.datasets`` parser; add a subcommand with one ``_add_*`` call."""
     parser = argparse.ArgumentParser(prog="python -m src.datasets", description=__doc__)
@@ -164,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(subparsers)
     _add_validate(subparsers)
     _add_convert(subparsers)
+    _add_render(subparsers)
+    _add_stats(subparsers)
     return parser
 
 

@@ -1,0 +1,177 @@
+"""Inspect what the model sees: `render` (per-sample encoded view) and `stats` (dataset shape and lengths).
+
+Both encode rows with ms-swift's own template for the config's model, exactly as training does
+(the same builder, image loader and, with `--augment`, augmentation), so what they show is what
+trains. They import ms-swift lazily: the data layer stays importable without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.config import load_project_config
+from src.data_plan import plan_data
+from src.offline import apply_offline_env
+from src.train_dataset import GroundingRowsDataset
+
+from .builders import ROW_GEOMETRY_KEY, ROW_SOURCE_KEY
+from .contract import Record
+
+
+def _template_for(cfg):
+    from swift import get_processor, get_template  # heavy
+
+    processor = get_processor(cfg.swift["model"], model_type=cfg.swift.get("model_type"))
+    template = get_template(processor, template_type=cfg.swift.get("template"))
+    template.set_mode("train")
+    return template, processor
+
+
+def _dataset(cfg, plan, split: str, augment: bool) -> GroundingRowsDataset:
+    from .augment import parse_augment_ops
+
+    groups = plan.train_groups if split == "train" else plan.val_groups
+    ops = parse_augment_ops(cfg.custom.augment) if augment else []
+    prob = cfg.custom.augment_prob if augment else 0.0
+    return GroundingRowsDataset(groups, plan.builder, augment_ops=ops, augment_prob=prob,
+                                seed=int(cfg.swift.get("data_seed", 42)))
+
+
+def prepare(config: Path, split: str, augment: bool):
+    """(cfg, dataset, template, processor) for a config's split, env applied, offline."""
+    apply_offline_env()
+    cfg = load_project_config(config)
+    os.environ.update(cfg.env)
+    plan = plan_data(cfg)
+    if split == "val" and not plan.val_groups:
+        raise ValueError(f"{config}: no validation records (custom.val_jsonl is not set)")
+    template, processor = _template_for(cfg)
+    return cfg, _dataset(cfg, plan, split, augment), template, processor
+
+
+def image_tokens_per_image(encoded: dict[str, Any], merge_size: int) -> list[int]:
+    """Image tokens each image of an encoded sample takes: prod(grid_thw) / merge_size**2."""
+    grid = encoded.get("image_grid_thw")
+    if grid is None:
+        return []
+    grid = np.asarray(grid.tolist() if hasattr(grid, "tolist") else grid, dtype=np.int64).reshape(-1, 3)
+    return [int(v) // merge_size**2 for v in grid.prod(axis=1)]
+
+
+def _save_images(row: dict, index: int, image_dir: Path) -> list[str]:
+    paths = []
+    for k, image in enumerate(row["images"]):
+        path = image_dir / f"{index:06d}_{k}.png"
+        image.save(path)
+        paths.append(str(path))
+    return paths
+
+
+def render(config: Path, out: Path, *, split: str = "train", limit: int = 20, augment: bool = False) -> dict:
+    """Write one JSON line per sample to `out` and the samples' records (images saved beside `out`)
+    to `<out stem>.records.jsonl`, drawable with `python -m src.vis --gt`. Returns counts."""
+    from src.health import check_sample
+
+    cfg, dataset, template, processor = prepare(config, split, augment)
+    tokenizer, merge_size = processor.tokenizer, processor.image_processor.merge_size
+    image_dir = out.parent / f"{out.stem}_images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    records_out = out.parent / f"{out.stem}.records.jsonl"
+    unhealthy = 0
+    with out.open("w", encoding="utf-8") as fh, records_out.open("w", encoding="utf-8") as rec_fh:
+        for index in range(min(limit, len(dataset))):
+            row = dataset[index]
+            encoded = template.encode(row)
+            labels = [t for t in encoded["labels"] if t != -100]
+            saved = _save_images(row, index, image_dir)
+            geometry = json.loads(row[ROW_GEOMETRY_KEY])
+            problems = check_sample(row, encoded, tokenizer, merge_size=merge_size, emit_norm=cfg.custom.emit_norm,
+                                    grounding=dataset.builder.scheme.target == "objects")
+            unhealthy += bool(problems)
+            fh.write(json.dumps({
+                "index": index,
+                "source": row[ROW_SOURCE_KEY],
+                "images": [{"path": p, "width": img.width, "height": img.height}
+                           for p, img in zip(saved, row["images"], strict=True)],
+                "messages": row["messages"],
+                "input_text": tokenizer.decode(encoded["input_ids"], skip_special_tokens=False),
+                "target_text": tokenizer.decode(labels, skip_special_tokens=False),
+                "image_tokens": image_tokens_per_image(encoded, merge_size),
+                "n_tokens": len(encoded["input_ids"]),
+                "geometry_px": geometry,
+                "health_problems": problems,
+            }, ensure_ascii=False) + "\n")
+            for path, image_geometry in zip(saved, geometry, strict=True):
+                rec_fh.write(json.dumps(_drawable_record(path, image_geometry), ensure_ascii=False) + "\n")
+    return {"samples": min(limit, len(dataset)), "unhealthy": unhealthy, "out": str(out),
+            "records": str(records_out), "images": str(image_dir)}
+
+
+def _drawable_record(image_path: str, image_geometry: dict) -> dict:
+    objects = [{o["kind"]: o["points"], "desc": o["desc"]} for o in image_geometry["objects"]]
+    return {"images": [image_path], "objects": objects, "width": image_geometry["width"],
+            "height": image_geometry["height"]}
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    arr = np.asarray(values, dtype=float)
+    return {"min": float(arr.min()), "p50": float(np.percentile(arr, 50)), "p90": float(np.percentile(arr, 90)),
+            "p99": float(np.percentile(arr, 99)), "max": float(arr.max()), "mean": float(arr.mean())}
+
+
+def _histogram(values: list[float], title: str, path: Path, limit_line: float | None = None) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5, 3.2))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.hist(values, bins=min(30, max(5, len(set(values)))), color="#4477aa")
+    if limit_line is not None:
+        axes.axvline(limit_line, color="#cc3311", linestyle="--", label=f"max length {int(limit_line)}")
+        axes.legend()
+    axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def dataset_stats(records: list[Record], token_lengths: list[int], max_length: int | None) -> dict[str, Any]:
+    """Records, objects per image, image sizes and token lengths (percentiles, share over `max_length`)."""
+    over = sum(n > max_length for n in token_lengths) / len(token_lengths) if max_length and token_lengths else 0.0
+    return {
+        "records": len(records),
+        "objects": sum(len(r.objects) for r in records),
+        "objects_per_image": _percentiles([len(r.objects) for r in records]),
+        "width": _percentiles([r.width for r in records]),
+        "height": _percentiles([r.height for r in records]),
+        "token_length": _percentiles(token_lengths),
+        "max_length": max_length,
+        "share_over_max_length": over,
+    }
+
+
+def stats(config: Path, out_dir: Path, *, split: str = "train", limit: int | None = None) -> dict[str, Any]:
+    """Compute `dataset_stats` for a split (encoding up to `limit` samples), write stats.json and histograms."""
+    cfg, dataset, template, _ = prepare(config, split, augment=False)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    lengths = [len(template.encode(dataset[i])["input_ids"]) for i in range(count)]
+    records = [r for group in dataset.groups[:count] for r in group]
+    max_length = cfg.global_max_length or cfg.swift.get("max_length")
+    result = dataset_stats(records, lengths, max_length)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result["histograms"] = [
+        str(_histogram([len(r.objects) for r in records], "objects per image", out_dir / "objects_per_image.png")),
+        str(_histogram(lengths, "tokens per sample", out_dir / "token_lengths.png", max_length)),
+        str(_histogram([r.width * r.height / 1e6 for r in records], "image size (megapixels)",
+                       out_dir / "image_megapixels.png")),
+    ]
+    (out_dir / "stats.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return result

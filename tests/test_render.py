@@ -1,0 +1,74 @@
+"""`python -m src.datasets render|stats` on the tiny model through ms-swift's real template."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from src.datasets.contract import load_records
+from src.datasets.synth import write_synthetic_dataset
+from src.tiny_model import build_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    root = tmp_path_factory.mktemp("render")
+    build_tiny_model(root / "model")
+    write_synthetic_dataset(root / "data", n=6)
+    path = root / "run.yaml"
+    path.write_text(
+        f"extends: {REPO / 'configs' / 'cpu.yaml'}\nmodel:\n  model: ./model\n"
+        "custom:\n  train_jsonl: data/train.jsonl\n  val_jsonl: data/val.jsonl\n  augment_prob: 1.0\n"
+        "  augment: [{op: hflip, p: 1.0}, {op: rotate, p: 1.0, max_degrees: 15}]\n"
+        "training:\n  output_dir: out\n")
+    return path
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "src.datasets", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_render_writes_what_the_model_sees_and_the_augmented_records(config, tmp_path):
+    out = tmp_path / "render.jsonl"
+    proc = _cli("render", "--config", str(config), "--augment", "--limit", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    samples = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(samples) == 3
+    for sample in samples:
+        assert sample["health_problems"] == []
+        assert sample["input_text"].count("<|image_pad|>") == sum(sample["image_tokens"])
+        assert sample["target_text"].startswith("[{") and sample["target_text"].rstrip().endswith("<|im_end|>")
+        assert sample["source"].endswith(".jsonl:" + sample["source"].rsplit(":", 1)[1])
+    records, problems = load_records(tmp_path / "render.records.jsonl")
+    assert problems == []  # augmented geometry stays inside the augmented image, sizes agree
+    original, _ = load_records(config.parent / "data" / "train.jsonl")
+    assert (records[0].width, records[0].height) != (original[0].width, original[0].height)  # rotated: expanded
+
+
+def test_render_refuses_to_overwrite_and_reports_config_errors(config, tmp_path):
+    out = tmp_path / "render.jsonl"
+    out.write_text("earlier\n")
+    proc = _cli("render", "--config", str(config), "--out", str(out))
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {config}\ncustom:\n  emit_norm: norm500\n")
+    proc = _cli("render", "--config", str(bad), "--out", str(tmp_path / "other.jsonl"))
+    assert proc.returncode == 2 and "norm500" in proc.stderr
+
+
+def test_stats_reports_lengths_and_writes_histograms(config, tmp_path):
+    proc = _cli("stats", "--config", str(config), "--out", str(tmp_path / "stats"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads((tmp_path / "stats" / "stats.json").read_text())
+    train, _ = load_records(config.parent / "data" / "train.jsonl")
+    assert stats["records"] == len(train)
+    assert stats["objects"] == sum(len(r.objects) for r in train)
+    assert 0 < stats["token_length"]["min"] <= stats["token_length"]["max"]
+    assert all(Path(p).is_file() for p in stats["histograms"])

@@ -6,6 +6,7 @@ Imported only after the config and data are valid (it pulls in torch and transfo
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset as HfDataset
@@ -13,6 +14,7 @@ from swift import SftArguments
 from swift.pipelines.train.sft import SwiftSft
 from transformers import TrainerCallback
 
+from src.checkpoint_guard import check_adapter_checkpoint
 from src.config import ProjectConfig
 from src.data_plan import DataPlan
 from src.health import HealthCheckError, check_rows, format_failures
@@ -28,6 +30,19 @@ class EpochToDatasets(TrainerCallback):
     def on_epoch_begin(self, args, state, control, **kwargs):
         for dataset in self.datasets:
             dataset.epoch = math.floor((state.epoch or 0) + 1e-6)
+
+
+class AdapterCheckpointGuard(TrainerCallback):
+    """Fails the run loudly when a LoRA checkpoint it just saved holds base-model weights."""
+
+    def __init__(self, modules_to_save: list[str] | None):
+        self.modules_to_save = modules_to_save
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        problems = check_adapter_checkpoint(checkpoint, self.modules_to_save) if checkpoint.is_dir() else []
+        if problems:
+            raise RuntimeError("LoRA checkpoint guard: " + "; ".join(problems))
 
 
 class GroundingSft(SwiftSft):
@@ -74,6 +89,8 @@ class GroundingSft(SwiftSft):
     def train(self, trainer):
         if self._lazy_datasets:
             trainer.add_callback(EpochToDatasets(self._lazy_datasets))
+        if self.args.tuner_type == "lora":
+            trainer.add_callback(AdapterCheckpointGuard(self.args.modules_to_save))
         return super().train(trainer)
 
 

@@ -14,11 +14,13 @@ from pathlib import Path
 
 from src.config import EXIT_CONFIG_ERROR, ConfigError, load_project_config, to_sft_kwargs
 from src.config.report import dump_resolved_yaml, format_resolved
+from src.config.swift_fields import swift_defaults
 from src.data_plan import DataPlan, plan_data
 from src.datasets.loading import DataError, write_skipped
 from src.health import HealthCheckError
 from src.offline import apply_offline_env
 from src.run_dir import guard_output_dir, resolve_resume
+from src.warm_start import merge_adapter, plan_start
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,12 +56,16 @@ def main(argv: list[str] | None = None) -> int:
         plan = plan_data(cfg)
         output_dir = Path(kwargs["output_dir"])
         kwargs["resume_from_checkpoint"] = resolve_resume(output_dir, kwargs.get("resume_from_checkpoint"))
+        start = plan_start(kwargs, cfg.run.init_from, output_dir, swift_defaults())
+        kwargs["model"], kwargs["resume_from_checkpoint"] = start.model, start.resume_from_checkpoint
         _print_plan(cfg, kwargs, plan, args.debug)
+        for message in start.messages:
+            print(f"note: {message}")
         if args.dry_run:
             print("dry run: config and data are valid; nothing started")
             return 0
         guard_output_dir(output_dir, overwrite=cfg.run.overwrite, resuming=bool(kwargs["resume_from_checkpoint"]))
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     from src.datasets.augment import parse_augment_ops
     from src.pipeline import run_training  # heavy: torch, transformers, ms-swift
 
+    if start.merge_adapter:
+        merge_adapter(start.merge_adapter, Path(start.model))
     try:
         result = run_training(kwargs, cfg, plan, parse_augment_ops(cfg.custom.augment))
     except HealthCheckError as err:

@@ -45,13 +45,16 @@ def test_stage1_trains_the_aligner_into_a_full_checkpoint(demo):
     assert (demo["run"] / "stage1" / "resolved_config.yaml").is_file()
 
 
-def test_stage2_saves_only_the_adapter(demo):
+def test_stage2_saves_only_the_adapter_and_the_aligner(demo):
     ckpt = (demo["run"] / "stage2" / "last-checkpoint").resolve()
     assert (ckpt / "adapter_model.safetensors").is_file()
     assert not list(ckpt.glob("model*.safetensors")), "a LoRA run must not write the full model"
     with safe_open(str(ckpt / "adapter_model.safetensors"), "pt") as fh:
         keys = list(fh.keys())
-    assert keys and all("lora_" in k for k in keys), [k for k in keys if "lora_" not in k][:5]
+    lora = [k for k in keys if "lora_" in k]
+    full = [k for k in keys if "lora_" not in k]
+    assert lora and all(".language_model." in k for k in lora)  # LoRA on the LLM only
+    assert full and all(".visual.merger." in k or ".visual.deepstack_merger_list." in k for k in full), full[:5]
 
 
 def test_checkpoint_args_hold_absolute_paths(demo):

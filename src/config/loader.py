@@ -32,6 +32,7 @@ PATH_KEYS = frozenset({
     "tuner.adapters",
     "tuner.resume_from_checkpoint",
     "deepspeed.config",
+    "run.init_from",
 })
 # Values of PATH_KEYS that are names, not paths.
 NOT_A_PATH = {

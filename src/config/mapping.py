@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .schema import ProjectConfig
@@ -12,13 +13,18 @@ def to_sft_kwargs(cfg: ProjectConfig) -> dict[str, Any]:
 
     `tuner.train_type` is already `tuner_type`; the data keys become `dataset`/`val_dataset`
     (the project loads them itself, see src/sft.py); `deepspeed.*` becomes `deepspeed`;
-    `global_max_length` sets the template's `max_length` and the model's `max_model_len`.
+    `global_max_length` sets the template's `max_length` and the model's `max_model_len`;
+    TensorBoard logs go to `<runs folder>/tb/<run>` (beside the run directories) unless
+    `training.logging_dir` says otherwise.
     """
     kwargs = dict(cfg.swift)
     kwargs["dataset"] = [cfg.custom.train_jsonl]
     kwargs["val_dataset"] = [cfg.custom.val_jsonl] if cfg.custom.val_jsonl else []
     if cfg.deepspeed.enabled:
         kwargs["deepspeed"] = cfg.deepspeed.config
+    if kwargs.get("logging_dir") is None and kwargs.get("output_dir"):
+        run_dir = Path(kwargs["output_dir"])
+        kwargs["logging_dir"] = str(run_dir.parent / "tb" / run_dir.name)
     if cfg.global_max_length is not None:
         kwargs["max_length"] = cfg.global_max_length
         kwargs["max_model_len"] = cfg.global_max_length

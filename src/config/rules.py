@@ -43,6 +43,7 @@ def _existing_path_problems(cfg: ProjectConfig) -> list[str]:
         ("custom.train_jsonl", cfg.custom.train_jsonl, "a JSONL file of training records", "file"),
         ("custom.val_jsonl", cfg.custom.val_jsonl, "a JSONL file of validation records", "file"),
         ("tuner.adapters", swift.get("adapters"), "an adapter checkpoint directory", "any"),
+        ("run.init_from", cfg.run.init_from, "a checkpoint directory", "dir"),
     ]
     resume = swift.get("resume_from_checkpoint")
     if resume not in (None, "auto"):

@@ -57,6 +57,7 @@ class RunSection:
     """`run:`: how a run treats its output directory (`training.output_dir`)."""
 
     overwrite: bool  # true: start even if the output directory already holds files
+    init_from: str | None  # warm start from a checkpoint's weights (full or adapter), not a resume
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -27,6 +27,7 @@ class SwiftField:
     annotation: str
     owner: str
     default_is_none: bool = False  # `= None` or `field(default=None)`: null is ms-swift's own default
+    default: object = None  # the literal default (also of `default_factory=lambda: [...]`), None when not literal
 
 
 def _module_file(module: str) -> Path | None:
@@ -94,6 +95,22 @@ def _default_is_none(stmt: ast.AnnAssign) -> bool:
     return False
 
 
+def _literal_default(stmt: ast.AnnAssign) -> object:
+    value = stmt.value
+    if isinstance(value, ast.Call) and ast.unparse(value.func).split(".")[-1] == "field":
+        keywords = {k.arg: k.value for k in value.keywords}
+        if "default" in keywords:
+            value = keywords["default"]
+        elif isinstance(keywords.get("default_factory"), ast.Lambda):
+            value = keywords["default_factory"].body
+        else:
+            return None
+    try:
+        return ast.literal_eval(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 def _is_dataclass_field(stmt: ast.stmt) -> bool:
     if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
         return False
@@ -140,5 +157,11 @@ def sft_argument_fields() -> dict[str, SwiftField]:
                     annotation=ast.unparse(stmt.annotation),
                     owner=f"{module}.{cls.name}",
                     default_is_none=_default_is_none(stmt),
+                    default=_literal_default(stmt),
                 )
     return fields
+
+
+def swift_defaults() -> dict[str, object]:
+    """ms-swift's literal default for each `SftArguments` field (None where it is not a literal)."""
+    return {name: f.default for name, f in sft_argument_fields().items()}

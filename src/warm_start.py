@@ -1,0 +1,108 @@
+"""Starting a run from an earlier one: warm start (weights only) versus resume (the same run continued).
+
+- `run.init_from: CKPT` is a warm start: a full checkpoint becomes the model; an adapter checkpoint is
+  merged into its base model first (into `<output_dir>/init_merged`), then becomes the model. The new
+  run's own tuner (e.g. LLM LoRA) is then applied on top, with a fresh optimizer, scheduler and step.
+- `tuner.resume_from_checkpoint: CKPT|auto` resumes: optimizer, scheduler, step and data position.
+  Resuming only makes sense for a checkpoint of the same recipe; when CKPT was trained with another
+  trainable set (the classic mistake of pointing stage 2 at a stage-1 checkpoint), the run is started
+  as a warm start from CKPT instead, and the log says so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The SftArguments that decide which parameters train; they must match for a true resume.
+TRAINABLE_KEYS = ("tuner_type", "freeze_llm", "freeze_vit", "freeze_aligner", "target_modules", "modules_to_save",
+                  "freeze_parameters", "trainable_parameters")
+
+
+def checkpoint_kind(path: Path) -> str | None:
+    """"adapter" (adapter_config.json), "full" (config.json with weights) or None for anything else."""
+    if (path / "adapter_config.json").is_file():
+        return "adapter"
+    if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
+        return "full"
+    return None
+
+
+def _normalised(value: Any) -> Any:
+    if value is None or value == []:
+        return None  # ms-swift writes an unset list as [] in args.json and its default may be None
+    return sorted(value) if isinstance(value, list) else value
+
+
+def trainable_differences(checkpoint_args: dict[str, Any], run_kwargs: dict[str, Any],
+                          defaults: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Keys of TRAINABLE_KEYS whose value in the checkpoint's args.json differs from this run's.
+
+    `defaults` gives ms-swift's value for a key this run leaves unset.
+    """
+    diffs = {}
+    for key in TRAINABLE_KEYS:
+        ours = run_kwargs.get(key, defaults.get(key))
+        theirs = checkpoint_args.get(key, defaults.get(key))
+        if _normalised(ours) != _normalised(theirs):
+            diffs[key] = (theirs, ours)
+    return diffs
+
+
+@dataclass(slots=True)
+class StartPlan:
+    """How a run starts: the model to load, the checkpoint to resume (if any), an adapter to merge first."""
+
+    model: str | None
+    resume_from_checkpoint: str | None
+    merge_adapter: str | None = None
+    messages: list[str] = field(default_factory=list)
+
+
+def plan_start(kwargs: dict[str, Any], init_from: str | None, output_dir: Path,
+               defaults: dict[str, Any]) -> StartPlan:
+    """Decide warm start vs resume for `kwargs` (SftArguments kwargs, resume already resolved from `auto`).
+
+    Raises ValueError for an `init_from` that is neither an adapter nor a full checkpoint, or when
+    both a warm start and a resume are asked for.
+    """
+    plan = StartPlan(model=kwargs.get("model"), resume_from_checkpoint=kwargs.get("resume_from_checkpoint"))
+    resume = plan.resume_from_checkpoint
+    if init_from and resume:
+        raise ValueError(f"`run.init_from` ({init_from}) starts a new run from weights and "
+                         f"`tuner.resume_from_checkpoint` ({resume}) continues an old one: set only one")
+    if resume and not init_from:
+        args_file = Path(resume) / "args.json"
+        if args_file.is_file():
+            diffs = trainable_differences(json.loads(args_file.read_text(encoding="utf-8")), kwargs, defaults)
+            if diffs:
+                listed = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in diffs.items())
+                plan.messages.append(
+                    f"resume_from_checkpoint {resume} was trained with another trainable set ({listed}); "
+                    f"starting a new run from its weights instead (a warm start). To say so explicitly, use "
+                    f"`run.init_from: {resume}` and leave resume_from_checkpoint unset.")
+                init_from, plan.resume_from_checkpoint = resume, None
+    if init_from:
+        kind = checkpoint_kind(Path(init_from))
+        if kind is None:
+            raise ValueError(f"`run.init_from` = {init_from} is neither an adapter checkpoint "
+                             f"(adapter_config.json) nor a full checkpoint (config.json + *.safetensors)")
+        if kind == "full":
+            plan.model = init_from
+            plan.messages.append(f"warm start: weights from the full checkpoint {init_from}")
+        else:
+            plan.merge_adapter = init_from
+            plan.model = str(output_dir / "init_merged")
+            plan.messages.append(f"warm start: the adapter {init_from} is merged into its base model "
+                                 f"({plan.model}), then this run's tuner is applied")
+    return plan
+
+
+def merge_adapter(adapter: str, out_dir: Path) -> Path:
+    """Merge an adapter checkpoint into its base model with ms-swift's export; return the merged directory."""
+    from swift import ExportArguments, export_main  # heavy
+
+    export_main(ExportArguments(adapters=[adapter], merge_lora=True, output_dir=str(out_dir)))
+    return out_dir

@@ -1,0 +1,146 @@
+"""Every shipped recipe trains exactly the parameters it says, on the tiny model, with the real ms-swift.
+
+Groups: llm (model.language_model, lm_head), vit (model.visual blocks, patch/pos embeddings),
+merger (model.visual.merger), deepstack (model.visual.deepstack_merger_list), and lora:<group> for
+LoRA weights on a group. The aligner is merger + deepstack.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from src.config import load_project_config, to_sft_kwargs
+from src.data_plan import plan_data
+from src.datasets.synth import write_synthetic_dataset
+from src.offline import apply_offline_env
+from src.tiny_model import build_tiny_model
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def base_name(name: str) -> str:
+    """A parameter's name in the base model, whatever PEFT wrapped around it."""
+    name = name.removeprefix("base_model.model.")
+    for wrapper in (".base_layer", ".original_module", ".modules_to_save.default"):
+        name = name.replace(wrapper, "")
+    return name
+
+
+def group(name: str) -> str:
+    plain = base_name(name)
+    if plain.startswith("model.visual.merger."):
+        part = "merger"
+    elif plain.startswith("model.visual.deepstack_merger_list."):
+        part = "deepstack"
+    elif plain.startswith("model.visual."):
+        part = "vit"
+    else:
+        part = "llm"
+    return f"lora:{part}" if "lora_" in name else part
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    apply_offline_env()
+    root = tmp_path_factory.mktemp("recipes")
+    build_tiny_model(root / "model")
+    write_synthetic_dataset(root / "data", n=6)
+    return root
+
+
+def train(workspace: Path, name: str, recipe: str, extra: str = ""):
+    from swift import SftArguments
+
+    from src.pipeline import GroundingSft
+
+    config = workspace / f"{name}.yaml"
+    config.write_text(
+        f"extends: [{REPO / 'configs' / recipe}, {REPO / 'configs' / 'cpu.yaml'}]\n"
+        "model:\n  model: ./model\n"
+        "custom:\n  train_jsonl: data/train.jsonl\n  health_check_samples: 1\n"
+        f"training:\n  output_dir: ./{name}\n  max_steps: 2\n  learning_rate: 1.0e-2\n  eval_strategy: 'no'\n"
+        f"  save_strategy: steps\n  save_steps: 2\n{extra}")
+    cfg = load_project_config(config)
+    sft = GroundingSft(SftArguments(**to_sft_kwargs(cfg)), cfg, plan_data(cfg), [])
+    result = sft.main()
+    return sft.model, result
+
+
+def trainable_groups(model) -> set[str]:
+    return {group(n) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def assert_frozen_unchanged(model, original: dict[str, torch.Tensor]) -> None:
+    checked = 0
+    for name, param in model.named_parameters():
+        if param.requires_grad or "lora_" in name:
+            continue
+        reference = original[base_name(name)].to(param.dtype)
+        assert torch.equal(param.detach().cpu(), reference), f"frozen {name} changed"
+        checked += 1
+    assert checked > 0
+
+
+RECIPES = [
+    ("stage_1_full_aligner_only.yaml", {"merger", "deepstack"}),
+    ("stage_1_aligner_lora.yaml", {"lora:merger", "lora:deepstack"}),
+    ("stage_2_llm_lora.yaml", {"lora:llm", "merger", "deepstack"}),
+]
+
+
+@pytest.mark.parametrize(("recipe", "expected"), RECIPES, ids=[r for r, _ in RECIPES])
+def test_recipe_trains_exactly_its_groups_and_nothing_else_moves(workspace, recipe, expected):
+    original = load_file(str(workspace / "model" / "model.safetensors"))
+    model, result = train(workspace, recipe.removesuffix(".yaml"), recipe)
+    assert trainable_groups(model) == expected
+    assert_frozen_unchanged(model, original)
+    moved = [n for n, p in model.named_parameters() if p.requires_grad and "lora_A" not in n
+             and not torch.equal(p.detach().cpu(), original.get(base_name(n), torch.zeros(0)).to(p.dtype))]
+    assert moved, "no trainable parameter changed in two steps"
+    assert result["global_step"] == 2
+
+
+def test_stage2_warm_starts_from_a_stage1_adapter(workspace, capsys):
+    adapter = (workspace / "stage_1_aligner_lora" / "checkpoint-2").resolve()
+    if not adapter.is_dir():
+        train(workspace, "stage_1_aligner_lora", "stage_1_aligner_lora.yaml")
+    from src.sft import main
+
+    config = workspace / "from_adapter.yaml"
+    config.write_text(
+        f"extends: [{REPO / 'configs' / 'stage_2_llm_lora.yaml'}, {REPO / 'configs' / 'cpu.yaml'}]\n"
+        f"model:\n  model: ./model\nrun:\n  init_from: {adapter}\n"
+        "custom:\n  train_jsonl: data/train.jsonl\n  health_check_samples: 1\n"
+        "training:\n  output_dir: ./from_adapter\n  max_steps: 1\n  eval_strategy: 'no'\n")
+    assert main(["--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"warm start: the adapter {adapter} is merged" in out
+    merged = workspace / "from_adapter" / "init_merged"
+    assert (merged / "config.json").is_file()
+    args = json.loads((workspace / "from_adapter" / "checkpoint-1" / "args.json").read_text())
+    assert args["model"] == str(merged)
+
+
+def test_resume_pointing_at_another_recipe_becomes_a_warm_start(workspace, capsys):
+    stage1 = (workspace / "stage_1_full_aligner_only" / "checkpoint-2").resolve()
+    if not stage1.is_dir():
+        train(workspace, "stage_1_full_aligner_only", "stage_1_full_aligner_only.yaml")
+    from src.sft import main
+
+    config = workspace / "seed_style.yaml"
+    config.write_text(
+        f"extends: [{REPO / 'configs' / 'stage_2_llm_lora.yaml'}, {REPO / 'configs' / 'cpu.yaml'}]\n"
+        f"model:\n  model: ./model\ntuner:\n  resume_from_checkpoint: {stage1}\n"
+        "custom:\n  train_jsonl: data/train.jsonl\n  health_check_samples: 1\n"
+        "training:\n  output_dir: ./seed_style\n  max_steps: 1\n  eval_strategy: 'no'\n")
+    assert main(["--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "was trained with another trainable set" in out and "tuner_type: 'full' there, 'lora' here" in out
+    args = json.loads((workspace / "seed_style" / "checkpoint-1" / "args.json").read_text())
+    assert args["model"] == str(stage1) and not args.get("resume_from_checkpoint")

@@ -22,7 +22,8 @@ HUB_OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # what README
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     log = out / "network_attempts.log"
-    proc = offline_run([sys.executable, "-m", "src.demo", "--output", str(out), "--n", "12"], cwd=REPO, log=log)
+    argv = [sys.executable, "-m", "src.demo", "--output", str(out), "--n", "12", "--no-memorise"]
+    proc = offline_run(argv, cwd=REPO, log=log)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     runs = sorted((out / "demo").iterdir())
     assert len(runs) == 1
@@ -34,9 +35,12 @@ def test_demo_makes_no_network_attempt(demo):
 
 
 def test_demo_prints_where_each_output_is(demo):
-    for label in ("tiny model:", "stage 1 checkpoint:", "stage 2 adapter:", "predictions:"):
+    for label in ("tiny model:", "stage 1 checkpoint:", "stage 2 adapter:", "predictions:", "metrics:", "pictures:"):
         assert label in demo["stdout"]
-    assert str(demo["run"] / "predictions.jsonl") in demo["stdout"]
+    assert str(demo["run"] / "stage2_predictions.jsonl") in demo["stdout"]
+    assert (demo["run"] / "stage2_metrics.json").is_file()
+    assert (demo["run"] / "stage2_vis" / "index.html").is_file()
+    assert list((demo["run"] / "stage2").glob("loss_curves.png"))
 
 
 def test_stage1_trains_the_aligner_into_a_full_checkpoint(demo):
@@ -66,7 +70,7 @@ def test_checkpoint_args_hold_absolute_paths(demo):
 
 def test_predictions_cover_the_validation_split(demo):
     val_lines = [x for x in (demo["out"] / "demo-assets" / "data" / "val.jsonl").read_text().splitlines() if x]
-    preds = [json.loads(x) for x in (demo["run"] / "predictions.jsonl").read_text().splitlines()]
+    preds = [json.loads(x) for x in (demo["run"] / "stage2_predictions.jsonl").read_text().splitlines()]
     assert len(preds) == len(val_lines)
     for pred in preds:
         assert {"source", "raw", "objects", "parse_error", "width", "height"} <= set(pred)

@@ -73,8 +73,28 @@ class OutputDirNotEmptyError(FileExistsError):
     """Raised when the output directory has content and overwriting was not requested."""
 
 
-def tiny_config() -> Qwen3VLConfig:
-    """Return the tiny Qwen3-VL config: real vocab and token ids, toy widths, bf16, tied embeddings."""
+# Published Qwen3-VL dimensions (config.json of the released models), for speed checks with random
+# weights: a randomly initialised model of the real size trains at the real tokens/s.
+_REAL_VISION = {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
+                "num_position_embeddings": 2304, "deepstack_visual_indexes": [5, 11, 17]}
+SIZES: dict[str, dict[str, dict]] = {
+    "tiny": {"text": {}, "vision": {}},
+    "2b": {"text": {"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 28,
+                    "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128},
+           "vision": {**_REAL_VISION, "out_hidden_size": 2048}},
+    "4b": {"text": {"hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
+                    "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128},
+           "vision": {**_REAL_VISION, "out_hidden_size": 2560}},
+}
+# mrope sections sum to head_dim // 2: [4, 2, 2] for the tiny head_dim 16, Qwen3-VL's [24, 20, 20] for 128.
+_MROPE_SECTION = {16: [4, 2, 2], 128: [24, 20, 20]}
+
+
+def tiny_config(size: str = "tiny") -> Qwen3VLConfig:
+    """Return a Qwen3-VL config: real vocab and token ids, bf16, tied embeddings; toy widths for "tiny",
+    the published dimensions for "2b" and "4b". Raises KeyError naming the sizes for another value."""
+    if size not in SIZES:
+        raise KeyError(f"unknown size {size!r}; valid: {', '.join(SIZES)}")
     text_config = {
         "vocab_size": VOCAB_SIZE,
         "hidden_size": 64,
@@ -100,6 +120,8 @@ def tiny_config() -> Qwen3VLConfig:
         "pad_token_id": PAD_TOKEN_ID,
         "dtype": "bfloat16",
     }
+    text_config.update(SIZES[size]["text"])
+    text_config["rope_parameters"]["mrope_section"] = _MROPE_SECTION[text_config["head_dim"]]
     vision_config = {
         "depth": 2,
         "hidden_size": 32,
@@ -117,6 +139,7 @@ def tiny_config() -> Qwen3VLConfig:
         "hidden_act": "gelu_pytorch_tanh",
         "dtype": "bfloat16",
     }
+    vision_config.update(SIZES[size]["vision"])
     config = Qwen3VLConfig(
         text_config=text_config,
         vision_config=vision_config,
@@ -153,11 +176,11 @@ def _build_processor() -> Qwen3VLProcessor:
     )
 
 
-def _build_model(seed: int) -> Qwen3VLForConditionalGeneration:
+def _build_model(seed: int, size: str = "tiny") -> Qwen3VLForConditionalGeneration:
     torch.manual_seed(seed)
     # fp32 init on CPU, then one cast: the same seed gives the same bits on every machine.
     with torch.device("cpu"):
-        model = Qwen3VLForConditionalGeneration(tiny_config())
+        model = Qwen3VLForConditionalGeneration(tiny_config(size))
     model = model.to(torch.bfloat16)
     model.generation_config = GenerationConfig(
         bos_token_id=PAD_TOKEN_ID,
@@ -180,7 +203,7 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
         )
 
 
-def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False) -> Path:
+def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False, size: str = "tiny") -> Path:
     """Write the tiny Qwen3-VL model directory and return its resolved path.
 
     Promises: ``out_dir`` then holds config.json, model.safetensors (bf16), generation_config.json,
@@ -190,6 +213,7 @@ def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False) -> P
     the network. Raises ``OutputDirNotEmptyError`` (a ``FileExistsError``) if ``out_dir`` has
     content and ``overwrite`` is false; with ``overwrite`` the files a build writes are replaced
     and other files in the directory are kept. Files appear only once the whole build succeeded.
+    ``size`` "2b"/"4b" gives the published Qwen3-VL dimensions with random weights (for GPU speed checks).
     """
     out_dir = Path(out_dir).expanduser().resolve()
     _check_out_dir(out_dir, overwrite)
@@ -201,11 +225,12 @@ def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False) -> P
     ) as tmp:
         staging = Path(tmp)
         _build_processor().save_pretrained(staging)
-        _build_model(seed).save_pretrained(staging)
+        _build_model(seed, size).save_pretrained(staging)
         marker = {
             "builder": "src.tiny_model",
             "builder_version": BUILDER_VERSION,
             "seed": seed,
+            **({"size": size} if size != "tiny" else {}),
         }
         (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
 
@@ -243,9 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="replace a previous build in a non-empty --out",
     )
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
+                        help="tiny (default, ~10 M parameters) or the published 2b/4b dimensions, random weights")
     args = parser.parse_args(argv)
     try:
-        path = build_tiny_model(args.out, seed=args.seed, overwrite=args.overwrite)
+        path = build_tiny_model(args.out, seed=args.seed, overwrite=args.overwrite, size=args.size)
     except OutputDirNotEmptyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

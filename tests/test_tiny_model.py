@@ -253,3 +253,17 @@ def test_overwrite_replaces_build_keeps_foreign_files(tmp_path: Path) -> None:
     assert json.loads((target / "tiny_model.json").read_text())["seed"] == 3
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert not leftovers  # the staging directory is gone
+
+
+def test_real_size_configs_carry_the_published_dimensions():
+    from src.tiny_model import tiny_config
+
+    two_b = tiny_config("2b")
+    assert (two_b.text_config.hidden_size, two_b.text_config.num_hidden_layers) == (2048, 28)
+    assert two_b.text_config.rope_parameters["mrope_section"] == [24, 20, 20]
+    assert two_b.vision_config.out_hidden_size == 2048
+    assert two_b.vision_config.deepstack_visual_indexes == [5, 11, 17]
+    assert tiny_config("4b").text_config.hidden_size == 2560
+    assert tiny_config().text_config.hidden_size == 64
+    with pytest.raises(KeyError, match="2b"):
+        tiny_config("8b")

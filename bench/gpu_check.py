@@ -1,0 +1,136 @@
+"""GPU check (not part of CI): stage 1 and stage 2 on a randomly initialised Qwen3-VL of real 2B size.
+
+Runs a few bf16 steps of each recipe, without and with packing (when a flash-attention build is
+installed) and with ZeRO-2 (when deepspeed is installed), and prints samples/s, tokens/s and peak GPU
+memory for each, with the unpacked stage-2 run as the baseline ratio. Needs no weights and no network:
+`python bench/gpu_check.py [--work DIR] [--steps 10] [--size 2b]`. Budget: under 8 minutes on one H100.
+`--size tiny` runs the same plumbing on CPU with the tiny model (no meaningful speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FLASH_IMPLS = (("flash_attention_2", "flash_attn"), ("flash_attention_3", "flash_attn_interface"),
+               ("flash_attention_4", "flash_attn.cute"))
+
+
+def _available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def flash_attention_impl() -> str | None:
+    """The first flash-attention implementation whose package is installed, or None."""
+    return next((impl for impl, module in FLASH_IMPLS if _available(module)), None)
+
+
+def scenarios(flash: str | None, deepspeed: bool) -> list[dict]:
+    """(name, recipe, overrides, launcher) of each run; skipped ones carry the reason."""
+    runs = [
+        {"name": "stage1 bf16", "recipe": "stage_1_full_aligner_only.yaml", "extra": {}},
+        {"name": "stage2 bf16", "recipe": "stage_2_llm_lora.yaml", "extra": {}},
+    ]
+    packing = {"name": "stage2 bf16 packing", "recipe": "stage_2_llm_lora.yaml",
+               "extra": {"training": {"packing": True, "lazy_tokenize": False}, "model": {"attn_impl": flash}}}
+    if flash is None:
+        packing["skip"] = "no flash-attention build installed (flash-attn, flash-attn-3 or flash-attn-4)"
+    runs.append(packing)
+    zero2 = {"name": "stage2 bf16 ZeRO-2", "recipe": "stage_2_llm_lora.yaml",
+             "extra": {"deepspeed": {"enabled": True, "config": "zero2"}}, "torchrun": True}
+    if not deepspeed:
+        zero2["skip"] = "deepspeed is not installed (pip install -e '.[gpu]')"
+    runs.append(zero2)
+    return runs
+
+
+def write_config(work: Path, run: dict, steps: int, cpu: bool = False) -> Path:
+    """A run config extending the recipe, pointing at the work dir's model and data."""
+    name = run["name"].replace(" ", "_")
+    config = {
+        "extends": str(REPO / "configs" / run["recipe"]),
+        "model": {"model": str(work / "model"), "torch_dtype": "bfloat16", "attn_impl": "sdpa"},
+        "custom": {"train_jsonl": str(work / "data" / "train.jsonl"), "health_check_samples": 2},
+        "training": {"output_dir": str(work / "runs" / name), "max_steps": steps, "logging_steps": 1,
+                     "per_device_train_batch_size": 4, "bf16": True, "eval_strategy": "no",
+                     "save_strategy": "no", "report_to": [], "dataloader_num_workers": 2},
+        "env": {"IMAGE_MAX_TOKEN_NUM": 1024},
+    }
+    if cpu:  # plumbing smoke test only: no speed is measured on CPU
+        config["model"]["torch_dtype"] = "float32"
+        config["training"].update({"bf16": False, "fp16": False, "use_cpu": True, "dataloader_num_workers": 0,
+                                   "per_device_train_batch_size": 1})
+        config["env"]["IMAGE_MAX_TOKEN_NUM"] = 64
+    for section, values in run["extra"].items():
+        config.setdefault(section, {}).update(values)
+    path = work / f"{name}.yaml"
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+    return path
+
+
+def measure(run_dir: Path, mean_tokens: float) -> dict:
+    """samples/s, tokens/s and peak memory from ms-swift's logging.jsonl."""
+    rows = [json.loads(x) for x in (run_dir / "logging.jsonl").read_text().splitlines() if x.strip()]
+    final = next((r for r in reversed(rows) if "train_samples_per_second" in r), {})
+    memory = max((float(str(r.get("memory(GiB)", 0)).split()[0]) for r in rows if "memory(GiB)" in r), default=0)
+    samples = float(final.get("train_samples_per_second", 0))
+    return {"samples_per_s": samples, "tokens_per_s": samples * mean_tokens, "peak_memory_gib": memory}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--work", type=Path, default=REPO / "output" / "gpu_check")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--size", default="2b", choices=["tiny", "2b", "4b"], help="tiny: a CPU smoke test")
+    args = parser.parse_args()
+    cpu = args.size == "tiny"
+    work = args.work.resolve()
+    if not (work / "model" / "tiny_model.json").is_file():
+        subprocess.run([sys.executable, "-m", "src.tiny_model", "--out", str(work / "model"), "--size", args.size,
+                        "--overwrite"], cwd=REPO, check=True)
+    if not (work / "data" / "train.jsonl").is_file():
+        subprocess.run([sys.executable, "-m", "src.datasets", "synth", "--out", str(work / "data"), "--n", "256",
+                        "--overwrite"], cwd=REPO, check=True)
+    flash, deepspeed = flash_attention_impl(), _available("deepspeed")
+    print(f"flash attention: {flash or 'none installed: packing is not measured'}; "
+          f"deepspeed: {'installed' if deepspeed else 'not installed: ZeRO-2 is not measured'}")
+    results = {}
+    for run in scenarios(flash, deepspeed):
+        if "skip" in run:
+            print(f"skip {run['name']}: {run['skip']}")
+            continue
+        config = write_config(work, run, args.steps, cpu)
+        stats_dir = work / "stats"
+        if not (stats_dir / "stats.json").is_file():
+            subprocess.run([sys.executable, "-m", "src.datasets", "stats", "--config", str(config), "--out",
+                            str(stats_dir), "--limit", "64"], cwd=REPO, check=True, capture_output=True)
+        mean_tokens = json.loads((stats_dir / "stats.json").read_text())["token_length"]["mean"]
+        launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1"] if run.get("torchrun")
+                    else [sys.executable])
+        started = time.monotonic()
+        proc = subprocess.run([*launcher, "-m", "src.sft", "--config", str(config)], cwd=REPO,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"FAILED {run['name']} (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+            continue
+        results[run["name"]] = {**measure(Path(json.loads(config.read_text())["training"]["output_dir"]),
+                                          mean_tokens), "wall_s": time.monotonic() - started}
+    baseline = results.get("stage2 bf16", {}).get("tokens_per_s") or None
+    print(f"\n{'run':<24}{'samples/s':>10}{'tokens/s':>11}{'peak GiB':>10}{'wall s':>8}{'vs stage2':>11}")
+    for name, r in results.items():
+        ratio = f"{r['tokens_per_s'] / baseline:.2f}x" if baseline else "-"
+        print(f"{name:<24}{r['samples_per_s']:>10.2f}{r['tokens_per_s']:>11.0f}{r['peak_memory_gib']:>10.1f}"
+              f"{r['wall_s']:>8.0f}{ratio:>11}")
+
+
+if __name__ == "__main__":
+    main()

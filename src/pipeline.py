@@ -63,8 +63,10 @@ class GroundingSft(SwiftSft):
         plan, custom = self._plan, self._cfg.custom
         if self.args.lazy_tokenize:
             train = GroundingRowsDataset(plan.train_groups, plan.builder, augment_ops=self._augment_ops,
-                                         augment_prob=custom.augment_prob, seed=self.args.data_seed)
-            val = GroundingRowsDataset(plan.val_groups, plan.builder) if plan.val_groups else None
+                                         augment_prob=custom.augment_prob, seed=self.args.data_seed,
+                                         rows=plan.train_rows)
+            val = (GroundingRowsDataset(plan.val_groups, plan.builder, rows=plan.val_rows)
+                   if plan.val_groups else None)
             self._lazy_datasets = [d for d in (train, val) if d is not None]
         else:
             train = HfDataset.from_list(plan.train_rows)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["ImageError", "image_size", "load_image"]
+__all__ = ["ImageError", "image_size", "is_plain_rgb", "load_image"]
 
 _EXIF_ORIENTATION = 0x0112
 # EXIF orientations 5-8 include a transpose: the displayed image has width and height swapped.
@@ -67,10 +67,12 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
     """
     img = _open(path)
     try:
-        with img:
-            img.load()
-            oriented = ImageOps.exif_transpose(img)
-        return _to_rgb(oriented)
+        # load() reads every pixel and closes the file of a single-frame image; no `with` here, since
+        # Image.close() would also free the pixels we return.
+        img.load()
+        # exif_transpose copies every pixel even when there is nothing to turn: skip it then.
+        needs_turn = img.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None)
+        return _to_rgb(ImageOps.exif_transpose(img) if needs_turn else img)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageError(path, f"cannot decode image: {exc}") from exc
 
@@ -94,3 +96,18 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     if orientation in _SWAPS_AXES:
         return height, width
     return width, height
+
+
+def is_plain_rgb(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is an RGB image with no EXIF turn, read from the header only.
+
+    For such a file any loader that decodes and converts to RGB (ms-swift's included) gives the
+    same pixels as ``load_image``, so it may be handed on as a path. PNGs are judged by the header
+    only, like ``image_size``. Unreadable files answer False (``load_image`` then reports them).
+    """
+    try:
+        img = _open(path)
+        with img:
+            return img.mode == "RGB" and Image.Image.getexif(img).get(_EXIF_ORIENTATION, 1) in (1, None)
+    except (ImageError, OSError, ValueError, SyntaxError):
+        return False

@@ -21,6 +21,7 @@ from src.train_dataset import GroundingRowsDataset
 
 from .builders import ROW_GEOMETRY_KEY, ROW_SOURCE_KEY
 from .contract import Record
+from .images import load_image
 
 
 def _template_for(cfg):
@@ -63,9 +64,14 @@ def image_tokens_per_image(encoded: dict[str, Any], merge_size: int) -> list[int
     return [int(v) // merge_size**2 for v in grid.prod(axis=1)]
 
 
-def _save_images(row: dict, index: int, image_dir: Path) -> list[str]:
+def _images(row: dict) -> list:
+    """The row's images as PIL images (a plain image travels as its path; see src/train_dataset.py)."""
+    return [load_image(image) if isinstance(image, str) else image for image in row["images"]]
+
+
+def _save_images(images: list, index: int, image_dir: Path) -> list[str]:
     paths = []
-    for k, image in enumerate(row["images"]):
+    for k, image in enumerate(images):
         path = image_dir / f"{index:06d}_{k}.png"
         image.save(path)
         paths.append(str(path))
@@ -88,7 +94,8 @@ def render(config: Path, out: Path, *, split: str = "train", limit: int = 20, au
             row = dataset[index]
             encoded = template.encode(row)
             labels = [t for t in encoded["labels"] if t != -100]
-            saved = _save_images(row, index, image_dir)
+            images = _images(row)
+            saved = _save_images(images, index, image_dir)
             geometry = json.loads(row[ROW_GEOMETRY_KEY])
             problems = check_sample(row, encoded, tokenizer, merge_size=merge_size, emit_norm=cfg.custom.emit_norm,
                                     grounding=dataset.builder.scheme.target == "objects")
@@ -97,7 +104,7 @@ def render(config: Path, out: Path, *, split: str = "train", limit: int = 20, au
                 "index": index,
                 "source": row[ROW_SOURCE_KEY],
                 "images": [{"path": p, "width": img.width, "height": img.height}
-                           for p, img in zip(saved, row["images"], strict=True)],
+                           for p, img in zip(saved, images, strict=True)],
                 "messages": row["messages"],
                 "input_text": tokenizer.decode(encoded["input_ids"], skip_special_tokens=False),
                 "target_text": tokenizer.decode(labels, skip_special_tokens=False),

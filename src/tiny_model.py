@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-# Must precede the first transformers import anywhere in the process.
-for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-    os.environ.setdefault(_var, "1")
+from src.offline import apply_offline_env
+
+apply_offline_env()  # before the first transformers import in the process
 
 import torch
 from transformers import (

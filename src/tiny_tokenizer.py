@@ -11,11 +11,10 @@ chat template.
 from __future__ import annotations
 
 import json
-import os
 
-# Must precede the first transformers import anywhere in the process.
-for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-    os.environ.setdefault(_var, "1")
+from src.offline import apply_offline_env
+
+apply_offline_env()  # before the first transformers import in the process
 
 from tokenizers import (
     AddedToken,

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
-# Before transformers/huggingface_hub are imported: they read these at import time.
-for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-    os.environ.setdefault(_var, "1")
+from src.offline import apply_offline_env
+
+apply_offline_env()  # before transformers/huggingface_hub are imported: they read these at import time
 
 import pytest
 import torch

@@ -50,7 +50,7 @@ def main() -> None:
         template.set_mode("train")
         builder = make_builder(get_prompt_scheme("dense"), "norm1000", "reading")
         built = [builder.build([r]) for r in records]  # as src/data_plan.py does before training
-        ours = GroundingRowsDataset([[r] for r in records], builder, rows=built)
+        ours = GroundingRowsDataset([([r], {}) for r in records], builder, rows=built)
         plain_rows = [{"messages": row["messages"], "images": row["images"]} for row in built]
         n = len(records)
         rate(lambda i: template.encode(plain_rows[i]), n, 1)  # warm-up

@@ -7,7 +7,7 @@ from typing import Any
 
 from src.config import ProjectConfig
 from src.config.prompts import get_prompt_scheme
-from src.datasets.builders import BaseBuilder, BasePreprocessor, group_records, make_builder
+from src.datasets.builders import BaseBuilder, BasePreprocessor, make_builder
 from src.datasets.contract import Record
 from src.datasets.loading import LoadedSplit, load_split
 
@@ -22,8 +22,8 @@ class DataPlan:
 
     builder: BaseBuilder
     splits: list[LoadedSplit] = field(default_factory=list)
-    train_groups: list[list[Record]] = field(default_factory=list)
-    val_groups: list[list[Record]] = field(default_factory=list)
+    train_samples: list[tuple[list[Record], dict[str, str]]] = field(default_factory=list)  # (records, focus)
+    val_samples: list[tuple[list[Record], dict[str, str]]] = field(default_factory=list)
     train_rows: list[dict[str, Any]] = field(default_factory=list)
     val_rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -49,14 +49,13 @@ def plan_data(cfg: ProjectConfig) -> DataPlan:
     """Load and validate every record the config names and build the rows. Raises DataError under `error`."""
     preprocessor = make_preprocessor(cfg)
     plan = DataPlan(builder=preprocessor.builder)
-    per_turn, seed = preprocessor.images_per_user_turn, preprocessor.seed
     train = load_split(cfg.custom.train_jsonl, cfg.custom.bad_records)
     plan.splits.append(train)
-    plan.train_groups = group_records(train.records, per_turn, seed)
-    plan.train_rows = [plan.builder.build(g) for g in plan.train_groups]
+    plan.train_samples = preprocessor.samples(train.records)
+    plan.train_rows = [plan.builder.build(g, **focus) for g, focus in plan.train_samples]
     if cfg.custom.val_jsonl:
         val = load_split(cfg.custom.val_jsonl, cfg.custom.bad_records)
         plan.splits.append(val)
-        plan.val_groups = group_records(val.records, per_turn, seed)
-        plan.val_rows = [plan.builder.build(g) for g in plan.val_groups]
+        plan.val_samples = preprocessor.samples(val.records)
+        plan.val_rows = [plan.builder.build(g, **focus) for g, focus in plan.val_samples]
     return plan

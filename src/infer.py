@@ -9,6 +9,7 @@ the parsed objects converted back to pixels of the original image, and any parse
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -33,6 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="only the first N records")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--max_new_tokens", type=int, default=512)
+    parser.add_argument("--engine", choices=["auto", "transformers", "vllm"], default="auto",
+                        help="ms-swift inference engine (auto: vLLM where installed with a GPU, else transformers)")
     return parser.parse_args(argv)
 
 
@@ -56,6 +59,62 @@ def to_pixel_objects(parsed_objects: list[dict], scores: list[float], width: int
     return out
 
 
+def choose_engine(requested: str, vllm_installed: bool, cuda_available: bool) -> str:
+    """"transformers" or "vllm": `auto` takes vLLM where it is installed and a GPU is there.
+
+    Raises ValueError when vllm is requested but cannot run here.
+    """
+    if requested == "transformers":
+        return "transformers"
+    can_vllm = vllm_installed and cuda_available
+    if requested == "vllm" and not can_vllm:
+        raise ValueError("--engine vllm needs the vllm package and a CUDA GPU"
+                         f" ({'no GPU' if vllm_installed else 'vllm is not installed'}); use --engine transformers")
+    return "vllm" if can_vllm else "transformers"
+
+
+def make_engine(name: str, cfg, checkpoint: Path):
+    """An ms-swift inference engine for `checkpoint` (adapter, full or merged), configured like training."""
+    model, adapters = model_and_adapters(checkpoint)
+    kwargs = {"adapters": adapters, "model_type": cfg.swift.get("model_type"),
+              "template_type": cfg.swift.get("template")}
+    if name == "vllm":
+        from swift import VllmEngine  # heavy; GPU machines only
+
+        return VllmEngine(model, enable_lora=bool(adapters), **kwargs)
+    from swift import TransformersEngine  # heavy
+
+    return TransformersEngine(model, attn_impl=cfg.swift.get("attn_impl"), **kwargs)
+
+
+def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str) -> list[dict]:
+    """One prediction line per record: every question the builder asks about it (one for dense
+    grounding, one per description for the grounding scheme), answers parsed, objects in pixels."""
+    from swift import InferRequest, RequestConfig  # heavy
+
+    asked = [(i, focus) for i, record in enumerate(records) for focus in builder.focuses([record])]
+    requests = []
+    for i, focus in asked:
+        row = builder.build([records[i]], with_answer=False, **focus)
+        requests.append(InferRequest(messages=row["messages"], images=row["images"]))
+    responses = engine.infer(requests, RequestConfig(max_tokens=max_new_tokens, temperature=0.0, logprobs=True),
+                             use_tqdm=True)
+    lines = [{"source": f"{r.source.file}:{r.source.line}", "image": r.image, "width": r.width, "height": r.height,
+              "raw": [], "parse_error": None, "objects": []} for r in records]
+    for (i, _), response in zip(asked, responses, strict=True):
+        choice, record, line = response.choices[0], records[i], lines[i]
+        text = choice.message.content or ""
+        parsed = parse_answer(text)
+        scores = object_scores(text, *response_token_logprobs(choice.logprobs), len(parsed.objects))
+        line["raw"].append(text)
+        if parsed.error:
+            line["parse_error"] = "; ".join(filter(None, [line["parse_error"], parsed.error]))
+        line["objects"] += to_pixel_objects(parsed.objects, scores, record.width, record.height, emit_norm)
+    for line in lines:
+        line["raw"] = line["raw"][0] if len(line["raw"]) == 1 else "\n".join(line["raw"])
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     apply_offline_env()
@@ -66,37 +125,22 @@ def main(argv: list[str] | None = None) -> int:
         if not jsonl:
             raise ConfigError("no records to run on: pass --jsonl or set custom.val_jsonl")
         records = load_split(jsonl, cfg.custom.bad_records).records[: args.limit]
-    except (ConfigError, DataError) as err:
+        import torch  # only now: the checks above must not pay for it
+
+        engine_name = choose_engine(args.engine, importlib.util.find_spec("vllm") is not None,
+                                    torch.cuda.is_available())
+    except (ConfigError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     builder = make_preprocessor(cfg).builder
-    model, adapters = model_and_adapters(args.checkpoint)
-
-    from swift import InferRequest, RequestConfig, TransformersEngine  # heavy
-
-    engine = TransformersEngine(model, adapters=adapters, model_type=cfg.swift.get("model_type"),
-                                template_type=cfg.swift.get("template"), attn_impl=cfg.swift.get("attn_impl"))
-    requests = []
-    for record in records:
-        row = builder.build([record], with_answer=False)
-        requests.append(InferRequest(messages=row["messages"], images=row["images"]))
-    responses = engine.infer(requests, RequestConfig(max_tokens=args.max_new_tokens, temperature=0.0, logprobs=True),
-                             use_tqdm=True)
+    engine = make_engine(engine_name, cfg, args.checkpoint)
+    lines = predict(records, builder, engine, args.max_new_tokens, cfg.custom.emit_norm)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    failures = 0
     with args.out.open("w", encoding="utf-8") as fh:
-        for record, response in zip(records, responses, strict=True):
-            choice = response.choices[0]
-            text = choice.message.content or ""
-            parsed = parse_answer(text)
-            failures += parsed.error is not None
-            scores = object_scores(text, *response_token_logprobs(choice.logprobs), len(parsed.objects))
-            fh.write(json.dumps({
-                "source": f"{record.source.file}:{record.source.line}", "image": record.image,
-                "width": record.width, "height": record.height, "raw": text, "parse_error": parsed.error,
-                "objects": to_pixel_objects(parsed.objects, scores, record.width, record.height, cfg.custom.emit_norm),
-            }, ensure_ascii=False) + "\n")
-    print(f"predictions: {args.out} ({len(records)} records, {failures} with parse errors)")
+        for line in lines:
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    failures = sum(line["parse_error"] is not None for line in lines)
+    print(f"predictions: {args.out} ({len(records)} records, {failures} with parse errors, engine {engine_name})")
     return 0
 
 

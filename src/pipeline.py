@@ -62,11 +62,11 @@ class GroundingSft(SwiftSft):
     def _get_dataset(self):
         plan, custom = self._plan, self._cfg.custom
         if self.args.lazy_tokenize:
-            train = GroundingRowsDataset(plan.train_groups, plan.builder, augment_ops=self._augment_ops,
+            train = GroundingRowsDataset(plan.train_samples, plan.builder, augment_ops=self._augment_ops,
                                          augment_prob=custom.augment_prob, seed=self.args.data_seed,
                                          rows=plan.train_rows)
-            val = (GroundingRowsDataset(plan.val_groups, plan.builder, rows=plan.val_rows)
-                   if plan.val_groups else None)
+            val = (GroundingRowsDataset(plan.val_samples, plan.builder, rows=plan.val_rows)
+                   if plan.val_samples else None)
             self._lazy_datasets = [d for d in (train, val) if d is not None]
         else:
             train = HfDataset.from_list(plan.train_rows)
@@ -81,7 +81,7 @@ class GroundingSft(SwiftSft):
         failures = check_rows(rows, self.template.encode, self.template.tokenizer,
                               merge_size=self.processor.image_processor.merge_size,
                               emit_norm=self._cfg.custom.emit_norm,
-                              grounding=self._plan.builder.scheme.target == "objects", limit=limit)
+                              grounding=self._plan.builder.scheme.target != "summary", limit=limit)
         if failures:
             raise HealthCheckError(f"health check failed on {len(failures)} of the first {limit} samples:\n"
                                    + format_failures(failures))

@@ -28,9 +28,11 @@ class GroundingRowsDataset:
     new each epoch. `epoch` is set by the trainer callback in `src/pipeline.py`.
     """
 
-    def __init__(self, groups: Sequence[Sequence[Record]], builder: BaseBuilder, *, augment_ops: Sequence = (),
-                 augment_prob: float = 0.0, seed: int = 0, rows: Sequence[dict[str, Any]] | None = None):
-        self.groups = [list(g) for g in groups]
+    def __init__(self, samples: Sequence[tuple[Sequence[Record], dict[str, str]]], builder: BaseBuilder, *,
+                 augment_ops: Sequence = (), augment_prob: float = 0.0, seed: int = 0,
+                 rows: Sequence[dict[str, Any]] | None = None):
+        # (records of one user turn, the builder's focus for this row), as BasePreprocessor.samples gives them
+        self.samples = [(list(g), dict(focus)) for g, focus in samples]
         self.builder = builder
         # Rows already built from these groups (src/data_plan.py): reused when a sample is not augmented.
         self.rows = list(rows) if rows is not None else None
@@ -41,7 +43,7 @@ class GroundingRowsDataset:
         self._plain: dict[str, bool] = {}
 
     def __len__(self) -> int:
-        return len(self.groups)
+        return len(self.samples)
 
     def _augmented(self, index: int, records: list[Record], images: list) -> tuple[list[Record], list]:
         from src.datasets.augment import augment  # only when augmenting
@@ -56,15 +58,15 @@ class GroundingRowsDataset:
         return out_records, out_images
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < len(self.groups):
-            raise IndexError(f"index {index} out of range for {len(self.groups)} rows")
-        records = self.groups[index]
+        if not 0 <= index < len(self.samples):
+            raise IndexError(f"index {index} out of range for {len(self.samples)} rows")
+        records, focus = self.samples[index]
         if self.augment_ops and self.augment_prob > 0:
             records, images = self._augmented(index, records, [load_image(r.image) for r in records])
-            row = self.builder.build(records)
+            row = self.builder.build(records, **focus)
         else:
             images = [r.image if self._is_plain(r.image) else load_image(r.image) for r in records]
-            row = self.builder.build(records) if self.rows is None else dict(self.rows[index])
+            row = self.builder.build(records, **focus) if self.rows is None else dict(self.rows[index])
         row["images"] = images
         return row
 

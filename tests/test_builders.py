@@ -117,3 +117,19 @@ def test_prompt_overrides_replace_scheme_text_and_unknown_scheme_lists_valid_one
     assert get_prompt_scheme("dense").user == PROMPT_SCHEMES["dense"].user
     with pytest.raises(KeyError, match="dense"):
         get_prompt_scheme("nope")
+
+
+def test_grounding_scheme_asks_about_each_description_once():
+    record = _record([("bbox_2d", (20, 10, 120, 60), "red circle"), ("bbox_2d", (0, 0, 10, 10), "tag"),
+                      ("bbox_2d", (150, 50, 190, 90), "red circle")])
+    builder = make_builder(get_prompt_scheme("grounding"), "norm1000", "reading")
+    assert builder.focuses([record]) == [{"desc": "red circle"}, {"desc": "tag"}]
+    row = builder.build([record], desc="red circle")
+    assert 'Locate every "red circle"' in row["messages"][1]["content"]
+    answer = json.loads(row["messages"][2]["content"])
+    assert [e["label"] for e in answer] == ["red circle", "red circle"]
+    assert len(json.loads(row[ROW_GEOMETRY_KEY])[0]["objects"]) == 2  # the checks see the same objects
+    rows = BasePreprocessor(builder=builder, images_per_user_turn=1, seed=0)([record, _record([], line=2)])
+    assert len(rows) == 2  # one per description; a record without objects has nothing to ask
+    with pytest.raises(ValueError, match="one description"):
+        builder.build([record])

@@ -31,7 +31,7 @@ def template_and_rows(tmp_path_factory):
     template = get_template(processor, template_type="qwen3_vl")
     template.set_mode("train")
     builder = make_builder(get_prompt_scheme("dense"), "norm1000", "reading")
-    rows = GroundingRowsDataset([[r] for r in records], builder)
+    rows = GroundingRowsDataset([([r], {}) for r in records], builder)
     return template, processor, rows
 
 
@@ -76,3 +76,43 @@ def test_label_check_catches_a_trained_prompt(template_and_rows):
     problems = check_sample(row, encoded, processor.tokenizer, merge_size=processor.image_processor.merge_size,
                             emit_norm="norm1000", grounding=True)
     assert any("trained tokens decode to" in p for p in problems), problems
+
+
+def _record_for(path, width, height, objects):
+    from src.datasets.contract import GroundingObject, Record, SourceRef
+
+    return Record(image=str(path), width=width, height=height, summary=None, source=SourceRef(file=str(path), line=1),
+                  objects=tuple(GroundingObject(kind=k, points=p, desc=d) for k, p, d in objects))
+
+
+def test_tiny_huge_and_exif_rotated_images_encode_with_exact_coordinates(template_and_rows, tmp_path, monkeypatch):
+    template, processor, _ = template_and_rows
+    from qwen_vl_utils import vision_process
+
+    # What `env: {IMAGE_MAX_TOKEN_NUM: 64}` does in a run: ms-swift copies it into qwen_vl_utils when the
+    # processor loads (the run applies `env` before that); this fixture's processor is already loaded.
+    monkeypatch.setattr(vision_process, "IMAGE_MAX_TOKEN_NUM", 64)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (20, 12), (90, 90, 90)).save(small)
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (1600, 1200), (90, 90, 90)).save(huge)
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (300, 100), (90, 90, 90)).save(rotated, exif=exif.tobytes())  # displayed 100 x 300
+    records = [
+        _record_for(small, 20, 12, [("bbox_2d", (2, 2, 18, 11), "dot")]),
+        _record_for(huge, 1600, 1200, [("bbox_2d", (100, 200, 1500, 1100), "big"),
+                                       ("quad", (10, 10, 300, 20, 290, 200, 5, 190), "tag")]),
+        _record_for(rotated, 100, 300, [("bbox_2d", (10, 250, 90, 299), "bottom")]),
+    ]
+    builder = make_builder(get_prompt_scheme("dense"), "norm1000", "reading")
+    rows = GroundingRowsDataset([([r], {}) for r in records], builder)
+    failures = check_rows(rows, template.encode, processor.tokenizer, merge_size=processor.image_processor.merge_size,
+                          emit_norm="norm1000", grounding=True, limit=3)
+    assert failures == [], format_failures(failures)
+    huge_tokens = list(template.encode(rows[1])["input_ids"]).count(151655)
+    assert 0 < huge_tokens <= 64  # capped by IMAGE_MAX_TOKEN_NUM; the answer still uses the original size
+    answer = {e["label"]: e for e in json.loads(rows[1]["messages"][2]["content"])}
+    assert answer["big"]["bbox_2d"] == [63, 167, 938, 917]  # 100/1600, 200/1200, ... of the original size
+    assert rows[2]["images"][0].size == (100, 300)  # upright, as annotated

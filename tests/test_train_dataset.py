@@ -26,7 +26,7 @@ def _records(tmp_path):
 
 def test_plain_images_travel_as_paths_and_rows_match_the_builder(tmp_path):
     records = _records(tmp_path)
-    dataset = GroundingRowsDataset([[r] for r in records], BUILDER)
+    dataset = GroundingRowsDataset([([r], {}) for r in records], BUILDER)
     row = dataset[0]
     assert row["images"] == [records[0].image]
     assert row["messages"] == BUILDER.build([records[0]])["messages"]
@@ -42,13 +42,13 @@ def test_an_exif_rotated_photo_reaches_the_template_upright(tmp_path):
     record = Record(image=str(path), width=20, height=40, summary=None,
                     objects=(GroundingObject(kind="bbox_2d", points=(1, 1, 10, 10), desc="x"),),
                     source=SourceRef(file=str(tmp_path / "a.jsonl"), line=1))
-    loaded = GroundingRowsDataset([[record]], BUILDER)[0]["images"][0]
+    loaded = GroundingRowsDataset([([record], {})], BUILDER)[0]["images"][0]
     assert isinstance(loaded, Image.Image) and loaded.size == (20, 40)
 
 
 def test_augmentation_is_new_each_epoch_and_reproducible(tmp_path):
     records = _records(tmp_path)
-    dataset = GroundingRowsDataset([[r] for r in records], BUILDER, augment_ops=OPS, augment_prob=1.0, seed=3)
+    dataset = GroundingRowsDataset([([r], {}) for r in records], BUILDER, augment_ops=OPS, augment_prob=1.0, seed=3)
     first = dataset[1]
     dataset.epoch = 1
     second = dataset[1]
@@ -59,5 +59,5 @@ def test_augmentation_is_new_each_epoch_and_reproducible(tmp_path):
     assert first["images"][0].tobytes() == again["images"][0].tobytes()
     geometry = json.loads(first[ROW_GEOMETRY_KEY])[0]
     assert (geometry["width"], geometry["height"]) == first["images"][0].size
-    other_seed = GroundingRowsDataset([[r] for r in records], BUILDER, augment_ops=OPS, augment_prob=1.0, seed=4)
+    other_seed = GroundingRowsDataset([([r], {}) for r in records], BUILDER, augment_ops=OPS, augment_prob=1.0, seed=4)
     assert other_seed[1][ROW_GEOMETRY_KEY] != first[ROW_GEOMETRY_KEY]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -71,22 +71,38 @@ def geometry_payload(records: Sequence[Record]) -> str:
 
 
 class BaseBuilder:
-    """Builds one ms-swift row from a group of records. Subclasses write `answer`."""
+    """Builds ms-swift rows from a group of records. Subclasses write `answer`.
+
+    A group gives one row per entry of `focuses(records)`: `{}` (one row) for most schemes; the
+    description-grounding scheme asks about one description at a time.
+    """
 
     def __init__(self, scheme: PromptScheme):
         self.scheme = scheme
 
-    def user_text(self, records: Sequence[Record]) -> str:
+    def focuses(self, records: Sequence[Record]) -> list[dict[str, str]]:
+        """The questions to ask about this group: keyword arguments for `build`, one row each."""
+        return [{}]
+
+    def user_text(self, records: Sequence[Record], **focus: str) -> str:
         """The user turn: one `<image>` per record, then the scheme's question."""
-        return "<image>" * len(records) + self.scheme.user.replace("{n_images}", str(len(records)))
+        text = self.scheme.user.replace("{n_images}", str(len(records)))
+        for key, value in focus.items():
+            text = text.replace("{" + key + "}", value)
+        return "<image>" * len(records) + text
 
     def answer(self, records: Sequence[Record]) -> str:
         raise NotImplementedError
 
-    def build(self, records: Sequence[Record], *, with_answer: bool = True) -> dict[str, Any]:
+    def focused(self, records: Sequence[Record], **focus: str) -> list[Record]:
+        """The records as the answer sees them (all objects, unless a subclass narrows them)."""
+        return list(records)
+
+    def build(self, records: Sequence[Record], *, with_answer: bool = True, **focus: str) -> dict[str, Any]:
         """The row: messages (system, user, assistant unless `with_answer=False`), images and checks data."""
+        records = self.focused(records, **focus)
         messages = [{"role": "system", "content": self.scheme.system},
-                    {"role": "user", "content": self.user_text(records)}]
+                    {"role": "user", "content": self.user_text(records, **focus)}]
         if with_answer:
             messages.append({"role": "assistant", "content": self.answer(records)})
         return {
@@ -113,6 +129,19 @@ class GroundingBuilder(BaseBuilder):
         return dump_answer(entries)
 
 
+class DescriptionBuilder(GroundingBuilder):
+    """Grounding a given description: one row per distinct `desc` of the group (sorted), whose answer
+    holds only the objects with that description."""
+
+    def focuses(self, records: Sequence[Record]) -> list[dict[str, str]]:
+        return [{"desc": d} for d in sorted({o.desc for r in records for o in r.objects})]
+
+    def focused(self, records: Sequence[Record], **focus: str) -> list[Record]:
+        if "desc" not in focus:
+            raise ValueError("the grounding scheme asks about one description: build(records, desc=...)")
+        return [replace(r, objects=tuple(o for o in r.objects if o.desc == focus["desc"])) for r in records]
+
+
 class SummaryBuilder(BaseBuilder):
     """Summary mode: the answer is each record's `summary` text."""
 
@@ -129,7 +158,9 @@ def make_builder(scheme: PromptScheme, emit_norm: str, object_order: str) -> Bas
         return SummaryBuilder(scheme)
     if scheme.target == "objects":
         return GroundingBuilder(scheme, emit_norm, object_order)
-    raise ValueError(f"prompt scheme {scheme.name!r} (target {scheme.target!r}) has no builder yet")
+    if scheme.target == "matching":
+        return DescriptionBuilder(scheme, emit_norm, object_order)
+    raise ValueError(f"prompt scheme {scheme.name!r} has an unknown target {scheme.target!r}")
 
 
 def group_records(records: Sequence[Record], per_turn: int, seed: int) -> list[list[Record]]:
@@ -154,5 +185,10 @@ class BasePreprocessor:
     images_per_user_turn: int
     seed: int
 
+    def samples(self, records: Sequence[Record]) -> list[tuple[list[Record], dict[str, str]]]:
+        """(records, focus) of every row: the groups, each once per question the builder asks."""
+        groups = group_records(records, self.images_per_user_turn, self.seed)
+        return [(group, focus) for group in groups for focus in self.builder.focuses(group)]
+
     def __call__(self, records: Sequence[Record]) -> list[dict[str, Any]]:
-        return [self.builder.build(group) for group in group_records(records, self.images_per_user_turn, self.seed)]
+        return [self.builder.build(group, **focus) for group, focus in self.samples(records)]

@@ -36,10 +36,10 @@ def _template_for(cfg):
 def _dataset(cfg, plan, split: str, augment: bool) -> GroundingRowsDataset:
     from .augment import parse_augment_ops
 
-    groups = plan.train_groups if split == "train" else plan.val_groups
+    samples = plan.train_samples if split == "train" else plan.val_samples
     ops = parse_augment_ops(cfg.custom.augment) if augment else []
     prob = cfg.custom.augment_prob if augment else 0.0
-    return GroundingRowsDataset(groups, plan.builder, augment_ops=ops, augment_prob=prob,
+    return GroundingRowsDataset(samples, plan.builder, augment_ops=ops, augment_prob=prob,
                                 seed=int(cfg.swift.get("data_seed", 42)))
 
 
@@ -49,7 +49,7 @@ def prepare(config: Path, split: str, augment: bool):
     cfg = load_project_config(config)
     os.environ.update(cfg.env)
     plan = plan_data(cfg)
-    if split == "val" and not plan.val_groups:
+    if split == "val" and not plan.val_samples:
         raise ValueError(f"{config}: no validation records (custom.val_jsonl is not set)")
     template, processor = _template_for(cfg)
     return cfg, _dataset(cfg, plan, split, augment), template, processor
@@ -98,7 +98,7 @@ def render(config: Path, out: Path, *, split: str = "train", limit: int = 20, au
             saved = _save_images(images, index, image_dir)
             geometry = json.loads(row[ROW_GEOMETRY_KEY])
             problems = check_sample(row, encoded, tokenizer, merge_size=merge_size, emit_norm=cfg.custom.emit_norm,
-                                    grounding=dataset.builder.scheme.target == "objects")
+                                    grounding=dataset.builder.scheme.target != "summary")
             unhealthy += bool(problems)
             fh.write(json.dumps({
                 "index": index,
@@ -170,7 +170,7 @@ def stats(config: Path, out_dir: Path, *, split: str = "train", limit: int | Non
     cfg, dataset, template, _ = prepare(config, split, augment=False)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     lengths = [len(template.encode(dataset[i])["input_ids"]) for i in range(count)]
-    records = [r for group in dataset.groups[:count] for r in group]
+    records = list({id(r): r for group, _ in dataset.samples[:count] for r in group}.values())
     max_length = cfg.global_max_length or cfg.swift.get("max_length")
     result = dataset_stats(records, lengths, max_length)
     out_dir.mkdir(parents=True, exist_ok=True)

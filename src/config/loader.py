@@ -33,6 +33,7 @@ PATH_KEYS = frozenset({
     "tuner.resume_from_checkpoint",
     "deepspeed.config",
     "run.init_from",
+    "custom.cached_dataset",
 })
 # Values of PATH_KEYS that are names, not paths.
 NOT_A_PATH = {

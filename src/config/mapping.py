@@ -14,12 +14,17 @@ def to_sft_kwargs(cfg: ProjectConfig) -> dict[str, Any]:
     `tuner.train_type` is already `tuner_type`; the data keys become `dataset`/`val_dataset`
     (the project loads them itself, see src/sft.py); `deepspeed.*` becomes `deepspeed`;
     `global_max_length` sets the template's `max_length` and the model's `max_model_len`;
+    `custom.cached_dataset` replaces the data with ms-swift's cached dataset (lazy tokenisation off);
     TensorBoard logs go to `<runs folder>/tb/<run>` (beside the run directories) unless
     `training.logging_dir` says otherwise.
     """
     kwargs = dict(cfg.swift)
     kwargs["dataset"] = [cfg.custom.train_jsonl]
     kwargs["val_dataset"] = [cfg.custom.val_jsonl] if cfg.custom.val_jsonl else []
+    if cfg.custom.cached_dataset:  # rows already encoded: ms-swift loads them, nothing is tokenised again
+        cache = Path(cfg.custom.cached_dataset)
+        kwargs.update(dataset=[], val_dataset=[], lazy_tokenize=False, cached_dataset=[str(cache / "train")],
+                      cached_val_dataset=[str(cache / "val")] if (cache / "val").is_dir() else [])
     if cfg.deepspeed.enabled:
         kwargs["deepspeed"] = cfg.deepspeed.config
     if kwargs.get("logging_dir") is None and kwargs.get("output_dir"):

@@ -139,7 +139,19 @@ def _custom_problems(cfg: ProjectConfig) -> list[str]:
     if cfg.custom.health_check_samples < 0:
         problems.append(f"{_where(cfg, 'custom.health_check_samples')}`custom.health_check_samples` must be "
                         f">= 0, got {cfg.custom.health_check_samples}")
-    return problems + _augment_problems(cfg)
+    return problems + _augment_problems(cfg) + _cache_problems(cfg)
+
+
+def _cache_problems(cfg: ProjectConfig) -> list[str]:
+    if not cfg.custom.cached_dataset:
+        return []
+    from src.datasets.cache import cache_problems
+
+    if cfg.custom.augment_prob > 0:
+        return [f"{_where(cfg, 'custom.cached_dataset')}a cached dataset holds fixed encodings: it cannot be "
+                f"augmented; set custom.augment_prob: 0 or custom.cached_dataset: null"]
+    problems = cache_problems(cfg, Path(cfg.custom.cached_dataset))
+    return [f"{_where(cfg, 'custom.cached_dataset')}{p}" for p in problems]
 
 
 def _augment_problems(cfg: ProjectConfig) -> list[str]:

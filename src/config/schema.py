@@ -33,6 +33,7 @@ class CustomSection:
     bad_records: Literal["error", "skip"]  # stop on an invalid record, or skip it and report it
     object_order: Literal["reading", "given"]  # order of objects in the answer
     health_check_samples: int  # first samples encoded and checked before training (0 = off)
+    cached_dataset: str | None  # a cache from `python -m src.datasets cache`: train on its encodings
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

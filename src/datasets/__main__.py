@@ -1,4 +1,4 @@
-"""Command line for grounding data: ``python -m src.datasets {synth,validate,convert,render,stats} ...``.
+"""Command line for grounding data: ``python -m src.datasets {synth,validate,convert,render,stats,cache} ...``.
 
 Each subcommand is a ``_add_<name>(subparsers)`` that registers its arguments and sets
 ``handler``; handlers return the process exit code (0 ok, 1 invalid data, 2 usage error).
@@ -225,6 +225,33 @@ def _add_stats(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_stats)
 
 
+def _run_cache(args: argparse.Namespace) -> int:
+    from src.config import ConfigError
+
+    from .cache import build_cache
+    from .loading import DataError
+
+    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
+        _err(f"{args.out} is not empty; pass --overwrite to rebuild the cache there")
+        return EXIT_USAGE
+    try:
+        result = build_cache(args.config, args.out)
+    except (ConfigError, DataError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    print(f"cached {result['train_rows']} train and {result['val_rows']} val rows in {result['out']}")
+    print(f"use it: custom: {{cached_dataset: {result['out']}}}")
+    return EXIT_OK
+
+
+def _add_cache(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("cache", help="encode a config's data once (ms-swift cached dataset)")
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.set_defaults(handler=_run_cache)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m src.datasets`` parser; add a subcommand with one ``_add_*`` call."""
     parser = argparse.ArgumentParser(prog="python -m src.datasets", description=__doc__)
@@ -234,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(subparsers)
     _add_render(subparsers)
     _add_stats(subparsers)
+    _add_cache(subparsers)
     return parser
 
 

@@ -1,0 +1,116 @@
+"""The pre-encoded cache: rows encoded once by ms-swift's template and saved with ms-swift's own cached
+dataset format (`swift export --to_cached_dataset`), so that a later run skips encoding.
+
+`python -m src.datasets cache --config CFG --out DIR` writes DIR/train, DIR/val and DIR/cache_info.json.
+A run uses it with `custom.cached_dataset: DIR`; the run refuses a cache whose fingerprint (the data
+files' contents, the prompt and answer settings, the template and image settings) differs from its
+own config, so a stale cache is never trained on. A cache holds fixed encodings: no augmentation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+CACHE_INFO = "cache_info.json"
+# Keys whose value changes what an encoded sample holds.
+ENCODING_KEYS = ("template", "max_length", "max_model_len", "truncation_strategy", "model_type")
+
+
+def _file_digest(path: str | None) -> str | None:
+    if not path:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_fingerprint(cfg) -> dict[str, Any]:
+    """What the encodings of a config depend on: data file digests, answer and prompt settings,
+    template settings, the model directory and the `env` (image token limits)."""
+    custom = cfg.custom
+    return {
+        "train_jsonl": _file_digest(custom.train_jsonl),
+        "val_jsonl": _file_digest(custom.val_jsonl),
+        "emit_norm": custom.emit_norm, "images_per_user_turn": custom.images_per_user_turn,
+        "object_order": custom.object_order, "bad_records": custom.bad_records,
+        "prompts": {"scheme": cfg.prompts.scheme, "system": cfg.prompts.system, "user": cfg.prompts.user},
+        "data_seed": cfg.swift.get("data_seed"),
+        "model": cfg.swift.get("model"),
+        "encoding": {k: cfg.swift.get(k) for k in ENCODING_KEYS},
+        "global_max_length": cfg.global_max_length,
+        "env": dict(sorted(cfg.env.items())),
+    }
+
+
+def cache_problems(cfg, cache_dir: Path) -> list[str]:
+    """Why `cache_dir` cannot serve `cfg` (missing, not a cache, or built from other data or settings)."""
+    info_file = cache_dir / CACHE_INFO
+    if not (cache_dir / "train").is_dir() or not info_file.is_file():
+        return [f"`custom.cached_dataset` = {cache_dir}: not a cache built by `python -m src.datasets cache` "
+                f"(no train/ or {CACHE_INFO})"]
+    built = json.loads(info_file.read_text(encoding="utf-8"))["fingerprint"]
+    now = cache_fingerprint(cfg)
+    differ = sorted(k for k in set(built) | set(now) if built.get(k) != now.get(k))
+    if differ:
+        return [f"`custom.cached_dataset` = {cache_dir} was built from other data or settings ({', '.join(differ)} "
+                f"changed): rebuild it with `python -m src.datasets cache --config CFG --out {cache_dir} --overwrite`"]
+    return []
+
+
+def _png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def build_cache(config: Path, out_dir: Path) -> dict[str, Any]:
+    """Encode every row of the config's splits with ms-swift's template and save them as its cached dataset."""
+    from src.config import load_project_config
+    from src.data_plan import plan_data
+    from src.offline import apply_offline_env
+
+    apply_offline_env()
+    cfg = load_project_config(config)
+    os.environ.update(cfg.env)
+    if cfg.custom.cached_dataset:
+        raise ValueError(f"{config}: unset `custom.cached_dataset` to build the cache the config describes")
+    plan = plan_data(cfg)
+
+    from datasets import Dataset as HfDataset  # heavy
+    from swift import ExportArguments
+    from swift.pipelines.export.cached_dataset import ExportCachedDataset
+
+    from src.train_dataset import GroundingRowsDataset
+
+    def materialise(samples, rows):
+        dataset = GroundingRowsDataset(samples, plan.builder, rows=rows)  # the image rule, as in training
+        out = []
+        for i in range(len(dataset)):
+            row = dataset[i]
+            # One arrow type for paths and decoded images alike; ms-swift's template reads both forms.
+            row["images"] = [{"bytes": None, "path": im} if isinstance(im, str) else {"bytes": _png(im), "path": None}
+                             for im in row["images"]]
+            out.append(row)
+        return HfDataset.from_list(out)
+
+    class GroundingCacheExport(ExportCachedDataset):
+        def _get_dataset(self):
+            val = materialise(plan.val_samples, plan.val_rows) if plan.val_rows else None
+            return materialise(plan.train_samples, plan.train_rows), val
+
+    swift = cfg.swift
+    args = ExportArguments(
+        model=swift["model"], model_type=swift.get("model_type"), template=swift.get("template"),
+        max_length=cfg.global_max_length or swift.get("max_length"), strict=True, to_cached_dataset=True,
+        dataset=[cfg.custom.train_jsonl], output_dir=str(out_dir), exist_ok=True)
+    GroundingCacheExport(args).main()
+    info = {"fingerprint": cache_fingerprint(cfg), "train_rows": len(plan.train_rows), "val_rows": len(plan.val_rows)}
+    (out_dir / CACHE_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    return {"out": str(out_dir), **{k: v for k, v in info.items() if k != "fingerprint"}}

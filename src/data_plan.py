@@ -14,10 +14,10 @@ from src.datasets.loading import LoadedSplit, load_split
 
 @dataclass(slots=True)
 class DataPlan:
-    """The loaded splits, their records grouped per user turn, and the ms-swift rows built from them.
+    """The loaded splits, their samples (records of one user turn + the question asked), and their rows.
 
     The rows (image paths, answers) are built eagerly so that every record is checked before a run
-    starts; the training dataset rebuilds rows from the groups on the fly (augmentation, PIL images).
+    starts; the training dataset rebuilds rows from the samples on the fly (augmentation, PIL images).
     """
 
     builder: BaseBuilder

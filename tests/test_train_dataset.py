@@ -61,3 +61,17 @@ def test_augmentation_is_new_each_epoch_and_reproducible(tmp_path):
     assert (geometry["width"], geometry["height"]) == first["images"][0].size
     other_seed = GroundingRowsDataset([([r], {}) for r in records], BUILDER, augment_ops=OPS, augment_prob=1.0, seed=4)
     assert other_seed[1][ROW_GEOMETRY_KEY] != first[ROW_GEOMETRY_KEY]
+
+
+def test_summary_scheme_refuses_augmentation(tmp_path):
+    import pytest
+
+    from src.config import ConfigError, load_project_config
+    from tests.support.offline import REPO
+
+    config = tmp_path / "run.yaml"
+    config.write_text(f"extends: {REPO / 'configs' / 'cpu.yaml'}\nmodel:\n  model: ./m\ntraining:\n  output_dir: o\n"
+                      "custom:\n  train_jsonl: t.jsonl\n  augment_prob: 0.5\n  augment: [{op: hflip, p: 1.0}]\n"
+                      "prompts:\n  scheme: summary\n")
+    with pytest.raises(ConfigError, match="summary scheme trains on each record's `summary` text"):
+        load_project_config(config, check_paths=False)

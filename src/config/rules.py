@@ -166,6 +166,10 @@ def _augment_problems(cfg: ProjectConfig) -> list[str]:
             return [f"{_where(cfg, 'custom.augment_prob')}`custom.augment_prob` is {cfg.custom.augment_prob} but "
                     f"`custom.augment` lists no operation: add some, or set augment_prob: 0"]
         return []
+    if cfg.prompts.scheme == "summary":
+        return [f"{_where(cfg, 'custom.augment_prob')}the summary scheme trains on each record's `summary` text, "
+                f"which augmentation cannot update (a crop can drop an object the summary names): set "
+                f"augment_prob: 0"]
     swift = cfg.swift
     if swift.get("lazy_tokenize") is False or swift.get("packing") or swift.get("streaming"):
         return [f"{_where(cfg, 'custom.augment_prob')}augmentation draws per sample and needs lazy tokenisation: "

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-FLASH_IMPLS = (("flash_attention_2", "flash_attn"), ("flash_attention_3", "flash_attn_interface"),
+FLASH_IMPLS = (("flash_attention_2", "flash_attn_2_cuda"), ("flash_attention_3", "flash_attn_interface"),
                ("flash_attention_4", "flash_attn.cute"))
 
 

@@ -16,8 +16,9 @@ from .schema import ProjectConfig
 DEEPSPEED_PRESETS = ("zero0", "zero1", "zero2", "zero2_offload", "zero3", "zero3_offload")
 # attn_impl values ms-swift accepts for packing / padding_free, and the modules each one needs.
 FLASH_ATTENTION_MODULES = {
-    "flash_attn": ("flash_attn",),
-    "flash_attention_2": ("flash_attn",),
+    # flash-attn 2 ships the compiled `flash_attn_2_cuda`; flash-attn-4 alone also provides `flash_attn`.
+    "flash_attn": ("flash_attn", "flash_attn_2_cuda"),
+    "flash_attention_2": ("flash_attn", "flash_attn_2_cuda"),
     "flash_attention_3": ("flash_attn_3", "flash_attn_interface"),
     "flash_attention_4": ("flash_attn.cute",),
 }

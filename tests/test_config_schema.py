@@ -16,24 +16,10 @@ from src.config.loader import load_merged_config
 from src.config.report import dump_resolved_yaml
 from src.config.schema import validate_config
 from src.config.types import checker_for, describe
-from tests.config_helpers import CONFIGS, CPU_YAML, make_data, make_fake_model, write_config_tree, write_yaml
+from tests.config_helpers import CONFIGS, CPU_YAML, make_fake_model, write_yaml
 
 HAS_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data")
-    make_data(path)
-    return path
-
-
-@pytest.fixture
-def tree(tmp_path, data_dir):
-    def make(body=None, **kwargs):
-        return write_config_tree(tmp_path, body, data_dir=data_dir, **kwargs)
-    return make
 
 
 def typed(path: Path):

@@ -17,7 +17,7 @@ import pytest
 
 from src.config import ConfigError
 from src.run_dir import guard_output_dir, resolve_resume
-from tests.config_helpers import REPO, make_data, write_config_tree, write_yaml
+from tests.config_helpers import REPO, write_yaml
 
 WRAPPER = """\
 import os, runpy, sys
@@ -49,20 +49,6 @@ def torch_imported(proc: subprocess.CompletedProcess) -> bool:
     flags = [ln for ln in proc.stdout.splitlines() if ln.startswith("TORCH_IMPORTED=")]
     assert flags, proc.stdout + proc.stderr
     return flags[-1] == "TORCH_IMPORTED=True"
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data")
-    make_data(path)
-    return path
-
-
-@pytest.fixture
-def tree(tmp_path, data_dir):
-    def make(body=None, **kwargs):
-        return write_config_tree(tmp_path, body, data_dir=data_dir, **kwargs)
-    return make
 
 
 # ---------------------------------------------------------------------------- dry run

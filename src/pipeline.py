@@ -18,7 +18,7 @@ from src.checkpoint_guard import check_adapter_checkpoint
 from src.config import ProjectConfig
 from src.data_plan import DataPlan
 from src.health import HealthCheckError, check_rows, format_failures
-from src.train_dataset import GroundingRowsDataset
+from src.train_dataset import GroundingRowsDataset, arrow_rows
 
 
 class EpochToDatasets(TrainerCallback):
@@ -68,11 +68,24 @@ class GroundingSft(SwiftSft):
             val = (GroundingRowsDataset(plan.val_samples, plan.builder, rows=plan.val_rows)
                    if plan.val_samples else None)
             self._lazy_datasets = [d for d in (train, val) if d is not None]
-        else:
-            train = HfDataset.from_list(plan.train_rows)
-            val = HfDataset.from_list(plan.val_rows) if plan.val_rows else None
-        self._check_health(train)
+            self._check_health(train)
+            return train, val
+        # ms-swift encodes these up front (packing): images as the project loader reads them. The health
+        # check waits until that is done (see _encode_dataset).
+        train = HfDataset.from_list(arrow_rows(GroundingRowsDataset(plan.train_samples, plan.builder,
+                                                                    rows=plan.train_rows)))
+        val = (HfDataset.from_list(arrow_rows(GroundingRowsDataset(plan.val_samples, plan.builder,
+                                                                   rows=plan.val_rows)))
+               if plan.val_rows else None)
         return train, val
+
+    def _encode_dataset(self, train_dataset, val_dataset, pre_process=True):
+        # Encoding here first: ms-swift's datasets.map forks worker processes, and a fork after this
+        # process has run torch's image ops (as the health check does) deadlocks the worker's OpenMP.
+        encoded = super()._encode_dataset(train_dataset, val_dataset, pre_process=pre_process)
+        if not self.args.lazy_tokenize:
+            self._check_health(train_dataset)
+        return encoded
 
     def _check_health(self, rows) -> None:
         limit = self._cfg.custom.health_check_samples

@@ -11,6 +11,7 @@ way, and ms-swift deep-copies PIL images it is given, which costs about 10 % of 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,3 +75,22 @@ class GroundingRowsDataset:
         if path not in self._plain:
             self._plain[path] = is_plain_rgb(path)
         return self._plain[path]
+
+
+def _png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def arrow_rows(dataset: GroundingRowsDataset) -> list[dict[str, Any]]:
+    """Every row of `dataset` with its images as `{"bytes", "path"}` dicts, for a datasets.Dataset that
+    ms-swift encodes up front (packing, the cache): a plain image keeps its path, any other image is
+    stored as the project loader decoded it (PNG bytes), so the image rule holds there too."""
+    out = []
+    for index in range(len(dataset)):
+        row = dataset[index]
+        row["images"] = [{"bytes": None, "path": im} if isinstance(im, str) else {"bytes": _png(im), "path": None}
+                         for im in row["images"]]
+        out.append(row)
+    return out

@@ -144,3 +144,22 @@ def test_resume_pointing_at_another_recipe_becomes_a_warm_start(workspace, capsy
     assert "was trained with another trainable set" in out and "tuner_type: 'full' there, 'lora' here" in out
     args = json.loads((workspace / "seed_style" / "checkpoint-1" / "args.json").read_text())
     assert args["model"] == str(stage1) and not args.get("resume_from_checkpoint")
+
+
+def test_eager_encoding_path_trains(workspace):
+    """`lazy_tokenize: false` (the path packing takes on a GPU): rows go in as a datasets.Dataset that
+    ms-swift encodes up front with forked workers, so this runs in a fresh process (a fork of this one,
+    which has run torch ops, would deadlock in OpenMP, exactly what src/pipeline.py orders around)."""
+    import subprocess
+    import sys
+
+    config = workspace / "eager.yaml"
+    config.write_text(
+        f"extends: [{REPO / 'configs' / 'stage_2_llm_lora.yaml'}, {REPO / 'configs' / 'cpu.yaml'}]\n"
+        "model:\n  model: ./model\ncustom:\n  train_jsonl: data/train.jsonl\n  health_check_samples: 2\n"
+        "training:\n  output_dir: ./eager\n  max_steps: 2\n  eval_strategy: 'no'\n  lazy_tokenize: false\n")
+    proc = subprocess.run([sys.executable, "-m", "src.sft", "--config", str(config)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "health check: the first 2 samples encode as built" in proc.stdout
+    assert (workspace / "eager" / "checkpoint-2" / "adapter_model.safetensors").is_file()

@@ -75,3 +75,23 @@ def test_summary_scheme_refuses_augmentation(tmp_path):
                       "prompts:\n  scheme: summary\n")
     with pytest.raises(ConfigError, match="summary scheme trains on each record's `summary` text"):
         load_project_config(config, check_paths=False)
+
+
+def test_arrow_rows_keep_plain_paths_and_store_turned_images_upright(tmp_path):
+    import io
+
+    from src.train_dataset import arrow_rows
+
+    records = _records(tmp_path)
+    image = Image.new("RGB", (40, 20), (250, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo = tmp_path / "photo.jpg"
+    image.save(photo, exif=exif.tobytes())
+    turned = Record(image=str(photo), width=20, height=40, summary=None,
+                    objects=(GroundingObject(kind="bbox_2d", points=(1, 1, 10, 10), desc="x"),),
+                    source=SourceRef(file=str(tmp_path / "a.jsonl"), line=1))
+    rows = arrow_rows(GroundingRowsDataset([([records[0]], {}), ([turned], {})], BUILDER))
+    assert rows[0]["images"] == [{"bytes": None, "path": records[0].image}]
+    stored = rows[1]["images"][0]
+    assert stored["path"] is None and Image.open(io.BytesIO(stored["bytes"])).size == (20, 40)

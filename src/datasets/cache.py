@@ -10,7 +10,6 @@ own config, so a stale cache is never trained on. A cache holds fixed encodings:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from pathlib import Path
@@ -64,12 +63,6 @@ def cache_problems(cfg, cache_dir: Path) -> list[str]:
     return []
 
 
-def _png(image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def build_cache(config: Path, out_dir: Path) -> dict[str, Any]:
     """Encode every row of the config's splits with ms-swift's template and save them as its cached dataset."""
     from src.config import load_project_config
@@ -87,18 +80,10 @@ def build_cache(config: Path, out_dir: Path) -> dict[str, Any]:
     from swift import ExportArguments
     from swift.pipelines.export.cached_dataset import ExportCachedDataset
 
-    from src.train_dataset import GroundingRowsDataset
+    from src.train_dataset import GroundingRowsDataset, arrow_rows
 
     def materialise(samples, rows):
-        dataset = GroundingRowsDataset(samples, plan.builder, rows=rows)  # the image rule, as in training
-        out = []
-        for i in range(len(dataset)):
-            row = dataset[i]
-            # One arrow type for paths and decoded images alike; ms-swift's template reads both forms.
-            row["images"] = [{"bytes": None, "path": im} if isinstance(im, str) else {"bytes": _png(im), "path": None}
-                             for im in row["images"]]
-            out.append(row)
-        return HfDataset.from_list(out)
+        return HfDataset.from_list(arrow_rows(GroundingRowsDataset(samples, plan.builder, rows=rows)))
 
     class GroundingCacheExport(ExportCachedDataset):
         def _get_dataset(self):

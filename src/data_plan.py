@@ -37,12 +37,17 @@ class DataPlan:
         return "\n".join(lines)
 
 
+def data_seed(cfg: ProjectConfig) -> int:
+    """The seed of grouping and augmentation draws: `training.data_seed` (ms-swift's default 42 if unset)."""
+    return int(cfg.swift.get("data_seed", 42))
+
+
 def make_preprocessor(cfg: ProjectConfig) -> BasePreprocessor:
     """The preprocessor (prompt scheme, builder, grouping) a config describes; shared by training and inference."""
     scheme = get_prompt_scheme(cfg.prompts.scheme, system=cfg.prompts.system, user=cfg.prompts.user)
     builder = make_builder(scheme, cfg.custom.emit_norm, cfg.custom.object_order)
     return BasePreprocessor(builder=builder, images_per_user_turn=cfg.custom.images_per_user_turn,
-                            seed=int(cfg.swift.get("data_seed", 42)))
+                            seed=data_seed(cfg))
 
 
 def plan_data(cfg: ProjectConfig) -> DataPlan:

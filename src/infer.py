@@ -11,17 +11,16 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from src.config import EXIT_CONFIG_ERROR, ConfigError, load_project_config
+from src.config import EXIT_CONFIG_ERROR, ConfigError
 from src.data_plan import make_preprocessor
 from src.datasets.geometry import norm_to_pixel
 from src.datasets.loading import DataError, load_split
-from src.offline import apply_offline_env
+from src.offline import load_config_for_run
 from src.parsing import parse_answer
 from src.scoring import object_scores, response_token_logprobs
 
@@ -117,10 +116,8 @@ def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str)
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    apply_offline_env()
     try:
-        cfg = load_project_config(args.config, check_paths=False)
-        os.environ.update(cfg.env)
+        cfg = load_config_for_run(args.config, check_paths=False)
         jsonl = args.jsonl or cfg.custom.val_jsonl
         if not jsonl:
             raise ConfigError("no records to run on: pass --jsonl or set custom.val_jsonl")

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from src.config import EXIT_CONFIG_ERROR, ConfigError, load_project_config, to_sft_kwargs
+from src.config import EXIT_CONFIG_ERROR, ConfigError, to_sft_kwargs
 from src.config.report import dump_resolved_yaml, format_resolved
 from src.config.swift_fields import swift_defaults
 from src.data_plan import DataPlan, plan_data
 from src.datasets.loading import DataError, write_skipped
 from src.health import HealthCheckError
-from src.offline import apply_offline_env
+from src.offline import load_config_for_run
 from src.run_dir import guard_output_dir, resolve_resume
 from src.warm_start import merge_adapter, plan_start
 
@@ -48,10 +47,8 @@ def _print_plan(cfg, kwargs: dict, plan: DataPlan, debug: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    apply_offline_env()
     try:
-        cfg = load_project_config(args.config, args.base_config)
-        os.environ.update(cfg.env)  # before ms-swift is imported: it reads some of these at import
+        cfg = load_config_for_run(args.config, args.base_config)
         kwargs = to_sft_kwargs(cfg)
         plan = plan_data(cfg)
         output_dir = Path(kwargs["output_dir"])

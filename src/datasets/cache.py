@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +64,10 @@ def cache_problems(cfg, cache_dir: Path) -> list[str]:
 
 def build_cache(config: Path, out_dir: Path) -> dict[str, Any]:
     """Encode every row of the config's splits with ms-swift's template and save them as its cached dataset."""
-    from src.config import load_project_config
     from src.data_plan import plan_data
-    from src.offline import apply_offline_env
+    from src.offline import load_config_for_run
 
-    apply_offline_env()
-    cfg = load_project_config(config)
-    os.environ.update(cfg.env)
+    cfg = load_config_for_run(config)
     if cfg.custom.cached_dataset:
         raise ValueError(f"{config}: unset `custom.cached_dataset` to build the cache the config describes")
     plan = plan_data(cfg)

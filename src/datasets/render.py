@@ -8,15 +8,13 @@ trains. They import ms-swift lazily: the data layer stays importable without tor
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from src.config import load_project_config
-from src.data_plan import plan_data
-from src.offline import apply_offline_env
+from src.data_plan import data_seed, plan_data
+from src.offline import load_config_for_run
 from src.train_dataset import GroundingRowsDataset
 
 from .builders import ROW_GEOMETRY_KEY, ROW_SOURCE_KEY
@@ -40,14 +38,12 @@ def _dataset(cfg, plan, split: str, augment: bool) -> GroundingRowsDataset:
     ops = parse_augment_ops(cfg.custom.augment) if augment else []
     prob = cfg.custom.augment_prob if augment else 0.0
     return GroundingRowsDataset(samples, plan.builder, augment_ops=ops, augment_prob=prob,
-                                seed=int(cfg.swift.get("data_seed", 42)))
+                                seed=data_seed(cfg))
 
 
 def prepare(config: Path, split: str, augment: bool):
     """(cfg, dataset, template, processor) for a config's split, env applied, offline."""
-    apply_offline_env()
-    cfg = load_project_config(config)
-    os.environ.update(cfg.env)
+    cfg = load_config_for_run(config)
     plan = plan_data(cfg)
     if split == "val" and not plan.val_samples:
         raise ValueError(f"{config}: no validation records (custom.val_jsonl is not set)")

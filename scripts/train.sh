@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Launch training: scripts/train.sh config=PATH gpus=0,1 [base_config=PATH] [debug=true] [dry_run=true]
-#                  [nnodes=N node_rank=R master_addr=HOST master_port=P] [print_only=true]
-# One GPU -> one process; several -> torchrun across them; gpus=cpu -> CPU. `python -m src.sft` is the
-# single entry it calls. Prints the settings and the exact command, tees the log into
+# Launch training: scripts/train.sh config=PATH gpus=0,1|cpu [nproc=N] [base_config=PATH] [debug=true]
+#                  [dry_run=true] [nnodes=N node_rank=R master_addr=HOST master_port=P] [print_only=true]
+# One GPU -> one process; several -> torchrun across them; gpus=cpu -> CPU with configs/cpu.yaml's keys
+# merged on top of the config (nproc=N: N CPU processes under torchrun, gloo). `python -m src.sft` is
+# the single entry it calls. Prints the settings and the exact command, tees the log into
 # <output_dir>/logs/, and exits with the training's exit code. print_only=true prints and stops.
 set -euo pipefail
 
-usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-config="" gpus="" base_config="" debug=false dry_run=false print_only=false
+config="" gpus="" nproc="" base_config="" debug=false dry_run=false print_only=false
 nnodes=1 node_rank=0 master_addr=127.0.0.1 master_port=29500
 for arg in "$@"; do
   case "$arg" in
     config=*) config=${arg#*=} ;;
     gpus=*) gpus=${arg#*=} ;;
+    nproc=*) nproc=${arg#*=} ;;
     base_config=*) base_config=${arg#*=} ;;
     debug=*) debug=${arg#*=} ;;
     dry_run=*) dry_run=${arg#*=} ;;
@@ -24,7 +26,7 @@ for arg in "$@"; do
     master_addr=*) master_addr=${arg#*=} ;;
     master_port=*) master_port=${arg#*=} ;;
     -h|--help|help) usage ;;
-    *) echo "train.sh: unknown argument '$arg' (expected key=value: config, gpus, base_config, debug, dry_run, nnodes, node_rank, master_addr, master_port, print_only)" >&2; exit 2 ;;
+    *) echo "train.sh: unknown argument '$arg' (expected key=value: config, gpus, nproc, base_config, debug, dry_run, nnodes, node_rank, master_addr, master_port, print_only)" >&2; exit 2 ;;
   esac
 done
 [ -n "$config" ] || { echo "train.sh: config=PATH is required" >&2; usage; }
@@ -32,7 +34,7 @@ done
 for flag in debug dry_run print_only; do
   case "${!flag}" in true|false) ;; *) echo "train.sh: $flag must be true or false, got '${!flag}'" >&2; exit 2 ;; esac
 done
-for num in nnodes node_rank master_port; do
+for num in nnodes node_rank master_port ${nproc:+nproc}; do
   [[ "${!num}" =~ ^[0-9]+$ ]] || { echo "train.sh: $num must be a whole number, got '${!num}'" >&2; exit 2; }
 done
 
@@ -51,23 +53,27 @@ fi
 
 python=${PYTHON:-"$repo/.venv/bin/python"}
 [ -x "$python" ] || python=python3
-env_vars=()
 if [ "$gpus" = cpu ]; then
+  # CPU: no GPU visible, configs/cpu.yaml's keys on top of the config, N processes (gloo) when asked.
+  [ -n "$nproc" ] || nproc=1
+  [ "$nproc" -ge 1 ] || { echo "train.sh: nproc must be at least 1, got '$nproc'" >&2; exit 2; }
   env_vars=(CUDA_VISIBLE_DEVICES=)
-  cmd=("$python" -m src.sft "${sft_args[@]}")
-  nproc=1
+  sft_args+=(--device cpu)
 else
   [[ "$gpus" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "train.sh: gpus must be 'cpu' or a list like 0,1 (got '$gpus')" >&2; exit 2; }
   IFS=, read -r -a gpu_list <<< "$gpus"
+  if [ -n "$nproc" ]; then
+    echo "train.sh: nproc=$nproc is for gpus=cpu; with gpus=$gpus the number of GPUs listed sets the processes per node (${#gpu_list[@]})" >&2; exit 2
+  fi
   nproc=${#gpu_list[@]}
   env_vars=(CUDA_VISIBLE_DEVICES="$gpus")
-  if [ "$nproc" -eq 1 ] && [ "$nnodes" -eq 1 ]; then
-    cmd=("$python" -m src.sft "${sft_args[@]}")
-  else
-    env_vars+=(NPROC_PER_NODE="$nproc" NNODES="$nnodes" NODE_RANK="$node_rank" MASTER_ADDR="$master_addr" MASTER_PORT="$master_port")
-    cmd=("$python" -m torch.distributed.run --nproc_per_node="$nproc" --nnodes="$nnodes" --node_rank="$node_rank"
-         --master_addr="$master_addr" --master_port="$master_port" -m src.sft "${sft_args[@]}")
-  fi
+fi
+if [ "$nproc" -eq 1 ] && [ "$nnodes" -eq 1 ]; then
+  cmd=("$python" -m src.sft "${sft_args[@]}")
+else
+  env_vars+=(NPROC_PER_NODE="$nproc" NNODES="$nnodes" NODE_RANK="$node_rank" MASTER_ADDR="$master_addr" MASTER_PORT="$master_port")
+  cmd=("$python" -m torch.distributed.run --nproc_per_node="$nproc" --nnodes="$nnodes" --node_rank="$node_rank"
+       --master_addr="$master_addr" --master_port="$master_port" -m src.sft "${sft_args[@]}")
 fi
 if [ "$nnodes" -gt 1 ] && [ "$node_rank" -ge "$nnodes" ]; then
   echo "train.sh: node_rank ($node_rank) must be below nnodes ($nnodes)" >&2; exit 2
@@ -82,7 +88,9 @@ printf 'command:     '; printf '%q ' env "${env_vars[@]}" "${cmd[@]}"; echo
 [ "$print_only" = true ] && exit 0
 
 cd "$repo"
-output_dir=$("$python" -m src.config get --config "$config" ${base_config:+--base_config "$base_config"} training.output_dir) || exit $?
+device_args=()
+[ "$gpus" = cpu ] && device_args=(--device cpu)
+output_dir=$("$python" -m src.config get --config "$config" ${base_config:+--base_config "$base_config"} "${device_args[@]}" training.output_dir) || exit $?
 log_dir="$output_dir/logs"
 mkdir -p "$log_dir"
 log="$log_dir/train-$(date +%Y%m%d-%H%M%S)-rank$node_rank.log"

@@ -22,10 +22,6 @@ IM_END_TOKEN = "<|im_end|>"
 IGNORE_INDEX = -100
 
 
-class HealthCheckError(Exception):
-    """Encoded samples that disagree with their rows; the message lists each sample's problems."""
-
-
 def _as_list(value: Any) -> list:
     return value.tolist() if hasattr(value, "tolist") else list(value)
 

@@ -17,15 +17,24 @@ from transformers import TrainerCallback
 from src.checkpoint_guard import check_adapter_checkpoint
 from src.config import ProjectConfig
 from src.data_plan import DataPlan
-from src.health import HealthCheckError, check_rows, format_failures
-from src.train_dataset import GroundingRowsDataset, arrow_rows
+from src.distributed import Failure, Job
+from src.health import check_rows, format_failures
+from src.train_dataset import GroundingRowsDataset, SampleLog, arrow_rows
+
+EXIT_HEALTH_CHECK = 2
 
 
 class EpochToDatasets(TrainerCallback):
-    """Tells the datasets which epoch starts, so augmentation draws anew each epoch."""
+    """Tells the datasets which epoch starts, so augmentation draws anew each epoch; opens the sample log
+    (GROUNDING_SAMPLE_LOG) of the training dataset when training begins."""
 
-    def __init__(self, datasets: list[GroundingRowsDataset]):
+    def __init__(self, datasets: list[GroundingRowsDataset], rank: int):
         self.datasets = datasets
+        self.rank = rank
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.datasets:
+            self.datasets[0].sample_log = SampleLog.from_env(self.rank)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         for dataset in self.datasets:
@@ -50,12 +59,12 @@ class GroundingSft(SwiftSft):
 
     With lazy tokenisation (ms-swift's default for Qwen3-VL) rows are built per sample by
     `GroundingRowsDataset`; otherwise (packing) the eagerly built rows go in as a datasets.Dataset.
-    Before training, the first samples are encoded and checked (src/health.py). Everything else
-    (model, template, tuner, trainer, saving) is ms-swift's, unchanged.
+    Before training, rank 0 encodes and checks the first samples (src/health.py) and the job agrees on
+    the verdict. Everything else (model, template, tuner, trainer, saving) is ms-swift's, unchanged.
     """
 
-    def __init__(self, args: SftArguments, cfg: ProjectConfig, plan: DataPlan, augment_ops: list):
-        self._cfg, self._plan, self._augment_ops = cfg, plan, augment_ops
+    def __init__(self, args: SftArguments, cfg: ProjectConfig, plan: DataPlan, augment_ops: list, job: Job):
+        self._cfg, self._plan, self._augment_ops, self._job = cfg, plan, augment_ops, job
         self._lazy_datasets: list[GroundingRowsDataset] = []
         super().__init__(args)
 
@@ -64,7 +73,8 @@ class GroundingSft(SwiftSft):
         if self.args.lazy_tokenize:
             train = GroundingRowsDataset(plan.train_samples, plan.builder, augment_ops=self._augment_ops,
                                          augment_prob=custom.augment_prob, seed=self.args.data_seed,
-                                         rows=plan.train_rows)
+                                         rows=plan.train_rows, world_size=self._job.world_size)
+            self._report_padding(train)
             val = (GroundingRowsDataset(plan.val_samples, plan.builder, rows=plan.val_rows)
                    if plan.val_samples else None)
             self._lazy_datasets = [d for d in (train, val) if d is not None]
@@ -72,8 +82,10 @@ class GroundingSft(SwiftSft):
             return train, val
         # ms-swift encodes these up front (packing): images as the project loader reads them. The health
         # check waits until that is done (see _encode_dataset).
-        train = HfDataset.from_list(arrow_rows(GroundingRowsDataset(plan.train_samples, plan.builder,
-                                                                    rows=plan.train_rows)))
+        rows = GroundingRowsDataset(plan.train_samples, plan.builder, rows=plan.train_rows,
+                                    world_size=self._job.world_size)
+        self._report_padding(rows)
+        train = HfDataset.from_list(arrow_rows(rows))
         val = (HfDataset.from_list(arrow_rows(GroundingRowsDataset(plan.val_samples, plan.builder,
                                                                    rows=plan.val_rows)))
                if plan.val_rows else None)
@@ -87,30 +99,46 @@ class GroundingSft(SwiftSft):
             self._check_health(train_dataset)
         return encoded
 
+    def _report_padding(self, train: GroundingRowsDataset) -> None:
+        if train.padding:
+            self._print(f"data: {len(train.samples)} training samples over {self._job.world_size} ranks: "
+                        f"{train.padding} of them are repeated each epoch so that every sample is trained")
+
+    def _print(self, message: str) -> None:
+        if self._job.is_main:
+            print(message, flush=True)
+
     def _check_health(self, rows) -> None:
+        """Rank 0 checks, every rank learns the verdict: a failure ends the job (JobFailed) on every rank."""
         limit = self._cfg.custom.health_check_samples
         if limit <= 0:
             return
-        failures = check_rows(rows, self.template.encode, self.template.tokenizer,
-                              merge_size=self.processor.image_processor.merge_size,
-                              emit_norm=self._cfg.custom.emit_norm,
-                              grounding=self._plan.builder.scheme.target != "summary", limit=limit)
-        if failures:
-            raise HealthCheckError(f"health check failed on {len(failures)} of the first {limit} samples:\n"
-                                   + format_failures(failures))
-        print(f"health check: the first {min(limit, len(rows))} samples encode as built (image tokens, "
-              f"labels, coordinates)", flush=True)
+        failure = None
+        if self._job.is_main:
+            failures = check_rows(rows, self.template.encode, self.template.tokenizer,
+                                  merge_size=self.processor.image_processor.merge_size,
+                                  emit_norm=self._cfg.custom.emit_norm,
+                                  grounding=self._plan.builder.scheme.target != "summary", limit=limit)
+            if failures:
+                failure = Failure(EXIT_HEALTH_CHECK, f"health check failed on {len(failures)} of the first "
+                                                     f"{limit} samples:\n" + format_failures(failures))
+        self._job.agree(failure)
+        self._print(f"health check: the first {min(limit, len(rows))} samples encode as built (image tokens, "
+                    f"labels, coordinates)")
 
     def train(self, trainer):
         if self._lazy_datasets:
-            trainer.add_callback(EpochToDatasets(self._lazy_datasets))
+            trainer.add_callback(EpochToDatasets(self._lazy_datasets, self._job.rank))
         if self.args.tuner_type == "lora":
             trainer.add_callback(AdapterCheckpointGuard(self.args.modules_to_save))
         return super().train(trainer)
 
 
-def run_training(sft_kwargs: dict[str, Any], cfg: ProjectConfig, plan: DataPlan, augment_ops: list) -> dict[str, Any]:
+def run_training(sft_kwargs: dict[str, Any], cfg: ProjectConfig, plan: DataPlan, augment_ops: list,
+                 job: Job) -> dict[str, Any]:
     """Build `SftArguments(**sft_kwargs)` and train; return ms-swift's result dict
-    (`last_model_checkpoint`, `best_model_checkpoint`, `global_step`, `log_history`, ...)."""
+    (`last_model_checkpoint`, `best_model_checkpoint`, `global_step`, `log_history`, ...).
+
+    Raises JobFailed (on every rank) when the health check fails."""
     args = SftArguments(**sft_kwargs)
-    return GroundingSft(args, cfg, plan, augment_ops).main()
+    return GroundingSft(args, cfg, plan, augment_ops, job).main()

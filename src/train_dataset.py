@@ -11,8 +11,12 @@ way, and ms-swift deep-copies PIL images it is given, which costs about 10 % of 
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,12 +30,18 @@ class GroundingRowsDataset:
     """A sequence of ms-swift rows built on demand from groups of records.
 
     The augmentation draw for group `i` depends only on (seed, epoch, i): reproducible for a seed,
-    new each epoch. `epoch` is set by the trainer callback in `src/pipeline.py`.
+    new each epoch, the same whatever the number of ranks. `epoch` is set by the trainer callback in
+    `src/pipeline.py`.
+
+    `world_size` > 1 pads the length up to a multiple of it, the extra positions repeating the first
+    samples: ms-swift's distributed sampler draws from `len // world_size * world_size` positions only,
+    so without padding the last `len % world_size` samples would never be trained. With padding every
+    sample is trained each epoch (fewer than `world_size` of them twice).
     """
 
     def __init__(self, samples: Sequence[tuple[Sequence[Record], dict[str, str]]], builder: BaseBuilder, *,
                  augment_ops: Sequence = (), augment_prob: float = 0.0, seed: int = 0,
-                 rows: Sequence[dict[str, Any]] | None = None):
+                 rows: Sequence[dict[str, Any]] | None = None, world_size: int = 1):
         # (records of one user turn, the builder's focus for this row), as BasePreprocessor.samples gives them
         self.samples = [(list(g), dict(focus)) for g, focus in samples]
         self.builder = builder
@@ -41,10 +51,18 @@ class GroundingRowsDataset:
         self.augment_prob = augment_prob
         self.seed = seed
         self.epoch = 0
+        self.world_size = max(1, world_size)
+        self.sample_log: SampleLog | None = None  # set when training starts (src/pipeline.py)
         self._plain: dict[str, bool] = {}
 
     def __len__(self) -> int:
-        return len(self.samples)
+        n = len(self.samples)
+        return -(-n // self.world_size) * self.world_size if n else 0
+
+    @property
+    def padding(self) -> int:
+        """Positions past the real samples (each repeats sample `position - len(samples)`)."""
+        return len(self) - len(self.samples)
 
     def _augmented(self, index: int, records: list[Record], images: list) -> tuple[list[Record], list]:
         from src.datasets.augment import augment  # only when augmenting
@@ -58,9 +76,17 @@ class GroundingRowsDataset:
             out_images.append(image)
         return out_records, out_images
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < len(self.samples):
-            raise IndexError(f"index {index} out of range for {len(self.samples)} rows")
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        if not 0 <= position < len(self):
+            raise IndexError(f"index {position} out of range for {len(self)} rows")
+        index = position % len(self.samples)
+        row = self.row(index)
+        if self.sample_log is not None:
+            self.sample_log.write(self.epoch, index, row)
+        return row
+
+    def row(self, index: int) -> dict[str, Any]:
+        """The ms-swift row of sample `index` (augmented when drawn so for the current epoch)."""
         records, focus = self.samples[index]
         if self.augment_ops and self.augment_prob > 0:
             records, images = self._augmented(index, records, [load_image(r.image) for r in records])
@@ -77,6 +103,35 @@ class GroundingRowsDataset:
         return self._plain[path]
 
 
+SAMPLE_LOG_ENV = "GROUNDING_SAMPLE_LOG"
+
+
+class SampleLog:
+    """Appends `{"rank", "epoch", "index", "answer_sha1"}` per training sample to
+    `<dir>/samples-rank<R>.jsonl`: which samples each rank trained on, and (through the answer's digest)
+    which augmentation draw each got. Turned on by the environment variable GROUNDING_SAMPLE_LOG=<dir>
+    (for debugging data order across ranks and resumes; also settable in a config's `env:`)."""
+
+    def __init__(self, directory: str | Path, rank: int):
+        self.path = Path(directory) / f"samples-rank{rank}.jsonl"
+        self.rank = rank
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_env(cls, rank: int) -> SampleLog | None:
+        """A log into $GROUNDING_SAMPLE_LOG, or None when the variable is unset."""
+        directory = os.environ.get(SAMPLE_LOG_ENV)
+        return cls(directory, rank) if directory else None
+
+    def write(self, epoch: int, index: int, row: dict[str, Any]) -> None:
+        """Append one line (opened per call: dataloader workers are separate processes)."""
+        answer = json.dumps(row.get("messages", [])[-1:], sort_keys=True, ensure_ascii=False)
+        line = {"rank": self.rank, "epoch": epoch, "index": index,
+                "answer_sha1": hashlib.sha1(answer.encode("utf-8")).hexdigest()}
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+
 def _png(image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -88,8 +143,8 @@ def arrow_rows(dataset: GroundingRowsDataset) -> list[dict[str, Any]]:
     ms-swift encodes up front (packing, the cache): a plain image keeps its path, any other image is
     stored as the project loader decoded it (PNG bytes), so the image rule holds there too."""
     out = []
-    for index in range(len(dataset)):
-        row = dataset[index]
+    for position in range(len(dataset)):  # padded positions too (see GroundingRowsDataset)
+        row = dataset.row(position % len(dataset.samples))
         row["images"] = [{"bytes": None, "path": im} if isinstance(im, str) else {"bytes": _png(im), "path": None}
                          for im in row["images"]]
         out.append(row)

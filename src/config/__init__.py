@@ -14,15 +14,23 @@ from .rules import check_rules
 from .schema import ProjectConfig, validate_config
 
 __all__ = [
-    "EXIT_CONFIG_ERROR", "ConfigError", "MergedConfig", "Origin", "ProjectConfig", "load_project_config",
+    "CPU_OVERLAY", "EXIT_CONFIG_ERROR", "ConfigError", "MergedConfig", "Origin", "ProjectConfig", "load_project_config",
     "to_sft_kwargs",
 ]
 
 
+CPU_OVERLAY = Path(__file__).resolve().parents[2] / "configs" / "cpu.yaml"
+
+
 def load_project_config(config: Path | str, base_config: Path | str | None = None, *,
-                        check_paths: bool = True) -> ProjectConfig:
-    """Load, merge, type-check and rule-check a config; raise ConfigError listing every problem."""
-    merged = load_merged_config(Path(config), Path(base_config) if base_config else None)
+                        check_paths: bool = True, on_cpu: bool = False) -> ProjectConfig:
+    """Load, merge, type-check and rule-check a config; raise ConfigError listing every problem.
+
+    `on_cpu` merges the keys of `configs/cpu.yaml` on top of the whole chain (`gpus=cpu`): float32, no
+    bf16/fp16, `use_cpu`, sdpa, packing off; `cfg.merged.overrides` lists what that changed.
+    """
+    merged = load_merged_config(Path(config), Path(base_config) if base_config else None,
+                                CPU_OVERLAY if on_cpu else None)
     cfg = validate_config(merged)
     check_rules(cfg, check_paths=check_paths)
     return cfg

@@ -20,10 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     get = sub.add_parser("get", help="print one resolved value (dotted key, e.g. training.output_dir)")
     get.add_argument("--config", required=True, type=Path)
     get.add_argument("--base_config", type=Path)
+    get.add_argument("--device", choices=["cpu", "auto"], default="auto",
+                     help="cpu: with configs/cpu.yaml's keys on top, as `python -m src.sft --device cpu` runs it")
     get.add_argument("key")
     args = parser.parse_args(argv)
     try:
-        cfg = load_project_config(args.config, args.base_config, check_paths=False)
+        cfg = load_project_config(args.config, args.base_config, check_paths=False, on_cpu=args.device == "cpu")
         value = cfg.merged.values
         for part in args.key.split("."):
             if not isinstance(value, dict) or part not in value:

@@ -6,6 +6,8 @@ Rules (also in openspec/specs/config/spec.md):
   that prints the chain.
 - Mappings merge key by key, at any depth; lists and scalars replace.
 - `--base_config` is merged under the whole chain.
+- An overlay (the CPU overrides of `configs/cpu.yaml` for `gpus=cpu`) is merged on top of the whole
+  chain: its own keys only, not its `extends`; every value it changes is recorded.
 - A file reached twice (two bases that extend the same file) is merged once, at its first place.
 - Path-valued keys are resolved against the directory of the file that declared them.
 - `data:` is another name for `custom:`, and `tuner.tuner_type` for `tuner.train_type`.
@@ -61,6 +63,25 @@ class MergedConfig:
     values: dict[str, Any] = field(default_factory=dict)
     origins: dict[str, Origin] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
+    overrides: list[Override] = field(default_factory=list)  # values an overlay changed, in its order
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """One value an overlay changed: the dotted key, its value before and after, and where the new one is set."""
+
+    key: str
+    before: Any
+    after: Any
+    origin: Origin
+
+    def reason(self) -> str:
+        """The comment on the overlay's line for this key (`# ...`), the overlay's own explanation; or ''."""
+        try:
+            line = self.origin.file.read_text(encoding="utf-8").splitlines()[(self.origin.line or 0) - 1]
+        except (OSError, IndexError):
+            return ""
+        return line.split("#", 1)[1].strip() if "#" in line else ""
 
 
 def _is_deepspeed_path(value: str) -> bool:
@@ -180,8 +201,34 @@ def _load_chain(path: Path, stack: tuple[Path, ...], merged: MergedConfig) -> No
     merged.files.append(path)
 
 
-def load_merged_config(config: Path, base_config: Path | None = None) -> MergedConfig:
-    """Merge `base_config` (if any), then `config` with its whole `extends` chain, into one mapping.
+def _leaf_values(values: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(values, dict) or not values:
+        return {prefix[:-1]: values} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        out.update(_leaf_values(value, f"{prefix}{key}."))
+    return out
+
+
+def _apply_overlay(merged: MergedConfig, overlay: Path) -> None:
+    path = overlay.resolve()
+    data, lines = read_yaml_mapping(path)
+    data.pop("extends", None)  # the overlay's own keys only: its bases are already under the chain
+    data = _normalise(data, lines, path)
+    _resolve_paths(data, path.parent)
+    before = _leaf_values(merged.values)
+    origins: dict[str, Origin] = {}
+    _flatten_origins(data, "", path, lines, origins)
+    _merge_into(merged, data, origins)
+    merged.files.append(path)
+    for key, value in _leaf_values(data).items():
+        if before.get(key, None) != value or key not in before:
+            merged.overrides.append(Override(key, before.get(key), value, origins[key]))
+
+
+def load_merged_config(config: Path, base_config: Path | None = None, overlay: Path | None = None) -> MergedConfig:
+    """Merge `base_config` (if any), then `config` with its whole `extends` chain, then `overlay`'s own
+    keys (if any) into one mapping; `overrides` lists each value the overlay changed.
 
     Raises ConfigError for a missing file, invalid YAML, a bad `extends` value or a cycle.
     """
@@ -189,4 +236,6 @@ def load_merged_config(config: Path, base_config: Path | None = None) -> MergedC
     if base_config is not None:
         _load_chain(Path(base_config), (), merged)
     _load_chain(Path(config), (), merged)
+    if overlay is not None:
+        _apply_overlay(merged, Path(overlay))
     return merged

@@ -27,6 +27,16 @@ def format_resolved(merged: MergedConfig) -> str:
     return "\n".join(f"{k} = {v}".ljust(width + 2) + f"# {o}" for k, v, o in rows)
 
 
+def format_overrides(overrides) -> str:
+    """One line per value an overlay changed: `key: before -> after   # file:line: reason`."""
+    rows = []
+    for o in overrides:
+        reason = o.reason()
+        rows.append(f"{o.key}: {json.dumps(o.before, ensure_ascii=False)} -> {json.dumps(o.after, ensure_ascii=False)}"
+                    f"   # {o.origin}{': ' + reason if reason else ''}")
+    return "\n".join(rows)
+
+
 def dump_resolved_yaml(merged: MergedConfig, path: Path) -> Path:
     """Write the merged config (no `extends`, absolute paths) to `path`; loading it alone gives the same run.
 
@@ -34,6 +44,9 @@ def dump_resolved_yaml(merged: MergedConfig, path: Path) -> Path:
     """
     header = "# Resolved config. Loading this file alone reproduces the run's arguments.\n# From:\n"
     header += "".join(f"#   {f}\n" for f in merged.files)
+    if merged.overrides:
+        header += "# CPU overrides (values the last file changed on top of the others):\n"
+        header += "".join(f"#   {line}\n" for line in format_overrides(merged.overrides).splitlines())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + yaml.safe_dump(merged.values, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return path

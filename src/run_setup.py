@@ -1,0 +1,178 @@
+"""Everything a training job does before ms-swift starts, done once per job however many processes it has.
+
+Every rank loads the config and the data (it trains on them); rank 0 alone decides how the run starts
+(resume / warm start), checks and prepares the run directory, writes the project's files there
+(`resolved_config.yaml`, `skipped_records.jsonl`, the warm-start merge `init_merged/`) and prints the
+reports. After each step the ranks agree (src/distributed.py): a failure on any rank is printed once and
+ends every rank with the same exit code, before anything trains.
+
+Several nodes: the run directory (`training.output_dir`), the data and the model must be at the same
+paths on every node, on a file system they share. Each rank checks that it sees the
+`resolved_config.yaml` rank 0 wrote; a node that does not is an error naming it, not a hang.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from src.config import EXIT_CONFIG_ERROR, ConfigError, ProjectConfig, to_sft_kwargs
+from src.config.report import dump_resolved_yaml, format_overrides, format_resolved
+from src.config.swift_fields import swift_defaults
+from src.data_plan import DataPlan, plan_data
+from src.datasets.loading import DataError, write_skipped
+from src.distributed import Failure, Job
+from src.offline import load_config_for_run
+from src.run_dir import guard_output_dir, resolve_resume
+from src.warm_start import StartPlan, merge_adapter, plan_start
+
+EXIT_FAILED = 1
+RESOLVED_CONFIG = "resolved_config.yaml"
+
+
+@dataclass(slots=True)
+class PreparedRun:
+    """A job ready to train: its config, ms-swift's arguments (start decided), the data, how it starts."""
+
+    cfg: ProjectConfig
+    kwargs: dict[str, Any]
+    plan: DataPlan
+    start: StartPlan
+
+    @property
+    def output_dir(self) -> Path:
+        """The run directory."""
+        return Path(self.kwargs["output_dir"])
+
+
+@dataclass(frozen=True, slots=True)
+class RunDecision:
+    """What rank 0 decided and every rank follows: the model, the checkpoint to resume, the config's digest."""
+
+    model: str | None
+    resume_from_checkpoint: str | None
+    resolved_sha1: str | None  # None for a dry run (nothing written)
+
+
+def _failure(err: BaseException) -> Failure:
+    """Exit 2 with the message for the errors a user fixes in config or data; 1 with the traceback otherwise."""
+    if isinstance(err, (ConfigError, DataError, ValueError)):
+        return Failure(EXIT_CONFIG_ERROR, str(err))
+    return Failure(EXIT_FAILED, "".join(traceback.format_exception(err)).rstrip())
+
+
+def _attempt(fn):
+    """(fn(), None), or (None, Failure) when it raised."""
+    try:
+        return fn(), None
+    except Exception as err:  # noqa: BLE001 - every failure is reported to the whole job, then re-raised as exit
+        return None, _failure(err)
+
+
+def _connect(job: Job, cfg: ProjectConfig | None, kwargs: dict[str, Any] | None) -> None:
+    import torch
+
+    from src.distributed import training_backend
+
+    timeout = int((kwargs or {}).get("ddp_timeout") or swift_defaults().get("ddp_timeout") or 1800)
+    backend = training_backend(kwargs, torch.cuda.is_available()) if kwargs else "gloo"
+    job.connect(backend=backend, timeout_s=timeout, deepspeed=bool(cfg and cfg.deepspeed.enabled))
+
+
+def _print_plan(cfg: ProjectConfig, kwargs: dict, plan: DataPlan, start: StartPlan, debug: bool) -> None:
+    print("== resolved config (value  # where it was set)")
+    print(format_resolved(cfg.merged))
+    if cfg.merged.overrides:
+        print("== CPU overrides (gpus=cpu / --device cpu): what configs/cpu.yaml changed, and why")
+        print(format_overrides(cfg.merged.overrides))
+    print("== ms-swift SftArguments")
+    for key in sorted(kwargs):
+        print(f"{key} = {kwargs[key]!r}")
+    print("== data")
+    print(plan.summary())
+    if debug and plan.train_rows:
+        print("== first training row")
+        print(json.dumps(plan.train_rows[0], indent=2, ensure_ascii=False))
+    for message in start.messages:
+        print(f"note: {message}")
+
+
+def _prepare_run_dir(cfg: ProjectConfig, kwargs: dict[str, Any], plan: DataPlan, *, debug: bool,
+                     dry_run: bool) -> tuple[RunDecision, StartPlan]:
+    """Rank 0's part: decide the start, print the plan, and (unless a dry run) guard and fill the run dir."""
+    output_dir = Path(kwargs["output_dir"])
+    resume = resolve_resume(output_dir, kwargs.get("resume_from_checkpoint"))
+    start = plan_start({**kwargs, "resume_from_checkpoint": resume}, cfg.run.init_from, output_dir, swift_defaults())
+    _print_plan(cfg, {**kwargs, "model": start.model, "resume_from_checkpoint": start.resume_from_checkpoint},
+                plan, start, debug)
+    if dry_run:
+        print("dry run: config and data are valid; nothing started", flush=True)
+        return RunDecision(start.model, start.resume_from_checkpoint, None), start
+    guard_output_dir(output_dir, overwrite=cfg.run.overwrite, resuming=bool(start.resume_from_checkpoint))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resolved = dump_resolved_yaml(cfg.merged, output_dir / RESOLVED_CONFIG)
+    print(f"resolved config saved: {resolved}")
+    skipped = write_skipped(plan.splits, output_dir / "skipped_records.jsonl")
+    if skipped:
+        print(f"skipped records listed in: {skipped}")
+    if start.merge_adapter:
+        merge_adapter(start.merge_adapter, Path(start.model))
+    sys.stdout.flush()  # before the other ranks go on: the reports come first in a shared log
+    return RunDecision(start.model, start.resume_from_checkpoint, _sha1(resolved)), start
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def _visibility_failure(output_dir: Path, expected_sha1: str, job: Job) -> Failure | None:
+    """None when this rank sees the resolved config rank 0 wrote into `output_dir`; else the failure."""
+    resolved = output_dir / RESOLVED_CONFIG
+    if resolved.is_file() and _sha1(resolved) == expected_sha1:
+        return None
+    seen = "does not exist" if not resolved.exists() else "holds another run's config"
+    return Failure(EXIT_CONFIG_ERROR,
+                   f"{job.describe()} cannot see the run directory rank 0 prepared: {resolved} {seen} there. "
+                   f"A job across nodes needs `training.output_dir`, the data and the model at the same paths "
+                   f"on a file system every node shares (NFS, Lustre, ...).")
+
+
+def prepare_run(config: Path, base_config: Path | None, *, on_cpu: bool, debug: bool, dry_run: bool,
+                job: Job) -> PreparedRun | None:
+    """Load, check and set up a run once for the whole job; None after a dry run.
+
+    Raises JobFailed (on every rank, after rank 0 printed the failures) when any step fails anywhere.
+    """
+    loaded, failure = _attempt(lambda: load_config_for_run(config, base_config, on_cpu=on_cpu))
+    cfg: ProjectConfig | None = loaded
+    kwargs = None
+    if cfg is not None:
+        kwargs, failure = _attempt(lambda: to_sft_kwargs(cfg))
+    if job.distributed:
+        _connect(job, cfg, kwargs)
+    job.agree(failure)
+    assert cfg is not None and kwargs is not None  # agree() raised otherwise
+
+    plan, failure = _attempt(lambda: plan_data(cfg))
+    job.agree(failure)
+
+    decision, failure, start = None, None, None
+    if job.is_main:
+        result, failure = _attempt(lambda: _prepare_run_dir(cfg, kwargs, plan, debug=debug, dry_run=dry_run))
+        if result is not None:
+            decision, start = result
+    job.agree(failure)
+    decision = job.share(decision)
+    if start is None:  # not rank 0: follow its decision
+        start = StartPlan(model=decision.model, resume_from_checkpoint=decision.resume_from_checkpoint)
+    if decision.resolved_sha1 is None:
+        return None
+    kwargs = {**kwargs, "model": decision.model, "resume_from_checkpoint": decision.resume_from_checkpoint}
+    if job.distributed:
+        job.agree(_visibility_failure(Path(kwargs["output_dir"]), decision.resolved_sha1, job))
+    return PreparedRun(cfg=cfg, kwargs=kwargs, plan=plan, start=start)

@@ -5,6 +5,7 @@ Imported only after the config and data are valid (it pulls in torch and transfo
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from transformers import TrainerCallback
 from src.checkpoint_guard import check_adapter_checkpoint
 from src.config import ProjectConfig
 from src.data_plan import DataPlan
+from src.datasets.builders import ROW_SOURCE_KEY
 from src.distributed import Failure, Job
 from src.health import check_rows, format_failures
 from src.train_dataset import GroundingRowsDataset, SampleLog, arrow_rows
@@ -54,6 +56,26 @@ class AdapterCheckpointGuard(TrainerCallback):
             raise RuntimeError("LoRA checkpoint guard: " + "; ".join(problems))
 
 
+def naming_the_record(encode):
+    """`encode` whose exceptions carry a note naming the record(s) the failing row was built from.
+
+    ms-swift encodes rows in the dataloader (lazy tokenisation); an image that passed the header check
+    but cannot be decoded fails there, on whichever rank drew it, with no word of which record it was.
+    """
+
+    @functools.wraps(encode)
+    def encode_naming_the_record(row, *args, **kwargs):
+        try:
+            return encode(row, *args, **kwargs)
+        except Exception as err:
+            images = [im for im in row.get("images", []) if isinstance(im, str)]
+            err.add_note(f"while encoding the sample built from {row.get(ROW_SOURCE_KEY, '?')}"
+                         + (f" (images: {', '.join(images)})" if images else ""))
+            raise
+
+    return encode_naming_the_record
+
+
 class GroundingSft(SwiftSft):
     """`SwiftSft` whose datasets come from the project's data plan instead of ms-swift's loaders.
 
@@ -63,13 +85,15 @@ class GroundingSft(SwiftSft):
     the verdict. Everything else (model, template, tuner, trainer, saving) is ms-swift's, unchanged.
     """
 
-    def __init__(self, args: SftArguments, cfg: ProjectConfig, plan: DataPlan, augment_ops: list, job: Job):
-        self._cfg, self._plan, self._augment_ops, self._job = cfg, plan, augment_ops, job
+    def __init__(self, args: SftArguments, cfg: ProjectConfig, plan: DataPlan, augment_ops: list,
+                 job: Job | None = None):
+        self._cfg, self._plan, self._augment_ops, self._job = cfg, plan, augment_ops, job or Job()
         self._lazy_datasets: list[GroundingRowsDataset] = []
         super().__init__(args)
 
     def _get_dataset(self):
         plan, custom = self._plan, self._cfg.custom
+        self.template.encode = naming_the_record(self.template.encode)
         if self.args.lazy_tokenize:
             train = GroundingRowsDataset(plan.train_samples, plan.builder, augment_ops=self._augment_ops,
                                          augment_prob=custom.augment_prob, seed=self.args.data_seed,

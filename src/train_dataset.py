@@ -106,6 +106,12 @@ class GroundingRowsDataset:
 SAMPLE_LOG_ENV = "GROUNDING_SAMPLE_LOG"
 
 
+def answer_digest(row: dict[str, Any]) -> str:
+    """SHA-1 of a row's last message (the answer): equal digests mean equal targets, augmentation included."""
+    answer = json.dumps(row.get("messages", [])[-1:], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha1(answer.encode("utf-8")).hexdigest()
+
+
 class SampleLog:
     """Appends `{"rank", "epoch", "index", "answer_sha1"}` per training sample to
     `<dir>/samples-rank<R>.jsonl`: which samples each rank trained on, and (through the answer's digest)
@@ -125,9 +131,7 @@ class SampleLog:
 
     def write(self, epoch: int, index: int, row: dict[str, Any]) -> None:
         """Append one line (opened per call: dataloader workers are separate processes)."""
-        answer = json.dumps(row.get("messages", [])[-1:], sort_keys=True, ensure_ascii=False)
-        line = {"rank": self.rank, "epoch": epoch, "index": index,
-                "answer_sha1": hashlib.sha1(answer.encode("utf-8")).hexdigest()}
+        line = {"rank": self.rank, "epoch": epoch, "index": index, "answer_sha1": answer_digest(row)}
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(line) + "\n")
 

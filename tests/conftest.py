@@ -21,3 +21,15 @@ def tree(tmp_path, data_dir):
     def make(body=None, **kwargs):
         return write_config_tree(tmp_path, body, data_dir=data_dir, **kwargs)
     return make
+
+
+@pytest.fixture(scope="session")
+def mp_workspace(tmp_path_factory) -> Path:
+    """A tiny Qwen3-VL and a synthetic data set (9 training records) shared by the multi-process tests."""
+    from src.datasets.synth import write_synthetic_dataset
+    from src.tiny_model import build_tiny_model
+
+    root = tmp_path_factory.mktemp("multiprocess")
+    build_tiny_model(root / "model")
+    write_synthetic_dataset(root / "data", n=11)
+    return root

@@ -12,16 +12,16 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from src.config import load_project_config
 from src.data_plan import data_seed, plan_data
 from src.datasets.augment import parse_augment_ops
 from src.train_dataset import GroundingRowsDataset, answer_digest
 from tests.support.multiprocess import (
-    REPO,
     free_port,
     launch,
     losses_by_step,
@@ -202,10 +202,10 @@ def test_warm_start_from_a_stage1_adapter_merges_once_under_two_processes(mp_wor
     proc = train_sh([f"config={stage2}", "gpus=cpu", "nproc=2", f"master_port={free_port()}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert proc.stdout.count("warm start: the adapter") == 1
-    assert proc.stdout.count("[rank1]") == 0 or "init_merged" not in "".join(
-        line for line in proc.stdout.splitlines() if line.startswith("[rank1]"))
+    assert proc.stdout.count("Successfully merged LoRA and saved in") == 1  # one merge for the whole job
     merged = tmp_path / "stage2" / "init_merged"
-    assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
+    base, warm = load_file(str(root / "model" / "model.safetensors")), load_file(str(merged / "model.safetensors"))
+    changed = {k for k in base if not torch.equal(base[k], warm[k])}
+    assert changed and all(".visual.merger." in k or ".visual.deepstack_merger_list." in k for k in changed)
     args = json.loads((tmp_path / "stage2" / "checkpoint-2" / "args.json").read_text())
-    assert args["model"] == str(merged)
-    assert REPO.is_dir()
+    assert args["model"] == str(merged)  # every rank trained on the merged weights

@@ -11,7 +11,7 @@ from src.datasets.augment import parse_augment_ops
 from src.datasets.builders import ROW_GEOMETRY_KEY, make_builder
 from src.datasets.contract import GroundingObject, Record, SourceRef, load_records
 from src.datasets.synth import write_synthetic_dataset
-from src.train_dataset import GroundingRowsDataset
+from src.train_dataset import SAMPLE_LOG_ENV, GroundingRowsDataset, SampleLog, answer_digest, arrow_rows
 
 BUILDER = make_builder(get_prompt_scheme("dense"), "norm1000", "reading")
 OPS = parse_augment_ops([{"op": "rotate", "p": 1.0, "max_degrees": 20}, {"op": "hflip", "p": 0.5}])
@@ -80,7 +80,6 @@ def test_summary_scheme_refuses_augmentation(tmp_path):
 def test_arrow_rows_keep_plain_paths_and_store_turned_images_upright(tmp_path):
     import io
 
-    from src.train_dataset import arrow_rows
 
     records = _records(tmp_path)
     image = Image.new("RGB", (40, 20), (250, 0, 0))
@@ -95,3 +94,27 @@ def test_arrow_rows_keep_plain_paths_and_store_turned_images_upright(tmp_path):
     assert rows[0]["images"] == [{"bytes": None, "path": records[0].image}]
     stored = rows[1]["images"][0]
     assert stored["path"] is None and Image.open(io.BytesIO(stored["bytes"])).size == (20, 40)
+
+
+def test_padding_to_the_world_size_repeats_the_first_samples(tmp_path):
+    records = _records(tmp_path)[:3]
+    dataset = GroundingRowsDataset([([r], {}) for r in records], BUILDER, world_size=2)
+    assert (len(dataset), dataset.padding) == (4, 1)
+    assert dataset[3]["messages"] == dataset[0]["messages"]
+    assert len(arrow_rows(dataset)) == 4  # the eagerly encoded path is padded the same way
+    alone = GroundingRowsDataset([([r], {}) for r in records], BUILDER)
+    assert (len(alone), alone.padding) == (3, 0)
+
+
+def test_the_sample_log_records_rank_epoch_index_and_the_draw(tmp_path, monkeypatch):
+    records = _records(tmp_path)
+    monkeypatch.setenv(SAMPLE_LOG_ENV, str(tmp_path / "log"))
+    dataset = GroundingRowsDataset([([r], {}) for r in records], BUILDER, augment_ops=OPS, augment_prob=1.0, seed=3)
+    dataset.sample_log = SampleLog.from_env(rank=1)
+    dataset.epoch = 2
+    row = dataset[1]
+    dataset.row(0)  # direct access (health check, ms-swift's first-sample print) is not training: not logged
+    lines = [json.loads(x) for x in (tmp_path / "log" / "samples-rank1.jsonl").read_text().splitlines()]
+    assert lines == [{"rank": 1, "epoch": 2, "index": 1, "answer_sha1": answer_digest(row)}]
+    dataset.epoch = 3
+    assert answer_digest(dataset.row(1)) != lines[0]["answer_sha1"]  # another epoch, another draw

@@ -1,7 +1,7 @@
 """scripts/train.sh: argument handling, the command it builds, exit codes and its log.
 
-GPUs are not available here, so multi-GPU and multi-node launches are checked with
-`print_only=true` (the decision and the exact command); CPU launches really run.
+GPUs are not available here, so GPU launches are checked with `print_only=true` (the decision and the
+exact command); CPU launches really run, one process here and several in tests/test_multiprocess.py.
 """
 
 from __future__ import annotations
@@ -64,8 +64,18 @@ def test_cpu_hides_gpus_and_passes_base_config_and_dry_run(config, tmp_path):
     proc = _run([f"config={config}", "gpus=cpu", "base_config=base.yaml", "dry_run=true", "print_only=true"],
                 cwd=tmp_path)
     command = _command_line(proc.stdout)
+    assert "CUDA_VISIBLE_DEVICES= " in command and "torch.distributed.run" not in command
+    assert f"--base_config {base} --dry-run --device cpu" in command
+
+
+def test_cpu_with_nproc_runs_torchrun_with_that_many_cpu_processes(config, tmp_path):
+    proc = _run([f"config={config}", "gpus=cpu", "nproc=3", "nnodes=2", "node_rank=1", "master_port=29611",
+                 "print_only=true"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    command = _command_line(proc.stdout)
     assert "CUDA_VISIBLE_DEVICES= " in command
-    assert f"--base_config {base} --dry-run" in command
+    assert "torch.distributed.run --nproc_per_node=3 --nnodes=2 --node_rank=1" in command
+    assert command.rstrip().endswith("--device cpu")
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -77,6 +87,9 @@ def test_cpu_hides_gpus_and_passes_base_config_and_dry_run(config, tmp_path):
     (["config=run.yaml", "gpus=0", "nnodes=two"], "nnodes must be a whole number"),
     (["config=run.yaml", "gpus=0", "nnodes=2", "node_rank=2"], "node_rank (2) must be below nnodes (2)"),
     (["config=run.yaml", "gpus=0", "colour=blue"], "unknown argument 'colour=blue'"),
+    (["config=run.yaml", "gpus=0,1", "nproc=4"], "nproc=4 is for gpus=cpu; with gpus=0,1 the number of GPUs listed"),
+    (["config=run.yaml", "gpus=cpu", "nproc=two"], "nproc must be a whole number"),
+    (["config=run.yaml", "gpus=cpu", "nproc=0"], "nproc must be at least 1"),
 ])
 def test_bad_arguments_exit_2_with_a_message(config, tmp_path, args, message):
     proc = _run(args, cwd=tmp_path)

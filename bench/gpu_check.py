@@ -2,8 +2,11 @@
 
 Runs a few bf16 steps of each recipe, without and with packing (when a flash-attention build is
 installed) and with ZeRO-2 (when deepspeed is installed), and prints samples/s, tokens/s and peak GPU
-memory for each, with the unpacked stage-2 run as the baseline ratio. Needs no weights and no network:
-`python bench/gpu_check.py [--work DIR] [--steps 10] [--size 2b]`. Budget: under 8 minutes on one H100.
+memory for each, with the unpacked stage-2 run as the baseline ratio. With several GPUs visible every
+run goes through torchrun across all of them (NCCL), and tokens/s and peak memory are printed per GPU
+(peak memory as the driver reports it, sampled with nvidia-smi, so it includes the CUDA context).
+Needs no weights and no network: `python bench/gpu_check.py [--work DIR] [--steps 10] [--size 2b]
+[--gpus N]`. Budget: under 8 minutes on one H100.
 `--size tiny` runs the same plumbing on CPU with the tiny model (no meaningful speed).
 """
 
@@ -12,8 +15,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -77,13 +82,59 @@ def write_config(work: Path, run: dict, steps: int, cpu: bool = False) -> Path:
     return path
 
 
-def measure(run_dir: Path, mean_tokens: float) -> dict:
-    """samples/s, tokens/s and peak memory from ms-swift's logging.jsonl."""
+def launcher(n_gpus: int, force_torchrun: bool = False) -> list[str]:
+    """The command prefix of one run: plain python on one GPU, torchrun across `n_gpus` otherwise
+    (DeepSpeed runs always go through torchrun)."""
+    if n_gpus <= 1 and not force_torchrun:
+        return [sys.executable]
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={max(1, n_gpus)}"]
+
+
+def measure(run_dir: Path, mean_tokens: float, n_gpus: int) -> dict:
+    """samples/s and tokens/s in all and per GPU, and rank 0's peak memory, from ms-swift's logging.jsonl
+    (its samples/s counts every rank's samples)."""
     rows = [json.loads(x) for x in (run_dir / "logging.jsonl").read_text().splitlines() if x.strip()]
     final = next((r for r in reversed(rows) if "train_samples_per_second" in r), {})
     memory = max((float(str(r.get("memory(GiB)", 0)).split()[0]) for r in rows if "memory(GiB)" in r), default=0)
     samples = float(final.get("train_samples_per_second", 0))
-    return {"samples_per_s": samples, "tokens_per_s": samples * mean_tokens, "peak_memory_gib": memory}
+    world = max(1, n_gpus)
+    return {"samples_per_s": samples, "tokens_per_s": samples * mean_tokens,
+            "tokens_per_s_per_gpu": samples * mean_tokens / world, "peak_memory_gib": memory}
+
+
+class GpuMemoryPeaks:
+    """Samples `nvidia-smi`'s used memory of every GPU while a run goes; `peaks` is GiB per GPU index."""
+
+    def __init__(self, interval_s: float = 0.5):
+        self.interval_s = interval_s
+        self.peaks: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self):
+        if shutil.which("nvidia-smi"):
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                index, used = (part.strip() for part in line.split(","))
+                self.peaks[int(index)] = max(self.peaks.get(int(index), 0.0), float(used) / 1024)
+
+
+def visible_gpus() -> int:
+    """Number of GPUs torch sees (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def main() -> None:
@@ -91,8 +142,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "output" / "gpu_check")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--size", default="2b", choices=["tiny", "2b", "4b"], help="tiny: a CPU smoke test")
+    parser.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: every visible one)")
     args = parser.parse_args()
     cpu = args.size == "tiny"
+    n_gpus = 0 if cpu else (args.gpus if args.gpus is not None else visible_gpus())
+    print(f"GPUs: {n_gpus} ({'torchrun across them, NCCL' if n_gpus > 1 else 'one process'})")
     work = args.work.resolve()
     if not (work / "model" / "tiny_model.json").is_file():
         subprocess.run([sys.executable, "-m", "src.tiny_model", "--out", str(work / "model"), "--size", args.size,
@@ -114,22 +168,26 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "src.datasets", "stats", "--config", str(config), "--out",
                             str(stats_dir), "--limit", "64"], cwd=REPO, check=True, capture_output=True)
         mean_tokens = json.loads((stats_dir / "stats.json").read_text())["token_length"]["mean"]
-        launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1"] if run.get("torchrun")
-                    else [sys.executable])
         started = time.monotonic()
-        proc = subprocess.run([*launcher, "-m", "src.sft", "--config", str(config)], cwd=REPO,
-                              capture_output=True, text=True)
+        with GpuMemoryPeaks() as peaks:
+            proc = subprocess.run([*launcher(n_gpus, bool(run.get("torchrun"))), "-m", "src.sft", "--config",
+                                   str(config)], cwd=REPO, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"FAILED {run['name']} (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
             continue
         results[run["name"]] = {**measure(Path(json.loads(config.read_text())["training"]["output_dir"]),
-                                          mean_tokens), "wall_s": time.monotonic() - started}
+                                          mean_tokens, n_gpus), "wall_s": time.monotonic() - started,
+                                "gpu_peaks_gib": dict(sorted(peaks.peaks.items()))}
     baseline = results.get("stage2 bf16", {}).get("tokens_per_s") or None
-    print(f"\n{'run':<24}{'samples/s':>10}{'tokens/s':>11}{'peak GiB':>10}{'wall s':>8}{'vs stage2':>11}")
+    print(f"\n{'run':<24}{'samples/s':>10}{'tokens/s':>11}{'tok/s/GPU':>11}{'peak GiB':>10}{'wall s':>8}"
+          f"{'vs stage2':>11}")
     for name, r in results.items():
         ratio = f"{r['tokens_per_s'] / baseline:.2f}x" if baseline else "-"
-        print(f"{name:<24}{r['samples_per_s']:>10.2f}{r['tokens_per_s']:>11.0f}{r['peak_memory_gib']:>10.1f}"
-              f"{r['wall_s']:>8.0f}{ratio:>11}")
+        print(f"{name:<24}{r['samples_per_s']:>10.2f}{r['tokens_per_s']:>11.0f}{r['tokens_per_s_per_gpu']:>11.0f}"
+              f"{r['peak_memory_gib']:>10.1f}{r['wall_s']:>8.0f}{ratio:>11}")
+        if r["gpu_peaks_gib"]:
+            peaks = ", ".join(f"GPU{i} {gib:.1f} GiB" for i, gib in r["gpu_peaks_gib"].items())
+            print(f"    peak per GPU (nvidia-smi): {peaks}")
 
 
 if __name__ == "__main__":

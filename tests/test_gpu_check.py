@@ -1,0 +1,28 @@
+"""bench/gpu_check.py's decisions that do not need a GPU: how a run is launched for N GPUs, and how the
+figures of a multi-GPU run are split per GPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("gpu_check", REPO / "bench" / "gpu_check.py")
+gpu_check = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gpu_check)
+
+
+def test_one_gpu_runs_one_process_and_several_run_torchrun_across_all():
+    assert gpu_check.launcher(1) == [sys.executable]
+    assert gpu_check.launcher(4) == [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=4"]
+    assert gpu_check.launcher(1, force_torchrun=True)[-1] == "--nproc_per_node=1"  # DeepSpeed on one GPU
+
+
+def test_figures_of_a_multi_gpu_run_are_split_per_gpu(tmp_path):
+    rows = [{"loss": 1.0, "memory(GiB)": "12.5"}, {"train_samples_per_second": 8.0}]
+    (tmp_path / "logging.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    figures = gpu_check.measure(tmp_path, mean_tokens=500.0, n_gpus=4)
+    assert figures == {"samples_per_s": 8.0, "tokens_per_s": 4000.0, "tokens_per_s_per_gpu": 1000.0,
+                       "peak_memory_gib": 12.5}

@@ -7,8 +7,11 @@ STAMP := $(VENV)/.installed
 OPENSPEC_DIR := $(VENV)/openspec
 OPENSPEC := $(OPENSPEC_DIR)/node_modules/.bin/openspec
 OPENSPEC_VERSION := 1.13.2
+# OpenSpec sends usage telemetry unless told not to: nothing the project runs reaches the network.
+export OPENSPEC_TELEMETRY := 0
+export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test lint clean-demo
+.PHONY: setup demo test
 
 setup: $(STAMP) $(OPENSPEC)
 

@@ -107,7 +107,6 @@ def _cocoeval(coco_dict: dict, dts: list[dict]) -> tuple[float, float, float]:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_ap_matches_pycocotools(seed):
-    pytest.importorskip("pycocotools")
     records, rows, coco, dts = _fixture(seed)
     metrics = evaluate(rows, records)
     for key, ref_input in (("class_agnostic", _one_class(coco, dts)), ("mean_over_descs", (coco, dts))):
@@ -251,3 +250,15 @@ def test_cli_writes_metrics(tmp_path: Path, capsys):
     printed = capsys.readouterr().out
     assert "class-agnostic" in printed and "no score" in printed
     assert main(["--pred", str(tmp_path / "missing.jsonl"), "--gt", str(gt)]) == 2
+
+
+def test_polygon_iou_of_partly_overlapping_quads_is_intersection_over_union():
+    from src.eval import polygon_iou
+
+    square = [0, 0, 10, 0, 10, 10, 0, 10]  # area 100
+    shifted = [5, 0, 15, 0, 15, 10, 5, 10]  # area 100, overlap 50: IoU 50 / 150
+    diamond = [10, 0, 15, 5, 10, 10, 5, 5]  # area 50, overlap 25 (its left half): IoU 25 / 125
+    iou = polygon_iou(np.array([square], dtype=float), np.array([shifted, diamond], dtype=float))
+    np.testing.assert_allclose(iou, [[1 / 3, 0.2]], atol=1e-12)
+    np.testing.assert_allclose(polygon_iou(np.array([diamond], dtype=float), np.array([square], dtype=float)),
+                               [[0.2]], atol=1e-12)  # symmetric: not intersection / area of either one

@@ -13,6 +13,7 @@ from src.datasets.contract import load_records
 from src.datasets.synth import write_synthetic_dataset
 from src.tiny_model import build_tiny_model
 
+pytestmark = pytest.mark.slow  # each test starts ms-swift's template in a subprocess
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -41,11 +42,12 @@ def test_render_writes_what_the_model_sees_and_the_augmented_records(config, tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     samples = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(samples) == 3
+    train_jsonl = (config.parent / "data" / "train.jsonl").resolve()
+    assert [s["source"] for s in samples] == [f"{train_jsonl}:{line}" for line in (1, 2, 3)]
     for sample in samples:
         assert sample["health_problems"] == []
         assert sample["input_text"].count("<|image_pad|>") == sum(sample["image_tokens"])
         assert sample["target_text"].startswith("[{") and sample["target_text"].rstrip().endswith("<|im_end|>")
-        assert sample["source"].endswith(".jsonl:" + sample["source"].rsplit(":", 1)[1])
     records, problems = load_records(tmp_path / "render.records.jsonl")
     assert problems == []  # augmented geometry stays inside the augmented image, sizes agree
     original, _ = load_records(config.parent / "data" / "train.jsonl")

@@ -43,6 +43,7 @@ def test_one_gpu_runs_one_process_with_that_gpu_visible(config, tmp_path):
 
 def test_several_gpus_use_torchrun_across_them(config, tmp_path):
     proc = _run([f"config={config}", "gpus=0,1,2,3", "print_only=true", "debug=true"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
     command = _command_line(proc.stdout)
     assert "torch.distributed.run --nproc_per_node=4 --nnodes=1 --node_rank=0" in command
     assert "CUDA_VISIBLE_DEVICES=0\\,1\\,2\\,3" in command
@@ -63,6 +64,7 @@ def test_cpu_hides_gpus_and_passes_base_config_and_dry_run(config, tmp_path):
     base.write_text("{}\n")
     proc = _run([f"config={config}", "gpus=cpu", "base_config=base.yaml", "dry_run=true", "print_only=true"],
                 cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
     command = _command_line(proc.stdout)
     assert "CUDA_VISIBLE_DEVICES= " in command and "torch.distributed.run" not in command
     assert f"--base_config {base} --dry-run --device cpu" in command

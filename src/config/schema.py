@@ -17,8 +17,6 @@ from .loader import MergedConfig, Origin
 from .swift_fields import sft_argument_fields
 from .types import checker_for, describe
 
-EmitNorm = Literal["none", "norm100", "norm1000"]
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CustomSection:
@@ -50,7 +48,7 @@ class DeepspeedSection:
     """`deepspeed:`: ZeRO for multi-GPU runs."""
 
     enabled: bool
-    config: str | None  # a preset (zero2, zero3, zero3_offload) or a json path
+    config: str | None  # a preset (rules.DEEPSPEED_PRESETS: zero0..zero3_offload) or a json path
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

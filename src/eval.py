@@ -3,9 +3,9 @@
 Predictions (the JSONL written by :mod:`src.infer`) are matched to ground-truth records by image
 path. Reported: COCO-style AP@[.5:.95], AP50 and AP75, class-agnostic (every description one
 class) and per description (category = ``desc``); precision, recall and F1 at IoU 0.5; the
-parse-failure rate. The AP procedure is COCOeval's (bbox, area range "all", maxDets=100, no crowd),
-re-implemented in numpy so that any IoU can be plugged in: box IoU for box pairs, polygon IoU
-(shapely) for any pair involving a quad.
+parse-failure rate. AP is pycocotools' own COCOeval (area range "all", maxDets=100, no crowd) with
+its IoU replaced (src/coco_ap.py): box IoU for box pairs, polygon IoU (shapely) for any pair
+involving a quad.
 
 Everything that bends the numbers is reported, not hidden: GT records without a prediction line
 (counted as parse failures with no objects), prediction lines for unknown images, objects without
@@ -20,24 +20,21 @@ import math
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from src.coco_ap import ap_summary, coco_precision
 from src.datasets.contract import Record, load_records
 from src.datasets.geometry import box_iou_xyxy, quad8_to_xyxy, xyxy_to_quad8
 
 __all__ = [
-    "IOU_THRESHOLDS",
     "IOU_TYPES",
-    "RECALL_THRESHOLDS",
     "Obj",
-    "accumulate_ap",
     "evaluate",
-    "evaluate_image",
     "format_table",
     "main",
     "match_greedy",
@@ -48,9 +45,6 @@ __all__ = [
     "read_predictions",
 ]
 
-# Exactly COCOeval's parameters (same linspace calls, so the same floats).
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
-RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 MAX_DETS = 100
 IOU_TYPES = ("auto", "bbox", "polygon")
 _POINTS_LEN = {"bbox_2d": 4, "quad": 8}
@@ -64,9 +58,6 @@ class Obj:
     points: tuple[float, ...]
     desc: str
     score: float = 1.0
-
-
-IouFn = Callable[[Sequence[Obj], Sequence[Obj]], np.ndarray]
 
 
 # ---------------------------------------------------------------------------- IoU
@@ -163,78 +154,6 @@ def match_greedy(ious: np.ndarray, scores: np.ndarray, iou_thr: float = 0.5) -> 
     return det_to_gt, gt_to_det
 
 
-@dataclass(frozen=True, slots=True)
-class ImageEval:
-    """One image and category as COCOeval.evaluateImg leaves it: score-sorted, truncated detections."""
-
-    scores: np.ndarray
-    """``(D,)`` detection scores, descending."""
-    matched: np.ndarray
-    """``(T, D)`` bool: detection matched a GT at IoU threshold t."""
-    n_gt: int
-
-
-def evaluate_image(ious: np.ndarray, scores: np.ndarray, n_gt: int, max_det: int = MAX_DETS,
-                   iou_thresholds: np.ndarray = IOU_THRESHOLDS) -> ImageEval | None:
-    """Match one image's detections (``ious`` is ``(D, G)``) at every threshold, like COCOeval.evaluateImg.
-
-    Only the ``max_det`` best-scored detections take part. ``None`` when there is neither a
-    detection nor a GT (COCOeval skips such images).
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    if len(scores) == 0 and n_gt == 0:
-        return None
-    order = np.argsort(-scores, kind="mergesort")[:max_det]
-    ious = np.asarray(ious, dtype=np.float64).reshape(len(scores), n_gt)[order]
-    kept = scores[order]
-    matched = np.zeros((len(iou_thresholds), len(order)), dtype=bool)
-    for t, thr in enumerate(iou_thresholds):
-        # Already sorted, so match_greedy's own stable sort keeps this order.
-        matched[t] = match_greedy(ious, kept, thr)[0] >= 0
-    return ImageEval(scores=kept, matched=matched, n_gt=n_gt)
-
-
-def accumulate_ap(images: Sequence[ImageEval | None], iou_thresholds: np.ndarray = IOU_THRESHOLDS,
-                  recall_thresholds: np.ndarray = RECALL_THRESHOLDS) -> np.ndarray | None:
-    """COCOeval.accumulate for one category: precision ``(T, R)`` at each IoU and recall threshold.
-
-    Detections of all images are ranked together by score (stable, in image order); precision
-    is made monotone and read at the 101 recall thresholds (0 beyond the highest recall reached).
-    ``None`` when the category has no GT at all (COCO's -1).
-    """
-    evals = [e for e in images if e is not None]
-    n_gt = sum(e.n_gt for e in evals)
-    if not evals or n_gt == 0:
-        return None
-    scores = np.concatenate([e.scores for e in evals])
-    order = np.argsort(-scores, kind="mergesort")
-    matched = np.concatenate([e.matched for e in evals], axis=1)[:, order]
-    tp_sum = np.cumsum(matched, axis=1, dtype=np.float64)
-    fp_sum = np.cumsum(~matched, axis=1, dtype=np.float64)
-    precision = np.zeros((len(iou_thresholds), len(recall_thresholds)))
-    for t in range(len(iou_thresholds)):
-        tp, fp = tp_sum[t], fp_sum[t]
-        recall = tp / n_gt
-        prec = tp / (fp + tp + np.spacing(1))
-        # Precision envelope: the best precision at this recall or any higher one.
-        prec = np.maximum.accumulate(prec[::-1])[::-1]
-        idx = np.searchsorted(recall, recall_thresholds, side="left")
-        valid = idx < len(prec)
-        precision[t, valid] = prec[idx[valid]]
-    return precision
-
-
-def _ap_summary(precision: np.ndarray | None) -> dict[str, float | None]:
-    if precision is None:
-        return {"AP": None, "AP50": None, "AP75": None}
-    return {"AP": float(precision.mean()), "AP50": float(precision[0].mean()), "AP75": float(precision[5].mean())}
-
-
-def _mean_ap(precisions: list[np.ndarray]) -> dict[str, float | None]:
-    # COCO's summary averages every valid (T, R, K) precision entry, i.e. over categories too.
-    return _ap_summary(np.stack(precisions, axis=-1).mean(axis=-1) if precisions else None)
-
-
 def _prf(tp: int, n_pred: int, n_gt: int) -> dict[str, float | int | None]:
     precision = tp / n_pred if n_pred else None
     recall = tp / n_gt if n_gt else None
@@ -308,6 +227,23 @@ def prediction_objects(row: dict | None) -> tuple[list[Obj], int, int]:
     return objs, invalid, no_score
 
 
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    """An object of one evaluated image, by position: its IoUs are looked up, not computed again."""
+
+    image: int
+    index: int
+    obj: Obj
+
+
+def _xyxy(ref: _Ref) -> np.ndarray:
+    return _as_boxes([ref.obj])[0]
+
+
+def _score(ref: _Ref) -> float:
+    return ref.obj.score
+
+
 def _gt_objects(record: Record) -> list[Obj]:
     return [Obj(o.kind, tuple(o.points), o.desc) for o in record.objects]
 
@@ -316,7 +252,7 @@ def _gt_objects(record: Record) -> list[Obj]:
 
 
 def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "auto",
-             max_dets: int = MAX_DETS, iou_fn: IouFn | None = None) -> dict:
+             max_dets: int = MAX_DETS) -> dict:
     """All metrics for predictions against GT records, as a JSON-ready dict (pure: no I/O).
 
     Keys: ``n_records``, ``parse_failures`` / ``parse_failure_rate`` (a record fails when its row
@@ -325,14 +261,15 @@ def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "a
     (AP, AP50, AP75 as COCOeval computes them with one class / one class per desc; precision,
     recall, F1 at IoU 0.5 with greedy score-ordered matching, labels ignored / required to be equal),
     ``per_desc`` (the same per GT description), ``pred_descs_not_in_gt`` and ``per_record``.
-    An undefined metric (e.g. AP without any GT object) is ``None``. ``iou_fn`` replaces
-    :func:`pairwise_iou` when given.
+    An undefined metric (e.g. AP without any GT object) is ``None``.
     """
-    iou = iou_fn or (lambda d, g: pairwise_iou(d, g, iou_type))
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+
     paired, unpaired = pair_predictions(pred_rows, gt_records)
     descs = sorted({o.desc for rec in gt_records for o in rec.objects})
-    agnostic_images: list[ImageEval | None] = []
-    per_desc_images: dict[str, list[ImageEval | None]] = {d: [] for d in descs}
+    images: list[tuple[list[_Ref], list[_Ref]]] = []
+    ious_by_image: list[np.ndarray] = []
     tp_any = tp_label = 0
     desc_counts: dict[str, Counter] = {d: Counter() for d in descs}
     foreign: Counter = Counter()
@@ -351,9 +288,11 @@ def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "a
         n_pred_total += len(dets)
         n_gt_total += len(gts)
         over_max += len(dets) > max_dets
-        ious = np.asarray(iou(dets, gts), dtype=np.float64).reshape(len(dets), len(gts))
+        ious = np.asarray(pairwise_iou(dets, gts, iou_type), dtype=np.float64).reshape(len(dets), len(gts))
         scores = np.array([d.score for d in dets], dtype=np.float64)
-        agnostic_images.append(evaluate_image(ious, scores, len(gts), max_dets))
+        image = len(images)
+        images.append(([_Ref(image, i, d) for i, d in enumerate(dets)], [_Ref(image, j, g) for j, g in enumerate(gts)]))
+        ious_by_image.append(ious)
         det_to_gt, _ = match_greedy(ious, scores, 0.5)
         tp = int((det_to_gt >= 0).sum())
         tp_any += tp
@@ -367,19 +306,26 @@ def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "a
             rec_tp_label += n_tp
             if desc in desc_counts:
                 desc_counts[desc].update(tp=n_tp, pred=len(di), gt=len(gi))
-                per_desc_images[desc].append(evaluate_image(sub, scores[di], len(gi), max_dets))
             else:
                 foreign[desc] += len(di)
         tp_label += rec_tp_label
         per_record.append({"source": source, "image": rec.image, "parse_error": parse_error, "n_gt": len(gts),
                            "n_pred": len(dets), "tp": tp, "fp": len(dets) - tp, "fn": len(gts) - tp,
                            "tp_label": rec_tp_label, "invalid_objects": invalid})
-    desc_precisions = {d: accumulate_ap(per_desc_images[d]) for d in descs}
+    def known_iou(dets: Sequence[_Ref], gts: Sequence[_Ref]) -> np.ndarray:  # computed once above, per image
+        if not dets or not gts:
+            return np.zeros((len(dets), len(gts)))
+        return ious_by_image[dets[0].image][np.ix_([d.index for d in dets], [g.index for g in gts])]
+
+    agnostic = coco_precision(images, lambda r: 1, 1, _xyxy, _score, known_iou, max_dets)
+    desc_ids = {d: k for k, d in enumerate(descs, start=1)}
+    by_desc = coco_precision(images, lambda r: desc_ids.get(r.obj.desc), len(descs), _xyxy, _score, known_iou,
+                             max_dets)
     n = len(gt_records)
     return {
         "n_records": n,
         "n_pred_rows": len(pred_rows),
-        "iou_type": "custom" if iou_fn else iou_type,
+        "iou_type": iou_type,
         "max_dets": max_dets,
         "parse_failures": failures,
         "parse_failure_rate": failures / n if n else None,
@@ -390,11 +336,10 @@ def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "a
         "invalid_pred_objects": invalid_total,
         "scores_missing": no_score_total,
         "images_over_max_dets": over_max,
-        "class_agnostic": {**_ap_summary(accumulate_ap(agnostic_images)), **_prf(tp_any, n_pred_total, n_gt_total)},
-        "mean_over_descs": {**_mean_ap([p for p in desc_precisions.values() if p is not None]),
-                            **_prf(tp_label, n_pred_total, n_gt_total)},
+        "class_agnostic": {**ap_summary(agnostic), **_prf(tp_any, n_pred_total, n_gt_total)},
+        "mean_over_descs": {**ap_summary(by_desc), **_prf(tp_label, n_pred_total, n_gt_total)},
         "per_desc": {d: {"n_gt": desc_counts[d]["gt"], "n_pred": desc_counts[d]["pred"],
-                         **_ap_summary(desc_precisions[d]),
+                         **ap_summary(by_desc[:, :, desc_ids[d] - 1]),
                          **_prf(desc_counts[d]["tp"], desc_counts[d]["pred"], desc_counts[d]["gt"])}
                      for d in descs},
         "pred_descs_not_in_gt": dict(foreign.most_common()),

@@ -1,4 +1,4 @@
-"""The pure translation of a validated ProjectConfig into `SftArguments` keyword arguments."""
+"""The translation of a validated ProjectConfig into `SftArguments` keyword arguments."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from .schema import ProjectConfig
 
 
 def to_sft_kwargs(cfg: ProjectConfig) -> dict[str, Any]:
-    """Keyword arguments for ms-swift's `SftArguments`, derived only from `cfg`.
+    """Keyword arguments for ms-swift's `SftArguments`, derived from `cfg` (and, for a cached dataset,
+    from whether the cache holds a `val` split: the one look at the disk).
 
     `tuner.train_type` is already `tuner_type`; the data keys become `dataset`/`val_dataset`
     (the project loads them itself, see src/sft.py); `deepspeed.*` becomes `deepspeed`;

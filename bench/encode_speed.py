@@ -13,13 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from src.config.offline import apply_offline_env
 from src.config.prompts import get_prompt_scheme
 from src.datasets.builders import make_builder
 from src.datasets.contract import load_records
+from src.datasets.rows import GroundingRowsDataset
 from src.datasets.synth import write_synthetic_dataset
-from src.offline import apply_offline_env
 from src.tiny_model import build_tiny_model
-from src.train_dataset import GroundingRowsDataset
 
 
 def rate(fn, n: int, repeats: int) -> float:
@@ -49,7 +49,7 @@ def main() -> None:
         template = get_template(get_processor(str(model), model_type="qwen3_vl"), template_type="qwen3_vl")
         template.set_mode("train")
         builder = make_builder(get_prompt_scheme("dense"), "norm1000", "reading")
-        built = [builder.build([r]) for r in records]  # as src/data_plan.py does before training
+        built = [builder.build([r]) for r in records]  # as src/datasets/plan.py does before training
         ours = GroundingRowsDataset([([r], {}) for r in records], builder, rows=built)
         plain_rows = [{"messages": row["messages"], "images": row["images"]} for row in built]
         n = len(records)

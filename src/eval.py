@@ -4,7 +4,7 @@ Predictions (the JSONL written by :mod:`src.infer`) are matched to ground-truth 
 path. Reported: COCO-style AP@[.5:.95], AP50 and AP75, class-agnostic (every description one
 class) and per description (category = ``desc``); precision, recall and F1 at IoU 0.5; the
 parse-failure rate. AP is pycocotools' own COCOeval (area range "all", maxDets=100, no crowd) with
-its IoU replaced (src/coco_ap.py): box IoU for box pairs, polygon IoU (shapely) for any pair
+its IoU replaced (src/evaluation/coco_ap.py): box IoU for box pairs, polygon IoU (shapely) for any pair
 involving a quad.
 
 Everything that bends the numbers is reported, not hidden: GT records without a prediction line
@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from src.coco_ap import ap_summary, coco_precision
 from src.datasets.contract import Record, load_records
 from src.datasets.geometry import box_iou_xyxy, quad8_to_xyxy, xyxy_to_quad8
+from src.evaluation.coco_ap import ap_summary, coco_precision
 
 __all__ = [
     "IOU_TYPES",

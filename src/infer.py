@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from src.config import EXIT_CONFIG_ERROR, ConfigError
-from src.data_plan import make_preprocessor
+from src.config.offline import load_config_for_run
+from src.datasets.answer import parse_answer
 from src.datasets.geometry import norm_to_pixel
 from src.datasets.loading import DataError, load_split
-from src.offline import load_config_for_run
-from src.parsing import parse_answer
-from src.scoring import object_scores, response_token_logprobs
+from src.datasets.plan import make_preprocessor
+from src.inference.scoring import object_scores, response_token_logprobs
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

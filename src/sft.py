@@ -1,6 +1,6 @@
 """Training entry: `python -m src.sft --config CFG [--base_config BASE] [--device cpu] [--debug] [--dry-run]`.
 
-parse -> set-up once per job (config, data, run directory: src/run_setup.py) -> ms-swift SwiftSft -> report.
+parse -> set-up once per job (config, data, run directory: src/training/setup.py) -> ms-swift SwiftSft -> report.
 Runs as one process or as each process of a torchrun job (scripts/train.sh starts either).
 Exit codes: 0 done, 2 bad config or data (nothing started), other: training failed.
 """
@@ -12,8 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from src.distributed import Job, JobFailed, job_from_env
-from src.run_setup import prepare_run
+from src.training.distributed import Job, JobFailed, job_from_env
+from src.training.setup import prepare_run
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,12 +31,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _train(run, job: Job) -> None:
     from src.datasets.augment import parse_augment_ops
-    from src.pipeline import run_training  # heavy: torch, transformers, ms-swift
+    from src.training.pipeline import run_training  # heavy: torch, transformers, ms-swift
 
     result = run_training(run.kwargs, run.cfg, run.plan, parse_augment_ops(run.cfg.custom.augment), job)
     if not job.is_main:
         return
-    from src.curves import plot_loss_curves
+    from src.training.curves import plot_loss_curves
 
     curves = plot_loss_curves(run.output_dir / "logging.jsonl", run.output_dir / "loss_curves.png")
     print(f"last checkpoint: {result.get('last_model_checkpoint')}")

@@ -7,17 +7,10 @@ import json
 import pytest
 
 from src.config.prompts import PROMPT_SCHEMES, get_prompt_scheme
-from src.datasets.builders import (
-    ROW_GEOMETRY_KEY,
-    ROW_SOURCE_KEY,
-    BasePreprocessor,
-    GroundingBuilder,
-    SummaryBuilder,
-    group_records,
-    make_builder,
-    order_objects,
-)
+from src.datasets.answer import order_objects
+from src.datasets.builders import ROW_GEOMETRY_KEY, ROW_SOURCE_KEY, GroundingBuilder, SummaryBuilder, make_builder
 from src.datasets.contract import GroundingObject, Record, SourceRef
+from src.datasets.preprocessors import GroupingPreprocessor, group_records
 
 
 def _record(objects, width=200, height=100, line=1, summary=None):
@@ -31,7 +24,7 @@ DENSE = get_prompt_scheme("dense")
 
 def test_box_answer_is_native_qwen3vl_json_in_norm1000():
     record = _record([("bbox_2d", (20, 10, 120, 60), "red circle")])
-    answer = GroundingBuilder(DENSE, "norm1000", "reading").answer([record])
+    answer = GroundingBuilder(DENSE, emit_norm="norm1000", object_order="reading").answer([record])
     assert answer == '[{"bbox_2d": [100, 100, 600, 600], "label": "red circle"}]'
 
 
@@ -42,13 +35,13 @@ def test_box_answer_is_native_qwen3vl_json_in_norm1000():
 ])
 def test_emit_norm_selects_the_coordinate_space(norm, expected):
     record = _record([("bbox_2d", (20.6, 10, 120, 60), "x")])
-    answer = json.loads(GroundingBuilder(DENSE, norm, "reading").answer([record]))
+    answer = json.loads(GroundingBuilder(DENSE, emit_norm=norm, object_order="reading").answer([record]))
     assert answer[0]["bbox_2d"] == expected
 
 
 def test_quad_answer_keeps_eight_coordinates():
     record = _record([("quad", (20, 10, 120, 10, 120, 60, 20, 60), "tag")])
-    answer = json.loads(GroundingBuilder(DENSE, "norm1000", "reading").answer([record]))
+    answer = json.loads(GroundingBuilder(DENSE, emit_norm="norm1000", object_order="reading").answer([record]))
     assert answer == [{"quad": [100, 100, 600, 100, 600, 600, 100, 600], "label": "tag"}]
 
 
@@ -64,7 +57,7 @@ def test_reading_order_is_top_then_left_and_given_order_is_kept():
 
 def test_row_has_system_user_assistant_images_geometry_and_source():
     record = _record([("bbox_2d", (20, 10, 120, 60), "red circle")], line=7)
-    row = GroundingBuilder(DENSE, "norm1000", "reading").build([record])
+    row = GroundingBuilder(DENSE, emit_norm="norm1000", object_order="reading").build([record])
     roles = [m["role"] for m in row["messages"]]
     assert roles == ["system", "user", "assistant"]
     assert row["messages"][1]["content"].startswith("<image>") and row["messages"][1]["content"].count("<image>") == 1
@@ -72,14 +65,15 @@ def test_row_has_system_user_assistant_images_geometry_and_source():
     assert row[ROW_SOURCE_KEY] == "/data/train.jsonl:7"
     geometry = json.loads(row[ROW_GEOMETRY_KEY])
     assert geometry[0]["objects"][0] == {"kind": "bbox_2d", "points": [20, 10, 120, 60], "desc": "red circle"}
-    inference_row = GroundingBuilder(DENSE, "norm1000", "reading").build([record], with_answer=False)
+    builder = GroundingBuilder(DENSE, emit_norm="norm1000", object_order="reading")
+    inference_row = builder.build([record], with_answer=False)
     assert [m["role"] for m in inference_row["messages"]] == ["system", "user"]
 
 
 def test_grouped_records_say_which_image_each_object_is_on():
     first = _record([("bbox_2d", (20, 10, 120, 60), "a")], line=1)
     second = _record([("bbox_2d", (0, 0, 100, 50), "b")], line=2)
-    row = GroundingBuilder(DENSE, "norm1000", "reading").build([first, second])
+    row = GroundingBuilder(DENSE, emit_norm="norm1000", object_order="reading").build([first, second])
     assert row["messages"][1]["content"].count("<image>") == 2
     assert [e["image"] for e in json.loads(row["messages"][2]["content"])] == [1, 2]
 
@@ -98,7 +92,7 @@ def test_grouping_is_deterministic_per_seed_and_loses_nothing():
 
 def test_preprocessor_builds_one_row_per_group():
     records = [_record([("bbox_2d", (0, 0, 10, 10), "x")], line=i) for i in range(1, 6)]
-    rows = BasePreprocessor(builder=make_builder(DENSE, "norm1000", "reading"), images_per_user_turn=2, seed=1)(records)
+    rows = GroupingPreprocessor(make_builder(DENSE, "norm1000", "reading"), images_per_user_turn=2, seed=1)(records)
     assert len(rows) == 3
     assert sum(len(r["images"]) for r in rows) == 5
 
@@ -129,7 +123,7 @@ def test_grounding_scheme_asks_about_each_description_once():
     answer = json.loads(row["messages"][2]["content"])
     assert [e["label"] for e in answer] == ["red circle", "red circle"]
     assert len(json.loads(row[ROW_GEOMETRY_KEY])[0]["objects"]) == 2  # the checks see the same objects
-    rows = BasePreprocessor(builder=builder, images_per_user_turn=1, seed=0)([record, _record([], line=2)])
+    rows = GroupingPreprocessor(builder, images_per_user_turn=1, seed=0)([record, _record([], line=2)])
     assert len(rows) == 2  # one per description; a record without objects has nothing to ask
     with pytest.raises(ValueError, match="one description"):
         builder.build([record])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from safetensors.torch import save_file
 
-from src.checkpoint_guard import check_adapter_checkpoint, unexpected_adapter_keys
+from src.training.checkpoint_guard import check_adapter_checkpoint, unexpected_adapter_keys
 
 SAVED = ["merger", "deepstack_merger_list.0"]
 

@@ -82,7 +82,7 @@ BAD_INPUTS = [
                  {}, "base.yaml", id="emit-norm"),
     pytest.param("data:\n  bad_records: ignore\n", ["{config}:3: `custom.bad_records` = 'ignore'", "'error', 'skip'"],
                  {}, "base.yaml", id="bad-records-policy"),
-    pytest.param("prompts:\n  scheme: chat\n", ["`prompts.scheme` = 'chat'", "'dense', 'grounding', 'summary'"],
+    pytest.param("prompts:\n  scheme: chat\n", ["`prompts.scheme` = 'chat'", "valid: dense, grounding, summary"],
                  {}, "base.yaml", id="prompt-scheme"),
     pytest.param("custom:\n  train_jsonl: null\n",
                  ["{config}:3: `custom.train_jsonl` is required and has no value: set it in your config"],

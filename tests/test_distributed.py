@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from src.distributed import Failure, Job, JobFailed, job_from_env, training_backend
+from src.training.distributed import Failure, Job, JobFailed, job_from_env, training_backend
 
 
 def test_torchrun_variables_give_the_place_in_the_job():

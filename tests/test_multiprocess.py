@@ -18,9 +18,9 @@ import torch
 from safetensors.torch import load_file
 
 from src.config import load_project_config
-from src.data_plan import data_seed, plan_data
 from src.datasets.augment import parse_augment_ops
-from src.train_dataset import GroundingRowsDataset, answer_digest
+from src.datasets.plan import data_seed, plan_data
+from src.datasets.rows import GroundingRowsDataset, answer_digest
 from tests.support.multiprocess import (
     free_port,
     launch,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from src.parsing import detect_format, parse_answer
+from src.datasets.answer import detect_format, parse_answer
 
 BOX = '{"bbox_2d": [10, 20, 30, 40], "label": "red circle"}'
 QUAD = '{"quad": [1, 2, 9, 2, 9, 8, 1, 8], "label": "text: AB"}'

@@ -8,7 +8,7 @@ from src.datasets.builders import ROW_SOURCE_KEY
 
 
 def test_an_encoding_failure_names_the_record_and_its_image():
-    from src.pipeline import naming_the_record
+    from src.training.pipeline import naming_the_record
 
     def encode(row, return_length=False):
         raise OSError("image file is truncated")

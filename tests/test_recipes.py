@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from src.config import load_project_config, to_sft_kwargs
-from src.data_plan import plan_data
+from src.config.offline import apply_offline_env
+from src.datasets.plan import plan_data
 from src.datasets.synth import write_synthetic_dataset
-from src.offline import apply_offline_env
 from src.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def workspace(tmp_path_factory):
 def train(workspace: Path, name: str, recipe: str, extra: str = ""):
     from swift import SftArguments
 
-    from src.pipeline import GroundingSft
+    from src.training.pipeline import GroundingSft
 
     config = workspace / f"{name}.yaml"
     config.write_text(
@@ -149,7 +149,7 @@ def test_resume_pointing_at_another_recipe_becomes_a_warm_start(workspace, capsy
 def test_eager_encoding_path_trains(workspace):
     """`lazy_tokenize: false` (the path packing takes on a GPU): rows go in as a datasets.Dataset that
     ms-swift encodes up front with forked workers, so this runs in a fresh process (a fork of this one,
-    which has run torch ops, would deadlock in OpenMP, exactly what src/pipeline.py orders around)."""
+    which has run torch ops, would deadlock in OpenMP, exactly what src/training/pipeline.py orders around)."""
     import subprocess
     import sys
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from src.config import ConfigError
-from src.run_dir import complete_checkpoints, guard_output_dir, resolve_resume
+from src.training.run_dir import complete_checkpoints, guard_output_dir, resolve_resume
 
 
 def _checkpoint(root, step, complete=True):

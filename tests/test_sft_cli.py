@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from src.config import ConfigError
-from src.run_dir import guard_output_dir, resolve_resume
+from src.training.run_dir import guard_output_dir, resolve_resume
 from tests.config_helpers import REPO, write_yaml
 
 WRAPPER = """\

@@ -37,7 +37,7 @@ def test_known_fields_and_their_annotations():
 
 @pytest.fixture(scope="module")
 def swift_sft_arguments():
-    from src.offline import apply_offline_env
+    from src.config.offline import apply_offline_env
 
     apply_offline_env()
     from swift.arguments import SftArguments

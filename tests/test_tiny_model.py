@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from src.offline import apply_offline_env
+from src.config.offline import apply_offline_env
 
 apply_offline_env()  # before transformers/huggingface_hub are imported: they read these at import time
 
@@ -21,7 +21,7 @@ from transformers import (
 )
 
 from src.tiny_model import BUILDER_VERSION, build_tiny_model, main
-from src.tiny_tokenizer import QWEN_ADDED_TOKENS
+from src.tiny_model.tokenizer import QWEN_ADDED_TOKENS
 
 GROUNDING_ANSWER = '[{"bbox_2d": [12, 34, 56, 78], "label": "red circle"}, {"bbox_2d": [5, 0, 999, 1000], "label": "x"}]'
 

@@ -1,4 +1,4 @@
-"""src.vis (annotated PNGs and contact sheet) and src.curves (loss curves)."""
+"""src.vis (annotated PNGs and contact sheet) and src.training.curves (loss curves)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from src.curves import plot_loss_curves, read_loss_rows
+from src.training.curves import plot_loss_curves, read_loss_rows
 from src.vis import BLUE, GREEN, ORANGE, RED, main, scale_factor
 
 BOX = [8, 8, 24, 20]  # on a 64x48 image: scaled by 8 to 512x384

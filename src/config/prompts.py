@@ -1,7 +1,9 @@
 """Named prompt schemes. `prompts.system` / `prompts.user` in the YAML replace a scheme's text.
 
 The same scheme builds the user turn at training and at inference, so the model is asked the
-question it was trained on.
+question it was trained on. Each scheme names the builder that writes its answers
+(src/datasets/builders/). Adding a scheme is one entry in PROMPT_SCHEMES (plus its test): the
+config accepts every name listed here.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ class PromptScheme:
     name: str
     system: str
     user: str
-    target: str  # what the answer holds: "objects" (all), "matching" (one description) or "summary"
+    builder: str  # the registered builder that answers it: grounding (all objects), description, summary
 
 
 PROMPT_SCHEMES: dict[str, PromptScheme] = {
@@ -26,19 +28,19 @@ PROMPT_SCHEMES: dict[str, PromptScheme] = {
         user=("Locate every object in the image. Answer in JSON as a list of "
               '{"bbox_2d": [x1, y1, x2, y2], "label": "..."} or {"quad": [x1, y1, x2, y2, x3, y3, x4, y4], '
               '"label": "..."} entries, with coordinates on a 0-1000 grid.'),
-        target="objects",
+        builder="grounding",
     ),
     "grounding": PromptScheme(
         name="grounding",
         system="You are a helpful assistant.",
         user='Locate every "{desc}" in the image. Answer in JSON with bbox_2d or quad coordinates.',
-        target="matching",
+        builder="description",
     ),
     "summary": PromptScheme(
         name="summary",
         system="You are a helpful assistant.",
         user="Summarise the objects in the image in one sentence.",
-        target="summary",
+        builder="summary",
     ),
 }
 
@@ -53,4 +55,4 @@ def get_prompt_scheme(name: str, *, system: str | None = None, user: str | None 
     except KeyError:
         raise KeyError(f"unknown prompt scheme {name!r}; valid: {', '.join(PROMPT_SCHEMES)}") from None
     return PromptScheme(name=scheme.name, system=scheme.system if system is None else system,
-                        user=scheme.user if user is None else user, target=scheme.target)
+                        user=scheme.user if user is None else user, builder=scheme.builder)

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from .errors import ConfigError
+from .prompts import PROMPT_SCHEMES
 from .schema import ProjectConfig
 
 DEEPSPEED_PRESETS = ("zero0", "zero1", "zero2", "zero2_offload", "zero3", "zero3_offload")
@@ -129,6 +130,13 @@ def _length_problems(cfg: ProjectConfig) -> list[str]:
     return []
 
 
+def _prompt_problems(cfg: ProjectConfig) -> list[str]:
+    if cfg.prompts.scheme in PROMPT_SCHEMES:
+        return []
+    return [f"{_where(cfg, 'prompts.scheme')}`prompts.scheme` = {cfg.prompts.scheme!r} is not a prompt scheme; "
+            f"valid: {', '.join(PROMPT_SCHEMES)} (src/config/prompts.py)"]
+
+
 def _custom_problems(cfg: ProjectConfig) -> list[str]:
     problems = []
     if cfg.custom.images_per_user_turn < 1:
@@ -188,7 +196,7 @@ def check_rules(cfg: ProjectConfig, *, check_paths: bool = True) -> None:
     `check_paths=False` skips the checks that need the files to exist (used to resolve shipped
     templates whose model path the user fills in).
     """
-    problems = [*_offline_problems(cfg), *_length_problems(cfg), *_custom_problems(cfg),
+    problems = [*_offline_problems(cfg), *_length_problems(cfg), *_prompt_problems(cfg), *_custom_problems(cfg),
                 *_packing_problems(cfg), *_deepspeed_problems(cfg)]
     if check_paths:
         problems += _existing_path_problems(cfg)

@@ -38,7 +38,7 @@ class CustomSection:
 class PromptsSection:
     """`prompts:`: which prompt scheme builds the user turn, with optional overrides."""
 
-    scheme: Literal["dense", "grounding", "summary"]
+    scheme: str  # a name of PROMPT_SCHEMES in src/config/prompts.py (checked in rules.py)
     system: str | None  # replaces the scheme's system prompt when set
     user: str | None  # replaces the scheme's user prompt when set
 

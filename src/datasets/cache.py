@@ -64,8 +64,8 @@ def cache_problems(cfg, cache_dir: Path) -> list[str]:
 
 def build_cache(config: Path, out_dir: Path) -> dict[str, Any]:
     """Encode every row of the config's splits with ms-swift's template and save them as its cached dataset."""
-    from src.data_plan import plan_data
-    from src.offline import load_config_for_run
+    from src.config.offline import load_config_for_run
+    from src.datasets.plan import plan_data
 
     cfg = load_config_for_run(config)
     if cfg.custom.cached_dataset:
@@ -76,7 +76,7 @@ def build_cache(config: Path, out_dir: Path) -> dict[str, Any]:
     from swift import ExportArguments
     from swift.pipelines.export.cached_dataset import ExportCachedDataset
 
-    from src.train_dataset import GroundingRowsDataset, arrow_rows
+    from src.datasets.rows import GroundingRowsDataset, arrow_rows
 
     def materialise(samples, rows):
         return HfDataset.from_list(arrow_rows(GroundingRowsDataset(samples, plan.builder, rows=rows)))

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from src.data_plan import data_seed, plan_data
-from src.offline import load_config_for_run
-from src.train_dataset import GroundingRowsDataset
+from src.config.offline import load_config_for_run
+from src.datasets.plan import data_seed, plan_data
+from src.datasets.rows import GroundingRowsDataset
 
 from .builders import ROW_GEOMETRY_KEY, ROW_SOURCE_KEY
 from .contract import Record
@@ -61,7 +61,7 @@ def image_tokens_per_image(encoded: dict[str, Any], merge_size: int) -> list[int
 
 
 def _images(row: dict) -> list:
-    """The row's images as PIL images (a plain image travels as its path; see src/train_dataset.py)."""
+    """The row's images as PIL images (a plain image travels as its path; see src/datasets/rows.py)."""
     return [load_image(image) if isinstance(image, str) else image for image in row["images"]]
 
 
@@ -77,7 +77,7 @@ def _save_images(images: list, index: int, image_dir: Path) -> list[str]:
 def render(config: Path, out: Path, *, split: str = "train", limit: int = 20, augment: bool = False) -> dict:
     """Write one JSON line per sample to `out` and the samples' records (images saved beside `out`)
     to `<out stem>.records.jsonl`, drawable with `python -m src.vis --gt`. Returns counts."""
-    from src.health import check_sample
+    from src.datasets.health import check_sample
 
     cfg, dataset, template, processor = prepare(config, split, augment)
     tokenizer, merge_size = processor.tokenizer, processor.image_processor.merge_size
@@ -94,7 +94,7 @@ def render(config: Path, out: Path, *, split: str = "train", limit: int = 20, au
             saved = _save_images(images, index, image_dir)
             geometry = json.loads(row[ROW_GEOMETRY_KEY])
             problems = check_sample(row, encoded, tokenizer, merge_size=merge_size, emit_norm=cfg.custom.emit_norm,
-                                    grounding=dataset.builder.scheme.target != "summary")
+                                    grounding=dataset.builder.answers_with_geometry)
             unhealthy += bool(problems)
             fh.write(json.dumps({
                 "index": index,

@@ -15,13 +15,13 @@ from swift import SftArguments
 from swift.pipelines.train.sft import SwiftSft
 from transformers import TrainerCallback
 
-from src.checkpoint_guard import check_adapter_checkpoint
 from src.config import ProjectConfig
-from src.data_plan import DataPlan
 from src.datasets.builders import ROW_SOURCE_KEY
-from src.distributed import Failure, Job
-from src.health import check_rows, format_failures
-from src.train_dataset import GroundingRowsDataset, SampleLog, arrow_rows
+from src.datasets.health import check_rows, format_failures
+from src.datasets.plan import DataPlan
+from src.datasets.rows import GroundingRowsDataset, SampleLog, arrow_rows
+from src.training.checkpoint_guard import check_adapter_checkpoint
+from src.training.distributed import Failure, Job
 
 EXIT_HEALTH_CHECK = 2
 
@@ -81,7 +81,7 @@ class GroundingSft(SwiftSft):
 
     With lazy tokenisation (ms-swift's default for Qwen3-VL) rows are built per sample by
     `GroundingRowsDataset`; otherwise (packing) the eagerly built rows go in as a datasets.Dataset.
-    Before training, rank 0 encodes and checks the first samples (src/health.py) and the job agrees on
+    Before training, rank 0 encodes and checks the first samples (src/datasets/health.py) and the job agrees on
     the verdict. Everything else (model, template, tuner, trainer, saving) is ms-swift's, unchanged.
     """
 
@@ -142,7 +142,7 @@ class GroundingSft(SwiftSft):
             failures = check_rows(rows, self.template.encode, self.template.tokenizer,
                                   merge_size=self.processor.image_processor.merge_size,
                                   emit_norm=self._cfg.custom.emit_norm,
-                                  grounding=self._plan.builder.scheme.target != "summary", limit=limit)
+                                  grounding=self._plan.builder.answers_with_geometry, limit=limit)
             if failures:
                 failure = Failure(EXIT_HEALTH_CHECK, f"health check failed on {len(failures)} of the first "
                                                      f"{limit} samples:\n" + format_failures(failures))

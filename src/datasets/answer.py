@@ -1,5 +1,12 @@
-"""Parsing a model answer back into objects: Qwen3-VL JSON (fenced or not), the legacy Qwen token
-form, truncated output, junk.
+"""Qwen3-VL's answer format, in one place: writing it (training targets), reading it back (predictions,
+health checks) and finding each entry in the text (per-object scores).
+
+Written: one JSON line, `[{"bbox_2d": [x1, y1, x2, y2], "label": "..."}, {"quad": [...], "label": "..."}]`,
+coordinates in `emit_norm` space of each record's original image, objects in reading order (top edge,
+then left edge, then label) or as given; with several images per turn each entry starts with
+`"image": k`.
+
+Read back: Qwen3-VL JSON (fenced or not), the legacy Qwen token form, truncated output, junk.
 
 Two answer formats are read:
 
@@ -17,8 +24,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import numpy as np
+
+from src.datasets.contract import GroundingObject, Record
+from src.datasets.geometry import pixel_to_norm
 
 FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)(?:```|$)", re.DOTALL)
 GEOMETRY_LENGTHS = {"bbox_2d": 4, "quad": 8}
@@ -39,6 +52,52 @@ _LEGACY_OPEN_RE = re.compile(r"<\|(?:object_ref|box|quad)_start\|>|<(?:ref|box|q
 _POINT_RE = re.compile(r"\(\s*([-+]?\d+(?:\.\d+)?)\s*,\s*([-+]?\d+(?:\.\d+)?)\s*\)")
 # What may sit between two point tuples (or between legacy spans) without being junk.
 _SEPARATORS_RE = re.compile(r"[\s,;]*")
+
+
+# Where an entry starts: its geometry key, or a legacy box/quad token.
+ENTRY_START_RE = re.compile(r'"(?:bbox_2d|quad)"|<\|box_start\|>|<\|quad_start\|>')
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def _bounds(obj: GroundingObject) -> tuple[float, float]:
+    xs, ys = obj.points[0::2], obj.points[1::2]
+    return min(ys), min(xs)
+
+
+def order_objects(objects: Sequence[GroundingObject], order: str) -> list[GroundingObject]:
+    """Objects in answer order: "reading" (top, then left, then label) or "given" (as in the file)."""
+    if order == "given":
+        return list(objects)
+    if order == "reading":
+        return sorted(objects, key=lambda o: (*_bounds(o), o.desc))
+    raise ValueError(f"unknown object order {order!r}; valid: reading, given")
+
+
+def answer_entries(record: Record, emit_norm: str, order: str, image_index: int | None) -> list[dict[str, Any]]:
+    """The answer's JSON entries for one record: geometry in `emit_norm`, label, image index if grouped."""
+    entries = []
+    for obj in order_objects(record.objects, order):
+        coords = pixel_to_norm(np.asarray(obj.points, dtype=float), record.width, record.height, emit_norm)
+        entry: dict[str, Any] = {obj.kind: [int(v) for v in np.asarray(coords).ravel()], "label": obj.desc}
+        if image_index is not None:
+            entry = {"image": image_index, **entry}
+        entries.append(entry)
+    return entries
+
+
+def dump_answer(entries: list[dict[str, Any]]) -> str:
+    """Qwen3-VL's JSON style: one line, `", "` and `": "` separators, non-ASCII kept."""
+    return json.dumps(entries, ensure_ascii=False, separators=(", ", ": "))
+
+
+def entry_starts(text: str) -> list[int]:
+    """Character offsets where each entry of an answer starts (its geometry key or legacy token), in order."""
+    return [m.start() for m in ENTRY_START_RE.finditer(text)]
+
+
+# ---------------------------------------------------------------------------- reading
 
 
 @dataclass(slots=True)

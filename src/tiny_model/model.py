@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from src.offline import apply_offline_env
+from src.config.offline import apply_offline_env
 
 apply_offline_env()  # before the first transformers import in the process
 
@@ -30,7 +30,7 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-from src.tiny_tokenizer import QWEN3_VL_CHAT_TEMPLATE, build_tokenizer
+from src.tiny_model.tokenizer import QWEN3_VL_CHAT_TEMPLATE, build_tokenizer
 
 BUILDER_VERSION = 1
 MARKER_FILE = "tiny_model.json"

@@ -1,6 +1,6 @@
 """Health checks of encoded samples: what ms-swift's template made of a row is what we meant.
 
-Run on the first samples of every training run (src/pipeline.py) and on every sample that
+Run on the first samples of every training run (src/training/pipeline.py) and on every sample that
 `python -m src.datasets render` writes. Each check returns problems as text; a failure names the
 row's records (file:line) and what differs. Pure functions over the encoded dict; no model needed.
 """
@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from src.datasets.answer import parse_answer
 from src.datasets.builders import ROW_GEOMETRY_KEY, ROW_SOURCE_KEY
 from src.datasets.geometry import pixel_to_norm
-from src.parsing import parse_answer
 
 IMAGE_PAD_TOKEN = "<|image_pad|>"
 IM_END_TOKEN = "<|im_end|>"

@@ -31,7 +31,7 @@ class GroundingRowsDataset:
 
     The augmentation draw for group `i` depends only on (seed, epoch, i): reproducible for a seed,
     new each epoch, the same whatever the number of ranks. `epoch` is set by the trainer callback in
-    `src/pipeline.py`.
+    `src/training/pipeline.py`.
 
     `world_size` > 1 pads the length up to a multiple of it, the extra positions repeating the first
     samples: ms-swift's distributed sampler draws from `len // world_size * world_size` positions only,
@@ -45,14 +45,14 @@ class GroundingRowsDataset:
         # (records of one user turn, the builder's focus for this row), as BasePreprocessor.samples gives them
         self.samples = [(list(g), dict(focus)) for g, focus in samples]
         self.builder = builder
-        # Rows already built from these groups (src/data_plan.py): reused when a sample is not augmented.
+        # Rows already built from these groups (src/datasets/plan.py): reused when a sample is not augmented.
         self.rows = list(rows) if rows is not None else None
         self.augment_ops = list(augment_ops)
         self.augment_prob = augment_prob
         self.seed = seed
         self.epoch = 0
         self.world_size = max(1, world_size)
-        self.sample_log: SampleLog | None = None  # set when training starts (src/pipeline.py)
+        self.sample_log: SampleLog | None = None  # set when training starts (src/training/pipeline.py)
         self._plain: dict[str, bool] = {}
 
     def __len__(self) -> int:

@@ -1,18 +1,17 @@
 """A confidence per predicted object from the answer's token log-probabilities, so AP can rank.
 
 An object's score is exp(mean log-probability of the tokens of its JSON entry). Entries are found by
-their geometry key (`"bbox_2d"` / `"quad"`, or a legacy box/quad token): entry k runs from its key to
-the next entry's key. When the entries found do not line up one-to-one with the parsed objects (an
-entry was malformed and skipped by the parser), every object gets the whole answer's score instead.
+the answer format (`src.datasets.answer.entry_starts`): entry k runs from its key to the next entry's.
+When the entries found do not line up one-to-one with the parsed objects (an entry was malformed and
+skipped by the parser), every object gets the whole answer's score instead.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 
-ENTRY_START_RE = re.compile(r'"(?:bbox_2d|quad)"|<\|box_start\|>|<\|quad_start\|>')
+from src.datasets.answer import entry_starts
 
 
 def _mean_prob(logprobs: Sequence[float]) -> float:
@@ -30,7 +29,7 @@ def object_scores(text: str, token_texts: Sequence[str], token_logprobs: Sequenc
     for token in token_texts:
         offsets.append(position)
         position += len(token)
-    starts = [m.start() for m in ENTRY_START_RE.finditer(text)]
+    starts = entry_starts(text)
     if len(starts) != n_objects:
         return [_mean_prob(token_logprobs)] * n_objects
     bounds = [*starts[1:], len(text) + 1]

@@ -7,9 +7,10 @@ from typing import Any
 
 from src.config import ProjectConfig
 from src.config.prompts import get_prompt_scheme
-from src.datasets.builders import BaseBuilder, BasePreprocessor, make_builder
+from src.datasets.builders import BaseBuilder, make_builder
 from src.datasets.contract import Record
 from src.datasets.loading import LoadedSplit, load_split
+from src.datasets.preprocessors import BasePreprocessor, GroupingPreprocessor
 
 
 @dataclass(slots=True)
@@ -46,8 +47,7 @@ def make_preprocessor(cfg: ProjectConfig) -> BasePreprocessor:
     """The preprocessor (prompt scheme, builder, grouping) a config describes; shared by training and inference."""
     scheme = get_prompt_scheme(cfg.prompts.scheme, system=cfg.prompts.system, user=cfg.prompts.user)
     builder = make_builder(scheme, cfg.custom.emit_norm, cfg.custom.object_order)
-    return BasePreprocessor(builder=builder, images_per_user_turn=cfg.custom.images_per_user_turn,
-                            seed=data_seed(cfg))
+    return GroupingPreprocessor(builder, images_per_user_turn=cfg.custom.images_per_user_turn, seed=data_seed(cfg))
 
 
 def plan_data(cfg: ProjectConfig) -> DataPlan:

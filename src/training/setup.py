@@ -3,7 +3,7 @@
 Every rank loads the config and the data (it trains on them); rank 0 alone decides how the run starts
 (resume / warm start), checks and prepares the run directory, writes the project's files there
 (`resolved_config.yaml`, `skipped_records.jsonl`, the warm-start merge `init_merged/`) and prints the
-reports. After each step the ranks agree (src/distributed.py): a failure on any rank is printed once and
+reports. After each step the ranks agree (src/training/distributed.py): a failure on any rank is printed once and
 ends every rank with the same exit code, before anything trains.
 
 Several nodes: the run directory (`training.output_dir`), the data and the model must be at the same
@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from src.config import EXIT_CONFIG_ERROR, ConfigError, ProjectConfig, to_sft_kwargs
+from src.config.offline import load_config_for_run
 from src.config.report import dump_resolved_yaml, format_overrides, format_resolved
 from src.config.swift_fields import swift_defaults
-from src.data_plan import DataPlan, plan_data
 from src.datasets.loading import DataError, write_skipped
-from src.distributed import Failure, Job
-from src.offline import load_config_for_run
-from src.run_dir import guard_output_dir, resolve_resume
-from src.warm_start import StartPlan, merge_adapter, plan_start
+from src.datasets.plan import DataPlan, plan_data
+from src.training.distributed import Failure, Job
+from src.training.run_dir import guard_output_dir, resolve_resume
+from src.training.warm_start import StartPlan, merge_adapter, plan_start
 
 EXIT_FAILED = 1
 RESOLVED_CONFIG = "resolved_config.yaml"
@@ -77,7 +77,7 @@ def _attempt(fn):
 def _connect(job: Job, cfg: ProjectConfig | None, kwargs: dict[str, Any] | None) -> None:
     import torch
 
-    from src.distributed import training_backend
+    from src.training.distributed import training_backend
 
     timeout = int((kwargs or {}).get("ddp_timeout") or swift_defaults().get("ddp_timeout") or 1800)
     backend = training_backend(kwargs, torch.cuda.is_available()) if kwargs else "gloo"

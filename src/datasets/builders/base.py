@@ -1,0 +1,77 @@
+"""The builder contract: a group of validated records -> one ms-swift row (`messages` + `images`) per question.
+
+A row is one conversation: a system turn, a user turn holding one `<image>` per record and the prompt
+scheme's question, and (for training) the assistant's answer. The pixel geometry rides along on the
+row (`geometry_px`, JSON text) so checks can compare the encoded labels with it, and `source` names the
+records' file:line. Subclasses write `answer`; the registry in `__init__.py` names them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from src.config.prompts import PromptScheme
+from src.datasets.contract import Record
+
+ROW_GEOMETRY_KEY = "geometry_px"
+ROW_SOURCE_KEY = "source"
+
+
+def geometry_payload(records: Sequence[Record]) -> str:
+    """The pixel geometry of a row's records as JSON text (image index, size, kind, points, desc)."""
+    return json.dumps([
+        {"image": i, "width": r.width, "height": r.height,
+         "objects": [{"kind": o.kind, "points": list(o.points), "desc": o.desc} for o in r.objects]}
+        for i, r in enumerate(records, start=1)
+    ], ensure_ascii=False)
+
+
+class BaseBuilder:
+    """Builds ms-swift rows from a group of records. Subclasses implement `answer`.
+
+    A group gives one row per entry of `focuses(records)`: `{}` (one row) for most builders; the
+    description builder asks about one description at a time. `answers_with_geometry` says whether
+    the answer holds coordinates (the health check compares them with the pixel geometry).
+    """
+
+    answers_with_geometry: ClassVar[bool] = True
+
+    def __init__(self, scheme: PromptScheme, *, emit_norm: str, object_order: str):
+        self.scheme = scheme
+        self.emit_norm = emit_norm
+        self.object_order = object_order
+
+    def focuses(self, records: Sequence[Record]) -> list[dict[str, str]]:
+        """The questions to ask about this group: keyword arguments for `build`, one row each."""
+        return [{}]
+
+    def user_text(self, records: Sequence[Record], **focus: str) -> str:
+        """The user turn: one `<image>` per record, then the scheme's question."""
+        text = self.scheme.user.replace("{n_images}", str(len(records)))
+        for key, value in focus.items():
+            text = text.replace("{" + key + "}", value)
+        return "<image>" * len(records) + text
+
+    def answer(self, records: Sequence[Record]) -> str:
+        """The assistant's answer for these records (as `focused` narrowed them)."""
+        raise NotImplementedError
+
+    def focused(self, records: Sequence[Record], **focus: str) -> list[Record]:
+        """The records as the answer sees them (all objects, unless a subclass narrows them)."""
+        return list(records)
+
+    def build(self, records: Sequence[Record], *, with_answer: bool = True, **focus: str) -> dict[str, Any]:
+        """The row: messages (system, user, assistant unless `with_answer=False`), images and checks data."""
+        records = self.focused(records, **focus)
+        messages = [{"role": "system", "content": self.scheme.system},
+                    {"role": "user", "content": self.user_text(records, **focus)}]
+        if with_answer:
+            messages.append({"role": "assistant", "content": self.answer(records)})
+        return {
+            "messages": messages,
+            "images": [r.image for r in records],
+            ROW_GEOMETRY_KEY: geometry_payload(records),
+            ROW_SOURCE_KEY: ", ".join(f"{r.source.file}:{r.source.line}" for r in records),
+        }

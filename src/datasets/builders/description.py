@@ -1,0 +1,22 @@
+"""Grounding a given description: one row per distinct `desc` of the group, answering with its objects only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from src.datasets.contract import Record
+
+from .grounding import GroundingBuilder
+
+
+class DescriptionBuilder(GroundingBuilder):
+    """One row per distinct `desc` of the group (sorted), whose answer holds only the objects with it."""
+
+    def focuses(self, records: Sequence[Record]) -> list[dict[str, str]]:
+        return [{"desc": d} for d in sorted({o.desc for r in records for o in r.objects})]
+
+    def focused(self, records: Sequence[Record], **focus: str) -> list[Record]:
+        if "desc" not in focus:
+            raise ValueError("the description builder asks about one description: build(records, desc=...)")
+        return [replace(r, objects=tuple(o for o in r.objects if o.desc == focus["desc"])) for r in records]

@@ -1,0 +1,22 @@
+"""Summary mode: the answer is each record's `summary` text (no coordinates)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from src.datasets.contract import Record
+
+from .base import BaseBuilder
+
+
+class SummaryBuilder(BaseBuilder):
+    """The records' `summary` texts, one per line; a record without one is an error naming it."""
+
+    answers_with_geometry: ClassVar[bool] = False
+
+    def answer(self, records: Sequence[Record]) -> str:
+        missing = [f"{r.source.file}:{r.source.line}" for r in records if not r.summary]
+        if missing:
+            raise ValueError(f"summary scheme needs `summary` on every record; missing at {', '.join(missing)}")
+        return "\n".join(r.summary or "" for r in records)

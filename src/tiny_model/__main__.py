@@ -1,0 +1,7 @@
+"""`python -m src.tiny_model --out DIR [--seed N] [--size tiny|2b|4b] [--overwrite]`."""
+
+import sys
+
+from src.tiny_model.model import main
+
+sys.exit(main())

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from src.config import EXIT_CONFIG_ERROR, ConfigError
-from src.config.offline import load_config_for_run
 from src.datasets.answer import parse_answer
 from src.datasets.geometry import norm_to_pixel
 from src.datasets.loading import DataError, load_split
 from src.datasets.plan import make_preprocessor
+from src.datasets.run_config import load_config_for_run
 from src.inference.scoring import object_scores, response_token_logprobs
 
 

@@ -66,7 +66,8 @@ def test_augmentation_is_new_each_epoch_and_reproducible(tmp_path):
 def test_summary_scheme_refuses_augmentation(tmp_path):
     import pytest
 
-    from src.config import ConfigError, load_project_config
+    from src.config import ConfigError
+    from src.datasets.run_config import load_config_for_run
     from tests.support.offline import REPO
 
     config = tmp_path / "run.yaml"
@@ -74,7 +75,7 @@ def test_summary_scheme_refuses_augmentation(tmp_path):
                       "custom:\n  train_jsonl: t.jsonl\n  augment_prob: 0.5\n  augment: [{op: hflip, p: 1.0}]\n"
                       "prompts:\n  scheme: summary\n")
     with pytest.raises(ConfigError, match="summary scheme trains on each record's `summary` text"):
-        load_project_config(config, check_paths=False)
+        load_config_for_run(config, check_paths=False)
 
 
 def test_arrow_rows_keep_plain_paths_and_store_turned_images_upright(tmp_path):

@@ -26,18 +26,3 @@ def apply_offline_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     target = os.environ if environ is None else environ
     target.update(OFFLINE_ENV)
     return dict(OFFLINE_ENV)
-
-
-def load_config_for_run(config, base_config=None, *, check_paths: bool = True, on_cpu: bool = False):
-    """Set the offline variables, load and check `config` (with the CPU overlay when `on_cpu`), then apply
-    its `env:` section; return the config.
-
-    Every entry point calls this before ms-swift is imported, because ms-swift and qwen_vl_utils read
-    some of these variables (IMAGE_MAX_TOKEN_NUM, ...) when they load. Raises ConfigError.
-    """
-    from src.config import load_project_config
-
-    apply_offline_env()
-    cfg = load_project_config(config, base_config, check_paths=check_paths, on_cpu=on_cpu)
-    os.environ.update(cfg.env)
-    return cfg

@@ -32,6 +32,12 @@ def _module_available(name: str) -> bool:
         return False
 
 
+def where(cfg: ProjectConfig, dotted: str) -> str:
+    """`file:line: ` of the value at `dotted`, or '' for a value the project derived."""
+    origin = cfg.origin(dotted)
+    return f"{origin}: " if origin else ""
+
+
 def _where(cfg: ProjectConfig, dotted: str) -> str:
     origin = cfg.origin(dotted)
     return f"{origin}: " if origin else ""
@@ -148,46 +154,7 @@ def _custom_problems(cfg: ProjectConfig) -> list[str]:
     if cfg.custom.health_check_samples < 0:
         problems.append(f"{_where(cfg, 'custom.health_check_samples')}`custom.health_check_samples` must be "
                         f">= 0, got {cfg.custom.health_check_samples}")
-    return problems + _augment_problems(cfg) + _cache_problems(cfg)
-
-
-def _cache_problems(cfg: ProjectConfig) -> list[str]:
-    if not cfg.custom.cached_dataset:
-        return []
-    from src.datasets.cache import cache_problems
-
-    if cfg.custom.augment_prob > 0:
-        return [f"{_where(cfg, 'custom.cached_dataset')}a cached dataset holds fixed encodings: it cannot be "
-                f"augmented; set custom.augment_prob: 0 or custom.cached_dataset: null"]
-    problems = cache_problems(cfg, Path(cfg.custom.cached_dataset))
-    return [f"{_where(cfg, 'custom.cached_dataset')}{p}" for p in problems]
-
-
-def _augment_problems(cfg: ProjectConfig) -> list[str]:
-    from src.datasets.augment import parse_augment_ops  # numpy/PIL only
-
-    try:
-        ops = parse_augment_ops(cfg.custom.augment)
-    except ValueError as err:
-        return [f"{_where(cfg, 'custom.augment')}{err}"]
-    if cfg.custom.augment_prob <= 0 or not ops:
-        if cfg.custom.augment_prob > 0:
-            return [f"{_where(cfg, 'custom.augment_prob')}`custom.augment_prob` is {cfg.custom.augment_prob} but "
-                    f"`custom.augment` lists no operation: add some, or set augment_prob: 0"]
-        return []
-    if cfg.prompts.scheme == "summary":
-        return [f"{_where(cfg, 'custom.augment_prob')}the summary scheme trains on each record's `summary` text, "
-                f"which augmentation cannot update (a crop can drop an object the summary names): set "
-                f"augment_prob: 0"]
-    swift = cfg.swift
-    if swift.get("lazy_tokenize") is False or swift.get("packing") or swift.get("streaming"):
-        return [f"{_where(cfg, 'custom.augment_prob')}augmentation draws per sample and needs lazy tokenisation: "
-                f"set training.lazy_tokenize: true and leave packing/streaming off, or set augment_prob: 0"]
-    if (swift.get("dataloader_num_workers") or 0) > 0 and swift.get("dataloader_persistent_workers", True):
-        return [f"{_where(cfg, 'training.dataloader_persistent_workers')}augmentation with dataloader workers "
-                f"needs `training.dataloader_persistent_workers: false` (persistent workers never see the new "
-                f"epoch, so every epoch would repeat the same draws)"]
-    return []
+    return problems
 
 
 def check_rules(cfg: ProjectConfig, *, check_paths: bool = True) -> None:

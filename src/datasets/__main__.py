@@ -230,12 +230,13 @@ def _run_cache(args: argparse.Namespace) -> int:
 
     from .cache import build_cache
     from .loading import DataError
+    from .run_config import load_config_for_run
 
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         _err(f"{args.out} is not empty; pass --overwrite to rebuild the cache there")
         return EXIT_USAGE
     try:
-        result = build_cache(args.config, args.out)
+        result = build_cache(load_config_for_run(args.config), args.out)
     except (ConfigError, DataError, ValueError) as exc:
         _err(str(exc))
         return EXIT_USAGE

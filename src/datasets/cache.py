@@ -14,6 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from src.datasets.plan import plan_data
+from src.datasets.rows import GroundingRowsDataset, arrow_rows
+
 CACHE_INFO = "cache_info.json"
 # Keys whose value changes what an encoded sample holds.
 ENCODING_KEYS = ("template", "max_length", "max_model_len", "truncation_strategy", "model_type")
@@ -62,21 +65,16 @@ def cache_problems(cfg, cache_dir: Path) -> list[str]:
     return []
 
 
-def build_cache(config: Path, out_dir: Path) -> dict[str, Any]:
+def build_cache(cfg, out_dir: Path) -> dict[str, Any]:
     """Encode every row of the config's splits with ms-swift's template and save them as its cached dataset."""
-    from src.config.offline import load_config_for_run
-    from src.datasets.plan import plan_data
-
-    cfg = load_config_for_run(config)
     if cfg.custom.cached_dataset:
-        raise ValueError(f"{config}: unset `custom.cached_dataset` to build the cache the config describes")
+        raise ValueError(f"{cfg.merged.files[-1]}: unset `custom.cached_dataset` to build the cache the config "
+                         f"describes")
     plan = plan_data(cfg)
 
     from datasets import Dataset as HfDataset  # heavy
     from swift import ExportArguments
     from swift.pipelines.export.cached_dataset import ExportCachedDataset
-
-    from src.datasets.rows import GroundingRowsDataset, arrow_rows
 
     def materialise(samples, rows):
         return HfDataset.from_list(arrow_rows(GroundingRowsDataset(samples, plan.builder, rows=rows)))

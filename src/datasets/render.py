@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from src.config.offline import load_config_for_run
 from src.datasets.plan import data_seed, plan_data
 from src.datasets.rows import GroundingRowsDataset
+from src.datasets.run_config import load_config_for_run
 
 from .builders import ROW_GEOMETRY_KEY, ROW_SOURCE_KEY
 from .contract import Record

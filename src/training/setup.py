@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from src.config import EXIT_CONFIG_ERROR, ConfigError, ProjectConfig, to_sft_kwargs
-from src.config.offline import load_config_for_run
 from src.config.report import dump_resolved_yaml, format_overrides, format_resolved
 from src.config.swift_fields import swift_defaults
 from src.datasets.loading import DataError, write_skipped
 from src.datasets.plan import DataPlan, plan_data
+from src.datasets.run_config import load_config_for_run
 from src.training.distributed import Failure, Job
 from src.training.run_dir import guard_output_dir, resolve_resume
 from src.training.warm_start import StartPlan, merge_adapter, plan_start

@@ -1,434 +1,50 @@
-"""Evaluation: `python -m src.eval --pred PRED.jsonl --gt GT.jsonl [--out metrics.json] [--iou-type auto]`.
+"""Evaluation: `python -m src.eval --pred PRED.jsonl --gt GT.jsonl [--out metrics.json] [--iou_type auto]`.
 
-Predictions (the JSONL written by :mod:`src.infer`) are matched to ground-truth records by image
-path. Reported: COCO-style AP@[.5:.95], AP50 and AP75, class-agnostic (every description one
-class) and per description (category = ``desc``); precision, recall and F1 at IoU 0.5; the
-parse-failure rate. AP is pycocotools' own COCOeval (area range "all", maxDets=100, no crowd) with
-its IoU replaced (src/evaluation/coco_ap.py): box IoU for box pairs, polygon IoU (shapely) for any pair
-involving a quad.
-
-Everything that bends the numbers is reported, not hidden: GT records without a prediction line
-(counted as parse failures with no objects), prediction lines for unknown images, objects without
-a score (scored 1.0), malformed predicted objects (dropped), images with more than maxDets objects.
+Prints the metrics table (AP, AP50, AP75, P/R/F1 at IoU 0.5, class-agnostic, over descriptions and per
+description, parse failures) and writes every number as JSON (default: PRED with suffix .metrics.json;
+an existing file is refused unless --overwrite). The metrics are src/evaluation/metrics.py's.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import os
 import sys
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from src.datasets.contract import Record, load_records
-from src.datasets.geometry import box_iou_xyxy, quad8_to_xyxy, xyxy_to_quad8
-from src.evaluation.coco_ap import ap_summary, coco_precision
-
-__all__ = [
-    "IOU_TYPES",
-    "Obj",
-    "evaluate",
-    "format_table",
-    "main",
-    "match_greedy",
-    "pair_predictions",
-    "pairwise_iou",
-    "polygon_iou",
-    "prediction_objects",
-    "read_predictions",
-]
-
-MAX_DETS = 100
-IOU_TYPES = ("auto", "bbox", "polygon")
-_POINTS_LEN = {"bbox_2d": 4, "quad": 8}
-
-
-@dataclass(frozen=True, slots=True)
-class Obj:
-    """One box or quad in pixels, with its description and (for predictions) score."""
-
-    kind: str
-    points: tuple[float, ...]
-    desc: str
-    score: float = 1.0
-
-
-# ---------------------------------------------------------------------------- IoU
-
-
-def _as_quads(objs: Sequence[Obj]) -> np.ndarray:
-    return np.array([xyxy_to_quad8([o.points])[0] if o.kind == "bbox_2d" else o.points for o in objs],
-                    dtype=np.float64).reshape(-1, 8)
-
-
-def _as_boxes(objs: Sequence[Obj]) -> np.ndarray:
-    return np.array([o.points if o.kind == "bbox_2d" else quad8_to_xyxy([o.points])[0] for o in objs],
-                    dtype=np.float64).reshape(-1, 4)
-
-
-def polygon_iou(quads_a: np.ndarray, quads_b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU ``(N, M)`` of 4-vertex polygons ``(N, 8)`` and ``(M, 8)`` by exact polygon clipping.
-
-    Self-crossing (bow-tie) polygons are repaired with ``shapely.make_valid`` so they count with
-    their geometric area; a pair whose union is 0 gets IoU 0.
-    """
-    import shapely  # only needed when a quad is involved
-
-    def polys(quads: np.ndarray) -> np.ndarray:
-        geoms = shapely.polygons(quads.reshape(-1, 4, 2))
-        bad = ~shapely.is_valid(geoms)
-        if bad.any():
-            geoms[bad] = shapely.make_valid(geoms[bad])
-        return geoms
-
-    a, b = polys(np.asarray(quads_a, dtype=np.float64)), polys(np.asarray(quads_b, dtype=np.float64))
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    inter = shapely.area(shapely.intersection(a[:, None], b[None, :]))
-    union = shapely.area(a)[:, None] + shapely.area(b)[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-def pairwise_iou(dets: Sequence[Obj], gts: Sequence[Obj], iou_type: str = "auto") -> np.ndarray:
-    """IoU ``(len(dets), len(gts))`` between predicted and GT objects.
-
-    ``auto``: box IoU for box/box pairs (the same formula as COCO's bbox IoU), polygon IoU for
-    any pair involving a quad (a box taken as its 4-corner polygon). ``bbox``: every object as
-    its axis-aligned bounding box. ``polygon``: every object as a polygon.
-    """
-    if iou_type not in IOU_TYPES:
-        raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
-    if not dets or not gts:
-        return np.zeros((len(dets), len(gts)))
-    if iou_type == "polygon":
-        return polygon_iou(_as_quads(dets), _as_quads(gts))
-    ious = box_iou_xyxy(_as_boxes(dets), _as_boxes(gts))
-    if iou_type == "auto":
-        det_quad = np.array([o.kind == "quad" for o in dets])
-        gt_quad = np.array([o.kind == "quad" for o in gts])
-        mixed = det_quad[:, None] | gt_quad[None, :]
-        if mixed.any():
-            rows, cols = np.flatnonzero(mixed.any(1)), np.flatnonzero(mixed.any(0))
-            poly = polygon_iou(_as_quads([dets[i] for i in rows]), _as_quads([gts[j] for j in cols]))
-            sub = mixed[np.ix_(rows, cols)]
-            block = ious[np.ix_(rows, cols)]
-            block[sub] = poly[sub]
-            ious[np.ix_(rows, cols)] = block
-    return ious
-
-
-# ---------------------------------------------------------------------------- matching and AP
-
-
-def match_greedy(ious: np.ndarray, scores: np.ndarray, iou_thr: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """COCO's greedy matching at one IoU threshold; returns ``(det_to_gt, gt_to_det)`` index arrays.
-
-    Detections are visited by descending score (stable: ties keep input order); each takes the
-    still-unmatched GT with the highest IoU >= ``iou_thr`` (ties: the later GT, as COCOeval
-    does). ``-1`` means unmatched. Indices refer to the input order.
-    """
-    ious = np.asarray(ious, dtype=np.float64)
-    if ious.ndim != 2 or ious.shape[0] != len(scores):
-        raise ValueError(f"ious must be (len(scores), n_gt), got {ious.shape} for {len(scores)} scores")
-    n_det, n_gt = ious.shape
-    det_to_gt = np.full(n_det, -1, dtype=np.int64)
-    gt_to_det = np.full(n_gt, -1, dtype=np.int64)
-    # COCOeval starts from min(t, 1 - 1e-10) so that a threshold of 1.0 can still be met.
-    thr = min(float(iou_thr), 1 - 1e-10)
-    for d in np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort"):
-        if n_gt == 0:
-            break
-        vals = np.where(gt_to_det < 0, ious[d], -np.inf)
-        best = vals.max()
-        if best < thr:
-            continue
-        g = n_gt - 1 - int(np.argmax(vals[::-1] == best))  # the last GT reaching the best IoU
-        det_to_gt[d], gt_to_det[g] = g, d
-    return det_to_gt, gt_to_det
-
-
-def _prf(tp: int, n_pred: int, n_gt: int) -> dict[str, float | int | None]:
-    precision = tp / n_pred if n_pred else None
-    recall = tp / n_gt if n_gt else None
-    f1 = (2 * precision * recall / (precision + recall) if precision and recall else
-          (0.0 if precision is not None and recall is not None else None))
-    return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": n_pred - tp, "fn": n_gt - tp}
-
-
-# ---------------------------------------------------------------------------- inputs
-
-
-def _norm_path(path: str) -> str:
-    return os.path.normpath(path)
-
-
-def pair_predictions(pred_rows: Sequence[dict], gt_records: Sequence[Record]) -> tuple[list[dict | None], dict]:
-    """The prediction row of each GT record (``None`` when it has none), and what did not pair.
-
-    Rows pair with records by normalised image path; when several records share an image, the
-    row's ``source`` (``file:line``) picks among them, else the first record still free. The
-    second value lists ``unknown_images`` (rows for images not in the GT) and ``duplicates``
-    (rows for an image whose records all have a row already); both kinds are not used.
-    """
-    by_image: dict[str, list[int]] = {}
-    for i, rec in enumerate(gt_records):
-        by_image.setdefault(_norm_path(rec.image), []).append(i)
-    paired: list[dict | None] = [None] * len(gt_records)
-    unknown, duplicates = [], []
-    for row in pred_rows:
-        image = row.get("image")
-        candidates = by_image.get(_norm_path(image)) if isinstance(image, str) else None
-        if not candidates:
-            unknown.append(str(image))
-            continue
-        free = [i for i in candidates if paired[i] is None]
-        source = row.get("source")
-        exact = [i for i in free if source == f"{gt_records[i].source.file}:{gt_records[i].source.line}"]
-        if exact or free:
-            paired[(exact or free)[0]] = row
-        else:
-            duplicates.append(str(image))
-    return paired, {"unknown_images": unknown, "duplicates": duplicates}
-
-
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def prediction_objects(row: dict | None) -> tuple[list[Obj], int, int]:
-    """A prediction row's usable objects, and counts of (malformed objects dropped, scores missing).
-
-    An object needs ``kind`` bbox_2d/quad with 4/8 finite ``points``; ``desc`` defaults to "".
-    A missing or non-numeric ``score`` becomes 1.0 and is counted.
-    """
-    if row is None:
-        return [], 0, 0
-    objs, invalid, no_score = [], 0, 0
-    items = row.get("objects")
-    for item in items if isinstance(items, list) else []:
-        kind = item.get("kind") if isinstance(item, dict) else None
-        points = item.get("points") if isinstance(item, dict) else None
-        if (kind not in _POINTS_LEN or not isinstance(points, list) or len(points) != _POINTS_LEN[kind]
-                or not all(_finite_number(v) for v in points)):
-            invalid += 1
-            continue
-        score = item.get("score")
-        if not _finite_number(score):
-            no_score += 1
-            score = 1.0
-        objs.append(Obj(kind, tuple(float(v) for v in points), str(item.get("desc", "")), float(score)))
-    return objs, invalid, no_score
-
-
-@dataclass(frozen=True, slots=True)
-class _Ref:
-    """An object of one evaluated image, by position: its IoUs are looked up, not computed again."""
-
-    image: int
-    index: int
-    obj: Obj
-
-
-def _xyxy(ref: _Ref) -> np.ndarray:
-    return _as_boxes([ref.obj])[0]
-
-
-def _score(ref: _Ref) -> float:
-    return ref.obj.score
-
-
-def _gt_objects(record: Record) -> list[Obj]:
-    return [Obj(o.kind, tuple(o.points), o.desc) for o in record.objects]
-
-
-# ---------------------------------------------------------------------------- evaluation
-
-
-def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "auto",
-             max_dets: int = MAX_DETS) -> dict:
-    """All metrics for predictions against GT records, as a JSON-ready dict (pure: no I/O).
-
-    Keys: ``n_records``, ``parse_failures`` / ``parse_failure_rate`` (a record fails when its row
-    has a ``parse_error`` or it has no row), ``missing_predictions`` (their sources),
-    ``unpaired_rows``, object counts, ``scores_missing``, ``class_agnostic`` and ``mean_over_descs``
-    (AP, AP50, AP75 as COCOeval computes them with one class / one class per desc; precision,
-    recall, F1 at IoU 0.5 with greedy score-ordered matching, labels ignored / required to be equal),
-    ``per_desc`` (the same per GT description), ``pred_descs_not_in_gt`` and ``per_record``.
-    An undefined metric (e.g. AP without any GT object) is ``None``.
-    """
-    if iou_type not in IOU_TYPES:
-        raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
-
-    paired, unpaired = pair_predictions(pred_rows, gt_records)
-    descs = sorted({o.desc for rec in gt_records for o in rec.objects})
-    images: list[tuple[list[_Ref], list[_Ref]]] = []
-    ious_by_image: list[np.ndarray] = []
-    tp_any = tp_label = 0
-    desc_counts: dict[str, Counter] = {d: Counter() for d in descs}
-    foreign: Counter = Counter()
-    per_record, missing = [], []
-    failures = invalid_total = no_score_total = n_pred_total = n_gt_total = over_max = 0
-    for rec, row in zip(gt_records, paired, strict=True):
-        source = f"{rec.source.file}:{rec.source.line}"
-        if row is None:
-            missing.append(source)
-        parse_error = "no prediction line" if row is None else row.get("parse_error")
-        failures += parse_error is not None
-        dets, invalid, no_score = prediction_objects(row)
-        gts = _gt_objects(rec)
-        invalid_total += invalid
-        no_score_total += no_score
-        n_pred_total += len(dets)
-        n_gt_total += len(gts)
-        over_max += len(dets) > max_dets
-        ious = np.asarray(pairwise_iou(dets, gts, iou_type), dtype=np.float64).reshape(len(dets), len(gts))
-        scores = np.array([d.score for d in dets], dtype=np.float64)
-        image = len(images)
-        images.append(([_Ref(image, i, d) for i, d in enumerate(dets)], [_Ref(image, j, g) for j, g in enumerate(gts)]))
-        ious_by_image.append(ious)
-        det_to_gt, _ = match_greedy(ious, scores, 0.5)
-        tp = int((det_to_gt >= 0).sum())
-        tp_any += tp
-        # Label-aware P/R/F1: a match needs the same description, so match within each desc.
-        rec_tp_label = 0
-        for desc in {d.desc for d in dets} | {g.desc for g in gts}:
-            di = [i for i, d in enumerate(dets) if d.desc == desc]
-            gi = [j for j, g in enumerate(gts) if g.desc == desc]
-            sub = ious[np.ix_(di, gi)]
-            n_tp = int((match_greedy(sub, scores[di], 0.5)[0] >= 0).sum())
-            rec_tp_label += n_tp
-            if desc in desc_counts:
-                desc_counts[desc].update(tp=n_tp, pred=len(di), gt=len(gi))
-            else:
-                foreign[desc] += len(di)
-        tp_label += rec_tp_label
-        per_record.append({"source": source, "image": rec.image, "parse_error": parse_error, "n_gt": len(gts),
-                           "n_pred": len(dets), "tp": tp, "fp": len(dets) - tp, "fn": len(gts) - tp,
-                           "tp_label": rec_tp_label, "invalid_objects": invalid})
-    def known_iou(dets: Sequence[_Ref], gts: Sequence[_Ref]) -> np.ndarray:  # computed once above, per image
-        if not dets or not gts:
-            return np.zeros((len(dets), len(gts)))
-        return ious_by_image[dets[0].image][np.ix_([d.index for d in dets], [g.index for g in gts])]
-
-    agnostic = coco_precision(images, lambda r: 1, 1, _xyxy, _score, known_iou, max_dets)
-    desc_ids = {d: k for k, d in enumerate(descs, start=1)}
-    by_desc = coco_precision(images, lambda r: desc_ids.get(r.obj.desc), len(descs), _xyxy, _score, known_iou,
-                             max_dets)
-    n = len(gt_records)
-    return {
-        "n_records": n,
-        "n_pred_rows": len(pred_rows),
-        "iou_type": iou_type,
-        "max_dets": max_dets,
-        "parse_failures": failures,
-        "parse_failure_rate": failures / n if n else None,
-        "missing_predictions": missing,
-        "unpaired_rows": unpaired,
-        "n_gt_objects": n_gt_total,
-        "n_pred_objects": n_pred_total,
-        "invalid_pred_objects": invalid_total,
-        "scores_missing": no_score_total,
-        "images_over_max_dets": over_max,
-        "class_agnostic": {**ap_summary(agnostic), **_prf(tp_any, n_pred_total, n_gt_total)},
-        "mean_over_descs": {**ap_summary(by_desc), **_prf(tp_label, n_pred_total, n_gt_total)},
-        "per_desc": {d: {"n_gt": desc_counts[d]["gt"], "n_pred": desc_counts[d]["pred"],
-                         **ap_summary(by_desc[:, :, desc_ids[d] - 1]),
-                         **_prf(desc_counts[d]["tp"], desc_counts[d]["pred"], desc_counts[d]["gt"])}
-                     for d in descs},
-        "pred_descs_not_in_gt": dict(foreign.most_common()),
-        "per_record": per_record,
-    }
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def _fmt(value: float | None) -> str:
-    return "   -  " if value is None else f"{value:6.3f}"
-
-
-def format_table(metrics: dict, max_descs: int = 15) -> str:
-    """A short human-readable summary of :func:`evaluate`'s result."""
-    n = metrics["n_records"]
-    rate = metrics["parse_failure_rate"]
-    lines = [
-        f"records {n} | parse failures {metrics['parse_failures']}"
-        + (f" ({100 * rate:.1f}%)" if rate is not None else "")
-        + f" | missing prediction lines {len(metrics['missing_predictions'])}"
-        + f" | GT objects {metrics['n_gt_objects']} | predicted {metrics['n_pred_objects']}"
-        + f" | IoU {metrics['iou_type']}",
-    ]
-    if metrics["scores_missing"]:
-        lines.append(f"note: {metrics['scores_missing']} predicted objects had no score; scored 1.0, so AP ranks "
-                     "them in file order")
-    for key, what in (("invalid_pred_objects", "malformed predicted objects dropped"),
-                      ("images_over_max_dets", f"images with more than {metrics['max_dets']} predictions "
-                                               "(extra ones ignored by AP)")):
-        if metrics[key]:
-            lines.append(f"note: {metrics[key]} {what}")
-    unpaired = metrics["unpaired_rows"]
-    if unpaired["unknown_images"] or unpaired["duplicates"]:
-        lines.append(f"note: prediction rows not used: {len(unpaired['unknown_images'])} for images not in the GT, "
-                     f"{len(unpaired['duplicates'])} duplicates")
-    header = f"{'':<28}{'AP':>7}{'AP50':>7}{'AP75':>7}{'P@.5':>7}{'R@.5':>7}{'F1@.5':>7}{'GT':>7}"
-    lines += ["", header]
-
-    def row(name: str, m: dict, n_gt: int | str) -> str:
-        vals = "".join(" " + _fmt(m[k]) for k in ("AP", "AP50", "AP75", "precision", "recall", "f1"))
-        return f"{name[:28]:<28}{vals}{n_gt:>7}"
-
-    lines.append(row("class-agnostic", metrics["class_agnostic"], metrics["n_gt_objects"]))
-    lines.append(row("mean over descs", metrics["mean_over_descs"], metrics["n_gt_objects"]))
-    per_desc = sorted(metrics["per_desc"].items(), key=lambda kv: -kv[1]["n_gt"])
-    for desc, m in per_desc[:max_descs]:
-        lines.append(row(f"  {desc}", m, m["n_gt"]))
-    if len(per_desc) > max_descs:
-        lines.append(f"  ... {len(per_desc) - max_descs} more descriptions in the JSON")
-    return "\n".join(lines)
-
-
-def read_predictions(path: Path) -> tuple[list[dict], list[str]]:
-    """Rows of a prediction JSONL, and a message per line that is not a JSON object (skipped)."""
-    rows, bad = [], []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                bad.append(f"{path}:{number}: not valid JSON ({exc.msg})")
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-            else:
-                bad.append(f"{path}:{number}: not a JSON object")
-    return rows, bad
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; 0 on success, 2 when an input cannot be read or the GT holds no records."""
-    parser = argparse.ArgumentParser(prog="python -m src.eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--pred", required=True, type=Path, help="predictions JSONL from src.infer")
-    parser.add_argument("--gt", required=True, type=Path, help="ground-truth JSONL (the data contract)")
-    parser.add_argument("--out", type=Path, help="metrics JSON (default: PRED with suffix .metrics.json)")
-    parser.add_argument("--iou-type", choices=IOU_TYPES, default="auto")
-    parser.add_argument("--max-dets", type=int, default=MAX_DETS)
-    args = parser.parse_args(argv)
+from src.cli import EXIT_OK, UsageError, add_overwrite_arg, make_parser, refuse_existing, run_main
+from src.datasets.contract import load_records
+from src.evaluation.metrics import IOU_TYPES, MAX_DETS, evaluate, format_table
+from src.inference.predictions import read_prediction_rows
+
+
+def parse_args(argv: Sequence[str] | None):
+    parser = make_parser("python -m src.eval", __doc__)
+    parser.add_argument("--pred", required=True, type=Path,
+                        help="predictions JSONL written by src.infer")
+    parser.add_argument("--gt", required=True, type=Path,
+                        help="ground-truth JSONL in the data contract")
+    parser.add_argument("--out", type=Path,
+                        help="metrics JSON (default: PRED with suffix .metrics.json)")
+    parser.add_argument("--iou_type", "--iou-type", choices=IOU_TYPES, default="auto",
+                        help="auto: box IoU for box pairs, polygon IoU when a quad is involved; bbox; polygon")
+    parser.add_argument("--max_dets", "--max-dets", type=int, default=MAX_DETS,
+                        help="detections per image that AP considers (COCO: 100)")
+    add_overwrite_arg(parser)
+    return parser.parse_args(argv)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Evaluate; raises UsageError when an input cannot be read, the GT holds no record or the output exists."""
+    args = parse_args(argv)
+    out = args.out or args.pred.with_suffix(".metrics.json")
+    refuse_existing(out, args.overwrite, "metrics")
     try:
         # Images are not decoded: evaluation needs only the paths, and decoding a val set is slow.
         records, problems = load_records(args.gt, check_image=False)
-        rows, bad_lines = read_predictions(args.pred)
+        rows, bad_lines = read_prediction_rows(args.pred)
     except (FileNotFoundError, UnicodeDecodeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     for problem in problems[:5]:
         print(f"warning: GT record skipped: {problem}", file=sys.stderr)
     if len(problems) > 5:
@@ -436,17 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     for message in bad_lines:
         print(f"warning: prediction line skipped: {message}", file=sys.stderr)
     if not records:
-        print(f"error: no valid records in {args.gt}", file=sys.stderr)
-        return 2
+        raise UsageError(f"no valid records in {args.gt}")
     metrics = evaluate(rows, records, iou_type=args.iou_type, max_dets=args.max_dets)
     metrics["inputs"] = {"pred": str(args.pred.resolve()), "gt": str(args.gt.resolve()),
                          "gt_problems": [str(p) for p in problems], "bad_pred_lines": bad_lines}
     print(format_table(metrics))
-    out = args.out or args.pred.with_suffix(".metrics.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"\nmetrics: {out}")
-    return 0
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`run` with the project's exit codes: 0 done, 2 bad input (nothing written), 3 a failure."""
+    return run_main(run, argv)
 
 
 if __name__ == "__main__":

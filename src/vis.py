@@ -1,212 +1,62 @@
-"""Visualisation: `python -m src.vis --gt GT.jsonl [--pred PRED.jsonl] --out vis_out/ [--limit N] [--overwrite]`.
+"""Pictures: `python -m src.vis --gt GT.jsonl [--pred PRED.jsonl] --out vis_out/ [--limit N] [--overwrite]`.
 
-One PNG per record: the image (read by the project's one loader, EXIF applied) with its GT boxes
-and quads drawn as polygons with their labels, and, given predictions, those too, coloured by how
-they match at IoU 0.5 (the greedy, score-ordered matching of :mod:`src.eval`):
-
-* matched prediction: green; false-positive prediction: red;
-* missed GT: orange (thick); matched GT: blue (thin). Without predictions every GT is blue.
-
-Small images are scaled up by a whole factor (nearest neighbour) until the shorter side reaches
-``--min-side``, and coordinates with them. ``index.html`` is a contact sheet linking every PNG with
-its counts.
+One PNG per record with the ground truth and, given predictions, those too, coloured by how they match at
+IoU 0.5 (green matched, red false positive, orange missed, blue matched GT), and `index.html`, a
+contact sheet. The drawing is src/evaluation/pictures.py's.
 """
 
 from __future__ import annotations
 
-import argparse
-import html
-import math
-import re
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFont
-
-from src.datasets.contract import Record, load_records
-from src.datasets.images import ImageError, load_image
-from src.eval import Obj, match_greedy, pair_predictions, pairwise_iou, prediction_objects, read_predictions
-
-__all__ = ["BLUE", "GREEN", "ORANGE", "RED", "RecordView", "main", "render_record", "scale_factor", "write_index"]
-
-GREEN = (0, 200, 0)
-RED = (230, 0, 0)
-ORANGE = (255, 140, 0)
-BLUE = (0, 90, 255)
-MIN_SIDE = 384
-_MATCH_IOU = 0.5
+from src.cli import EXIT_OK, UsageError, add_overwrite_arg, make_parser, progress, refuse_existing, run_main
+from src.datasets.contract import load_records
+from src.datasets.images import ImageError
+from src.evaluation.metrics import IOU_TYPES, pair_predictions, prediction_objects
+from src.evaluation.pictures import MIN_SIDE, RecordView, png_name, render_record, write_index
+from src.inference.predictions import read_prediction_rows
 
 
-@dataclass(frozen=True, slots=True)
-class RecordView:
-    """What one rendered record showed: counts for the contact sheet."""
-
-    png: str
-    source: str
-    n_gt: int
-    n_pred: int | None
-    tp: int | None
-    parse_error: str | None
-    error: str | None = None
-    """Why no PNG was written (unreadable image), else None."""
-
-
-def scale_factor(width: int, height: int, min_side: int = MIN_SIDE) -> int:
-    """The whole factor (>= 1) that brings the shorter side to at least ``min_side``."""
-    return max(1, math.ceil(min_side / max(1, min(width, height))))
-
-
-def _polygon(obj: Obj, sx: float, sy: float, size: tuple[int, int]) -> list[tuple[float, float]]:
-    pts = np.asarray(obj.points, dtype=np.float64)
-    if obj.kind == "bbox_2d":
-        x1, y1, x2, y2 = pts
-        # x2/y2 are exclusive edges: the box's last pixel column is x2 * sx - 1 after scaling.
-        xs, ys = [x1 * sx, x2 * sx - 1, x2 * sx - 1, x1 * sx], [y1 * sy, y1 * sy, y2 * sy - 1, y2 * sy - 1]
-    else:
-        xs, ys = list(pts[0::2] * sx), list(pts[1::2] * sy)
-    # Clamped so an edge on the image border stays visible.
-    return [(min(max(x, 0.0), size[0] - 1.0), min(max(y, 0.0), size[1] - 1.0)) for x, y in zip(xs, ys, strict=True)]
-
-
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
-        return ImageFont.load_default()
-
-
-def _label(draw: ImageDraw.ImageDraw, poly: list[tuple[float, float]], text: str, colour: tuple[int, int, int],
-           above: bool, font, size: tuple[int, int]) -> None:
-    if not text:
-        return
-    x = min(p[0] for p in poly)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    w, h = right - left + 4, bottom - top + 2
-    y = min(p[1] for p in poly) - h - 1 if above else max(p[1] for p in poly) + 2
-    x, y = min(max(x, 0), max(0, size[0] - w)), min(max(y, 0), max(0, size[1] - h))
-    draw.rectangle((x, y, x + w - 1, y + h - 1), fill=colour)
-    draw.text((x + 2 - left, y + 1 - top), text, fill=(255, 255, 255), font=font)
-
-
-def render_record(record: Record, row: dict | None, with_pred: bool, *, min_side: int = MIN_SIDE,
-                  match_labels: bool = False, iou_type: str = "auto") -> tuple[Image.Image, int, int | None]:
-    """The annotated image of one record, its GT count and (with predictions) its match count.
-
-    Raises :class:`ImageError` when the image cannot be read. ``match_labels`` makes a match
-    need equal descriptions (default: geometry only, like class-agnostic AP).
-    """
-    img = load_image(record.image)
-    factor = scale_factor(*img.size, min_side=min_side)
-    if factor > 1:
-        img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
-    sx, sy = img.width / record.width, img.height / record.height
-    draw = ImageDraw.Draw(img)
-    font = _font(max(11, min(img.size) // 32))
-    gts = [Obj(o.kind, tuple(o.points), o.desc) for o in record.objects]
-    dets = prediction_objects(row)[0] if with_pred else []
-    tp = None
-    gt_colour, gt_width = [BLUE] * len(gts), [2] * len(gts)
-    if with_pred:
-        ious = pairwise_iou(dets, gts, iou_type)
-        if match_labels:
-            same = np.array([[d.desc == g.desc for g in gts] for d in dets], dtype=bool).reshape(ious.shape)
-            ious = np.where(same, ious, 0.0)
-        det_to_gt, gt_to_det = match_greedy(ious, np.array([d.score for d in dets]), _MATCH_IOU)
-        tp = int((det_to_gt >= 0).sum())
-        gt_colour = [BLUE if m >= 0 else ORANGE for m in gt_to_det]
-        gt_width = [1 if m >= 0 else 3 for m in gt_to_det]
-    for obj, colour, width in zip(gts, gt_colour, gt_width, strict=True):
-        poly = _polygon(obj, sx, sy, img.size)
-        draw.polygon(poly, outline=colour, width=width)
-        _label(draw, poly, obj.desc, colour, True, font, img.size)
-    if with_pred:
-        for obj, m in zip(dets, det_to_gt, strict=True):
-            colour = GREEN if m >= 0 else RED
-            poly = _polygon(obj, sx, sy, img.size)
-            draw.polygon(poly, outline=colour, width=2)
-            _label(draw, poly, f"{obj.desc} {obj.score:.2f}", colour, False, font, img.size)
-    return img, len(gts), tp
-
-
-def _png_name(index: int, image: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(image).stem)[:60]
-    return f"{index:05d}_{stem}.png"
-
-
-def write_index(out_dir: Path, views: list[RecordView], title: str) -> Path:
-    """Write ``index.html`` in ``out_dir``: a grid of every PNG, each linked, with its counts."""
-    esc = html.escape
-    legend = "".join(f'<span style="color:rgb{c}">&#9632; {esc(name)}</span> '
-                     for c, name in ((GREEN, "matched pred"), (RED, "false-positive pred"),
-                                     (ORANGE, "missed GT"), (BLUE, "matched GT / GT")))
-    cells = []
-    for v in views:
-        counts = f"GT {v.n_gt}"
-        if v.n_pred is not None:
-            counts += f" &middot; pred {v.n_pred} &middot; TP {v.tp} &middot; FP {v.n_pred - (v.tp or 0)}"
-            counts += f" &middot; FN {v.n_gt - (v.tp or 0)}"
-        note = f'<div class="err">parse error: {esc(v.parse_error)}</div>' if v.parse_error else ""
-        if v.error:
-            body = f'<div class="err">not rendered: {esc(v.error)}</div>'
-        else:
-            body = f'<a href="{esc(v.png)}"><img src="{esc(v.png)}" loading="lazy"></a>'
-        cells.append(f'<figure>{body}<figcaption><b>{esc(v.png or "-")}</b><br>{esc(v.source)}<br>{counts}'
-                     f"{note}</figcaption></figure>")
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{esc(title)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 1em; }}
-.grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
-figure {{ margin: 0; width: 260px; font-size: 12px; word-break: break-all; }}
-figure img {{ max-width: 256px; max-height: 256px; border: 1px solid #ccc; image-rendering: pixelated; }}
-.err {{ color: #c00; }}
-</style></head><body>
-<h1>{esc(title)}</h1>
-<p>{len(views)} records. {legend}</p>
-<div class="grid">
-{chr(10).join(cells)}
-</div></body></html>
-"""
-    path = out_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
-    return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; 0 on success, 2 when an input is unreadable or the out dir is not empty."""
-    parser = argparse.ArgumentParser(prog="python -m src.vis", description=__doc__.splitlines()[0])
-    parser.add_argument("--gt", required=True, type=Path)
-    parser.add_argument("--pred", type=Path)
-    parser.add_argument("--out", required=True, type=Path)
+def parse_args(argv: Sequence[str] | None):
+    parser = make_parser("python -m src.vis", __doc__)
+    parser.add_argument("--gt", required=True, type=Path, help="ground-truth JSONL in the data contract")
+    parser.add_argument("--pred", type=Path, help="predictions JSONL written by src.infer (optional)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for the PNGs and index.html")
     parser.add_argument("--limit", type=int, help="only the first N GT records")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty out dir")
-    parser.add_argument("--min-side", type=int, default=MIN_SIDE)
-    parser.add_argument("--match-labels", action="store_true", help="a match also needs equal descriptions")
-    parser.add_argument("--iou-type", choices=("auto", "bbox", "polygon"), default="auto")
-    args = parser.parse_args(argv)
-    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())) and not args.overwrite:
-        print(f"error: {args.out} exists and is not empty; pass --overwrite to write into it", file=sys.stderr)
-        return 2
+    parser.add_argument("--min_side", "--min-side", type=int, default=MIN_SIDE,
+                        help="scale small images up by a whole factor until the shorter side reaches this")
+    parser.add_argument("--match_labels", "--match-labels", action="store_true",
+                        help="a match also needs equal descriptions")
+    parser.add_argument("--iou_type", "--iou-type", choices=IOU_TYPES, default="auto",
+                        help="auto: box IoU for box pairs, polygon IoU when a quad is involved; bbox; polygon")
+    add_overwrite_arg(parser)
+    return parser.parse_args(argv)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Draw every record; raises UsageError for an unreadable input or an existing, non-empty out folder."""
+    args = parse_args(argv)
+    refuse_existing(args.out, args.overwrite, "pictures")
     try:
         records, problems = load_records(args.gt, check_image=False)
-        rows, bad_lines = read_predictions(args.pred) if args.pred else ([], [])
+        rows, bad_lines = read_prediction_rows(args.pred) if args.pred else ([], [])
     except (FileNotFoundError, UnicodeDecodeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     for message in [str(p) for p in problems] + bad_lines:
         print(f"warning: skipped: {message}", file=sys.stderr)
     records = records[: args.limit]
     paired, _ = pair_predictions(rows, records)
     args.out.mkdir(parents=True, exist_ok=True)
     views = []
-    for index, (record, row) in enumerate(zip(records, paired, strict=True)):
+    for index, (record, row) in progress(enumerate(zip(records, paired, strict=True)), total=len(records),
+                                         desc="drawing", unit="image"):
         source = f"{record.source.file}:{record.source.line}"
         parse_error = None
         if args.pred:
             parse_error = "no prediction line" if row is None else row.get("parse_error")
-        name = _png_name(index, record.image)
+        name = png_name(index, record.image)
         try:
             img, n_gt, tp = render_record(record, row, args.pred is not None, min_side=args.min_side,
                                           match_labels=args.match_labels, iou_type=args.iou_type)
@@ -219,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         views.append(RecordView(name, source, n_gt, n_pred, tp, parse_error))
     index = write_index(args.out, views, f"{args.gt.name}" + (f" vs {args.pred.name}" if args.pred else ""))
     print(f"wrote {sum(1 for v in views if not v.error)} images and {index}")
-    return 0
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`run` with the project's exit codes: 0 done, 2 bad input (nothing written), 3 a failure."""
+    return run_main(run, argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from src.datasets.contract import GroundingObject, Record, SourceRef
-from src.eval import Obj, evaluate, main, match_greedy, pair_predictions, pairwise_iou, prediction_objects
+from src.eval import main
+from src.evaluation.metrics import Obj, evaluate, match_greedy, pair_predictions, pairwise_iou, prediction_objects
 
 GT_FILE = "/data/gt.jsonl"
 
@@ -253,7 +254,7 @@ def test_cli_writes_metrics(tmp_path: Path, capsys):
 
 
 def test_polygon_iou_of_partly_overlapping_quads_is_intersection_over_union():
-    from src.eval import polygon_iou
+    from src.evaluation.metrics import polygon_iou
 
     square = [0, 0, 10, 0, 10, 10, 0, 10]  # area 100
     shifted = [5, 0, 15, 0, 15, 10, 5, 10]  # area 100, overlap 50: IoU 50 / 150

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from src.infer import choose_engine
+from src.inference.engine import choose_engine
 
 
 @pytest.mark.parametrize(("requested", "vllm", "cuda", "expected"), [

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from src.evaluation.pictures import BLUE, GREEN, ORANGE, RED, scale_factor
 from src.training.curves import plot_loss_curves, read_loss_rows
-from src.vis import BLUE, GREEN, ORANGE, RED, main, scale_factor
+from src.vis import main
 
 BOX = [8, 8, 24, 20]  # on a 64x48 image: scaled by 8 to 512x384
 FP_BOX = [40, 30, 60, 44]

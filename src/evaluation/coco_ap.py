@@ -2,7 +2,7 @@
 
 `COCOeval` ranks, matches and accumulates exactly as every COCO number users know; only its
 `computeIoU` is replaced, so that a pair involving a quad is scored by polygon IoU (see
-`src.eval.pairwise_iou`). Evaluation is on area range "all" with `maxDets = [max_dets]`.
+`src.evaluation.metrics.pairwise_iou`). Evaluation is on area range "all" with `maxDets = [max_dets]`.
 """
 
 from __future__ import annotations

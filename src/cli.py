@@ -1,0 +1,91 @@
+"""What every command line of the project shares: exit codes, errors, the overwrite rule, progress bars.
+
+Exit codes (README "Exit codes"):
+- 0: done;
+- 1: a check ran and found problems (`python -m src.datasets validate` with invalid records);
+- 2: bad usage, config or data: nothing was started (the message names the file, key or line);
+- 3: a failure while running, with its traceback (a programming error, a crash of a library).
+argparse's own usage errors exit 2 too. Under torchrun the launcher's code (1) stands for any rank's.
+
+Every output file or folder is refused when it exists (a non-empty folder) unless `--overwrite`.
+Flags are spelled ms-swift's way (`--snake_case`); older spellings stay accepted as aliases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from src.config.errors import ConfigError
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+EXIT_FAILED = 3
+
+T = TypeVar("T")
+
+
+class UsageError(Exception):
+    """A bad argument or input a user can fix: exit 2 with the message, no traceback."""
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The exception types that mean "fix your input" (exit 2, message only)."""
+    from src.datasets.loading import DataError  # the data layer's own error type
+
+    return UsageError, ConfigError, DataError
+
+
+def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run a command's `main`: its return code, 2 with `error: MESSAGE` for a user error, 3 with the
+    traceback for anything else."""
+    try:
+        return main(argv)
+    except user_errors() as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - the traceback is the message
+        traceback.print_exc()
+        return EXIT_FAILED
+
+
+def make_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """An ArgumentParser whose description is the first line of the command's docstring."""
+    return argparse.ArgumentParser(prog=prog, description=(doc or "").strip().splitlines()[0] if doc else None,
+                                   allow_abbrev=False)
+
+
+def add_config_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """`--config` and `--base_config`, as every command that reads a config takes them."""
+    parser.add_argument("--config", required=required, type=Path, help="the run's YAML (its extends chain merged)")
+    parser.add_argument("--base_config", type=Path, help="a YAML merged under the config's whole extends chain")
+
+
+def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
+    """`--overwrite`: replace an existing output."""
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file or folder")
+
+
+def refuse_existing(path: Path, overwrite: bool, what: str = "output") -> None:
+    """Raise UsageError when `path` is an existing file or a non-empty folder and `overwrite` is off."""
+    if overwrite or not path.exists():
+        return
+    if path.is_dir() and not any(path.iterdir()):
+        return
+    kind = "folder is not empty" if path.is_dir() else "file exists"
+    raise UsageError(f"{what} {path}: the {kind}; choose another path or pass --overwrite to replace it")
+
+
+def progress(items: Iterable[T], *, total: int | None = None, desc: str, unit: str = "it") -> Iterable[T]:
+    """`items` with a progress bar on stderr (rate included) when stderr is a terminal; plain otherwise."""
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc=desc, unit=unit, disable=None, file=sys.stderr, dynamic_ncols=True)

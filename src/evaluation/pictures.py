@@ -1,0 +1,172 @@
+"""Pictures of ground truth and predictions (`python -m src.vis` draws them).
+
+One PNG per record: the image (read by the project's one loader, EXIF applied) with its GT boxes
+and quads drawn as polygons with their labels, and, given predictions, those too, coloured by how
+they match at IoU 0.5 (the greedy, score-ordered matching of src/evaluation/metrics.py):
+
+* matched prediction: green; false-positive prediction: red;
+* missed GT: orange (thick); matched GT: blue (thin). Without predictions every GT is blue.
+
+Small images are scaled up by a whole factor (nearest neighbour) until the shorter side reaches
+``--min_side``, and coordinates with them. ``index.html`` is a contact sheet linking every PNG with
+its counts.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from src.datasets.contract import Record
+from src.datasets.images import load_image
+from src.evaluation.metrics import Obj, match_greedy, pairwise_iou, prediction_objects
+
+__all__ = ["BLUE", "GREEN", "ORANGE", "RED", "RecordView", "png_name", "render_record", "scale_factor", "write_index"]
+
+GREEN = (0, 200, 0)
+RED = (230, 0, 0)
+ORANGE = (255, 140, 0)
+BLUE = (0, 90, 255)
+MIN_SIDE = 384
+_MATCH_IOU = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class RecordView:
+    """What one rendered record showed: counts for the contact sheet."""
+
+    png: str
+    source: str
+    n_gt: int
+    n_pred: int | None
+    tp: int | None
+    parse_error: str | None
+    error: str | None = None
+    """Why no PNG was written (unreadable image), else None."""
+
+
+def scale_factor(width: int, height: int, min_side: int = MIN_SIDE) -> int:
+    """The whole factor (>= 1) that brings the shorter side to at least ``min_side``."""
+    return max(1, math.ceil(min_side / max(1, min(width, height))))
+
+
+def _polygon(obj: Obj, sx: float, sy: float, size: tuple[int, int]) -> list[tuple[float, float]]:
+    pts = np.asarray(obj.points, dtype=np.float64)
+    if obj.kind == "bbox_2d":
+        x1, y1, x2, y2 = pts
+        # x2/y2 are exclusive edges: the box's last pixel column is x2 * sx - 1 after scaling.
+        xs, ys = [x1 * sx, x2 * sx - 1, x2 * sx - 1, x1 * sx], [y1 * sy, y1 * sy, y2 * sy - 1, y2 * sy - 1]
+    else:
+        xs, ys = list(pts[0::2] * sx), list(pts[1::2] * sy)
+    # Clamped so an edge on the image border stays visible.
+    return [(min(max(x, 0.0), size[0] - 1.0), min(max(y, 0.0), size[1] - 1.0)) for x, y in zip(xs, ys, strict=True)]
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _label(draw: ImageDraw.ImageDraw, poly: list[tuple[float, float]], text: str, colour: tuple[int, int, int],
+           above: bool, font, size: tuple[int, int]) -> None:
+    if not text:
+        return
+    x = min(p[0] for p in poly)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    w, h = right - left + 4, bottom - top + 2
+    y = min(p[1] for p in poly) - h - 1 if above else max(p[1] for p in poly) + 2
+    x, y = min(max(x, 0), max(0, size[0] - w)), min(max(y, 0), max(0, size[1] - h))
+    draw.rectangle((x, y, x + w - 1, y + h - 1), fill=colour)
+    draw.text((x + 2 - left, y + 1 - top), text, fill=(255, 255, 255), font=font)
+
+
+def render_record(record: Record, row: dict | None, with_pred: bool, *, min_side: int = MIN_SIDE,
+                  match_labels: bool = False, iou_type: str = "auto") -> tuple[Image.Image, int, int | None]:
+    """The annotated image of one record, its GT count and (with predictions) its match count.
+
+    Raises :class:`ImageError` when the image cannot be read. ``match_labels`` makes a match
+    need equal descriptions (default: geometry only, like class-agnostic AP).
+    """
+    img = load_image(record.image)
+    factor = scale_factor(*img.size, min_side=min_side)
+    if factor > 1:
+        img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+    sx, sy = img.width / record.width, img.height / record.height
+    draw = ImageDraw.Draw(img)
+    font = _font(max(11, min(img.size) // 32))
+    gts = [Obj(o.kind, tuple(o.points), o.desc) for o in record.objects]
+    dets = prediction_objects(row)[0] if with_pred else []
+    tp = None
+    gt_colour, gt_width = [BLUE] * len(gts), [2] * len(gts)
+    if with_pred:
+        ious = pairwise_iou(dets, gts, iou_type)
+        if match_labels:
+            same = np.array([[d.desc == g.desc for g in gts] for d in dets], dtype=bool).reshape(ious.shape)
+            ious = np.where(same, ious, 0.0)
+        det_to_gt, gt_to_det = match_greedy(ious, np.array([d.score for d in dets]), _MATCH_IOU)
+        tp = int((det_to_gt >= 0).sum())
+        gt_colour = [BLUE if m >= 0 else ORANGE for m in gt_to_det]
+        gt_width = [1 if m >= 0 else 3 for m in gt_to_det]
+    for obj, colour, width in zip(gts, gt_colour, gt_width, strict=True):
+        poly = _polygon(obj, sx, sy, img.size)
+        draw.polygon(poly, outline=colour, width=width)
+        _label(draw, poly, obj.desc, colour, True, font, img.size)
+    if with_pred:
+        for obj, m in zip(dets, det_to_gt, strict=True):
+            colour = GREEN if m >= 0 else RED
+            poly = _polygon(obj, sx, sy, img.size)
+            draw.polygon(poly, outline=colour, width=2)
+            _label(draw, poly, f"{obj.desc} {obj.score:.2f}", colour, False, font, img.size)
+    return img, len(gts), tp
+
+
+def png_name(index: int, image: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(image).stem)[:60]
+    return f"{index:05d}_{stem}.png"
+
+
+def write_index(out_dir: Path, views: list[RecordView], title: str) -> Path:
+    """Write ``index.html`` in ``out_dir``: a grid of every PNG, each linked, with its counts."""
+    esc = html.escape
+    legend = "".join(f'<span style="color:rgb{c}">&#9632; {esc(name)}</span> '
+                     for c, name in ((GREEN, "matched pred"), (RED, "false-positive pred"),
+                                     (ORANGE, "missed GT"), (BLUE, "matched GT / GT")))
+    cells = []
+    for v in views:
+        counts = f"GT {v.n_gt}"
+        if v.n_pred is not None:
+            counts += f" &middot; pred {v.n_pred} &middot; TP {v.tp} &middot; FP {v.n_pred - (v.tp or 0)}"
+            counts += f" &middot; FN {v.n_gt - (v.tp or 0)}"
+        note = f'<div class="err">parse error: {esc(v.parse_error)}</div>' if v.parse_error else ""
+        if v.error:
+            body = f'<div class="err">not rendered: {esc(v.error)}</div>'
+        else:
+            body = f'<a href="{esc(v.png)}"><img src="{esc(v.png)}" loading="lazy"></a>'
+        cells.append(f'<figure>{body}<figcaption><b>{esc(v.png or "-")}</b><br>{esc(v.source)}<br>{counts}'
+                     f"{note}</figcaption></figure>")
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1em; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
+figure {{ margin: 0; width: 260px; font-size: 12px; word-break: break-all; }}
+figure img {{ max-width: 256px; max-height: 256px; border: 1px solid #ccc; image-rendering: pixelated; }}
+.err {{ color: #c00; }}
+</style></head><body>
+<h1>{esc(title)}</h1>
+<p>{len(views)} records. {legend}</p>
+<div class="grid">
+{chr(10).join(cells)}
+</div></body></html>
+"""
+    path = out_dir / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path

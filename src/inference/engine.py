@@ -1,0 +1,114 @@
+"""Inference (`python -m src.infer` runs it): the same prompt, builder and image settings as training (from
+the config), through ms-swift's `TransformersEngine` (or vLLM on a GPU where installed).
+
+A checkpoint is an adapter checkpoint (its base model is read from its args.json), a full checkpoint or a
+merged model. Each record gives one `PredictionLine` (src/inference/predictions.py): the raw answer, the
+parsed objects back in pixels of the original image with scores, and what the parser saw.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from src.config import ConfigError
+from src.datasets.answer import parse_answer
+from src.datasets.geometry import norm_to_pixel
+from src.inference.predictions import PredictedObject, PredictionLine
+from src.inference.scoring import object_scores, response_token_logprobs
+
+
+def model_and_adapters(checkpoint: Path) -> tuple[str, list[str]]:
+    """(base model dir, adapters) for a checkpoint: an adapter's base comes from its args.json.
+
+    Raises ConfigError for a path that is not a checkpoint or an adapter whose base cannot be found."""
+    checkpoint = checkpoint.resolve()
+    if (checkpoint / "adapter_config.json").is_file():
+        args_file = checkpoint / "args.json"
+        if not args_file.is_file():
+            raise ConfigError(f"--checkpoint {checkpoint}: an adapter without args.json, so its base model is "
+                              f"unknown; point --checkpoint at a checkpoint ms-swift saved, or merge it first "
+                              f"(swift export --adapters ... --merge_lora true)")
+        base = json.loads(args_file.read_text(encoding="utf-8")).get("model")
+        if not base or not Path(base).is_dir():
+            raise ConfigError(f"--checkpoint {checkpoint}: its args.json names the base model {base!r}, which "
+                              f"is not a directory here")
+        return str(base), [str(checkpoint)]
+    if not (checkpoint / "config.json").is_file():
+        raise ConfigError(f"--checkpoint {checkpoint}: not a checkpoint (no adapter_config.json or config.json)")
+    return str(checkpoint), []
+
+
+def to_pixel_objects(parsed_objects: list[dict], scores: list[float], width: int, height: int,
+                     norm: str) -> list[PredictedObject]:
+    """Parsed objects with their coordinates mapped from the answer's space back to image pixels, and scores."""
+    out = []
+    for obj, score in zip(parsed_objects, scores, strict=True):
+        pixels = norm_to_pixel(np.asarray(obj["coords"], dtype=float), width, height, norm)
+        out.append(PredictedObject(obj["kind"], tuple(round(float(v), 2) for v in np.asarray(pixels).ravel()),
+                                   obj["label"], round(score, 6)))
+    return out
+
+
+def choose_engine(requested: str, vllm_installed: bool, cuda_available: bool) -> str:
+    """"transformers" or "vllm": `auto` takes vLLM where it is installed and a GPU is there.
+
+    Raises ValueError when vllm is requested but cannot run here.
+    """
+    if requested == "transformers":
+        return "transformers"
+    can_vllm = vllm_installed and cuda_available
+    if requested == "vllm" and not can_vllm:
+        raise ValueError("--engine vllm needs the vllm package and a CUDA GPU"
+                         f" ({'no GPU' if vllm_installed else 'vllm is not installed'}); use --engine transformers")
+    return "vllm" if can_vllm else "transformers"
+
+
+def make_engine(name: str, cfg, checkpoint: Path):
+    """An ms-swift inference engine for `checkpoint` (adapter, full or merged), configured like training."""
+    model, adapters = model_and_adapters(checkpoint)
+    kwargs = {"adapters": adapters, "model_type": cfg.swift.get("model_type"),
+              "template_type": cfg.swift.get("template")}
+    if name == "vllm":
+        from swift import VllmEngine  # heavy; GPU machines only
+
+        return VllmEngine(model, enable_lora=bool(adapters), **kwargs)
+    from swift import TransformersEngine  # heavy
+
+    return TransformersEngine(model, attn_impl=cfg.swift.get("attn_impl"), **kwargs)
+
+
+def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str) -> list[PredictionLine]:
+    """One prediction line per record: every question the builder asks about it (one for dense
+    grounding, one per description for the grounding scheme), answers parsed, objects in pixels."""
+    from swift import InferRequest, RequestConfig  # heavy
+
+    asked = [(i, focus) for i, record in enumerate(records) for focus in builder.focuses([record])]
+    requests = []
+    for i, focus in asked:
+        row = builder.build([records[i]], with_answer=False, **focus)
+        requests.append(InferRequest(messages=row["messages"], images=row["images"]))
+    responses = engine.infer(requests, RequestConfig(max_tokens=max_new_tokens, temperature=0.0, logprobs=True),
+                             use_tqdm=True)
+    lines = [PredictionLine(source=f"{r.source.file}:{r.source.line}", image=r.image, width=r.width,
+                            height=r.height) for r in records]
+    answers: list[list[str]] = [[] for _ in records]
+    formats: list[set[str]] = [set() for _ in records]
+    for (i, _), response in zip(asked, responses, strict=True):
+        choice, record, line = response.choices[0], records[i], lines[i]
+        text = choice.message.content or ""
+        parsed = parse_answer(text)
+        scores = object_scores(text, *response_token_logprobs(choice.logprobs), len(parsed.objects))
+        answers[i].append(text)
+        formats[i].add(parsed.format)
+        if parsed.error:
+            line.parse_error = "; ".join(filter(None, [line.parse_error, parsed.error]))
+        line.truncated = line.truncated or parsed.truncated
+        line.bad_entries += parsed.bad_entries
+        line.objects += to_pixel_objects(parsed.objects, scores, record.width, record.height, emit_norm)
+    for line, texts, seen in zip(lines, answers, formats, strict=True):
+        line.raw = "\n".join(texts)
+        line.answer_format = "/".join(sorted(seen)) if seen else None
+    return lines

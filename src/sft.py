@@ -2,7 +2,8 @@
 
 parse -> set-up once per job (config, data, run directory: src/training/setup.py) -> ms-swift SwiftSft -> report.
 Runs as one process or as each process of a torchrun job (scripts/train.sh starts either).
-Exit codes: 0 done, 2 bad config or data (nothing started), other: training failed.
+Exit codes (src/cli.py): 0 done, 2 bad config or data (nothing started), 3 training failed (traceback);
+under torchrun the launcher's own code (1) for a failure in any process.
 """
 
 from __future__ import annotations
@@ -10,16 +11,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
+from src.cli import add_config_args, make_parser, run_main
 from src.training.distributed import Job, JobFailed, job_from_env
 from src.training.setup import prepare_run
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m src.sft", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, type=Path, help="the run's YAML")
-    parser.add_argument("--base_config", type=Path, help="a YAML merged under the whole extends chain")
+    parser = make_parser("python -m src.sft", __doc__)
+    add_config_args(parser)
     parser.add_argument("--device", choices=["cpu", "auto"], default="auto",
                         help="cpu: merge the keys of configs/cpu.yaml on top of the config (float32, use_cpu, "
                              "no packing) and print what they change; auto: the config as it is")
@@ -64,5 +64,5 @@ if __name__ == "__main__":
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: its summary shows a rank's traceback
         from torch.distributed.elastic.multiprocessing.errors import record
 
-        sys.exit(record(main)())
-    sys.exit(main())
+        sys.exit(record(main)())  # a rank's exception reaches torchrun's summary
+    sys.exit(run_main(main))

@@ -127,3 +127,24 @@ def test_grounding_scheme_asks_about_each_description_once():
     assert len(rows) == 2  # one per description; a record without objects has nothing to ask
     with pytest.raises(ValueError, match="one description"):
         builder.build([record])
+
+
+def test_the_registry_refuses_a_name_twice_and_lists_names_it_does_not_know():
+    from dataclasses import replace
+
+    from src.datasets.builders import BUILDERS, BaseBuilder, register_builder
+
+    with pytest.raises(ValueError, match="builder 'grounding' is registered already \\(by GroundingBuilder\\)"):
+        register_builder("grounding", type("Other", (BaseBuilder,), {}))
+    with pytest.raises(TypeError, match="must subclass BaseBuilder"):
+        register_builder("not-a-builder", dict)
+    assert "not-a-builder" not in BUILDERS
+    with pytest.raises(ValueError, match="unknown builder 'chat'; registered: description, grounding, summary"):
+        make_builder(replace(DENSE, builder="chat"), "norm1000", "reading")
+
+
+def test_every_shipped_scheme_names_a_registered_builder():
+    from src.datasets.builders import BUILDERS
+
+    assert {s.builder for s in PROMPT_SCHEMES.values()} <= set(BUILDERS)
+    assert type(make_builder(get_prompt_scheme("grounding"), "norm1000", "reading")).__name__ == "DescriptionBuilder"

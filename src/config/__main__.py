@@ -39,4 +39,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from src.cli import run_main  # the entry's exit codes; the config layer itself imports nothing above it
+
+    sys.exit(run_main(main))

@@ -1,24 +1,31 @@
 """Command line for grounding data: ``python -m src.datasets {synth,validate,convert,render,stats,cache} ...``.
 
-Each subcommand is a ``_add_<name>(subparsers)`` that registers its arguments and sets
-``handler``; handlers return the process exit code (0 ok, 1 invalid data, 2 usage error).
+Each subcommand is a ``_add_<name>(subparsers)`` that registers its arguments and sets ``handler``;
+handlers return the exit code of src/cli.py (0 done, 1 a check found problems) or raise a user error
+(exit 2, message only).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-
-
-def _err(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-
+from src.cli import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    UsageError,
+    add_config_args,
+    add_overwrite_arg,
+    make_parser,
+    progress,
+    refuse_existing,
+    run_main,
+)
 
 # ---------------------------------------------------------------------------- synth
 
@@ -34,9 +41,8 @@ def _run_synth(args: argparse.Namespace) -> int:
             val_fraction=args.val_fraction,
             overwrite=args.overwrite,
         )
-    except (FileExistsError, ValueError) as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+    except (FileExistsError, ValueError) as exc:  # the documented refusals of write_synthetic_dataset
+        raise UsageError(str(exc)) from None
     kinds = ", ".join(f"{count} {kind}" for kind, count in result["objects_by_kind"].items())
     print(f"wrote {result['n_train']} train + {result['n_val']} val images to {result['out_dir']}")
     print(f"objects: {result['n_objects']} ({kinds})")
@@ -52,7 +58,8 @@ def _add_synth(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     parser.add_argument("--n", type=int, required=True, help="number of images")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="share of images in val (default: 0.2)")
+    parser.add_argument("--val_fraction", "--val-fraction", type=float, default=0.2,
+                        help="share of images in val (default: 0.2)")
     parser.add_argument("--overwrite", action="store_true", help="replace synthetic files in a non-empty DIR")
     parser.set_defaults(handler=_run_synth)
 
@@ -64,7 +71,8 @@ def _validate_file(path: str, check_images: bool) -> tuple[int, int]:
     """Print the problems and summary of one file; return (records, invalid records)."""
     from .contract import load_records
 
-    records, problems = load_records(path, check_image=check_images)
+    track = functools.partial(progress, desc=f"validating {os.path.basename(path)}", unit="record")
+    records, problems = load_records(path, check_image=check_images, track=track)
     for problem in problems:
         print(problem)
     invalid = len({problem.line for problem in problems})
@@ -81,16 +89,14 @@ def _validate_file(path: str, check_images: bool) -> tuple[int, int]:
 
 def _run_validate(args: argparse.Namespace) -> int:
     missing = [f for f in args.files if not os.path.isfile(f)]
-    for path in missing:
-        _err(f"{path}: no such file")
     if missing:
-        return EXIT_USAGE
+        raise UsageError("; ".join(f"{path}: no such file" for path in missing))
     totals = [_validate_file(path, not args.no_image_check) for path in args.files]
     invalid = sum(bad for _, bad in totals)
     if len(totals) > 1:
         records = sum(count for count, _ in totals)
         print(f"total: {records} records, {records - invalid} valid, {invalid} invalid")
-    return EXIT_INVALID if invalid else EXIT_OK
+    return EXIT_PROBLEMS if invalid else EXIT_OK
 
 
 def _add_validate(subparsers: argparse._SubParsersAction) -> None:
@@ -100,8 +106,9 @@ def _add_validate(subparsers: argparse._SubParsersAction) -> None:
         description="Print every problem as 'file:line: field: message (value)', then a "
         "summary. Exit 0 if every record is valid, 1 if not, 2 if a file is missing.",
     )
-    parser.add_argument("files", nargs="+", metavar="FILE.jsonl")
+    parser.add_argument("files", nargs="+", metavar="FILE.jsonl", help="JSONL files in the grounding contract")
     parser.add_argument(
+        "--no_image_check",
         "--no-image-check",
         action="store_true",
         help="skip opening images (faster; sizes and decodability are not checked)",
@@ -116,20 +123,18 @@ def _run_convert_coco(args: argparse.Namespace) -> int:
     from .convert_coco import convert_coco_file
 
     if not args.ann.is_file():
-        _err(f"{args.ann}: no such file")
-        return EXIT_USAGE
+        raise UsageError(f"{args.ann}: no such file")
     if not args.images.is_dir():
-        _err(f"{args.images}: no such directory")
-        return EXIT_USAGE
+        raise UsageError(f"{args.images}: no such directory")
+    refuse_existing(args.out, args.overwrite, "converted records")
     try:
         result = convert_coco_file(args.ann, args.images, args.out, overwrite=args.overwrite)
-    except (FileExistsError, ValueError) as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+    except ValueError as exc:  # the annotation file is not COCO JSON
+        raise UsageError(str(exc)) from None
     for problem in result.problems:
         print(problem)
     print(result.summary())
-    return EXIT_INVALID if result.skipped_anything else EXIT_OK
+    return EXIT_PROBLEMS if result.skipped_anything else EXIT_OK
 
 
 def _add_convert(subparsers: argparse._SubParsersAction) -> None:
@@ -154,31 +159,20 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     coco.set_defaults(handler=_run_convert_coco)
 
 
-# ---------------------------------------------------------------------------- entry
-
-
 # ---------------------------------------------------------------------------- render / stats
 
 
 def _run_render(args: argparse.Namespace) -> int:
-    from src.config import ConfigError
-
-    from .loading import DataError
     from .render import render
 
-    if args.out.exists() and not args.overwrite:
-        _err(f"{args.out} exists; pass --overwrite to replace it")
-        return EXIT_USAGE
-    try:
-        result = render(args.config, args.out, split=args.split, limit=args.limit, augment=args.augment)
-    except (ConfigError, DataError, ValueError) as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+    refuse_existing(args.out, args.overwrite, "render")
+    result = render(args.config, args.out, base_config=args.base_config, split=args.split, limit=args.limit,
+                    augment=args.augment, track=functools.partial(progress, desc="rendering", unit="sample"))
     print(f"rendered {result['samples']} sample(s) to {result['out']}")
     print(f"records (draw them: python -m src.vis --gt {result['records']} --out DIR): {result['records']}")
     if result["unhealthy"]:
         print(f"{result['unhealthy']} sample(s) failed the health checks: see `health_problems` in {result['out']}")
-        return EXIT_INVALID
+        return EXIT_PROBLEMS
     return EXIT_OK
 
 
@@ -186,26 +180,22 @@ def _add_render(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("render", help="write what the model sees for the first samples of a split",
                                    description="Encode samples with the config's template and write, per sample, "
                                                "the messages, decoded input and target, image tokens and geometry.")
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--split", choices=["train", "val"], default="train")
-    parser.add_argument("--limit", type=int, default=20)
+    add_config_args(parser)
+    parser.add_argument("--split", choices=["train", "val"], default="train", help="which split to render")
+    parser.add_argument("--limit", type=int, default=20, help="render the first N samples (default: 20)")
     parser.add_argument("--augment", action="store_true", help="apply the config's augmentation (epoch 0 draw)")
-    parser.add_argument("--out", type=Path, required=True, metavar="OUT.jsonl")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--out", type=Path, required=True, metavar="OUT.jsonl",
+                        help="one JSON line per sample; records and images go beside it")
+    add_overwrite_arg(parser)
     parser.set_defaults(handler=_run_render)
 
 
 def _run_stats(args: argparse.Namespace) -> int:
-    from src.config import ConfigError
-
-    from .loading import DataError
     from .render import stats
 
-    try:
-        result = stats(args.config, args.out, split=args.split, limit=args.limit)
-    except (ConfigError, DataError, ValueError) as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+    refuse_existing(args.out, args.overwrite, "stats")
+    result = stats(args.config, args.out, base_config=args.base_config, split=args.split, limit=args.limit,
+                   track=functools.partial(progress, desc="encoding", unit="sample"))
     lengths = result["token_length"]
     print(f"records: {result['records']}, objects: {result['objects']}")
     per_image = result["objects_per_image"]
@@ -218,28 +208,20 @@ def _run_stats(args: argparse.Namespace) -> int:
 
 def _add_stats(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("stats", help="records, objects per image, image sizes, token lengths")
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--split", choices=["train", "val"], default="train")
+    add_config_args(parser)
+    parser.add_argument("--split", choices=["train", "val"], default="train", help="which split to measure")
     parser.add_argument("--limit", type=int, help="encode only the first N samples")
     parser.add_argument("--out", type=Path, default=Path("stats"), metavar="DIR", help="stats.json and PNGs")
+    add_overwrite_arg(parser)
     parser.set_defaults(handler=_run_stats)
 
 
 def _run_cache(args: argparse.Namespace) -> int:
-    from src.config import ConfigError
-
     from .cache import build_cache
-    from .loading import DataError
     from .run_config import load_config_for_run
 
-    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
-        _err(f"{args.out} is not empty; pass --overwrite to rebuild the cache there")
-        return EXIT_USAGE
-    try:
-        result = build_cache(load_config_for_run(args.config), args.out)
-    except (ConfigError, DataError, ValueError) as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+    refuse_existing(args.out, args.overwrite, "cache")
+    result = build_cache(load_config_for_run(args.config, args.base_config), args.out)
     print(f"cached {result['train_rows']} train and {result['val_rows']} val rows in {result['out']}")
     print(f"use it: custom: {{cached_dataset: {result['out']}}}")
     return EXIT_OK
@@ -247,15 +229,15 @@ def _run_cache(args: argparse.Namespace) -> int:
 
 def _add_cache(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("cache", help="encode a config's data once (ms-swift cached dataset)")
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR")
-    parser.add_argument("--overwrite", action="store_true")
+    add_config_args(parser)
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="the cache folder to write")
+    add_overwrite_arg(parser)
     parser.set_defaults(handler=_run_cache)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m src.datasets`` parser; add a subcommand with one ``_add_*`` call."""
-    parser = argparse.ArgumentParser(prog="python -m src.datasets", description=__doc__)
+    parser = make_parser("python -m src.datasets", __doc__)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_synth(subparsers)
     _add_validate(subparsers)
@@ -266,10 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen subcommand; returns the exit code."""
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen subcommand; returns its exit code or raises a user error."""
     args = build_parser().parse_args(argv)
     return args.handler(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`run` with the project's exit codes (src/cli.py)."""
+    return run_main(run, argv)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from src.config import ConfigError
 from src.datasets.plan import plan_data
 from src.datasets.rows import GroundingRowsDataset, arrow_rows
 
@@ -68,8 +69,8 @@ def cache_problems(cfg, cache_dir: Path) -> list[str]:
 def build_cache(cfg, out_dir: Path) -> dict[str, Any]:
     """Encode every row of the config's splits with ms-swift's template and save them as its cached dataset."""
     if cfg.custom.cached_dataset:
-        raise ValueError(f"{cfg.merged.files[-1]}: unset `custom.cached_dataset` to build the cache the config "
-                         f"describes")
+        raise ConfigError(f"{cfg.merged.files[-1]}: unset `custom.cached_dataset` to build the cache the config "
+                          f"describes")
     plan = plan_data(cfg)
 
     from datasets import Dataset as HfDataset  # heavy

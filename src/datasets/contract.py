@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -452,18 +452,20 @@ def _check_image_file(image: str, width: int | None, height: int | None, report:
         )
 
 
-def load_records(path: str | os.PathLike[str], *, check_image: ImageCheck = True) -> tuple[list[Record], list[Problem]]:
+def load_records(path: str | os.PathLike[str], *, check_image: ImageCheck = True,
+                 track: Callable[[Iterable], Iterable] | None = None) -> tuple[list[Record], list[Problem]]:
     """Read every record of a JSONL file.
 
     Returns the valid records and every problem found, in file order; a line with problems
     contributes no record. Image paths are resolved against the file's directory. A missing
-    file raises ``FileNotFoundError``.
+    file raises ``FileNotFoundError``. `track` wraps the line iterator (a progress bar).
     """
     file = os.path.abspath(path)
     base_dir = Path(file).parent
     records: list[Record] = []
     problems: list[Problem] = []
-    for line, item in iter_jsonl(file):
+    lines = iter_jsonl(file)
+    for line, item in (track(lines) if track else lines):
         if isinstance(item, Problem):
             problems.append(item)
             continue

@@ -8,11 +8,14 @@ trains. They import ms-swift lazily: the data layer stays importable without tor
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from src.config import ConfigError
+from src.datasets.health import check_sample
 from src.datasets.plan import data_seed, plan_data
 from src.datasets.rows import GroundingRowsDataset
 from src.datasets.run_config import load_config_for_run
@@ -41,12 +44,12 @@ def _dataset(cfg, plan, split: str, augment: bool) -> GroundingRowsDataset:
                                 seed=data_seed(cfg))
 
 
-def prepare(config: Path, split: str, augment: bool):
+def prepare(config: Path, split: str, augment: bool, base_config: Path | None = None):
     """(cfg, dataset, template, processor) for a config's split, env applied, offline."""
-    cfg = load_config_for_run(config)
+    cfg = load_config_for_run(config, base_config)
     plan = plan_data(cfg)
     if split == "val" and not plan.val_samples:
-        raise ValueError(f"{config}: no validation records (custom.val_jsonl is not set)")
+        raise ConfigError(f"{config}: no validation records (custom.val_jsonl is not set)")
     template, processor = _template_for(cfg)
     return cfg, _dataset(cfg, plan, split, augment), template, processor
 
@@ -74,19 +77,20 @@ def _save_images(images: list, index: int, image_dir: Path) -> list[str]:
     return paths
 
 
-def render(config: Path, out: Path, *, split: str = "train", limit: int = 20, augment: bool = False) -> dict:
+def render(config: Path, out: Path, *, base_config: Path | None = None, split: str = "train", limit: int = 20,
+           augment: bool = False, track: Callable[[Iterable], Iterable] | None = None) -> dict:
     """Write one JSON line per sample to `out` and the samples' records (images saved beside `out`)
-    to `<out stem>.records.jsonl`, drawable with `python -m src.vis --gt`. Returns counts."""
-    from src.datasets.health import check_sample
-
-    cfg, dataset, template, processor = prepare(config, split, augment)
+    to `<out stem>.records.jsonl`, drawable with `python -m src.vis --gt`. Returns counts.
+    `track` wraps the loop over samples (a progress bar)."""
+    cfg, dataset, template, processor = prepare(config, split, augment, base_config)
     tokenizer, merge_size = processor.tokenizer, processor.image_processor.merge_size
     image_dir = out.parent / f"{out.stem}_images"
     image_dir.mkdir(parents=True, exist_ok=True)
     records_out = out.parent / f"{out.stem}.records.jsonl"
     unhealthy = 0
     with out.open("w", encoding="utf-8") as fh, records_out.open("w", encoding="utf-8") as rec_fh:
-        for index in range(min(limit, len(dataset))):
+        indices = range(min(limit, len(dataset)))
+        for index in (track(indices) if track else indices):
             row = dataset[index]
             encoded = template.encode(row)
             labels = [t for t in encoded["labels"] if t != -100]
@@ -161,11 +165,14 @@ def dataset_stats(records: list[Record], token_lengths: list[int], max_length: i
     }
 
 
-def stats(config: Path, out_dir: Path, *, split: str = "train", limit: int | None = None) -> dict[str, Any]:
-    """Compute `dataset_stats` for a split (encoding up to `limit` samples), write stats.json and histograms."""
-    cfg, dataset, template, _ = prepare(config, split, augment=False)
+def stats(config: Path, out_dir: Path, *, base_config: Path | None = None, split: str = "train",
+          limit: int | None = None, track: Callable[[Iterable], Iterable] | None = None) -> dict[str, Any]:
+    """Compute `dataset_stats` for a split (encoding up to `limit` samples), write stats.json and histograms.
+    `track` wraps the encoding loop (a progress bar)."""
+    cfg, dataset, template, _ = prepare(config, split, augment=False, base_config=base_config)
     count = len(dataset) if limit is None else min(limit, len(dataset))
-    lengths = [len(template.encode(dataset[i])["input_ids"]) for i in range(count)]
+    indices = range(count)
+    lengths = [len(template.encode(dataset[i])["input_ids"]) for i in (track(indices) if track else indices)]
     records = list({id(r): r for group, _ in dataset.samples[:count] for r in group}.values())
     max_length = cfg.global_max_length or cfg.swift.get("max_length")
     result = dataset_stats(records, lengths, max_length)

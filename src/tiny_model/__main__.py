@@ -2,6 +2,7 @@
 
 import sys
 
+from src.cli import run_main
 from src.tiny_model.model import main
 
-sys.exit(main())
+sys.exit(run_main(main))

@@ -1,0 +1,79 @@
+"""src/cli.py: the exit codes every command shares, the overwrite rule, and commands that follow them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from src.cli import EXIT_FAILED, EXIT_USAGE, UsageError, progress, refuse_existing, run_main
+from src.config import ConfigError
+
+
+@pytest.mark.parametrize(("error", "code"), [(UsageError("bad --out"), EXIT_USAGE),
+                                             (ConfigError("run.yaml:3: `x` unknown"), EXIT_USAGE),
+                                             (RuntimeError("a bug"), EXIT_FAILED)])
+def test_user_errors_exit_2_with_the_message_and_failures_3_with_the_traceback(capsys, error, code):
+    def main(argv):
+        raise error
+
+    assert run_main(main, []) == code
+    err = capsys.readouterr().err
+    if code == EXIT_USAGE:
+        assert err == f"error: {error}\n"
+    else:
+        assert "Traceback (most recent call last)" in err and "RuntimeError: a bug" in err
+
+
+def test_an_existing_output_is_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "metrics.json"
+    refuse_existing(out, overwrite=False)  # nothing there yet
+    out.write_text("{}")
+    with pytest.raises(UsageError, match="metrics.json: the file exists; .* --overwrite"):
+        refuse_existing(out, overwrite=False)
+    refuse_existing(out, overwrite=True)
+    folder = tmp_path / "vis"
+    folder.mkdir()
+    refuse_existing(folder, overwrite=False)  # an empty folder is fine
+    (folder / "a.png").write_bytes(b"")
+    with pytest.raises(UsageError, match="the folder is not empty"):
+        refuse_existing(folder, overwrite=False)
+
+
+def test_progress_is_silent_when_stderr_is_not_a_terminal(capsys):
+    assert list(progress(range(3), total=3, desc="x")) == [0, 1, 2]
+    assert capsys.readouterr().err == ""  # pytest's captured stderr is not a terminal
+
+
+def test_eval_keeps_earlier_metrics_and_accepts_the_old_flag_spelling(tmp_path):
+    from src.eval import main
+
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text(json.dumps({"images": ["a.png"], "objects": [{"bbox_2d": [1, 1, 5, 5], "desc": "x"}],
+                              "width": 10, "height": 10}) + "\n")
+    pred = tmp_path / "pred.jsonl"
+    pred.write_text(json.dumps({"image": str(tmp_path / "a.png"), "objects": [], "parse_error": None}) + "\n")
+    out = tmp_path / "m.json"
+    assert main(["--pred", str(pred), "--gt", str(gt), "--out", str(out), "--iou-type", "polygon"]) == 0
+    first = out.read_text()
+    assert json.loads(first)["iou_type"] == "polygon"
+    assert main(["--pred", str(pred), "--gt", str(gt), "--out", str(out)]) == EXIT_USAGE
+    assert out.read_text() == first
+    assert main(["--pred", str(pred), "--gt", str(gt), "--out", str(out), "--overwrite"]) == 0
+
+
+def test_infer_refuses_missing_records_and_an_adapter_without_args_before_loading(tree, data_dir, tmp_path, capsys):
+    from src.infer import main
+
+    t = tree({"custom": {"val_jsonl": None}})
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    out = tmp_path / "pred.jsonl"
+    assert main(["--config", str(t.config), "--checkpoint", str(adapter), "--out", str(out)]) == EXIT_USAGE
+    assert "no records to run on: pass --jsonl" in capsys.readouterr().err
+    records = data_dir / "train.jsonl"
+    assert main(["--config", str(t.config), "--checkpoint", str(adapter), "--jsonl", str(records),
+                 "--out", str(out)]) == EXIT_USAGE
+    assert "an adapter without args.json" in capsys.readouterr().err
+    assert not out.exists()

@@ -20,12 +20,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from src.config.errors import ConfigError
+from src.config.errors import EXIT_CONFIG_ERROR, EXIT_FAILED, ConfigError
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
-EXIT_USAGE = 2
-EXIT_FAILED = 3
+EXIT_USAGE = EXIT_CONFIG_ERROR
 
 T = TypeVar("T")
 

@@ -7,18 +7,21 @@ an existing file is refused unless --overwrite). The metrics are src/evaluation/
 
 from __future__ import annotations
 
+import argparse
+import functools
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from src.cli import EXIT_OK, UsageError, add_overwrite_arg, make_parser, refuse_existing, run_main
+from src.cli import EXIT_OK, UsageError, add_overwrite_arg, make_parser, progress, refuse_existing, run_main
 from src.datasets.contract import load_records
 from src.evaluation.metrics import IOU_TYPES, MAX_DETS, evaluate, format_table
 from src.inference.predictions import read_prediction_rows
 
 
-def parse_args(argv: Sequence[str] | None):
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser (every flag with its help)."""
     parser = make_parser("python -m src.eval", __doc__)
     parser.add_argument("--pred", required=True, type=Path,
                         help="predictions JSONL written by src.infer")
@@ -31,12 +34,12 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--max_dets", "--max-dets", type=int, default=MAX_DETS,
                         help="detections per image that AP considers (COCO: 100)")
     add_overwrite_arg(parser)
-    return parser.parse_args(argv)
+    return parser
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Evaluate; raises UsageError when an input cannot be read, the GT holds no record or the output exists."""
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     out = args.out or args.pred.with_suffix(".metrics.json")
     refuse_existing(out, args.overwrite, "metrics")
     try:
@@ -53,7 +56,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"warning: prediction line skipped: {message}", file=sys.stderr)
     if not records:
         raise UsageError(f"no valid records in {args.gt}")
-    metrics = evaluate(rows, records, iou_type=args.iou_type, max_dets=args.max_dets)
+    metrics = evaluate(rows, records, iou_type=args.iou_type, max_dets=args.max_dets,
+                       track=functools.partial(progress, total=len(records), desc="matching", unit="record"))
     metrics["inputs"] = {"pred": str(args.pred.resolve()), "gt": str(args.gt.resolve()),
                          "gt_problems": [str(p) for p in problems], "bad_pred_lines": bad_lines}
     print(format_table(metrics))

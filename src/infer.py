@@ -8,6 +8,7 @@ existing `--out` is refused unless --overwrite. The engine is src/inference/engi
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import sys
 from collections.abc import Sequence
@@ -21,7 +22,8 @@ from src.inference.engine import choose_engine, make_engine, model_and_adapters,
 from src.inference.predictions import write_predictions
 
 
-def parse_args(argv: Sequence[str] | None):
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser (every flag with its help)."""
     parser = make_parser("python -m src.infer", __doc__)
     add_config_args(parser)
     parser.add_argument("--checkpoint", required=True, type=Path,
@@ -35,12 +37,12 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--engine", choices=["auto", "transformers", "vllm"], default="auto",
                         help="ms-swift inference engine (auto: vLLM where installed with a GPU, else transformers)")
     add_overwrite_arg(parser)
-    return parser.parse_args(argv)
+    return parser
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Predict; raises UsageError/ConfigError/DataError before any model loads when an input is wrong."""
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     refuse_existing(args.out, args.overwrite, "predictions")
     cfg = load_config_for_run(args.config, args.base_config, check_paths=False)
     jsonl = args.jsonl or cfg.custom.val_jsonl

@@ -17,16 +17,17 @@ from src.training.distributed import Job, JobFailed, job_from_env
 from src.training.setup import prepare_run
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m src.sft` parser (every flag with its help)."""
     parser = make_parser("python -m src.sft", __doc__)
     add_config_args(parser)
     parser.add_argument("--device", choices=["cpu", "auto"], default="auto",
                         help="cpu: merge the keys of configs/cpu.yaml on top of the config (float32, use_cpu, "
                              "no packing) and print what they change; auto: the config as it is")
     parser.add_argument("--debug", action="store_true", help="print the first built row and every argument")
-    parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+    parser.add_argument("--dry_run", "--dry-run", dest="dry_run", action="store_true",
                         help="validate config and data, print the arguments, start nothing")
-    return parser.parse_args(argv)
+    return parser
 
 
 def _train(run, job: Job) -> None:
@@ -46,7 +47,7 @@ def _train(run, job: Job) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     job = job_from_env()
     try:
         run = prepare_run(args.config, args.base_config, on_cpu=args.device == "cpu", debug=args.debug,

@@ -7,6 +7,7 @@ contact sheet. The drawing is src/evaluation/pictures.py's.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,8 @@ from src.evaluation.pictures import MIN_SIDE, RecordView, png_name, render_recor
 from src.inference.predictions import read_prediction_rows
 
 
-def parse_args(argv: Sequence[str] | None):
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser (every flag with its help)."""
     parser = make_parser("python -m src.vis", __doc__)
     parser.add_argument("--gt", required=True, type=Path, help="ground-truth JSONL in the data contract")
     parser.add_argument("--pred", type=Path, help="predictions JSONL written by src.infer (optional)")
@@ -32,12 +34,12 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--iou_type", "--iou-type", choices=IOU_TYPES, default="auto",
                         help="auto: box IoU for box pairs, polygon IoU when a quad is involved; bbox; polygon")
     add_overwrite_arg(parser)
-    return parser.parse_args(argv)
+    return parser
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Draw every record; raises UsageError for an unreadable input or an existing, non-empty out folder."""
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     refuse_existing(args.out, args.overwrite, "pictures")
     try:
         records, problems = load_records(args.gt, check_image=False)
@@ -52,7 +54,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     views = []
     for index, (record, row) in progress(enumerate(zip(records, paired, strict=True)), total=len(records),
                                          desc="drawing", unit="image"):
-        source = f"{record.source.file}:{record.source.line}"
+        source = str(record.source)
         parse_error = None
         if args.pred:
             parse_error = "no prediction line" if row is None else row.get("parse_error")

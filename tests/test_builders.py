@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from src.config import ConfigError
 from src.config.prompts import PROMPT_SCHEMES, get_prompt_scheme
 from src.datasets.answer import order_objects
 from src.datasets.builders import ROW_GEOMETRY_KEY, ROW_SOURCE_KEY, GroundingBuilder, SummaryBuilder, make_builder
@@ -101,7 +102,7 @@ def test_summary_scheme_trains_on_the_summary_and_refuses_records_without_one():
     builder = make_builder(get_prompt_scheme("summary"), "norm1000", "reading")
     assert isinstance(builder, SummaryBuilder)
     assert builder.answer([_record([], summary="two circles")]) == "two circles"
-    with pytest.raises(ValueError, match="train.jsonl:3"):
+    with pytest.raises(ConfigError, match="train.jsonl:3"):
         builder.answer([_record([], line=3)])
 
 

@@ -77,3 +77,37 @@ def test_infer_refuses_missing_records_and_an_adapter_without_args_before_loadin
                  "--out", str(out)]) == EXIT_USAGE
     assert "an adapter without args.json" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _parsers():
+    import argparse
+
+    from src import eval as eval_entry
+    from src import infer, sft, vis
+    from src.config.__main__ import build_parser as config_parser
+    from src.datasets.__main__ import build_parser as datasets_parser
+    from src.tiny_model.model import build_parser as tiny_parser
+
+    stack = [(name, build()) for name, build in (("sft", sft.build_parser), ("infer", infer.build_parser),
+                                                 ("eval", eval_entry.build_parser), ("vis", vis.build_parser),
+                                                 ("datasets", datasets_parser), ("tiny_model", tiny_parser),
+                                                 ("config", config_parser))]
+    while stack:
+        name, parser = stack.pop()
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack += [(f"{name} {sub}", p) for sub, p in action.choices.items()]
+
+
+def test_every_flag_has_help_a_snake_case_name_and_config_comes_with_base_config():
+    for name, parser in _parsers():
+        flags = {opt: action for action in parser._actions for opt in action.option_strings}
+        for opt, action in flags.items():
+            if opt in ("-h", "--help"):
+                continue
+            assert action.help, f"{name}: {opt} has no help"
+            assert action.option_strings[0].replace("_", "").isascii() and "-" not in action.option_strings[0][2:], \
+                f"{name}: {action.option_strings[0]} is not --snake_case"
+        if "--config" in flags:
+            assert "--base_config" in flags, f"{name} takes --config but not --base_config"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-EXIT_CONFIG_ERROR = 2
+EXIT_CONFIG_ERROR = 2  # bad usage, config or data: nothing started (src/cli.py lists every exit code)
+EXIT_FAILED = 3  # a failure while running, reported with its traceback
 
 
 class ConfigError(Exception):

@@ -30,11 +30,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from src.datasets.contract import GroundingObject, Record
+from src.datasets.contract import POINTS_PER_KIND, GroundingObject, Record
 from src.datasets.geometry import pixel_to_norm
 
 FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)(?:```|$)", re.DOTALL)
-GEOMETRY_LENGTHS = {"bbox_2d": 4, "quad": 8}
 
 AnswerFormat = Literal["json", "legacy", "unknown"]
 
@@ -135,14 +134,14 @@ def _strip_fence(text: str) -> tuple[str, int]:
 
 
 def _valid_coords(coords: Any, kind: str) -> bool:
-    return (isinstance(coords, list) and len(coords) == GEOMETRY_LENGTHS[kind]
+    return (isinstance(coords, list) and len(coords) == POINTS_PER_KIND[kind]
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in coords))
 
 
 def _entry_to_object(entry: Any) -> dict[str, Any] | None:
     if not isinstance(entry, dict):
         return None
-    kinds = [k for k in GEOMETRY_LENGTHS if k in entry]
+    kinds = [k for k in POINTS_PER_KIND if k in entry]
     if len(kinds) != 1:
         return None
     coords = entry[kinds[0]]
@@ -183,7 +182,7 @@ def _legacy_points(span: str, kind: str) -> list[float] | None:
     """Coordinates of ``(x,y),(x,y)...`` when the span is exactly that with the right count, else None."""
     points = _POINT_RE.findall(span)
     leftover = _SEPARATORS_RE.sub("", _POINT_RE.sub("", span))
-    if leftover or 2 * len(points) != GEOMETRY_LENGTHS[kind]:
+    if leftover or 2 * len(points) != POINTS_PER_KIND[kind]:
         return None
     return [float(v) for xy in points for v in xy]
 

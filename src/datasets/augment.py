@@ -31,7 +31,6 @@ positions a flip has moved, so augment records used with a summary target with c
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from .geometry import (
     clamp_points,
     crop_points,
     hflip_points,
+    is_finite_number,
     polygon_area,
     quad8_to_xyxy,
     quad_is_valid,
@@ -111,10 +111,6 @@ class AugmentOp:
     params: dict
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _parse_op(where: str, item: object) -> tuple[AugmentOp | None, list[str]]:
     allowed_ops = ", ".join(AUGMENT_OPS)
     if not isinstance(item, dict) or not isinstance(item.get("op"), str):
@@ -137,7 +133,7 @@ def _parse_op(where: str, item: object) -> tuple[AugmentOp | None, list[str]]:
                 values[key] = param.default
             continue
         value = item[key]
-        if not _is_number(value):
+        if not is_finite_number(value):
             errors.append(f"{where}: {key}={value!r} for op {name!r} must be a number in {param.range_text()}")
             continue
         if not param.contains(value):
@@ -222,29 +218,15 @@ def _box_area(boxes: np.ndarray) -> np.ndarray:
     return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
 
 
-def _clip_polygon(vertices: np.ndarray, width: float, height: float) -> np.ndarray:
-    """Sutherland–Hodgman: the part of polygon ``(k, 2)`` inside ``[0, width] x [0, height]``."""
-    for axis, limit, sign in ((0, 0.0, 1.0), (0, width, -1.0), (1, 0.0, 1.0), (1, height, -1.0)):
-        if len(vertices) == 0:
-            break
-        dist = sign * (vertices[:, axis] - limit)  # >= 0 on the kept side of this edge
-        inside = dist >= 0
-        prev, prev_dist = np.roll(vertices, 1, axis=0), np.roll(dist, 1)
-        crossing = inside != np.roll(inside, 1)
-        t = prev_dist / np.where(crossing, prev_dist - dist, 1.0)
-        entry = prev + t[:, None] * (vertices - prev)
-        # For each edge prev -> current: emit its crossing point (if any), then the current
-        # vertex (if kept); boolean indexing of the (k, 2, 2) stack keeps that order.
-        vertices = np.stack([entry, vertices], axis=1)[np.stack([crossing, inside], axis=1)]
-    return vertices
-
-
 def _quad_visible_area(quads: np.ndarray, width: float, height: float) -> np.ndarray:
-    areas = []
-    for quad in quads:
-        clipped = _clip_polygon(quad.reshape(4, 2), width, height)
-        areas.append(polygon_area(clipped.reshape(-1)) if len(clipped) >= 3 else 0.0)
-    return np.array(areas, dtype=np.float64)
+    """Area of each quad ``(N, 8)`` inside ``[0, width] x [0, height]`` (shapely's clipping, as evaluation uses)."""
+    import shapely
+
+    if len(quads) == 0:
+        return np.zeros(0)
+    polygons = shapely.polygons(np.asarray(quads, dtype=np.float64).reshape(-1, 4, 2))
+    return np.asarray(shapely.area(shapely.clip_by_rect(polygons, 0.0, 0.0, float(width), float(height))),
+                      dtype=np.float64)
 
 
 def _clip_to_image(geom: _Geometry, width: int, height: int, min_visibility: float) -> tuple[_Geometry, Counter]:

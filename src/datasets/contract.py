@@ -53,7 +53,7 @@ __all__ = [
 GeometryKind = Literal["bbox_2d", "quad"]
 ImageCheck = Literal["decode", "header"] | bool  # how far parse_record checks the image file
 GEOMETRY_KINDS: tuple[str, ...] = ("bbox_2d", "quad")
-_GEOMETRY_LENGTH = {"bbox_2d": 4, "quad": 8}
+POINTS_PER_KIND = {"bbox_2d": 4, "quad": 8}  # coordinate values per geometry kind
 _GEOMETRY_LAYOUT = {"bbox_2d": "[x1, y1, x2, y2]", "quad": "[x1, y1, x2, y2, x3, y3, x4, y4]"}
 RECORD_KEYS: tuple[str, ...] = ("images", "objects", "width", "height", "summary")
 _REQUIRED_RECORD_KEYS = ("images", "objects", "width", "height")
@@ -90,10 +90,10 @@ class GroundingObject:
     """Non-empty description, e.g. ``"red circle"``."""
 
     def __post_init__(self) -> None:
-        if self.kind not in _GEOMETRY_LENGTH:
+        if self.kind not in POINTS_PER_KIND:
             raise ValueError(f"kind must be one of {list(GEOMETRY_KINDS)}, got {self.kind!r}")
-        if len(self.points) != _GEOMETRY_LENGTH[self.kind]:
-            raise ValueError(f"{self.kind} needs {_GEOMETRY_LENGTH[self.kind]} values, got {len(self.points)}")
+        if len(self.points) != POINTS_PER_KIND[self.kind]:
+            raise ValueError(f"{self.kind} needs {POINTS_PER_KIND[self.kind]} values, got {len(self.points)}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +104,9 @@ class SourceRef:
     """Absolute path of the JSONL file."""
     line: int
     """1-based line number."""
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -372,7 +375,7 @@ def _parse_points(
     height: int | None,
     report: _Problems,
 ) -> tuple[tuple[float, ...] | None, int]:
-    size = _GEOMETRY_LENGTH[kind]
+    size = POINTS_PER_KIND[kind]
     if not isinstance(value, list) or len(value) != size:
         report.add(field, f"must be a list of {size} numbers {_GEOMETRY_LAYOUT[kind]}", value)
         return None, 0

@@ -21,7 +21,6 @@ or ``ann_file: annotation id M (image id N): reason``.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .contract import CLAMP_TOLERANCE_PX
-from .geometry import canonical_quad8, quad_is_valid
+from .geometry import canonical_quad8, is_finite_number, quad_is_valid
 from .images import ImageError, image_size
 
 __all__ = ["CocoConversion", "coco_to_records", "convert_coco_file"]
@@ -58,13 +57,9 @@ class _Converted:
     notes: Counter = field(default_factory=Counter)
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _as_size(value: object) -> int | None:
     # COCO writers sometimes store sizes as 640.0; an integral float is still a size.
-    if _is_number(value) and float(value).is_integer() and value > 0:
+    if is_finite_number(value) and float(value).is_integer() and value > 0:
         return int(value)
     return None
 
@@ -93,7 +88,7 @@ def _quad_from(segmentation: object) -> np.ndarray | None:
     if not isinstance(segmentation, list) or len(segmentation) != 1:
         return None
     polygon = segmentation[0]
-    if not isinstance(polygon, list) or len(polygon) != 8 or not all(_is_number(v) for v in polygon):
+    if not isinstance(polygon, list) or len(polygon) != 8 or not all(is_finite_number(v) for v in polygon):
         return None
     return np.array(polygon, dtype=np.float64)
 
@@ -162,7 +157,7 @@ class _Converter:
     def annotation(self, ann: dict, record: dict, desc: str, where: str) -> dict | None:
         width, height = record["width"], record["height"]
         bbox = ann.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_finite_number(v) for v in bbox):
             self.skip("annotation", where, "bbox must be [x, y, w, h] with 4 finite numbers", f" (got {bbox!r})")
             return None
         x, y, w, h = (float(v) for v in bbox)

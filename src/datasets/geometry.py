@@ -58,6 +58,11 @@ __all__ = [
 # ---------------------------------------------------------------------------- validation
 
 
+def is_finite_number(value: object) -> bool:
+    """True for an int or float (not a bool) that is finite: a usable coordinate or score."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _as_points(points: object, name: str = "points") -> np.ndarray:
     arr = np.array(points, dtype=np.float64)  # np.array copies: callers' arrays stay untouched
     if arr.ndim == 0 or arr.shape[-1] == 0 or arr.shape[-1] % 2:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -182,7 +182,7 @@ def pair_predictions(pred_rows: Sequence[dict], gt_records: Sequence[Record]) ->
             continue
         free = [i for i in candidates if paired[i] is None]
         source = row.get("source")
-        exact = [i for i in free if source == f"{gt_records[i].source.file}:{gt_records[i].source.line}"]
+        exact = [i for i in free if source == str(gt_records[i].source)]
         if exact or free:
             paired[(exact or free)[0]] = row
         else:
@@ -228,7 +228,7 @@ def _gt_objects(record: Record) -> list[Obj]:
 
 
 def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "auto",
-             max_dets: int = MAX_DETS) -> dict:
+             max_dets: int = MAX_DETS, track: Callable[[Iterable], Iterable] | None = None) -> dict:
     """All metrics for predictions against GT records, as a JSON-ready dict (pure: no I/O).
 
     Keys: ``n_records``, ``parse_failures`` / ``parse_failure_rate`` (a record fails when its row
@@ -237,7 +237,8 @@ def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "a
     (AP, AP50, AP75 as COCOeval computes them with one class / one class per desc; precision,
     recall, F1 at IoU 0.5 with greedy score-ordered matching, labels ignored / required to be equal),
     ``per_desc`` (the same per GT description), ``pred_descs_not_in_gt`` and ``per_record``.
-    An undefined metric (e.g. AP without any GT object) is ``None``.
+    An undefined metric (e.g. AP without any GT object) is ``None``. ``track`` wraps the loop over
+    records (a progress bar).
     """
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
@@ -251,8 +252,9 @@ def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "a
     foreign: Counter = Counter()
     per_record, missing = [], []
     failures = invalid_total = no_score_total = n_pred_total = n_gt_total = over_max = 0
-    for rec, row in zip(gt_records, paired, strict=True):
-        source = f"{rec.source.file}:{rec.source.line}"
+    pairs = zip(gt_records, paired, strict=True)
+    for rec, row in (track(pairs) if track else pairs):
+        source = str(rec.source)
         if row is None:
             missing.append(source)
         parse_error = "no prediction line" if row is None else row.get("parse_error")

@@ -92,7 +92,7 @@ def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str)
         requests.append(InferRequest(messages=row["messages"], images=row["images"]))
     responses = engine.infer(requests, RequestConfig(max_tokens=max_new_tokens, temperature=0.0, logprobs=True),
                              use_tqdm=True)
-    lines = [PredictionLine(source=f"{r.source.file}:{r.source.line}", image=r.image, width=r.width,
+    lines = [PredictionLine(source=str(r.source), image=r.image, width=r.width,
                             height=r.height) for r in records]
     answers: list[list[str]] = [[] for _ in records]
     formats: list[set[str]] = [set() for _ in records]

@@ -13,18 +13,13 @@ a missing score becomes 1.0 and is counted, a line that is not a JSON object is 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-POINTS_PER_KIND = {"bbox_2d": 4, "quad": 8}
-
-
-def is_finite_number(value: Any) -> bool:
-    """True for an int or float (not a bool) that is finite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+from src.datasets.contract import POINTS_PER_KIND
+from src.datasets.geometry import is_finite_number
 
 
 @dataclass(frozen=True, slots=True)

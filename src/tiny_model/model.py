@@ -245,11 +245,8 @@ def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False, size
     return out_dir
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: returns 0 after a build, 2 when --out is not empty (or not a directory).
-
-    Bad arguments make argparse exit with status 2 (SystemExit), as usual.
-    """
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m src.tiny_model` parser (every flag with its help)."""
     parser = argparse.ArgumentParser(
         prog="python -m src.tiny_model", description=__doc__.splitlines()[0]
     )
@@ -269,7 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
                         help="tiny (default, ~10 M parameters) or the published 2b/4b dimensions, random weights")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: returns 0 after a build, 2 when --out is not empty (or not a directory).
+
+    Bad arguments make argparse exit with status 2 (SystemExit), as usual.
+    """
+    args = build_parser().parse_args(argv)
     try:
         path = build_tiny_model(args.out, seed=args.seed, overwrite=args.overwrite, size=args.size)
     except OutputDirNotEmptyError as exc:

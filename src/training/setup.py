@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from src.config import EXIT_CONFIG_ERROR, ConfigError, ProjectConfig, to_sft_kwargs
+from src.config.errors import EXIT_FAILED
 from src.config.report import dump_resolved_yaml, format_overrides, format_resolved
 from src.config.swift_fields import swift_defaults
 from src.datasets.loading import DataError, write_skipped
@@ -31,7 +32,6 @@ from src.training.distributed import Failure, Job
 from src.training.run_dir import guard_output_dir, resolve_resume
 from src.training.warm_start import StartPlan, merge_adapter, plan_start
 
-EXIT_FAILED = 1
 RESOLVED_CONFIG = "resolved_config.yaml"
 
 
@@ -60,8 +60,8 @@ class RunDecision:
 
 
 def _failure(err: BaseException) -> Failure:
-    """Exit 2 with the message for the errors a user fixes in config or data; 1 with the traceback otherwise."""
-    if isinstance(err, (ConfigError, DataError, ValueError)):
+    """Exit 2 with the message for the errors a user fixes in config or data; 3 with the traceback otherwise."""
+    if isinstance(err, (ConfigError, DataError)):
         return Failure(EXIT_CONFIG_ERROR, str(err))
     return Failure(EXIT_FAILED, "".join(traceback.format_exception(err)).rstrip())
 

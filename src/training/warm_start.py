@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from src.config import ConfigError
+
 # The SftArguments that decide which parameters train; they must match for a true resume.
 TRAINABLE_KEYS = ("tuner_type", "freeze_llm", "freeze_vit", "freeze_aligner", "target_modules", "modules_to_save",
                   "freeze_parameters", "trainable_parameters")
@@ -65,13 +67,13 @@ def plan_start(kwargs: dict[str, Any], init_from: str | None, output_dir: Path,
                defaults: dict[str, Any]) -> StartPlan:
     """Decide warm start vs resume for `kwargs` (SftArguments kwargs, resume already resolved from `auto`).
 
-    Raises ValueError for an `init_from` that is neither an adapter nor a full checkpoint, or when
+    Raises ConfigError for an `init_from` that is neither an adapter nor a full checkpoint, or when
     both a warm start and a resume are asked for.
     """
     plan = StartPlan(model=kwargs.get("model"), resume_from_checkpoint=kwargs.get("resume_from_checkpoint"))
     resume = plan.resume_from_checkpoint
     if init_from and resume:
-        raise ValueError(f"`run.init_from` ({init_from}) starts a new run from weights and "
+        raise ConfigError(f"`run.init_from` ({init_from}) starts a new run from weights and "
                          f"`tuner.resume_from_checkpoint` ({resume}) continues an old one: set only one")
     if resume and not init_from:
         args_file = Path(resume) / "args.json"
@@ -87,7 +89,7 @@ def plan_start(kwargs: dict[str, Any], init_from: str | None, output_dir: Path,
     if init_from:
         kind = checkpoint_kind(Path(init_from))
         if kind is None:
-            raise ValueError(f"`run.init_from` = {init_from} is neither an adapter checkpoint "
+            raise ConfigError(f"`run.init_from` = {init_from} is neither an adapter checkpoint "
                              f"(adapter_config.json) nor a full checkpoint (config.json + *.safetensors)")
         if kind == "full":
             plan.model = init_from

@@ -73,5 +73,5 @@ class BaseBuilder:
             "messages": messages,
             "images": [r.image for r in records],
             ROW_GEOMETRY_KEY: geometry_payload(records),
-            ROW_SOURCE_KEY: ", ".join(f"{r.source.file}:{r.source.line}" for r in records),
+            ROW_SOURCE_KEY: ", ".join(str(r.source) for r in records),
         }

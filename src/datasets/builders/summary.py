@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from src.config import ConfigError
 from src.datasets.contract import Record
 
 from .base import BaseBuilder
@@ -16,7 +17,7 @@ class SummaryBuilder(BaseBuilder):
     answers_with_geometry: ClassVar[bool] = False
 
     def answer(self, records: Sequence[Record]) -> str:
-        missing = [f"{r.source.file}:{r.source.line}" for r in records if not r.summary]
+        missing = [str(r.source) for r in records if not r.summary]
         if missing:
-            raise ValueError(f"summary scheme needs `summary` on every record; missing at {', '.join(missing)}")
+            raise ConfigError(f"summary scheme needs `summary` on every record; missing at {', '.join(missing)}")
         return "\n".join(r.summary or "" for r in records)

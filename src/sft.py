@@ -55,9 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         if run is not None:
             _train(run, job)
     except JobFailed as failed:
+        job.close()  # every rank is here: agree() ended with a barrier
         return failed.code
-    finally:
-        job.close()
+    # Any other exception leaves without closing: the launcher stops the other ranks, which may be
+    # waiting in a collective that this rank will never join.
+    job.close()
     return 0
 
 

@@ -127,11 +127,17 @@ class Job:
         return box[0]
 
     def close(self) -> None:
-        """Leave the process group (after training), so the process exits without a warning."""
+        """Leave the process group together: a barrier, then destroy it (call it on every rank).
+
+        Without the barrier a rank that finishes first tears its connections down while another is
+        still destroying its group, and gloo can abort that one ("terminate called without an active
+        exception", seen with ZeRO-3 offload on CPU).
+        """
         if self.distributed:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                dist.barrier(group=self._group)
                 dist.destroy_process_group()
             self._group = None
 

@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cpu: merge the keys of configs/cpu.yaml on top of the config (float32, use_cpu, "
                              "no packing) and print what they change; auto: the config as it is")
     parser.add_argument("--debug", action="store_true", help="print the first built row and every argument")
+    parser.add_argument("--revalidate", action="store_true",
+                        help="validate every record again even where a stored verdict on the unchanged file exists")
     parser.add_argument("--dry_run", "--dry-run", dest="dry_run", action="store_true",
                         help="validate config and data, print the arguments, start nothing")
     return parser
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     job = job_from_env()
     try:
         run = prepare_run(args.config, args.base_config, on_cpu=args.device == "cpu", debug=args.debug,
-                          dry_run=args.dry_run, job=job)
+                          dry_run=args.dry_run, job=job, revalidate=args.revalidate)
         if run is not None:
             _train(run, job)
     except JobFailed as failed:

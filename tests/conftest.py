@@ -33,3 +33,11 @@ def mp_workspace(tmp_path_factory) -> Path:
     build_tiny_model(root / "model")
     write_synthetic_dataset(root / "data", n=11)
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _verdict_store(tmp_path_factory):
+    """Every test (and every command it starts) keeps its validation verdicts in a fresh store."""
+    import os
+
+    os.environ["GROUNDING_CACHE_DIR"] = str(tmp_path_factory.mktemp("verdicts"))

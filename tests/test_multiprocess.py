@@ -52,6 +52,7 @@ def test_two_cpu_processes_train_a_gpu_recipe_once_through_the_launcher(mp_works
     # Set-up ran once: one report, one health verdict, the CPU overrides printed with their reasons.
     assert out.count("== resolved config") == 1 and out.count("health check: the first") == 1
     assert out.count("== CPU overrides") == 1
+    assert "validation: once, by rank 0; every other rank read its verdict" in out
     assert 'model.torch_dtype: "bfloat16" -> "float32"' in out and "bf16/fp16 kernels are GPU-only" in out
     resolved = (run / "resolved_config.yaml").read_text()
     assert "# CPU overrides" in resolved and "torch_dtype: float32" in resolved and "use_cpu: true" in resolved

@@ -67,12 +67,18 @@ def _add_synth(subparsers: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------- validate
 
 
-def _validate_file(path: str, check_images: bool) -> tuple[int, int]:
+def _validate_file(path: str, check_images: bool, revalidate: bool) -> tuple[int, int]:
     """Print the problems and summary of one file; return (records, invalid records)."""
-    from .contract import load_records
+    from .loading import validated_records
+    from .verdicts import VerdictStore
 
     track = functools.partial(progress, desc=f"validating {os.path.basename(path)}", unit="record")
-    records, problems = load_records(path, check_image=check_images, track=track)
+    # A full check: every image decoded (training reads headers only, so its verdicts are stored apart).
+    records, problems, stored = validated_records(path, check_image=check_images,
+                                                  store=VerdictStore(), revalidate=revalidate, track=track)
+    if stored:
+        print(f"{os.path.abspath(path)}: unchanged since it was validated; the stored verdict follows "
+              f"(--revalidate for a full pass)")
     for problem in problems:
         print(problem)
     invalid = len({problem.line for problem in problems})
@@ -91,7 +97,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     missing = [f for f in args.files if not os.path.isfile(f)]
     if missing:
         raise UsageError("; ".join(f"{path}: no such file" for path in missing))
-    totals = [_validate_file(path, not args.no_image_check) for path in args.files]
+    totals = [_validate_file(path, not args.no_image_check, args.revalidate) for path in args.files]
     invalid = sum(bad for _, bad in totals)
     if len(totals) > 1:
         records = sum(count for count, _ in totals)
@@ -113,6 +119,8 @@ def _add_validate(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip opening images (faster; sizes and decodability are not checked)",
     )
+    parser.add_argument("--revalidate", action="store_true",
+                        help="validate every record again even where a stored verdict on the unchanged file exists")
     parser.set_defaults(handler=_run_validate)
 
 

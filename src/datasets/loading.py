@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .contract import ImageCheck, Problem, Record, load_records
+from .verdicts import Verdict, VerdictStore
 
 
 class DataError(Exception):
@@ -29,6 +30,7 @@ class LoadedSplit:
     path: str
     records: list[Record] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    from_store: bool = False  # the verdict was a stored one (the file unchanged since it was validated)
 
     @property
     def skipped_lines(self) -> list[tuple[str, int]]:
@@ -36,18 +38,37 @@ class LoadedSplit:
         return sorted({(p.file, p.line) for p in self.problems})
 
 
-def load_split(path: str | Path, policy: str, *, check_image: ImageCheck = "header") -> LoadedSplit:
-    """Read and validate every record of `path`.
+def validated_records(path: str | Path, *, check_image: ImageCheck = "header", store: VerdictStore | None = None,
+                      revalidate: bool = False, track=None) -> tuple[list[Record], list[Problem], bool]:
+    """(valid records, problems, whether the verdict came from `store`) of `path`.
+
+    With a store, an unchanged file's stored verdict is reused (unless `revalidate`), and a fresh
+    verdict is stored for the next run (src/datasets/verdicts.py).
+    """
+    options = {"check_image": check_image}
+    if store is not None and not revalidate:
+        verdict = store.get(path, options)
+        if verdict is not None:
+            return verdict.records, verdict.problems, True
+    records, problems = load_records(Path(path), check_image=check_image, track=track)
+    if store is not None:
+        store.put(path, options, Verdict(records=records, problems=problems))
+    return records, problems, False
+
+
+def load_split(path: str | Path, policy: str, *, check_image: ImageCheck = "header",
+               store: VerdictStore | None = None, revalidate: bool = False) -> LoadedSplit:
+    """Read and validate every record of `path` (through `store` when given, see `validated_records`).
 
     policy "error": raise DataError listing every problem if any record is invalid.
     policy "skip": keep the valid records and return the problems of the others.
     """
     if policy not in ("error", "skip"):
         raise ValueError(f"unknown bad-record policy {policy!r}; valid: error, skip")
-    records, problems = load_records(Path(path), check_image=check_image)
+    records, problems, stored = validated_records(path, check_image=check_image, store=store, revalidate=revalidate)
     if problems and policy == "error":
         raise DataError(problems, str(path))
-    return LoadedSplit(path=str(path), records=records, problems=problems)
+    return LoadedSplit(path=str(path), records=records, problems=problems, from_store=stored)
 
 
 def write_skipped(splits: list[LoadedSplit], out_file: Path) -> Path | None:

@@ -11,6 +11,7 @@ from src.datasets.builders import BaseBuilder, make_builder
 from src.datasets.contract import Record
 from src.datasets.loading import LoadedSplit, load_split
 from src.datasets.preprocessors import BasePreprocessor, GroupingPreprocessor
+from src.datasets.verdicts import VerdictStore
 
 
 @dataclass(slots=True)
@@ -32,7 +33,9 @@ class DataPlan:
         """Records kept and skipped per split, rows built, and each skipped record's problems."""
         lines = []
         for split in self.splits:
-            lines.append(f"{split.path}: {len(split.records)} records kept, {len(split.skipped_lines)} skipped")
+            reused = " (stored verdict: unchanged since validated)" if split.from_store else ""
+            lines.append(f"{split.path}: {len(split.records)} records kept, {len(split.skipped_lines)} skipped"
+                         f"{reused}")
             lines += [f"  skipped {p}" for p in split.problems]
         lines.append(f"rows: {len(self.train_rows)} train, {len(self.val_rows)} val")
         return "\n".join(lines)
@@ -50,16 +53,18 @@ def make_preprocessor(cfg: ProjectConfig) -> BasePreprocessor:
     return GroupingPreprocessor(builder, images_per_user_turn=cfg.custom.images_per_user_turn, seed=data_seed(cfg))
 
 
-def plan_data(cfg: ProjectConfig) -> DataPlan:
-    """Load and validate every record the config names and build the rows. Raises DataError under `error`."""
+def plan_data(cfg: ProjectConfig, *, store: VerdictStore | None = None, revalidate: bool = False) -> DataPlan:
+    """Load and validate every record the config names and build the rows. Raises DataError under `error`.
+
+    With a verdict store, unchanged files are not validated again (src/datasets/verdicts.py)."""
     preprocessor = make_preprocessor(cfg)
     plan = DataPlan(builder=preprocessor.builder)
-    train = load_split(cfg.custom.train_jsonl, cfg.custom.bad_records)
+    train = load_split(cfg.custom.train_jsonl, cfg.custom.bad_records, store=store, revalidate=revalidate)
     plan.splits.append(train)
     plan.train_samples = preprocessor.samples(train.records)
     plan.train_rows = [plan.builder.build(g, **focus) for g, focus in plan.train_samples]
     if cfg.custom.val_jsonl:
-        val = load_split(cfg.custom.val_jsonl, cfg.custom.bad_records)
+        val = load_split(cfg.custom.val_jsonl, cfg.custom.bad_records, store=store, revalidate=revalidate)
         plan.splits.append(val)
         plan.val_samples = preprocessor.samples(val.records)
         plan.val_rows = [plan.builder.build(g, **focus) for g, focus in plan.val_samples]

@@ -116,6 +116,16 @@ class Job:
         dist.barrier(group=self._group)
         raise JobFailed(failed[0][1].code)
 
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's `value`, in rank order, on every rank."""
+        if not self.distributed:
+            return [value]
+        import torch.distributed as dist
+
+        values: list[Any] = [None] * self.world_size
+        dist.all_gather_object(values, value, group=self._group)
+        return values
+
     def share(self, value: Any) -> Any:
         """Rank 0's `value`, on every rank (pickled through the control group)."""
         if not self.distributed:

@@ -28,6 +28,7 @@ from src.config.swift_fields import swift_defaults
 from src.datasets.loading import DataError, write_skipped
 from src.datasets.plan import DataPlan, plan_data
 from src.datasets.run_config import load_config_for_run
+from src.datasets.verdicts import CACHE_ENV, VerdictStore
 from src.training.distributed import Failure, Job
 from src.training.run_dir import guard_output_dir, resolve_resume
 from src.training.warm_start import StartPlan, merge_adapter, plan_start
@@ -143,7 +144,7 @@ def _visibility_failure(output_dir: Path, expected_sha1: str, job: Job) -> Failu
 
 
 def prepare_run(config: Path, base_config: Path | None, *, on_cpu: bool, debug: bool, dry_run: bool,
-                job: Job) -> PreparedRun | None:
+                job: Job, revalidate: bool = False) -> PreparedRun | None:
     """Load, check and set up a run once for the whole job; None after a dry run.
 
     Raises JobFailed (on every rank, after rank 0 printed the failures) when any step fails anywhere.
@@ -158,8 +159,24 @@ def prepare_run(config: Path, base_config: Path | None, *, on_cpu: bool, debug: 
     job.agree(failure)
     assert cfg is not None and kwargs is not None  # agree() raised otherwise
 
-    plan, failure = _attempt(lambda: plan_data(cfg))
+    # Rank 0 validates (and stores the verdict); the other ranks then read it from the store instead of
+    # validating the same files again (a node that does not share the store validates on its own).
+    store = VerdictStore()
+    plan, failure = (_attempt(lambda: plan_data(cfg, store=store, revalidate=revalidate)) if job.is_main
+                     else (None, None))
     job.agree(failure)
+    if not job.is_main:
+        plan, failure = _attempt(lambda: plan_data(cfg, store=store))
+        job.agree(failure)
+    elif job.distributed:
+        job.agree(None)
+    if job.distributed:
+        reused = job.gather(all(split.from_store for split in plan.splits))
+        if job.is_main:
+            alone = [rank for rank, hit in enumerate(reused) if rank and not hit]
+            print("validation: once, by rank 0; " + (f"ranks {alone} validated again (no shared verdict store: "
+                  f"set {CACHE_ENV} to a shared folder)" if alone else "every other rank read its verdict"),
+                  flush=True)
 
     decision, failure, start = None, None, None
     if job.is_main:

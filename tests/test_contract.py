@@ -423,3 +423,46 @@ def test_cli_runs_as_a_module(data_dir: Path):
     )
     assert proc.returncode == 1
     assert f"{path}:1: width: must be a positive integer (pixels) (0)" in proc.stdout
+
+
+def test_the_whole_record_fast_path_agrees_with_the_per_object_checks(tmp_path, monkeypatch):
+    """Validation takes a numpy path for well-formed records; on any doubt the per-object path decides.
+    Both must give the same records, clamps and problems, on valid and invalid objects alike."""
+    import random
+
+    from src.datasets import contract
+
+    rng = random.Random(7)
+    choices = [
+        lambda: {"bbox_2d": [rng.uniform(-1.5, 50), rng.uniform(-1.5, 30), rng.uniform(50, 101.5),
+                             rng.uniform(30, 81.5)], "desc": "box"},
+        lambda: {"quad": [10, 10, 60, 12, 58, 50, 12, 48], "desc": "标签"},
+        lambda: {"quad": [10, 10, 60, 50, 60, 10, 10, 50], "desc": "bow-tie"},
+        lambda: {"quad": [10, 10, 10, 10, 60, 50, 12, 48], "desc": "repeated"},
+        lambda: {"bbox_2d": [30, 20, 10, 40], "desc": "swapped"},
+        lambda: {"bbox_2d": [10, 20, 10, 40], "desc": "flat"},
+        lambda: {"bbox_2d": [10, 20, 30, True], "desc": "bool"},
+        lambda: {"bbox_2d": [10, 20, 30, 40], "desc": "  "},
+        lambda: {"bbox_2d": [10, 20, 30, 40], "quad": [1, 1, 2, 1, 2, 2, 1, 2], "desc": "both"},
+        lambda: {"bbox_2d": [-3, 20, 30, 40], "desc": "far outside"},
+        lambda: {"bbox_2d": [10, 20, 30], "desc": "short"},
+        lambda: {"bbox_2d": [10, 20, 30, 40], "desc": "x", "score": 1},
+        lambda: {"quad": [0, 0, 100, 0, 100, 80, 0, 80.5], "desc": "edge"},
+    ]
+    lines = []
+    for _ in range(300):
+        objects = [rng.choice(choices)() for _ in range(rng.randint(0, 6))]
+        if rng.random() < 0.6:  # most records are clean, as in real data
+            objects = [o for o in objects if o["desc"] in ("box", "标签", "edge")]
+        lines.append(json.dumps({"images": ["a.png"], "objects": objects, "width": 100, "height": 80},
+                                ensure_ascii=False))
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    taken = sum(contract._well_formed_objects(json.loads(line)["objects"], 100, 80) is not None for line in lines)
+    assert 100 < taken < 300  # the fast path decided most records, not all
+    fast = contract.load_records(path, check_image=False)
+    monkeypatch.setattr(contract, "_well_formed_objects", lambda *args: None)
+    slow = contract.load_records(path, check_image=False)
+    assert fast[0] == slow[0] and [r.clamped for r in fast[0]] == [r.clamped for r in slow[0]]
+    assert [str(p) for p in fast[1]] == [str(p) for p in slow[1]]
+    assert len(fast[0]) > 100 and len(fast[1]) > 50  # both kinds of record were exercised

@@ -76,7 +76,7 @@ def test_two_cpu_processes_train_a_gpu_recipe_once_through_the_launcher(mp_works
     # The augmentation draw of (seed, epoch, index) is what one process computes alone.
     dataset = GroundingRowsDataset(plan.train_samples, plan.builder,
                                    augment_ops=parse_augment_ops(cfg.custom.augment),
-                                   augment_prob=cfg.custom.augment_prob, seed=data_seed(cfg), rows=plan.train_rows)
+                                   augment_prob=cfg.custom.augment_prob, seed=data_seed(cfg))
     expected = {}
     for epoch in (0, 1):
         dataset.epoch = epoch

@@ -72,7 +72,7 @@ def test_dry_run_validates_prints_and_starts_nothing(tree):
     # every record read
     assert f"{t.train_jsonl}: 5 records kept, 0 skipped" in out
     assert f"{t.val_jsonl}: 1 records kept, 0 skipped" in out
-    assert "rows: 5 train, 1 val" in out
+    assert "samples: 5 train, 1 val" in out
     assert not torch_imported(proc)
     assert "ENV_IMAGE_MAX_TOKEN_NUM=64" in out  # env from configs/cpu.yaml applied
     assert not t.output_dir.exists()
@@ -190,7 +190,7 @@ def test_skip_policy_dry_run_reports_the_skipped_record(tree, data_dir):
     assert proc.returncode == 0, proc.stderr
     assert f"{bad}: 4 records kept, 1 skipped" in proc.stdout
     assert f"skipped {bad}:3: objects[0].bbox_2d: x2 < x1" in proc.stdout
-    assert "rows: 4 train, 1 val" in proc.stdout
+    assert "samples: 4 train, 1 val" in proc.stdout
     assert not t.output_dir.exists()
 
 

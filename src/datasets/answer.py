@@ -76,13 +76,19 @@ def order_objects(objects: Sequence[GroundingObject], order: str) -> list[Ground
 
 def answer_entries(record: Record, emit_norm: str, order: str, image_index: int | None) -> list[dict[str, Any]]:
     """The answer's JSON entries for one record: geometry in `emit_norm`, label, image index if grouped."""
-    entries = []
-    for obj in order_objects(record.objects, order):
-        coords = pixel_to_norm(np.asarray(obj.points, dtype=float), record.width, record.height, emit_norm)
-        entry: dict[str, Any] = {obj.kind: [int(v) for v in np.asarray(coords).ravel()], "label": obj.desc}
-        if image_index is not None:
-            entry = {"image": image_index, **entry}
-        entries.append(entry)
+    objects = order_objects(record.objects, order)
+    if not objects:
+        return []
+    # One conversion for the whole record: every object's points are (x, y) pairs, so their
+    # concatenation keeps x at even and y at odd positions.
+    flat = np.fromiter((v for o in objects for v in o.points), dtype=np.float64)
+    coords = pixel_to_norm(flat, record.width, record.height, emit_norm).tolist()
+    entries, start = [], 0
+    for obj in objects:
+        end = start + len(obj.points)
+        entry: dict[str, Any] = {obj.kind: coords[start:end], "label": obj.desc}
+        entries.append({"image": image_index, **entry} if image_index is not None else entry)
+        start = end
     return entries
 
 

@@ -77,13 +77,13 @@ def build_cache(cfg, out_dir: Path) -> dict[str, Any]:
     from swift import ExportArguments
     from swift.pipelines.export.cached_dataset import ExportCachedDataset
 
-    def materialise(samples, rows):
-        return HfDataset.from_list(arrow_rows(GroundingRowsDataset(samples, plan.builder, rows=rows)))
+    def materialise(samples):
+        return HfDataset.from_list(arrow_rows(GroundingRowsDataset(samples, plan.builder)))
 
     class GroundingCacheExport(ExportCachedDataset):
         def _get_dataset(self):
-            val = materialise(plan.val_samples, plan.val_rows) if plan.val_rows else None
-            return materialise(plan.train_samples, plan.train_rows), val
+            val = materialise(plan.val_samples) if plan.val_samples else None
+            return materialise(plan.train_samples), val
 
     swift = cfg.swift
     args = ExportArguments(
@@ -91,6 +91,7 @@ def build_cache(cfg, out_dir: Path) -> dict[str, Any]:
         max_length=cfg.global_max_length or swift.get("max_length"), strict=True, to_cached_dataset=True,
         dataset=[cfg.custom.train_jsonl], output_dir=str(out_dir), exist_ok=True)
     GroundingCacheExport(args).main()
-    info = {"fingerprint": cache_fingerprint(cfg), "train_rows": len(plan.train_rows), "val_rows": len(plan.val_rows)}
+    info = {"fingerprint": cache_fingerprint(cfg), "train_rows": len(plan.train_samples),
+            "val_rows": len(plan.val_samples)}
     (out_dir / CACHE_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
     return {"out": str(out_dir), **{k: v for k, v in info.items() if k != "fingerprint"}}

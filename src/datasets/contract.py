@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .geometry import quad_is_valid
+import numpy as np
+
+from .geometry import quad_is_valid, quads_are_valid
 from .images import ImageError, image_size, load_image
 
 __all__ = [
@@ -239,7 +241,8 @@ def _is_positive_int(value: object) -> bool:
 
 
 def parse_record(
-    obj: dict, source: SourceRef, base_dir: Path, *, check_image: ImageCheck
+    obj: dict, source: SourceRef, base_dir: Path, *, check_image: ImageCheck,
+    image_sizes: dict[str, tuple[int, int] | ImageError] | None = None,
 ) -> tuple[Record | None, list[Problem]]:
     """Check one decoded JSONL object against the contract.
 
@@ -248,6 +251,8 @@ def parse_record(
     (or "decode") the image must exist, decode fully and have the record's ``width``/``height``
     after EXIF orientation; "header" checks existence and size from the header only (fast, used
     before training; a truncated file is then caught when the sample is encoded); false skips it.
+    `image_sizes` remembers each image's header across records (an image annotated by several records
+    is read once).
     """
     report = _Problems(source)
     if not isinstance(obj, dict):
@@ -260,7 +265,7 @@ def parse_record(
     summary = _parse_summary(obj.get("summary"), report)
     objects, clamped = _parse_objects(obj.get("objects", NO_VALUE), width, height, report)
     if check_image and image is not None:
-        _check_image_file(image, width, height, report, decode=check_image != "header")
+        _check_image_file(image, width, height, report, decode=check_image != "header", sizes=image_sizes)
     if report.items:
         return None, report.items
     assert image is not None and width is not None and height is not None and objects is not None
@@ -325,6 +330,9 @@ def _parse_objects(
     if not isinstance(value, list):
         report.add("objects", "must be a list of objects (it may be empty)", value)
         return None, 0
+    fast = _well_formed_objects(value, width, height)
+    if fast is not None:
+        return fast
     objects, clamped = [], 0
     for index, item in enumerate(value):
         parsed, count = _parse_object(f"objects[{index}]", item, width, height, report)
@@ -332,6 +340,48 @@ def _parse_objects(
         if parsed is not None:
             objects.append(parsed)
     return tuple(objects), clamped
+
+
+def _well_formed_objects(items: list, width: int | None,
+                         height: int | None) -> tuple[tuple[GroundingObject, ...], int] | None:
+    """The objects of a record and how many values were clamped, when every object is well formed and
+    inside the image (the common case), checked with numpy for the whole record at once. None as soon
+    as anything needs a closer look: the per-object path then reports exactly what is wrong.
+    """
+    if width is None or height is None:
+        return None
+    kinds, descs, values = [], [], []
+    for item in items:
+        if type(item) is not dict or len(item) != 2:
+            return None
+        kind = "bbox_2d" if "bbox_2d" in item else "quad" if "quad" in item else None
+        desc = item.get("desc")
+        points = item.get(kind) if kind else None
+        if (type(desc) is not str or not desc.strip() or type(points) is not list
+                or len(points) != POINTS_PER_KIND[kind]
+                or not all(type(v) is int or type(v) is float for v in points)):  # bool is neither
+            return None
+        kinds.append(kind)
+        descs.append(desc)
+        values.extend(points)
+    if not kinds:
+        return (), 0
+    flat = np.array(values, dtype=np.float64)
+    limit = np.empty_like(flat)
+    limit[0::2], limit[1::2] = float(width), float(height)
+    clipped = np.minimum(np.maximum(flat, 0.0), limit)
+    if not np.all(np.isfinite(flat)) or np.any(np.abs(clipped - flat) > CLAMP_TOLERANCE_PX):
+        return None
+    is_box = np.repeat(np.array([k == "bbox_2d" for k in kinds]), [POINTS_PER_KIND[k] for k in kinds])
+    boxes, quads = clipped[is_box].reshape(-1, 4), clipped[~is_box].reshape(-1, 8)
+    if np.any(boxes[:, 2] <= boxes[:, 0]) or np.any(boxes[:, 3] <= boxes[:, 1]) or not quads_are_valid(quads).all():
+        return None
+    coords, objects, start = clipped.tolist(), [], 0
+    for kind, desc in zip(kinds, descs, strict=True):
+        end = start + POINTS_PER_KIND[kind]
+        objects.append(GroundingObject(kind=kind, points=tuple(coords[start:end]), desc=desc))
+        start = end
+    return tuple(objects), int(np.count_nonzero(clipped != flat))
 
 
 def _parse_object(
@@ -437,16 +487,24 @@ def _quad_problem(quad: list[float]) -> str | None:
     return None if reason is None else f"invalid quad: {reason}"
 
 
-def _check_image_file(image: str, width: int | None, height: int | None, report: _Problems, decode: bool) -> None:
-    try:
-        if decode:
-            with load_image(image) as img:
-                actual = img.size
-        else:
-            actual = image_size(image)
-    except ImageError as exc:
-        report.add("images[0]", exc.reason, image)
+def _check_image_file(image: str, width: int | None, height: int | None, report: _Problems, decode: bool,
+                      sizes: dict[str, tuple[int, int] | ImageError] | None = None) -> None:
+    found = sizes.get(image) if sizes is not None else None
+    if found is None:
+        try:
+            if decode:
+                with load_image(image) as img:
+                    found = img.size
+            else:
+                found = image_size(image)
+        except ImageError as exc:
+            found = exc
+        if sizes is not None:
+            sizes[image] = found
+    if isinstance(found, ImageError):
+        report.add("images[0]", found.reason, image)
         return
+    actual = found
     if width is not None and height is not None and actual != (width, height):
         report.add(
             "width/height",
@@ -467,13 +525,14 @@ def load_records(path: str | os.PathLike[str], *, check_image: ImageCheck = True
     base_dir = Path(file).parent
     records: list[Record] = []
     problems: list[Problem] = []
+    image_sizes: dict[str, tuple[int, int] | ImageError] = {}
     lines = iter_jsonl(file)
     for line, item in (track(lines) if track else lines):
         if isinstance(item, Problem):
             problems.append(item)
             continue
         source = SourceRef(file=file, line=line)
-        record, found = parse_record(item, source, base_dir, check_image=check_image)
+        record, found = parse_record(item, source, base_dir, check_image=check_image, image_sizes=image_sizes)
         problems.extend(found)
         if record is not None:
             records.append(record)

@@ -249,6 +249,31 @@ def quad_is_valid(quad8: object) -> str | None:
     return None
 
 
+def quads_are_valid(quad8: object) -> np.ndarray:
+    """For quads ``(N, 8)``, a bool ``(N,)``: True where :func:`quad_is_valid` finds nothing wrong.
+
+    The same tests with the same arithmetic, for many quads at once (validation checks a record's
+    quads together); use :func:`quad_is_valid` to learn why one is not valid.
+    """
+    quads = np.asarray(quad8, dtype=np.float64).reshape(-1, 8)
+    pts = quads.reshape(-1, 4, 2)
+    ok = np.all(np.isfinite(quads), axis=1)
+    for i in range(4):
+        for j in range(i + 1, 4):
+            ok &= ~np.all(pts[:, i] == pts[:, j], axis=1)
+
+    def cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a[:, 0] - o[:, 0]) * (b[:, 1] - o[:, 1]) - (a[:, 1] - o[:, 1]) * (b[:, 0] - o[:, 0])
+
+    def crossing(p1, p2, q1, q2) -> np.ndarray:
+        return (cross(q1, q2, p1) * cross(q1, q2, p2) < 0) & (cross(p1, p2, q1) * cross(p1, p2, q2) < 0)
+
+    p0, p1, p2, p3 = pts[:, 0], pts[:, 1], pts[:, 2], pts[:, 3]
+    ok &= ~(crossing(p0, p1, p2, p3) | crossing(p1, p2, p3, p0))
+    ok &= np.abs(_signed_area(pts[..., 0], pts[..., 1])) >= _AREA_EPS
+    return ok
+
+
 def box_iou_xyxy(boxes_a: object, boxes_b: object) -> np.ndarray:
     """Pairwise IoU of boxes ``(N, 4)`` and ``(M, 4)`` ``[x1, y1, x2, y2]`` -> ``(N, M)``.
 

@@ -16,28 +16,34 @@ from src.datasets.verdicts import VerdictStore
 
 @dataclass(slots=True)
 class DataPlan:
-    """The loaded splits, their samples (records of one user turn + the question asked), and their rows.
+    """The loaded splits and their samples (records of one user turn + the question asked).
 
-    The rows (image paths, answers) are built eagerly so that every record is checked before a run
-    starts; the training dataset rebuilds rows from the samples on the fly (augmentation, PIL images).
+    Rows are not built here: the training dataset builds each one when the dataloader asks for it
+    (src/datasets/rows.py), so start-up and memory do not grow with a row per record. What could make
+    a row fail to build is checked up front instead (`BaseBuilder.check_records`).
     """
 
     builder: BaseBuilder
     splits: list[LoadedSplit] = field(default_factory=list)
     train_samples: list[tuple[list[Record], dict[str, str]]] = field(default_factory=list)  # (records, focus)
     val_samples: list[tuple[list[Record], dict[str, str]]] = field(default_factory=list)
-    train_rows: list[dict[str, Any]] = field(default_factory=list)
-    val_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def first_row(self) -> dict[str, Any] | None:
+        """The first training row, built now (for `--debug`), or None without samples."""
+        if not self.train_samples:
+            return None
+        records, focus = self.train_samples[0]
+        return self.builder.build(records, **focus)
 
     def summary(self) -> str:
-        """Records kept and skipped per split, rows built, and each skipped record's problems."""
+        """Records kept and skipped per split, samples, and each skipped record's problems."""
         lines = []
         for split in self.splits:
             reused = " (stored verdict: unchanged since validated)" if split.from_store else ""
             lines.append(f"{split.path}: {len(split.records)} records kept, {len(split.skipped_lines)} skipped"
                          f"{reused}")
             lines += [f"  skipped {p}" for p in split.problems]
-        lines.append(f"rows: {len(self.train_rows)} train, {len(self.val_rows)} val")
+        lines.append(f"samples: {len(self.train_samples)} train, {len(self.val_samples)} val")
         return "\n".join(lines)
 
 
@@ -54,18 +60,19 @@ def make_preprocessor(cfg: ProjectConfig) -> BasePreprocessor:
 
 
 def plan_data(cfg: ProjectConfig, *, store: VerdictStore | None = None, revalidate: bool = False) -> DataPlan:
-    """Load and validate every record the config names and build the rows. Raises DataError under `error`.
+    """Load and validate every record the config names and plan its samples. Raises DataError under `error`
+    and ConfigError when the builder cannot answer a record (a summary scheme over records without one).
 
     With a verdict store, unchanged files are not validated again (src/datasets/verdicts.py)."""
     preprocessor = make_preprocessor(cfg)
     plan = DataPlan(builder=preprocessor.builder)
     train = load_split(cfg.custom.train_jsonl, cfg.custom.bad_records, store=store, revalidate=revalidate)
     plan.splits.append(train)
+    plan.builder.check_records(train.records)
     plan.train_samples = preprocessor.samples(train.records)
-    plan.train_rows = [plan.builder.build(g, **focus) for g, focus in plan.train_samples]
     if cfg.custom.val_jsonl:
         val = load_split(cfg.custom.val_jsonl, cfg.custom.bad_records, store=store, revalidate=revalidate)
         plan.splits.append(val)
+        plan.builder.check_records(val.records)
         plan.val_samples = preprocessor.samples(val.records)
-        plan.val_rows = [plan.builder.build(g, **focus) for g, focus in plan.val_samples]
     return plan

@@ -97,22 +97,20 @@ class GroundingSft(SwiftSft):
         if self.args.lazy_tokenize:
             train = GroundingRowsDataset(plan.train_samples, plan.builder, augment_ops=self._augment_ops,
                                          augment_prob=custom.augment_prob, seed=self.args.data_seed,
-                                         rows=plan.train_rows, world_size=self._job.world_size)
+                                         world_size=self._job.world_size)
             self._report_padding(train)
-            val = (GroundingRowsDataset(plan.val_samples, plan.builder, rows=plan.val_rows)
+            val = (GroundingRowsDataset(plan.val_samples, plan.builder)
                    if plan.val_samples else None)
             self._lazy_datasets = [d for d in (train, val) if d is not None]
             self._check_health(train)
             return train, val
         # ms-swift encodes these up front (packing): images as the project loader reads them. The health
         # check waits until that is done (see _encode_dataset).
-        rows = GroundingRowsDataset(plan.train_samples, plan.builder, rows=plan.train_rows,
-                                    world_size=self._job.world_size)
+        rows = GroundingRowsDataset(plan.train_samples, plan.builder, world_size=self._job.world_size)
         self._report_padding(rows)
         train = HfDataset.from_list(arrow_rows(rows))
-        val = (HfDataset.from_list(arrow_rows(GroundingRowsDataset(plan.val_samples, plan.builder,
-                                                                   rows=plan.val_rows)))
-               if plan.val_rows else None)
+        val = (HfDataset.from_list(arrow_rows(GroundingRowsDataset(plan.val_samples, plan.builder)))
+               if plan.val_samples else None)
         return train, val
 
     def _encode_dataset(self, train_dataset, val_dataset, pre_process=True):

@@ -96,9 +96,9 @@ def _print_plan(cfg: ProjectConfig, kwargs: dict, plan: DataPlan, start: StartPl
         print(f"{key} = {kwargs[key]!r}")
     print("== data")
     print(plan.summary())
-    if debug and plan.train_rows:
+    if debug and plan.train_samples:
         print("== first training row")
-        print(json.dumps(plan.train_rows[0], indent=2, ensure_ascii=False))
+        print(json.dumps(plan.first_row(), indent=2, ensure_ascii=False))
     for message in start.messages:
         print(f"note: {message}")
 

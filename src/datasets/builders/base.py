@@ -43,6 +43,10 @@ class BaseBuilder:
         self.emit_norm = emit_norm
         self.object_order = object_order
 
+    def check_records(self, records: Sequence[Record]) -> None:
+        """Raise ConfigError when some of `records` cannot be answered by this builder (checked before a
+        run starts, since rows are built later, one by one). Every valid record can, by default."""
+
     def focuses(self, records: Sequence[Record]) -> list[dict[str, str]]:
         """The questions to ask about this group: keyword arguments for `build`, one row each."""
         return [{}]

@@ -16,8 +16,12 @@ class SummaryBuilder(BaseBuilder):
 
     answers_with_geometry: ClassVar[bool] = False
 
-    def answer(self, records: Sequence[Record]) -> str:
+    def check_records(self, records: Sequence[Record]) -> None:
         missing = [str(r.source) for r in records if not r.summary]
         if missing:
-            raise ConfigError(f"summary scheme needs `summary` on every record; missing at {', '.join(missing)}")
+            shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+            raise ConfigError(f"summary scheme needs `summary` on every record; missing at {shown}")
+
+    def answer(self, records: Sequence[Record]) -> str:
+        self.check_records(records)
         return "\n".join(r.summary or "" for r in records)

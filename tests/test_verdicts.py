@@ -42,7 +42,7 @@ def test_an_unchanged_file_reuses_the_stored_verdict_exactly(jsonl, tmp_path):
     again = validated_records(jsonl, store=store)
     assert (first[2], again[2]) == (False, True)  # validated once, then read back
     records, problems = _full(jsonl)
-    assert again[0] == records  # every field: coordinates, labels, sizes, summary ("" vs None), clamps, source
+    assert list(again[0]) == records  # every field: coordinates, labels, sizes, summary ("" vs None), clamps, source
     assert [str(p) for p in again[1]] == [str(p) for p in problems] and len(problems) >= 2
     assert len(list((tmp_path / "store").glob("*.npz"))) == 1
 
@@ -79,7 +79,7 @@ def test_the_policies_work_the_same_on_a_stored_verdict(jsonl, tmp_path):
     fresh = load_split(jsonl, "skip", store=store)
     stored = load_split(jsonl, "skip", store=store)
     assert (fresh.from_store, stored.from_store) == (False, True)
-    assert stored.records == fresh.records and stored.skipped_lines == fresh.skipped_lines
+    assert list(stored.records) == fresh.records and stored.skipped_lines == fresh.skipped_lines
     with pytest.raises(DataError) as err:
         load_split(jsonl, "error", store=store)
     assert "invalid record(s)" in str(err.value) and f"{jsonl}:2" in str(err.value)
@@ -90,7 +90,8 @@ def test_an_empty_file_and_an_empty_verdict_round_trip(tmp_path):
     path.write_text("")
     store = VerdictStore(tmp_path / "store")
     store.put(path, {"check_image": "header"}, Verdict(records=[], problems=[]))
-    assert store.get(path, {"check_image": "header"}) == Verdict(records=[], problems=[])
+    got = store.get(path, {"check_image": "header"})
+    assert list(got.records) == [] and got.problems == []
 
 
 def test_a_second_dry_run_reads_the_verdict_and_revalidate_forces_a_full_pass(tree, capsys):
@@ -103,3 +104,32 @@ def test_a_second_dry_run_reads_the_verdict_and_revalidate_forces_a_full_pass(tr
     assert "(stored verdict: unchanged since validated)" in capsys.readouterr().out
     assert main(["--config", str(config), "--dry-run", "--revalidate"]) == 0
     assert "stored verdict" not in capsys.readouterr().out
+
+
+def test_stored_records_stay_columnar_and_are_made_when_asked_for(jsonl, tmp_path):
+    from src.datasets.verdicts import RecordTable
+
+    store = VerdictStore(tmp_path / "store")
+    records = validated_records(jsonl, store=store)[0]
+    table = validated_records(jsonl, store=store)[0]
+    assert isinstance(table, RecordTable) and len(table) == len(records)
+    assert table[-1] == records[-1] and table[1:3] == records[1:3] and table[0] == records[0]
+    with pytest.raises(IndexError):
+        table[len(records)]
+
+
+def test_one_record_per_turn_gives_lazy_samples_equal_to_the_eager_ones(jsonl, tmp_path):
+    from src.config.prompts import get_prompt_scheme
+    from src.datasets.builders import make_builder
+    from src.datasets.preprocessors import BasePreprocessor, GroupingPreprocessor
+
+    table = validated_records(jsonl, store=VerdictStore(tmp_path / "store"))[0]
+    table = validated_records(jsonl, store=VerdictStore(tmp_path / "store"))[0]  # now from the store
+    dense = GroupingPreprocessor(make_builder(get_prompt_scheme("dense"), "norm1000", "reading"),
+                                 images_per_user_turn=1, seed=0)
+    lazy = dense.samples(table)
+    assert not isinstance(lazy, list) and len(lazy) == len(table)
+    assert list(lazy) == BasePreprocessor.samples(dense, list(table)) and lazy[1:2] == [([table[1]], {})]
+    grounding = GroupingPreprocessor(make_builder(get_prompt_scheme("grounding"), "norm1000", "reading"),
+                                     images_per_user_turn=1, seed=0)
+    assert isinstance(grounding.samples(table), list)  # several questions per record: planned up front

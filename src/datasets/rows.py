@@ -42,8 +42,9 @@ class GroundingRowsDataset:
     def __init__(self, samples: Sequence[tuple[Sequence[Record], dict[str, str]]], builder: BaseBuilder, *,
                  augment_ops: Sequence = (), augment_prob: float = 0.0, seed: int = 0,
                  rows: Sequence[dict[str, Any]] | None = None, world_size: int = 1):
-        # (records of one user turn, the builder's focus for this row), as BasePreprocessor.samples gives them
-        self.samples = [(list(g), dict(focus)) for g, focus in samples]
+        # (records of one user turn, the builder's focus for this row), as BasePreprocessor.samples gives them;
+        # kept as given (possibly lazy: made per index), never copied into a list of every sample.
+        self.samples = samples
         self.builder = builder
         # Rows already built from these groups (src/datasets/plan.py): reused when a sample is not augmented.
         self.rows = list(rows) if rows is not None else None

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,11 +71,11 @@ def _unblob(data: np.ndarray, offsets: np.ndarray) -> list[str]:
 class Verdict:
     """The valid records of a file and the problems of the others, as validation left them."""
 
-    records: list[Record]
+    records: Sequence[Record]  # a list when just validated, a RecordTable when read from the store
     problems: list[Problem]
 
 
-def _columns(records: list[Record]) -> dict[str, np.ndarray]:
+def _columns(records: Sequence[Record]) -> dict[str, np.ndarray]:
     objects = [o for r in records for o in r.objects]
     descs = sorted({o.desc for o in objects})
     desc_id = {d: i for i, d in enumerate(descs)}
@@ -100,26 +101,49 @@ def _columns(records: list[Record]) -> dict[str, np.ndarray]:
     }
 
 
-def _records(columns: dict[str, np.ndarray], file: str) -> list[Record]:
-    images = _unblob(columns["images"], columns["image_offsets"])
-    summaries = _unblob(columns["summaries"], columns["summary_offsets"])
-    descs = _unblob(columns["descs"], columns["desc_offsets"])
-    kinds = [GEOMETRY_KINDS[k] for k in columns["kinds"].tolist()]
-    desc_ids = columns["desc_ids"].tolist()
-    points = columns["points"].tolist()
-    obj_offsets = columns["obj_offsets"].tolist()
-    records, cursor = [], 0
-    for i, line in enumerate(columns["lines"].tolist()):
+class RecordTable(Sequence[Record]):
+    """The valid records of a verdict, kept as numpy columns; a `Record` is made when one is asked for.
+
+    Holding a million records this way costs their coordinates (8 bytes each) and a few offsets, not a
+    million Python objects; training asks for each record when the dataloader builds its row.
+    """
+
+    def __init__(self, columns: dict[str, np.ndarray], file: str):
+        self._columns = columns
+        self._file = file
+        self._images = columns["images"].tobytes()
+        self._summaries = columns["summaries"].tobytes()
+        self._descs = _unblob(columns["descs"], columns["desc_offsets"])
+        sizes = np.where(columns["kinds"] == GEOMETRY_KINDS.index("bbox_2d"), 4, 8)
+        self._point_offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=self._point_offsets[1:])
+
+    def __len__(self) -> int:
+        return len(self._columns["lines"])
+
+    def __getitem__(self, index):  # noqa: ANN001 - int or slice, as a list takes
+        if isinstance(index, slice):
+            return [self._record(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"record {index} out of range for {len(self)} records")
+        return self._record(index)
+
+    def _record(self, i: int) -> Record:
+        c = self._columns
+        image_offsets, summary_offsets, obj_offsets = c["image_offsets"], c["summary_offsets"], c["obj_offsets"]
         objects = []
-        for k in range(obj_offsets[i], obj_offsets[i + 1]):
-            n = 4 if kinds[k] == "bbox_2d" else 8
-            objects.append(GroundingObject(kind=kinds[k], points=tuple(points[cursor:cursor + n]),
-                                           desc=descs[desc_ids[k]]))
-            cursor += n
-        records.append(Record(image=images[i], width=int(columns["width"][i]), height=int(columns["height"][i]),
-                              objects=tuple(objects), summary=summaries[i] if columns["has_summary"][i] else None,
-                              source=SourceRef(file=file, line=line), clamped=int(columns["clamped"][i])))
-    return records
+        for k in range(int(obj_offsets[i]), int(obj_offsets[i + 1])):
+            start, end = int(self._point_offsets[k]), int(self._point_offsets[k + 1])
+            objects.append(GroundingObject(kind=GEOMETRY_KINDS[int(c["kinds"][k])],
+                                           points=tuple(c["points"][start:end].tolist()),
+                                           desc=self._descs[int(c["desc_ids"][k])]))
+        summary = (self._summaries[summary_offsets[i]:summary_offsets[i + 1]].decode("utf-8")
+                   if c["has_summary"][i] else None)
+        return Record(image=self._images[image_offsets[i]:image_offsets[i + 1]].decode("utf-8"),
+                      width=int(c["width"][i]), height=int(c["height"][i]), objects=tuple(objects), summary=summary,
+                      source=SourceRef(file=self._file, line=int(c["lines"][i])), clamped=int(c["clamped"][i]))
 
 
 def _problem_json(p: Problem) -> dict[str, Any]:
@@ -157,7 +181,7 @@ class VerdictStore:
                 problems = json.loads(data["problems"].tobytes().decode("utf-8"))
         except (OSError, ValueError, KeyError):
             return None  # a damaged entry is a miss: validate again and replace it
-        return Verdict(records=_records(columns, file), problems=[_problem(p, file) for p in problems])
+        return Verdict(records=RecordTable(columns, file), problems=[_problem(p, file) for p in problems])
 
     def put(self, path: str | os.PathLike[str], options: dict[str, Any], verdict: Verdict) -> Path:
         """Store `verdict` on `path` (as it is now) under `options`; return the entry's path."""

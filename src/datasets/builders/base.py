@@ -37,6 +37,7 @@ class BaseBuilder:
     """
 
     answers_with_geometry: ClassVar[bool] = True
+    asks_several_questions: ClassVar[bool] = False  # True when `focuses` can give more than `[{}]`
 
     def __init__(self, scheme: PromptScheme, *, emit_norm: str, object_order: str):
         self.scheme = scheme

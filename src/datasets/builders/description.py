@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import ClassVar
 
 from src.datasets.contract import Record
 
@@ -12,6 +13,8 @@ from .grounding import GroundingBuilder
 
 class DescriptionBuilder(GroundingBuilder):
     """One row per distinct `desc` of the group (sorted), whose answer holds only the objects with it."""
+
+    asks_several_questions: ClassVar[bool] = True
 
     def focuses(self, records: Sequence[Record]) -> list[dict[str, str]]:
         return [{"desc": d} for d in sorted({o.desc for r in records for o in r.objects})]

@@ -39,7 +39,7 @@ def flash_attention_impl() -> str | None:
     return next((impl for impl, module in FLASH_IMPLS if _available(module)), None)
 
 
-def scenarios(flash: str | None, deepspeed: bool) -> list[dict]:
+def scenarios(flash: str | None, deepspeed: bool, liger: bool = False) -> list[dict]:
     """(name, recipe, overrides, launcher) of each run; skipped ones carry the reason."""
     runs = [
         {"name": "stage1 bf16", "recipe": "stage_1_full_aligner_only.yaml", "extra": {}},
@@ -55,7 +55,35 @@ def scenarios(flash: str | None, deepspeed: bool) -> list[dict]:
     if not deepspeed:
         zero2["skip"] = "deepspeed is not installed (pip install -e '.[gpu]')"
     runs.append(zero2)
+    # A long dense answer (48 objects): the logits over the 151,936-token vocabulary dominate a step's
+    # memory; Liger's fused linear cross-entropy never materialises them.
+    runs.append({"name": "stage2 dense48", "recipe": "stage_2_llm_lora.yaml", "extra": {}, "data": "dense"})
+    dense_liger = {"name": "stage2 dense48 liger", "recipe": "stage_2_llm_lora.yaml", "data": "dense",
+                   "extra": {"training": {"use_liger_kernel": True}}}
+    if not liger:
+        dense_liger["skip"] = "liger-kernel is not installed (pip install -e '.[gpu]')"
+    runs.append(dense_liger)
     return runs
+
+
+def write_dense_data(folder: Path, n: int = 64, objects: int = 48) -> Path:
+    """`n` records of `objects` objects each (boxes and quads, unicode labels) over mixed-format images."""
+    import random
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from data_scale import dense_record, write_images
+
+    images = write_images(folder / "images", 16)
+    rng = random.Random(0)
+    path = folder / "train.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            record = dense_record(rng, images[i % len(images)])
+            while len(record["objects"]) < objects:
+                record["objects"] += dense_record(rng, images[i % len(images)])["objects"]
+            record["objects"] = record["objects"][:objects]
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
 
 
 def write_config(work: Path, run: dict, steps: int, cpu: bool = False) -> Path:
@@ -64,7 +92,8 @@ def write_config(work: Path, run: dict, steps: int, cpu: bool = False) -> Path:
     config = {
         "extends": str(REPO / "configs" / run["recipe"]),
         "model": {"model": str(work / "model"), "torch_dtype": "bfloat16", "attn_impl": "sdpa"},
-        "custom": {"train_jsonl": str(work / "data" / "train.jsonl"), "health_check_samples": 2},
+        "custom": {"train_jsonl": str(work / ("dense" if run.get("data") == "dense" else "data") / "train.jsonl"),
+                   "health_check_samples": 2},
         "training": {"output_dir": str(work / "runs" / name), "max_steps": steps, "logging_steps": 1,
                      "per_device_train_batch_size": 4, "bf16": True, "eval_strategy": "no",
                      "save_strategy": "no", "report_to": [], "dataloader_num_workers": 2},
@@ -154,16 +183,18 @@ def main() -> None:
     if not (work / "data" / "train.jsonl").is_file():
         subprocess.run([sys.executable, "-m", "src.datasets", "synth", "--out", str(work / "data"), "--n", "256",
                         "--overwrite"], cwd=REPO, check=True)
-    flash, deepspeed = flash_attention_impl(), _available("deepspeed")
+    if not (work / "dense" / "train.jsonl").is_file():
+        write_dense_data(work / "dense")
+    flash, deepspeed, liger = flash_attention_impl(), _available("deepspeed"), _available("liger_kernel")
     print(f"flash attention: {flash or 'none installed: packing is not measured'}; "
           f"deepspeed: {'installed' if deepspeed else 'not installed: ZeRO-2 is not measured'}")
     results = {}
-    for run in scenarios(flash, deepspeed):
+    for run in scenarios(flash, deepspeed, liger):
         if "skip" in run:
             print(f"skip {run['name']}: {run['skip']}")
             continue
         config = write_config(work, run, args.steps, cpu)
-        stats_dir = work / "stats"
+        stats_dir = work / f"stats_{run.get('data', 'synth')}"  # token lengths of the data this run trains on
         if not (stats_dir / "stats.json").is_file():
             subprocess.run([sys.executable, "-m", "src.datasets", "stats", "--config", str(config), "--out",
                             str(stats_dir), "--limit", "64"], cwd=REPO, check=True, capture_output=True)

@@ -501,3 +501,18 @@ def test_demo_configs_resolve(name, tuner_type, freeze_llm, epochs):
     assert kwargs["dataset"] == [str(repo / "output" / "demo-assets" / "data" / "train.jsonl")]
     assert Path(kwargs["model"]).is_absolute()
     assert re.fullmatch(re.escape(str(repo / "output")) + r"/demo(-assets)?/.*", kwargs["model"])
+
+
+def test_liger_kernel_is_refused_without_its_package_and_on_cpu(tree, monkeypatch):
+    import importlib.machinery
+    import types
+
+    monkeypatch.setitem(sys.modules, "liger_kernel", None)  # as where the package is not installed
+    with pytest.raises(ConfigError, match=r"`liger-kernel` package is not installed: `pip install -e '\.\[gpu\]'`"):
+        load_project_config(tree({"training": {"use_liger_kernel": True, "use_cpu": False}}).config)
+    installed = types.ModuleType("liger_kernel")
+    installed.__spec__ = importlib.machinery.ModuleSpec("liger_kernel", None)
+    monkeypatch.setitem(sys.modules, "liger_kernel", installed)  # as on a GPU machine with the package
+    assert load_project_config(tree({"training": {"use_liger_kernel": True, "use_cpu": False}}).config)
+    with pytest.raises(ConfigError, match="needs a GPU"):
+        load_project_config(tree({"training": {"use_liger_kernel": True}}).config)  # the tree is on CPU

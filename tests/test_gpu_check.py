@@ -26,3 +26,16 @@ def test_figures_of_a_multi_gpu_run_are_split_per_gpu(tmp_path):
     figures = gpu_check.measure(tmp_path, mean_tokens=500.0, n_gpus=4)
     assert figures == {"samples_per_s": 8.0, "tokens_per_s": 4000.0, "tokens_per_s_per_gpu": 1000.0,
                        "peak_memory_gib": 12.5}
+
+
+def test_the_dense_answer_is_measured_with_and_without_liger(tmp_path):
+    names = {r["name"]: r for r in gpu_check.scenarios(flash=None, deepspeed=True, liger=False)}
+    assert "skip" not in names["stage2 dense48"]
+    assert "liger-kernel is not installed" in names["stage2 dense48 liger"]["skip"]
+    liger = {r["name"]: r for r in gpu_check.scenarios(flash=None, deepspeed=True, liger=True)}["stage2 dense48 liger"]
+    assert "skip" not in liger and liger["extra"]["training"]["use_liger_kernel"] is True
+    path = gpu_check.write_dense_data(tmp_path, n=3, objects=48)
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [len(r["objects"]) for r in lines] == [48, 48, 48]
+    config = json.loads(gpu_check.write_config(tmp_path, liger, steps=2).read_text())
+    assert config["custom"]["train_jsonl"] == str(tmp_path / "dense" / "train.jsonl")

@@ -114,6 +114,21 @@ def _deepspeed_problems(cfg: ProjectConfig) -> list[str]:
     return problems
 
 
+def _liger_problems(cfg: ProjectConfig) -> list[str]:
+    # Liger's fused linear cross-entropy never materialises the logits over the 151,936-token vocabulary:
+    # dense answers are long, and those logits dominate a step's memory. Its kernels are Triton: GPU only.
+    if not cfg.swift.get("use_liger_kernel"):
+        return []
+    where = _where(cfg, "training.use_liger_kernel")
+    if cfg.swift.get("use_cpu"):
+        return [f"{where}`training.use_liger_kernel: true` needs a GPU (Liger's kernels are Triton), but "
+                f"`use_cpu` is on: set use_liger_kernel: false for CPU runs"]
+    if not _module_available("liger_kernel"):
+        return [f"{where}`training.use_liger_kernel: true` but the `liger-kernel` package is not installed: "
+                f"`pip install -e '.[gpu]'`, or set use_liger_kernel: false"]
+    return []
+
+
 def _offline_problems(cfg: ProjectConfig) -> list[str]:
     problems = []
     if cfg.swift.get("check_model", True):
@@ -164,7 +179,7 @@ def check_rules(cfg: ProjectConfig, *, check_paths: bool = True) -> None:
     templates whose model path the user fills in).
     """
     problems = [*_offline_problems(cfg), *_length_problems(cfg), *_prompt_problems(cfg), *_custom_problems(cfg),
-                *_packing_problems(cfg), *_deepspeed_problems(cfg)]
+                *_packing_problems(cfg), *_deepspeed_problems(cfg), *_liger_problems(cfg)]
     if check_paths:
         problems += _existing_path_problems(cfg)
     if problems:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .jsonl import jsonl_files
 from .schema import ProjectConfig
 
 
@@ -20,8 +21,8 @@ def to_sft_kwargs(cfg: ProjectConfig) -> dict[str, Any]:
     `training.logging_dir` says otherwise.
     """
     kwargs = dict(cfg.swift)
-    kwargs["dataset"] = [cfg.custom.train_jsonl]
-    kwargs["val_dataset"] = [cfg.custom.val_jsonl] if cfg.custom.val_jsonl else []
+    kwargs["dataset"] = jsonl_files(cfg.custom.train_jsonl)
+    kwargs["val_dataset"] = jsonl_files(cfg.custom.val_jsonl, "custom.val_jsonl")
     if cfg.custom.cached_dataset:  # rows already encoded: ms-swift loads them, nothing is tokenised again
         cache = Path(cfg.custom.cached_dataset)
         kwargs.update(dataset=[], val_dataset=[], lazy_tokenize=False, cached_dataset=[str(cache / "train")],

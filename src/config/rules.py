@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from .errors import ConfigError
+from .jsonl import jsonl_files
 from .prompts import PROMPT_SCHEMES
 from .schema import ProjectConfig
 
@@ -57,6 +58,13 @@ def _existing_path_problems(cfg: ProjectConfig) -> list[str]:
     if resume not in (None, "auto"):
         checks.append(("tuner.resume_from_checkpoint", resume, "a checkpoint directory", "dir"))
     for dotted, value, what, kind in checks:
+        if dotted in ("custom.train_jsonl", "custom.val_jsonl"):
+            try:
+                value = jsonl_files(value, dotted)
+            except ConfigError as err:
+                problems.append(f"{_where(cfg, dotted)}{err} (relative paths are relative to the YAML that sets "
+                                f"them)")
+                continue
         for item in ([value] if isinstance(value, str) else value or []):
             path = Path(item)
             ok = path.is_dir() if kind == "dir" else path.is_file() if kind == "file" else path.exists()

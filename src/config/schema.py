@@ -22,8 +22,8 @@ from .types import checker_for, describe
 class CustomSection:
     """`custom:` (alias `data:`): the project's JSONL data and how it becomes conversations."""
 
-    train_jsonl: str  # training records in the project's JSONL contract (required)
-    val_jsonl: str | None  # validation records, or null for none
+    train_jsonl: str | list[str]  # training records (the JSONL contract): a file, a list of shards or a glob
+    val_jsonl: str | list[str] | None  # validation records (a file, shards or a glob), or null for none
     emit_norm: Literal["none", "norm100", "norm1000"]  # coordinate space of the answers
     images_per_user_turn: int  # records grouped into one user turn (1 = one image per turn)
     augment_prob: float  # probability that a training sample is augmented (0 = never)

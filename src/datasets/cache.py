@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from src.config import ConfigError
+from src.config.jsonl import jsonl_files
 from src.datasets.plan import plan_data
 from src.datasets.rows import GroundingRowsDataset, arrow_rows
 
@@ -38,8 +39,8 @@ def cache_fingerprint(cfg) -> dict[str, Any]:
     template settings, the model directory and the `env` (image token limits)."""
     custom = cfg.custom
     return {
-        "train_jsonl": _file_digest(custom.train_jsonl),
-        "val_jsonl": _file_digest(custom.val_jsonl),
+        "train_jsonl": [_file_digest(f) for f in jsonl_files(custom.train_jsonl)],
+        "val_jsonl": [_file_digest(f) for f in jsonl_files(custom.val_jsonl, "custom.val_jsonl")],
         "emit_norm": custom.emit_norm, "images_per_user_turn": custom.images_per_user_turn,
         "object_order": custom.object_order, "bad_records": custom.bad_records,
         "prompts": {"scheme": cfg.prompts.scheme, "system": cfg.prompts.system, "user": cfg.prompts.user},
@@ -89,7 +90,7 @@ def build_cache(cfg, out_dir: Path) -> dict[str, Any]:
     args = ExportArguments(
         model=swift["model"], model_type=swift.get("model_type"), template=swift.get("template"),
         max_length=cfg.global_max_length or swift.get("max_length"), strict=True, to_cached_dataset=True,
-        dataset=[cfg.custom.train_jsonl], output_dir=str(out_dir), exist_ok=True)
+        dataset=jsonl_files(cfg.custom.train_jsonl), output_dir=str(out_dir), exist_ok=True)
     GroundingCacheExport(args).main()
     info = {"fingerprint": cache_fingerprint(cfg), "train_rows": len(plan.train_samples),
             "val_rows": len(plan.val_samples)}

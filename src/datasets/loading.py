@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +71,38 @@ def load_split(path: str | Path, policy: str, *, check_image: ImageCheck = "head
     if problems and policy == "error":
         raise DataError(problems, str(path))
     return LoadedSplit(path=str(path), records=records, problems=problems, from_store=stored)
+
+
+class ConcatRecords(Sequence[Record]):
+    """Several splits' records as one sequence (shards in order), without copying them into a list."""
+
+    def __init__(self, parts: Sequence[Sequence[Record]]):
+        self.parts = list(parts)
+        self.starts = [0]
+        for part in self.parts:
+            self.starts.append(self.starts[-1] + len(part))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getitem__(self, index):  # noqa: ANN001 - int or slice, as a list takes
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"record {index} out of range for {len(self)} records")
+        part = bisect.bisect_right(self.starts, index) - 1
+        return self.parts[part][index - self.starts[part]]
+
+
+def load_shards(files: Sequence[str], policy: str, *, store: VerdictStore | None = None,
+                revalidate: bool = False) -> tuple[list[LoadedSplit], Sequence[Record]]:
+    """Each file's LoadedSplit (with `load_split`) and all their records, shard after shard."""
+    splits = [load_split(f, policy, store=store, revalidate=revalidate) for f in files]
+    if len(splits) == 1:
+        return splits, splits[0].records
+    return splits, ConcatRecords([s.records for s in splits])
 
 
 def write_skipped(splits: list[LoadedSplit], out_file: Path) -> Path | None:

@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from src.config import ProjectConfig
+from src.config.jsonl import jsonl_files
 from src.config.prompts import get_prompt_scheme
 from src.datasets.builders import BaseBuilder, make_builder
 from src.datasets.contract import Record
-from src.datasets.loading import LoadedSplit, load_split
+from src.datasets.loading import LoadedSplit, load_shards
 from src.datasets.preprocessors import BasePreprocessor, GroupingPreprocessor
 from src.datasets.verdicts import VerdictStore
 
@@ -66,13 +67,15 @@ def plan_data(cfg: ProjectConfig, *, store: VerdictStore | None = None, revalida
     With a verdict store, unchanged files are not validated again (src/datasets/verdicts.py)."""
     preprocessor = make_preprocessor(cfg)
     plan = DataPlan(builder=preprocessor.builder)
-    train = load_split(cfg.custom.train_jsonl, cfg.custom.bad_records, store=store, revalidate=revalidate)
-    plan.splits.append(train)
-    plan.builder.check_records(train.records)
-    plan.train_samples = preprocessor.samples(train.records)
-    if cfg.custom.val_jsonl:
-        val = load_split(cfg.custom.val_jsonl, cfg.custom.bad_records, store=store, revalidate=revalidate)
-        plan.splits.append(val)
-        plan.builder.check_records(val.records)
-        plan.val_samples = preprocessor.samples(val.records)
+    for key, value in (("custom.train_jsonl", cfg.custom.train_jsonl), ("custom.val_jsonl", cfg.custom.val_jsonl)):
+        if not value:
+            continue
+        splits, records = load_shards(jsonl_files(value, key), cfg.custom.bad_records, store=store,
+                                      revalidate=revalidate)
+        plan.splits += splits
+        plan.builder.check_records(records)
+        if key == "custom.train_jsonl":
+            plan.train_samples = preprocessor.samples(records)
+        else:
+            plan.val_samples = preprocessor.samples(records)
     return plan

@@ -5,7 +5,9 @@ formats (small PNGs, EXIF-rotated JPEGs, large JPEGs, tiny images), then prints,
 - `--dry-run` of 10,000 records, first run and repeat (target <= 1.0 s), against the floor every dry run
   pays (Python + yaml/numpy/PIL imports, measured in the same process) as a ratio;
 - validation of N records (`python -m src.datasets validate`-equivalent, image headers read), first pass
-  and unchanged (targets for 1,000,000: <= 60 s and <= 5 s), as records/s.
+  and unchanged (targets for 1,000,000: <= 60 s and <= 5 s), as records/s;
+- resident memory a process gains per record by planning N records from the stored verdict (target
+  <= 0.5 KB per record), in a fresh process.
 
 Run: `.venv/bin/python bench/data_scale.py [--records 100000] [--images 2000] [--work DIR]`. It prints;
 it never fails on a target.
@@ -132,6 +134,17 @@ def main() -> None:
     print(f"{f'validate {args.records} records, unchanged':<44}{warm:>11.2f}s{'-':>12}{args.records / warm:>8.0f}/s")
     print(f"{'  -> 1M records, unchanged (extrapolated)':<44}{warm * scale:>11.1f}s{'<= 5 s':>12}")
     print(f"valid records {len(records)}, problems {len(problems)}")
+    large_config = work / "plan_memory.yaml"
+    large_config.write_text(f"extends: {REPO / 'configs' / 'cpu.yaml'}\nmodel:\n  model: ./model\n"
+                            f"custom:\n  train_jsonl: {large}\ntraining:\n  output_dir: ./out\n")
+    probe = ("import psutil, sys; from src.config import load_project_config; from src.datasets.plan import plan_data;"
+             "from src.datasets.verdicts import VerdictStore; cfg = load_project_config(sys.argv[1]);"
+             "before = psutil.Process().memory_info().rss; plan = plan_data(cfg, store=VerdictStore());"
+             "print(psutil.Process().memory_info().rss - before, len(plan.train_samples))")
+    out = subprocess.run([py, "-c", probe, str(large_config)], cwd=REPO, check=True, capture_output=True, text=True,
+                         env=env).stdout.split()
+    per_record = int(out[0]) / int(out[1])
+    print(f"{f'memory per record, {args.records} planned':<44}{per_record / 1024:>10.2f}KB{'<= 0.5 KB':>12}")
 
 
 if __name__ == "__main__":

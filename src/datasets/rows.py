@@ -46,7 +46,7 @@ class GroundingRowsDataset:
         # kept as given (possibly lazy: made per index), never copied into a list of every sample.
         self.samples = samples
         self.builder = builder
-        # Rows already built from these groups (src/datasets/plan.py): reused when a sample is not augmented.
+        # Rows built beforehand for these samples, reused when a sample is not augmented (bench/encode_speed.py).
         self.rows = list(rows) if rows is not None else None
         self.augment_ops = list(augment_ops)
         self.augment_prob = augment_prob

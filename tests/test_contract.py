@@ -470,19 +470,26 @@ def test_the_whole_record_fast_path_agrees_with_the_per_object_checks(tmp_path, 
 
 def test_a_large_file_validated_by_several_processes_gives_what_one_process_gives(tmp_path, monkeypatch):
     from src.datasets import contract
+    from src.datasets.loading import validated_records
     from src.datasets.synth import write_synthetic_dataset
+    from src.datasets.verdicts import RecordTable, VerdictStore
 
     write_synthetic_dataset(tmp_path / "data", n=12, val_fraction=0.0)
     lines = (tmp_path / "data" / "train.jsonl").read_text().splitlines()
     bad = json.loads(lines[3])
     bad["width"] = 0
+    unicode = json.loads(lines[5])
+    unicode["objects"][0]["desc"] = "größer 标签"  # a description only one chunk holds
     # \ufeff and a blank line: the line numbers must survive the split into chunks.
-    text = "\ufeff" + "\n".join(lines[:3] + [json.dumps(bad), "", "not json"] + lines[4:] * 700) + "\n"
+    text = "\ufeff" + "\n".join(lines[:3] + [json.dumps(bad), "", "not json"] + lines[4:] * 700
+                                 + [json.dumps(unicode, ensure_ascii=False)]) + "\n"
     path = tmp_path / "data" / "big.jsonl"
     path.write_text(text, encoding="utf-8")
-    monkeypatch.setattr(contract, "_CHUNK_LINES", 1000)  # several chunks, one ending mid-way
-    serial = contract.load_records(path, check_image="header", workers=1)
-    parallel = contract.load_records(path, check_image="header", workers=2, parallel_min_bytes=0)
-    assert len(serial[0]) > 5000
-    assert parallel[0] == serial[0]
+    monkeypatch.setattr(contract, "CHUNK_LINES", 1000)  # several chunks, one ending mid-way
+    serial = validated_records(path, workers=1)
+    parallel = validated_records(path, workers=2, parallel_min_bytes=0, store=VerdictStore(tmp_path / "store"))
+    assert isinstance(parallel[0], RecordTable) and len(serial[0]) > 5000
+    assert list(parallel[0]) == list(serial[0])
     assert [str(p) for p in parallel[1]] == [str(p) for p in serial[1]] and len(serial[1]) == 2
+    stored = validated_records(path, store=VerdictStore(tmp_path / "store"))  # the merged columns were stored
+    assert stored[2] and list(stored[0]) == list(serial[0])

@@ -515,7 +515,7 @@ def _check_image_file(image: str, width: int | None, height: int | None, report:
 
 PARALLEL_MIN_BYTES = 8 << 20  # smaller files validate faster in one process than workers start
 WORKERS_ENV = "GROUNDING_VALIDATION_WORKERS"
-_CHUNK_LINES = 4000
+CHUNK_LINES = 4000
 
 
 def validation_workers() -> int:
@@ -526,9 +526,9 @@ def validation_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _validate_chunk(file: str, check_image: ImageCheck,
-                    numbered: list[tuple[int, bytes]]) -> tuple[list[Record], list[Problem], int]:
-    """Validate some lines of `file` (one worker's share); (records, problems, lines seen)."""
+def validate_lines(file: str, check_image: ImageCheck,
+                   numbered: list[tuple[int, bytes]]) -> tuple[list[Record], list[Problem], int]:
+    """Validate some numbered raw lines of `file` (one worker's share); (records, problems, lines seen)."""
     base_dir = Path(file).parent
     records: list[Record] = []
     problems: list[Problem] = []
@@ -546,14 +546,17 @@ def _validate_chunk(file: str, check_image: ImageCheck,
     return records, problems, len(numbered)
 
 
-def _numbered_chunks(file: str) -> Iterator[list[tuple[int, bytes]]]:
+def numbered_chunks(file: str, lines_per_chunk: int | None = None) -> Iterator[list[tuple[int, bytes]]]:
+    """The raw lines of `file` with their 1-based numbers, `lines_per_chunk` (default CHUNK_LINES) at a time,
+    a UTF-8 BOM removed."""
+    lines_per_chunk = lines_per_chunk or CHUNK_LINES
     chunk: list[tuple[int, bytes]] = []
     with open(file, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             chunk.append((number, raw))
-            if len(chunk) == _CHUNK_LINES:
+            if len(chunk) == lines_per_chunk:
                 yield chunk
                 chunk = []
     if chunk:
@@ -561,20 +564,15 @@ def _numbered_chunks(file: str) -> Iterator[list[tuple[int, bytes]]]:
 
 
 def load_records(path: str | os.PathLike[str], *, check_image: ImageCheck = True,
-                 track: Callable[[Iterable], Iterable] | None = None, workers: int | None = None,
-                 parallel_min_bytes: int = PARALLEL_MIN_BYTES) -> tuple[list[Record], list[Problem]]:
-    """Read every record of a JSONL file.
+                 track: Callable[[Iterable], Iterable] | None = None) -> tuple[list[Record], list[Problem]]:
+    """Read every record of a JSONL file, in this process (`src.datasets.loading.validated_records`
+    spreads a large file over several).
 
     Returns the valid records and every problem found, in file order; a line with problems
     contributes no record. Image paths are resolved against the file's directory. A missing
-    file raises ``FileNotFoundError``. `track` wraps the progress (a progress bar). A file of at
-    least `parallel_min_bytes` is validated by `workers` processes (default: `validation_workers()`),
-    in chunks of lines, with the same result as one process.
+    file raises ``FileNotFoundError``. `track` wraps the line iterator (a progress bar).
     """
     file = os.path.abspath(path)
-    workers = validation_workers() if workers is None else workers
-    if workers > 1 and os.path.getsize(file) >= parallel_min_bytes:
-        return _load_records_parallel(file, check_image, track, workers)
     records: list[Record] = []
     problems: list[Problem] = []
     image_sizes: dict[str, tuple[int, int] | ImageError] = {}
@@ -589,23 +587,6 @@ def load_records(path: str | os.PathLike[str], *, check_image: ImageCheck = True
         problems.extend(found)
         if record is not None:
             records.append(record)
-    return records, problems
-
-
-def _load_records_parallel(file: str, check_image: ImageCheck, track, workers: int) -> tuple[list[Record],
-                                                                                            list[Problem]]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from functools import partial
-
-    records: list[Record] = []
-    problems: list[Problem] = []
-    # spawn, not fork: the caller may have loaded torch, whose OpenMP state a forked child can deadlock on.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = pool.map(partial(_validate_chunk, file, check_image), _numbered_chunks(file))
-        for chunk_records, chunk_problems, _ in (track(results) if track else results):
-            records.extend(chunk_records)
-            problems.extend(chunk_problems)
     return records, problems
 
 

@@ -75,7 +75,10 @@ class Verdict:
     problems: list[Problem]
 
 
-def _columns(records: Sequence[Record]) -> dict[str, np.ndarray]:
+def record_columns(records: Sequence[Record]) -> dict[str, np.ndarray]:
+    """Records as numpy columns (a RecordTable's own columns, as they are)."""
+    if isinstance(records, RecordTable):
+        return records.columns
     objects = [o for r in records for o in r.objects]
     descs = sorted({o.desc for o in objects})
     desc_id = {d: i for i, d in enumerate(descs)}
@@ -101,6 +104,35 @@ def _columns(records: Sequence[Record]) -> dict[str, np.ndarray]:
     }
 
 
+def _offsets_after(parts_offsets: list[np.ndarray]) -> np.ndarray:
+    out, base = [np.zeros(1, dtype=np.int64)], 0
+    for offsets in parts_offsets:
+        out.append(offsets[1:] + base)
+        base += int(offsets[-1])
+    return np.concatenate(out)
+
+
+def merge_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The columns of several record tables, one after the other (descriptions re-indexed)."""
+    if not parts:
+        return record_columns([])
+    part_descs = [_unblob(p["descs"], p["desc_offsets"]) for p in parts]
+    descs = sorted(set().union(*part_descs))
+    index = {d: i for i, d in enumerate(descs)}
+    desc_blob, desc_offsets = _blob(descs)
+    merged = {key: np.concatenate([p[key] for p in parts])
+              for key in ("lines", "width", "height", "clamped", "has_summary", "images", "summaries", "kinds",
+                          "points")}
+    merged.update(image_offsets=_offsets_after([p["image_offsets"] for p in parts]),
+                  summary_offsets=_offsets_after([p["summary_offsets"] for p in parts]),
+                  obj_offsets=_offsets_after([p["obj_offsets"] for p in parts]), descs=desc_blob,
+                  desc_offsets=desc_offsets,
+                  desc_ids=np.concatenate([np.array([index[d] for d in names], dtype=np.int32)[p["desc_ids"]]
+                                           if len(p["desc_ids"]) else p["desc_ids"]
+                                           for p, names in zip(parts, part_descs, strict=True)]))
+    return merged
+
+
 class RecordTable(Sequence[Record]):
     """The valid records of a verdict, kept as numpy columns; a `Record` is made when one is asked for.
 
@@ -117,6 +149,11 @@ class RecordTable(Sequence[Record]):
         sizes = np.where(columns["kinds"] == GEOMETRY_KINDS.index("bbox_2d"), 4, 8)
         self._point_offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=self._point_offsets[1:])
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        """The numpy columns the records are made from."""
+        return self._columns
 
     def __len__(self) -> int:
         return len(self._columns["lines"])
@@ -187,7 +224,7 @@ class VerdictStore:
         """Store `verdict` on `path` (as it is now) under `options`; return the entry's path."""
         self.root.mkdir(parents=True, exist_ok=True)
         target = self._path(file_key(path, options))
-        columns = _columns(verdict.records)
+        columns = dict(record_columns(verdict.records))
         problems = json.dumps([_problem_json(p) for p in verdict.problems], ensure_ascii=False).encode("utf-8")
         columns["problems"] = np.frombuffer(problems, dtype=np.uint8)
         fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".npz.tmp")

@@ -58,11 +58,11 @@ def write_images(folder: Path, n: int, seed: int = 0) -> list[tuple[str, int, in
     return out
 
 
-def dense_record(rng: random.Random, image: tuple[str, int, int]) -> dict:
-    """A record of 6 to 50 objects inside the image: boxes and quads with unicode labels."""
+def dense_record(rng: random.Random, image: tuple[str, int, int], objects_range: tuple[int, int] = (6, 50)) -> dict:
+    """A record of 6 to 50 objects (`objects_range`) inside the image: boxes and quads with unicode labels."""
     path, w, h = image
     objects = []
-    for _ in range(rng.randint(6, 50)):
+    for _ in range(rng.randint(*objects_range)):
         x1, y1 = rng.uniform(0, w * 0.8), rng.uniform(0, h * 0.8)
         x2, y2 = min(w, x1 + rng.uniform(2, w * 0.2)), min(h, y1 + rng.uniform(2, h * 0.2))
         label = rng.choice(LABELS)
@@ -73,11 +73,13 @@ def dense_record(rng: random.Random, image: tuple[str, int, int]) -> dict:
     return {"images": [path], "objects": objects, "width": w, "height": h}
 
 
-def write_records(path: Path, images: list[tuple[str, int, int]], n: int, seed: int = 0) -> Path:
+def write_records(path: Path, images: list[tuple[str, int, int]], n: int, seed: int = 0,
+                  objects_range: tuple[int, int] = (6, 50)) -> Path:
     rng = random.Random(seed)
     with path.open("w", encoding="utf-8") as fh:
         for i in range(n):
-            fh.write(json.dumps(dense_record(rng, images[i % len(images)]), ensure_ascii=False) + "\n")
+            record = dense_record(rng, images[i % len(images)], objects_range)
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     return path
 
 
@@ -92,12 +94,15 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000, help="records for the validation figures")
     parser.add_argument("--images", type=int, default=2_000, help="distinct image files the records use")
     parser.add_argument("--work", type=Path, help="keep the generated data here (default: a temporary folder)")
+    parser.add_argument("--objects", type=int, nargs=2, default=(6, 50), metavar=("MIN", "MAX"),
+                        help="objects per record (default 6 50; the issue's equal-length records: 8 8)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="data_scale_"))
     (work / "data").mkdir(parents=True, exist_ok=True)
     images = write_images(work / "data" / "images", args.images)
-    small = write_records(work / "data" / "dense10k.jsonl", images, 10_000)
-    large = write_records(work / "data" / f"dense{args.records}.jsonl", images, args.records, seed=1)
+    small = write_records(work / "data" / "dense10k.jsonl", images, 10_000, objects_range=tuple(args.objects))
+    large = write_records(work / "data" / f"dense{args.records}.jsonl", images, args.records, seed=1,
+                          objects_range=tuple(args.objects))
     objects = sum(len(json.loads(line)["objects"]) for line in small.open(encoding="utf-8"))
     (work / "model").mkdir(exist_ok=True)
     (work / "model" / "config.json").write_text("{}")

@@ -15,6 +15,7 @@ import pytest
 
 from src.datasets.synth import write_synthetic_dataset
 from src.tiny_model import build_tiny_model
+from tests.support.multiprocess import losses_by_step
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -36,15 +37,6 @@ def _config(root: Path, name: str, resume: bool) -> Path:
 def _sft(config: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "src.sft", "--config", str(config)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def _losses(run: Path) -> dict[int, float]:
-    losses = {}
-    for line in (run / "logging.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if "loss" in row and "global_step/max_steps" in row:
-            losses[int(row["global_step/max_steps"].split("/")[0])] = float(row["loss"])
-    return losses
 
 
 def test_killed_run_resumes_to_the_same_step_and_data_order(tmp_path):
@@ -73,6 +65,6 @@ def test_killed_run_resumes_to_the_same_step_and_data_order(tmp_path):
     state = json.loads((tmp_path / "killed" / f"checkpoint-{MAX_STEPS}" / "trainer_state.json").read_text())
     assert state["global_step"] == MAX_STEPS
 
-    expected, got = _losses(tmp_path / "straight"), _losses(tmp_path / "killed")
+    expected, got = losses_by_step(tmp_path / "straight"), losses_by_step(tmp_path / "killed")
     resumed_steps = [s for s in range(5, MAX_STEPS + 1)]
     assert [round(got[s], 4) for s in resumed_steps] == [round(expected[s], 4) for s in resumed_steps]

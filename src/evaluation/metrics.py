@@ -24,7 +24,7 @@ import numpy as np
 from src.datasets.contract import Record
 from src.datasets.geometry import box_iou_xyxy, quad8_to_xyxy, xyxy_to_quad8
 from src.evaluation.coco_ap import ap_summary, coco_precision
-from src.inference.predictions import PredictionLine
+from src.inference.predictions import PredictedObject, PredictionLine
 
 __all__ = [
     "IOU_TYPES",
@@ -42,14 +42,9 @@ MAX_DETS = 100
 IOU_TYPES = ("auto", "bbox", "polygon")
 
 
-@dataclass(frozen=True, slots=True)
-class Obj:
-    """One box or quad in pixels, with its description and (for predictions) score."""
-
-    kind: str
-    points: tuple[float, ...]
-    desc: str
-    score: float = 1.0
+# One box or quad in pixels with its description and score (1.0 for ground truth): the prediction
+# record's object, used for both sides of the matching.
+Obj = PredictedObject
 
 
 # ---------------------------------------------------------------------------- IoU
@@ -199,8 +194,7 @@ def prediction_objects(row: dict | None) -> tuple[list[Obj], int, int]:
     if row is None:
         return [], 0, 0
     line = PredictionLine.from_json(row)
-    objs = [Obj(o.kind, o.points, o.desc, o.score) for o in line.objects]
-    return objs, line.invalid_objects, line.scores_missing
+    return list(line.objects), line.invalid_objects, line.scores_missing
 
 
 @dataclass(frozen=True, slots=True)

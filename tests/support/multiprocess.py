@@ -77,10 +77,7 @@ def mount_namespace_available() -> bool:
 
 
 def losses_by_step(run: Path) -> dict[int, float]:
-    """Training loss per global step from a run's logging.jsonl."""
-    losses = {}
-    for line in (run / "logging.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if "loss" in row and "global_step/max_steps" in row:
-            losses[int(row["global_step/max_steps"].split("/")[0])] = float(row["loss"])
-    return losses
+    """Training loss per global step from a run's logging.jsonl (read as the loss curves read it)."""
+    from src.training.curves import read_loss_rows
+
+    return dict(read_loss_rows(run / "logging.jsonl")[0])

@@ -143,6 +143,26 @@ def _visibility_failure(output_dir: Path, expected_sha1: str, job: Job) -> Failu
                    f"on a file system every node shares (NFS, Lustre, ...).")
 
 
+def _plan_data_once(cfg: ProjectConfig, job: Job, revalidate: bool) -> DataPlan:
+    """The data plan on every rank, validated once: rank 0 validates and stores the verdict, then the
+    other ranks plan from the store (a node that does not share the store validates on its own)."""
+    store = VerdictStore()
+    plan = None
+    for rank_0_turn in (True, False) if job.distributed else (True,):
+        failure = None
+        if rank_0_turn == job.is_main:
+            plan, failure = _attempt(lambda: plan_data(cfg, store=store, revalidate=revalidate and job.is_main))
+        job.agree(failure)
+    if job.distributed:
+        reused = job.gather(all(split.from_store for split in plan.splits))
+        alone = [rank for rank, hit in enumerate(reused) if rank and not hit]
+        if job.is_main:
+            print("validation: once, by rank 0; " + (f"ranks {alone} validated again (no shared verdict store: "
+                  f"set {CACHE_ENV} to a shared folder)" if alone else "every other rank read its verdict"),
+                  flush=True)
+    return plan
+
+
 def prepare_run(config: Path, base_config: Path | None, *, on_cpu: bool, debug: bool, dry_run: bool,
                 job: Job, revalidate: bool = False) -> PreparedRun | None:
     """Load, check and set up a run once for the whole job; None after a dry run.
@@ -159,24 +179,7 @@ def prepare_run(config: Path, base_config: Path | None, *, on_cpu: bool, debug: 
     job.agree(failure)
     assert cfg is not None and kwargs is not None  # agree() raised otherwise
 
-    # Rank 0 validates (and stores the verdict); the other ranks then read it from the store instead of
-    # validating the same files again (a node that does not share the store validates on its own).
-    store = VerdictStore()
-    plan, failure = (_attempt(lambda: plan_data(cfg, store=store, revalidate=revalidate)) if job.is_main
-                     else (None, None))
-    job.agree(failure)
-    if not job.is_main:
-        plan, failure = _attempt(lambda: plan_data(cfg, store=store))
-        job.agree(failure)
-    elif job.distributed:
-        job.agree(None)
-    if job.distributed:
-        reused = job.gather(all(split.from_store for split in plan.splits))
-        if job.is_main:
-            alone = [rank for rank, hit in enumerate(reused) if rank and not hit]
-            print("validation: once, by rank 0; " + (f"ranks {alone} validated again (no shared verdict store: "
-                  f"set {CACHE_ENV} to a shared folder)" if alone else "every other rank read its verdict"),
-                  flush=True)
+    plan = _plan_data_once(cfg, job, revalidate)
 
     decision, failure, start = None, None, None
     if job.is_main:

@@ -513,17 +513,7 @@ def _check_image_file(image: str, width: int | None, height: int | None, report:
         )
 
 
-PARALLEL_MIN_BYTES = 8 << 20  # smaller files validate faster in one process than workers start
-WORKERS_ENV = "GROUNDING_VALIDATION_WORKERS"
-CHUNK_LINES = 4000
-
-
-def validation_workers() -> int:
-    """Processes that validate a large file: $GROUNDING_VALIDATION_WORKERS, else every core this process may use."""
-    value = os.environ.get(WORKERS_ENV, "")
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+CHUNK_LINES = 4000  # lines per chunk when a file is validated by several processes (src/datasets/loading.py)
 
 
 def validate_lines(file: str, check_image: ImageCheck,

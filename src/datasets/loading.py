@@ -9,17 +9,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .contract import (
-    PARALLEL_MIN_BYTES,
-    ImageCheck,
-    Problem,
-    Record,
-    load_records,
-    numbered_chunks,
-    validate_lines,
-    validation_workers,
-)
+from .contract import ImageCheck, Problem, Record, load_records, numbered_chunks, validate_lines
 from .verdicts import RecordTable, Verdict, VerdictStore, merge_columns, record_columns
+
+PARALLEL_MIN_BYTES = 8 << 20  # smaller files validate faster in one process than workers start
+WORKERS_ENV = "GROUNDING_VALIDATION_WORKERS"
+
+
+def validation_workers() -> int:
+    """Processes that validate a large file: $GROUNDING_VALIDATION_WORKERS, else every core this process may use."""
+    value = os.environ.get(WORKERS_ENV, "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class DataError(Exception):

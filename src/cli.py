@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -83,8 +83,21 @@ def refuse_existing(path: Path, overwrite: bool, what: str = "output") -> None:
     raise UsageError(f"{what} {path}: the {kind}; choose another path or pass --overwrite to replace it")
 
 
-def progress(items: Iterable[T], *, total: int | None = None, desc: str, unit: str = "it") -> Iterable[T]:
-    """`items` with a progress bar on stderr (rate included) when stderr is a terminal; plain otherwise."""
+def progress(items: Iterable[T], *, total: int | None = None, desc: str, unit: str = "it",
+             weight: Callable[[T], int] | None = None) -> Iterable[T]:
+    """`items` with a progress bar on stderr (rate included) when stderr is a terminal; plain otherwise.
+    With `weight`, each item advances the bar by `weight(item)` units (a chunk by its lines)."""
     from tqdm import tqdm
 
-    return tqdm(items, total=total, desc=desc, unit=unit, disable=None, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(None if weight else items, total=total, desc=desc, unit=unit, disable=None, file=sys.stderr,
+               dynamic_ncols=True)
+    if weight is None:
+        return bar
+    return _weighted(items, bar, weight)
+
+
+def _weighted(items: Iterable[T], bar, weight: Callable[[T], int]) -> Iterator[T]:  # noqa: ANN001 - a tqdm bar
+    with bar:
+        for item in items:
+            yield item
+            bar.update(weight(item))

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from src.cli import EXIT_OK, UsageError, add_overwrite_arg, make_parser, progress, refuse_existing, run_main
-from src.datasets.contract import load_records
+from src.datasets.validation import load_records
 from src.evaluation.metrics import IOU_TYPES, MAX_DETS, evaluate, format_table
 from src.inference.predictions import read_prediction_rows
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from src.cli import EXIT_OK, UsageError, add_overwrite_arg, make_parser, progress, refuse_existing, run_main
-from src.datasets.contract import load_records
 from src.datasets.images import ImageError
+from src.datasets.validation import load_records
 from src.evaluation.metrics import IOU_TYPES, pair_predictions, prediction_objects
 from src.evaluation.pictures import MIN_SIDE, RecordView, png_name, render_record, write_index
 from src.inference.predictions import read_prediction_rows

@@ -15,6 +15,7 @@ from PIL import Image
 from src.datasets import contract as c
 from src.datasets.__main__ import main
 from src.datasets.images import ImageError, image_size, load_image
+from src.datasets.validation import load_records
 
 REPO = Path(__file__).resolve().parents[1]
 W, H = 40, 30
@@ -63,7 +64,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 def load_one(data_dir: Path, obj: dict, check_image: bool = True):
     path = write_jsonl(data_dir / "data.jsonl", obj)
-    return c.load_records(path, check_image=check_image)
+    return load_records(path, check_image=check_image)
 
 
 def only_problem(data_dir: Path, obj: dict, check_image: bool = True) -> c.Problem:
@@ -101,7 +102,7 @@ def test_relative_paths_resolve_against_the_jsonl_directory(tmp_path: Path):
     sub = tmp_path / "lists"
     sub.mkdir()
     path = write_jsonl(sub / "d.jsonl", record(images=["../pics/a.png"]))
-    records, problems = c.load_records(path)
+    records, problems = load_records(path)
     assert problems == [] and records[0].image == str(tmp_path / "pics" / "a.png")
 
 
@@ -114,7 +115,7 @@ def test_blank_lines_and_bom_are_accepted(data_dir: Path):
     line = json.dumps(record())
     path = data_dir / "bom.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + f"{line}\n\n   \n{line}\n\n".encode())
-    records, problems = c.load_records(path)
+    records, problems = load_records(path)
     assert problems == []
     assert [r.source.line for r in records] == [1, 4]
 
@@ -125,7 +126,7 @@ def test_write_records_round_trips(data_dir: Path, tmp_path: Path):
     out.parent.mkdir()
     c.write_records(out, records)
     assert json.loads(out.read_text())["images"] == ["../img.png"]
-    again, problems = c.load_records(out)
+    again, problems = load_records(out)
     assert problems == [] and again[0].objects == records[0].objects
 
 
@@ -134,7 +135,7 @@ def test_write_records_round_trips(data_dir: Path, tmp_path: Path):
 
 def test_line_that_is_not_json(data_dir: Path):
     path = write_jsonl(data_dir / "d.jsonl", raw=json.dumps(record()) + "\n{not json\n")
-    records, problems = c.load_records(path)
+    records, problems = load_records(path)
     assert len(records) == 1
     (p,) = problems
     assert (p.line, p.field) == (2, "line") and p.message.startswith("not valid JSON")
@@ -142,19 +143,19 @@ def test_line_that_is_not_json(data_dir: Path):
 
 @pytest.mark.parametrize("raw", ["[1, 2]", '"text"', "null", "3"])
 def test_line_that_is_not_an_object(data_dir: Path, raw: str):
-    (p,) = c.load_records(write_jsonl(data_dir / "d.jsonl", raw=raw + "\n"))[1]
+    (p,) = load_records(write_jsonl(data_dir / "d.jsonl", raw=raw + "\n"))[1]
     assert p.field == "line" and "must be a JSON object" in p.message
 
 
 def test_line_that_is_not_utf8(data_dir: Path):
     (data_dir / "d.jsonl").write_bytes(b'{"images": ["\xff"]}\n')
-    (p,) = c.load_records(data_dir / "d.jsonl")[1]
+    (p,) = load_records(data_dir / "d.jsonl")[1]
     assert p.field == "line" and "UTF-8" in p.message
 
 
 def test_missing_jsonl_raises(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
-        c.load_records(tmp_path / "nope.jsonl")
+        load_records(tmp_path / "nope.jsonl")
 
 
 # ---------------------------------------------------------------------------- bad fields
@@ -236,7 +237,7 @@ def test_bad_objects(data_dir: Path, obj: dict, field: str, message: str):
 
 def test_nan_and_infinity_literals_in_the_file_are_rejected(data_dir: Path):
     raw = json.dumps(record()).replace("[1, 2, 11, 12]", "[1, NaN, 11, Infinity]")
-    (p,) = c.load_records(write_jsonl(data_dir / "d.jsonl", raw=raw + "\n"))[1]
+    (p,) = load_records(write_jsonl(data_dir / "d.jsonl", raw=raw + "\n"))[1]
     assert p.field == BOX and "finite" in p.message
     assert str(p).endswith("(no NaN or Infinity) ([1, NaN, 11, Infinity])")
 
@@ -425,12 +426,12 @@ def test_cli_runs_as_a_module(data_dir: Path):
     assert f"{path}:1: width: must be a positive integer (pixels) (0)" in proc.stdout
 
 
-def test_the_whole_record_fast_path_agrees_with_the_per_object_checks(tmp_path, monkeypatch):
-    """Validation takes a numpy path for well-formed records; on any doubt the per-object path decides.
-    Both must give the same records, clamps and problems, on valid and invalid objects alike."""
+def test_the_chunked_numpy_checks_agree_with_checking_record_by_record(tmp_path, monkeypatch):
+    """Validation checks a chunk of lines with numpy; on any doubt `parse_record` decides. Both must give
+    the same records, clamps and problems as `parse_record` on every line, valid and invalid alike."""
     import random
 
-    from src.datasets import contract
+    from src.datasets import validation
 
     rng = random.Random(7)
     choices = [
@@ -456,23 +457,31 @@ def test_the_whole_record_fast_path_agrees_with_the_per_object_checks(tmp_path, 
             objects = [o for o in objects if o["desc"] in ("box", "标签", "edge")]
         lines.append(json.dumps({"images": ["a.png"], "objects": objects, "width": 100, "height": 80},
                                 ensure_ascii=False))
+    lines.insert(5, json.dumps({"images": ["a.png"], "objects": [{"bbox_2d": [1, 2, "3", 4], "desc": "text"}],
+                                "width": 100, "height": 80}))  # a string among numbers: its chunk's slow branch
     path = tmp_path / "mixed.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    taken = sum(contract._well_formed_objects(json.loads(line)["objects"], 100, 80) is not None for line in lines)
-    assert 100 < taken < 300  # the fast path decided most records, not all
-    fast = contract.load_records(path, check_image=False)
-    monkeypatch.setattr(contract, "_well_formed_objects", lambda *args: None)
-    slow = contract.load_records(path, check_image=False)
-    assert fast[0] == slow[0] and [r.clamped for r in fast[0]] == [r.clamped for r in slow[0]]
-    assert [str(p) for p in fast[1]] == [str(p) for p in slow[1]]
-    assert len(fast[0]) > 100 and len(fast[1]) > 50  # both kinds of record were exercised
+    structured = sum(validation._structure(json.loads(line)) is not None for line in lines)
+    assert 100 < structured < 300  # the chunk path decided most records, not all
+    monkeypatch.setattr(validation, "CHUNK_LINES", 64)  # several chunks
+    fast = load_records(path, check_image=False)
+    by_record, problems = [], []
+    for number, line in enumerate(lines, start=1):
+        record, found = c.parse_record(json.loads(line), c.SourceRef(file=str(path), line=number), tmp_path,
+                                       check_image=False)
+        problems += found
+        by_record += [record] if record else []
+    assert fast[0] == by_record and [r.clamped for r in fast[0]] == [r.clamped for r in by_record]
+    assert [str(p) for p in fast[1]] == [str(p) for p in problems]
+    assert len(fast[0]) > 100 and len(fast[1]) > 50 and sum(r.clamped for r in by_record) > 10
 
 
 def test_a_large_file_validated_by_several_processes_gives_what_one_process_gives(tmp_path, monkeypatch):
-    from src.datasets import contract
+    from src.datasets import validation
+    from src.datasets.columns import RecordTable
     from src.datasets.loading import validated_records
     from src.datasets.synth import write_synthetic_dataset
-    from src.datasets.verdicts import RecordTable, VerdictStore
+    from src.datasets.verdicts import VerdictStore
 
     write_synthetic_dataset(tmp_path / "data", n=12, val_fraction=0.0)
     lines = (tmp_path / "data" / "train.jsonl").read_text().splitlines()
@@ -485,7 +494,7 @@ def test_a_large_file_validated_by_several_processes_gives_what_one_process_give
                                  + [json.dumps(unicode, ensure_ascii=False)]) + "\n"
     path = tmp_path / "data" / "big.jsonl"
     path.write_text(text, encoding="utf-8")
-    monkeypatch.setattr(contract, "CHUNK_LINES", 1000)  # several chunks, one ending mid-way
+    monkeypatch.setattr(validation, "CHUNK_LINES", 1000)  # several chunks, one ending mid-way
     serial = validated_records(path, workers=1)
     parallel = validated_records(path, workers=2, parallel_min_bytes=0, store=VerdictStore(tmp_path / "store"))
     assert isinstance(parallel[0], RecordTable) and len(serial[0]) > 5000

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from src.datasets.__main__ import main
-from src.datasets.contract import load_records
 from src.datasets.convert_coco import coco_to_records, convert_coco_file
 from src.datasets.images import ImageError
+from src.datasets.validation import load_records
 
 CATEGORIES = [{"id": 1, "name": "car"}, {"id": 2, "name": "sign"}, {"id": 3, "name": "crowd"}]
 

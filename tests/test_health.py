@@ -10,10 +10,10 @@ from PIL import Image
 from src.config.offline import apply_offline_env
 from src.config.prompts import get_prompt_scheme
 from src.datasets.builders import ROW_GEOMETRY_KEY, make_builder
-from src.datasets.contract import load_records
 from src.datasets.health import check_rows, check_sample, format_failures
 from src.datasets.rows import GroundingRowsDataset
 from src.datasets.synth import write_synthetic_dataset
+from src.datasets.validation import load_records
 from src.tiny_model import build_tiny_model
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from src.datasets.contract import load_records
 from src.datasets.synth import write_synthetic_dataset
+from src.datasets.validation import load_records
 from src.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.slow

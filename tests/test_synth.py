@@ -12,9 +12,9 @@ import pytest
 
 from src.datasets import geometry as g
 from src.datasets.__main__ import main
-from src.datasets.contract import load_records
 from src.datasets.images import load_image
 from src.datasets.synth import COLOURS, write_synthetic_dataset
+from src.datasets.validation import load_records
 
 N = 24
 

@@ -9,9 +9,10 @@ from PIL import Image
 from src.config.prompts import get_prompt_scheme
 from src.datasets.augment import parse_augment_ops
 from src.datasets.builders import ROW_GEOMETRY_KEY, make_builder
-from src.datasets.contract import GroundingObject, Record, SourceRef, load_records
+from src.datasets.contract import GroundingObject, Record, SourceRef
 from src.datasets.rows import SAMPLE_LOG_ENV, GroundingRowsDataset, SampleLog, answer_digest, arrow_rows
 from src.datasets.synth import write_synthetic_dataset
+from src.datasets.validation import load_records
 
 BUILDER = make_builder(get_prompt_scheme("dense"), "norm1000", "reading")
 OPS = parse_augment_ops([{"op": "rotate", "p": 1.0, "max_degrees": 20}, {"op": "hflip", "p": 0.5}])

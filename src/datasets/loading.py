@@ -5,14 +5,17 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .contract import ImageCheck, Problem, Record, load_records, numbered_chunks, validate_lines
-from .verdicts import RecordTable, Verdict, VerdictStore, merge_columns, record_columns
+from .columns import RecordTable, merge_columns
+from .contract import ImageCheck, Problem, Record
+from .validation import numbered_chunks, validate_file, validate_lines
+from .verdicts import Verdict, VerdictStore
 
-PARALLEL_MIN_BYTES = 8 << 20  # smaller files validate faster in one process than workers start
+PARALLEL_MIN_BYTES = 2 << 20  # smaller files validate faster in one process than workers start
 WORKERS_ENV = "GROUNDING_VALIDATION_WORKERS"
 
 
@@ -54,8 +57,7 @@ class LoadedSplit:
 
 def _chunk_verdict(file: str, check_image: ImageCheck, numbered: list[tuple[int, bytes]]):
     """One worker's share: its records as numpy columns (quick to send back) and its problems."""
-    records, problems, _ = validate_lines(file, check_image, numbered)
-    return record_columns(records), problems
+    return validate_lines(file, check_image, numbered)
 
 
 def _validate_in_parallel(file: str, check_image: ImageCheck, workers: int, track) -> tuple[RecordTable,
@@ -65,13 +67,15 @@ def _validate_in_parallel(file: str, check_image: ImageCheck, workers: int, trac
     from functools import partial
 
     parts, problems = [], []
-    # spawn, not fork: the caller may have loaded torch, whose OpenMP state a forked child can deadlock on.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # fork starts a worker in milliseconds, spawn in half a second; but once torch is loaded its OpenMP
+    # state can deadlock a forked child, so then spawn.
+    method = "spawn" if "torch" in sys.modules else "fork"
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
         results = pool.map(partial(_chunk_verdict, file, check_image), numbered_chunks(file))
-        for columns, chunk_problems in (track(results) if track else results):
+        for columns, chunk_problems, _ in (track(results) if track else results):
             parts.append(columns)
             problems.extend(chunk_problems)
-    return RecordTable(merge_columns(parts), file), problems
+    return RecordTable(merge_columns(parts, os.path.dirname(file)), file), problems
 
 
 def validated_records(path: str | Path, *, check_image: ImageCheck = "header", store: VerdictStore | None = None,
@@ -82,7 +86,7 @@ def validated_records(path: str | Path, *, check_image: ImageCheck = "header", s
     With a store, an unchanged file's stored verdict is reused (unless `revalidate`), and a fresh
     verdict is stored for the next run (src/datasets/verdicts.py). A file of `parallel_min_bytes` or
     more is validated by `workers` processes (default: every core), in chunks of lines, with the
-    result one process gives; its records then stay in numpy columns.
+    result one process gives. The records are a `RecordTable` (numpy columns) either way.
     """
     options = {"check_image": check_image}
     if store is not None and not revalidate:
@@ -94,7 +98,7 @@ def validated_records(path: str | Path, *, check_image: ImageCheck = "header", s
     if workers > 1 and os.path.getsize(file) >= parallel_min_bytes:
         records, problems = _validate_in_parallel(file, check_image, workers, track)
     else:
-        records, problems = load_records(Path(path), check_image=check_image, track=track)
+        records, problems = validate_file(file, check_image=check_image, track=track)
     if store is not None:
         store.put(path, options, Verdict(records=records, problems=problems))
     return records, problems, False

@@ -26,6 +26,9 @@ from src.datasets.contract import Record
 from src.datasets.images import is_plain_rgb, load_image
 
 
+_PLAIN_MEMO_SIZE = 1 << 16  # header answers remembered per process (about 10 MB at most)
+
+
 class GroundingRowsDataset:
     """A sequence of ms-swift rows built on demand from groups of records.
 
@@ -99,9 +102,12 @@ class GroundingRowsDataset:
         return row
 
     def _is_plain(self, path: str) -> bool:
-        if path not in self._plain:
-            self._plain[path] = is_plain_rgb(path)
-        return self._plain[path]
+        found = self._plain.get(path)
+        if found is None:
+            if len(self._plain) >= _PLAIN_MEMO_SIZE:  # a million distinct images must not grow it forever
+                self._plain.clear()
+            found = self._plain[path] = is_plain_rgb(path)
+        return found
 
 
 SAMPLE_LOG_ENV = "GROUNDING_SAMPLE_LOG"

@@ -1,0 +1,207 @@
+"""Valid records in a compact columnar form: numpy arrays of offsets, sizes and coordinates.
+
+A million records held as `Record` objects cost several KB each in Python objects; held here they cost
+their coordinates (8 bytes each, float64, so the values stay exactly what validation produced) and a
+few offsets. `RecordTable` makes a `Record` when one is asked for (the dataloader, per sample).
+
+Image paths are kept as the file wrote them (relative to the JSONL file's folder, usually) and joined
+with that folder when a record is made, so a long common prefix is not stored a million times.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from src.datasets.contract import GEOMETRY_KINDS, POINTS_PER_KIND, GroundingObject, Record, SourceRef
+
+__all__ = ["ColumnBuilder", "RecordTable", "merge_columns", "record_columns"]
+
+_SIZES = np.array([POINTS_PER_KIND[k] for k in GEOMETRY_KINDS], dtype=np.int64)  # values per kind index
+
+
+def _blob(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    encoded = [t.encode("utf-8") for t in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+def _unblob(data: np.ndarray, offsets: np.ndarray) -> list[str]:
+    raw = data.tobytes()
+    return [raw[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(len(offsets) - 1)]
+
+
+class ColumnBuilder:
+    """Collects valid records, in file order, into the columns a `RecordTable` reads.
+
+    `add` takes a record's fields as validation found them (no `Record` object is made on the fast path);
+    `add_record` takes a `Record` (the exact per-record path, and tables built from records).
+    """
+
+    def __init__(self, base_dir: str):
+        self.base_dir = os.path.abspath(base_dir)
+        self.lines: list[int] = []
+        self.widths: list[int] = []
+        self.heights: list[int] = []
+        self.clamped: list[int] = []
+        self.images: list[str] = []
+        self.summaries: list[str | None] = []
+        self.object_counts: list[int] = []
+        self.kinds: list[int] = []
+        self.desc_ids: list[int] = []
+        self.descs: dict[str, int] = {}
+        self.points: list[np.ndarray | list[float]] = []
+
+    def add(self, line: int, image: str, width: int, height: int, summary: str | None, kinds: list[int],
+            descs: list[str], points: np.ndarray | list[float], clamped: int) -> None:
+        """One valid record: `image` as written in the file, `kinds` as indices of GEOMETRY_KINDS, `points`
+        every object's coordinates one after the other (already clamped)."""
+        self.lines.append(line)
+        self.widths.append(width)
+        self.heights.append(height)
+        self.clamped.append(clamped)
+        self.images.append(image)
+        self.summaries.append(summary)
+        self.object_counts.append(len(kinds))
+        self.kinds.extend(kinds)
+        ids = self.descs
+        self.desc_ids.extend([ids.setdefault(d, len(ids)) for d in descs])
+        self.points.append(points)
+
+    def add_record(self, record: Record) -> None:
+        """One valid `Record` (its image path is kept relative to this builder's folder when inside it)."""
+        image = record.image
+        if image.startswith(self.base_dir + os.sep):
+            image = image[len(self.base_dir) + 1:]
+        self.add(record.source.line, image, record.width, record.height, record.summary,
+                 [GEOMETRY_KINDS.index(o.kind) for o in record.objects], [o.desc for o in record.objects],
+                 [v for o in record.objects for v in o.points], record.clamped)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The collected records as numpy columns (see `RecordTable`)."""
+        images, image_offsets = _blob(self.images)
+        summaries, summary_offsets = _blob([s or "" for s in self.summaries])
+        descs, desc_offsets = _blob(list(self.descs))
+        obj_offsets = np.zeros(len(self.lines) + 1, dtype=np.int64)
+        np.cumsum(self.object_counts, out=obj_offsets[1:])
+        parts = [np.asarray(p, dtype=np.float64) for p in self.points]
+        return {
+            "lines": np.array(self.lines, dtype=np.int64),
+            "width": np.array(self.widths, dtype=np.int32),
+            "height": np.array(self.heights, dtype=np.int32),
+            "clamped": np.array(self.clamped, dtype=np.int32),
+            "has_summary": np.array([s is not None for s in self.summaries], dtype=bool),
+            "images": images, "image_offsets": image_offsets,
+            "summaries": summaries, "summary_offsets": summary_offsets,
+            "descs": descs, "desc_offsets": desc_offsets,
+            "obj_offsets": obj_offsets,
+            "kinds": np.array(self.kinds, dtype=np.uint8),
+            "desc_ids": np.array(self.desc_ids, dtype=np.int32),
+            "points": np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64),
+            "base_dir": np.frombuffer(self.base_dir.encode("utf-8"), dtype=np.uint8),
+        }
+
+
+def record_columns(records: Sequence[Record], base_dir: str | None = None) -> dict[str, np.ndarray]:
+    """Records as numpy columns (a RecordTable's own columns, as they are). Image paths inside `base_dir`
+    (default: the folder of the first record's file) are kept relative to it."""
+    if isinstance(records, RecordTable):
+        return records.columns
+    if base_dir is None:
+        base_dir = os.path.dirname(records[0].source.file) if len(records) else os.sep
+    builder = ColumnBuilder(base_dir)
+    for record in records:
+        builder.add_record(record)
+    return builder.columns()
+
+
+def _offsets_after(parts_offsets: list[np.ndarray]) -> np.ndarray:
+    out, base = [np.zeros(1, dtype=np.int64)], 0
+    for offsets in parts_offsets:
+        out.append(offsets[1:] + base)
+        base += int(offsets[-1])
+    return np.concatenate(out)
+
+
+def merge_columns(parts: list[dict[str, np.ndarray]], base_dir: str) -> dict[str, np.ndarray]:
+    """The columns of several record tables of one file (same `base_dir`), one after the other."""
+    if not parts:
+        return ColumnBuilder(base_dir).columns()
+    part_descs = [_unblob(p["descs"], p["desc_offsets"]) for p in parts]
+    index: dict[str, int] = {}
+    for names in part_descs:
+        for d in names:
+            index.setdefault(d, len(index))
+    desc_blob, desc_offsets = _blob(list(index))
+    merged = {key: np.concatenate([p[key] for p in parts])
+              for key in ("lines", "width", "height", "clamped", "has_summary", "images", "summaries", "kinds",
+                          "points")}
+    merged.update(image_offsets=_offsets_after([p["image_offsets"] for p in parts]),
+                  summary_offsets=_offsets_after([p["summary_offsets"] for p in parts]),
+                  obj_offsets=_offsets_after([p["obj_offsets"] for p in parts]), descs=desc_blob,
+                  desc_offsets=desc_offsets, base_dir=parts[0]["base_dir"],
+                  desc_ids=np.concatenate([np.array([index[d] for d in names], dtype=np.int32)[p["desc_ids"]]
+                                           if len(p["desc_ids"]) else p["desc_ids"]
+                                           for p, names in zip(parts, part_descs, strict=True)]))
+    return merged
+
+
+class RecordTable(Sequence[Record]):
+    """The valid records of one file, kept as numpy columns; a `Record` is made when one is asked for.
+
+    Training asks for each record when the dataloader builds its row, so a run holds the columns, not a
+    Python object per record.
+    """
+
+    def __init__(self, columns: dict[str, np.ndarray], file: str):
+        self._columns = columns
+        self._file = file
+        self._base_dir = columns["base_dir"].tobytes().decode("utf-8")
+        self._images = columns["images"].tobytes()
+        self._summaries = columns["summaries"].tobytes()
+        self._descs = _unblob(columns["descs"], columns["desc_offsets"])
+        # Where each record's coordinates start: one offset per record, not per object.
+        values = _SIZES[columns["kinds"]] if len(columns["kinds"]) else np.zeros(0, dtype=np.int64)
+        ends = np.concatenate([[0], np.cumsum(values)])
+        self._point_starts = ends[columns["obj_offsets"]]
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        """The numpy columns the records are made from."""
+        return self._columns
+
+    def __len__(self) -> int:
+        return len(self._columns["lines"])
+
+    def __getitem__(self, index):  # noqa: ANN001 - int or slice, as a list takes
+        if isinstance(index, slice):
+            return [self._record(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"record {index} out of range for {len(self)} records")
+        return self._record(index)
+
+    def _record(self, i: int) -> Record:
+        c = self._columns
+        image_offsets, summary_offsets, obj_offsets = c["image_offsets"], c["summary_offsets"], c["obj_offsets"]
+        first, last = int(obj_offsets[i]), int(obj_offsets[i + 1])
+        kinds = c["kinds"][first:last].tolist()
+        descs = c["desc_ids"][first:last].tolist()
+        start = int(self._point_starts[i])
+        values = c["points"][start:int(self._point_starts[i + 1])].tolist()
+        objects, pos = [], 0
+        for kind, desc in zip(kinds, descs, strict=True):
+            size = POINTS_PER_KIND[GEOMETRY_KINDS[kind]]
+            objects.append(GroundingObject(kind=GEOMETRY_KINDS[kind], points=tuple(values[pos:pos + size]),
+                                           desc=self._descs[desc]))
+            pos += size
+        summary = (self._summaries[summary_offsets[i]:summary_offsets[i + 1]].decode("utf-8")
+                   if c["has_summary"][i] else None)
+        image = self._images[image_offsets[i]:image_offsets[i + 1]].decode("utf-8")
+        return Record(image=os.path.normpath(os.path.join(self._base_dir, image)),
+                      width=int(c["width"][i]), height=int(c["height"][i]), objects=tuple(objects), summary=summary,
+                      source=SourceRef(file=self._file, line=int(c["lines"][i])), clamped=int(c["clamped"][i]))

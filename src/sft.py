@@ -40,9 +40,13 @@ def _train(run, job: Job) -> None:
     if not job.is_main:
         return
     from src.training.curves import plot_loss_curves
+    from src.training.generation_eval import best_checkpoint_report
 
     curves = plot_loss_curves(run.output_dir / "logging.jsonl", run.output_dir / "loss_curves.png")
     print(f"last checkpoint: {result.get('last_model_checkpoint')}")
+    best = best_checkpoint_report(result, run.kwargs.get("metric_for_best_model"))
+    if best:
+        print(best)
     if curves:
         print(f"loss curves: {curves}")
     print(f"run directory: {run.output_dir}")

@@ -180,6 +180,36 @@ def _custom_problems(cfg: ProjectConfig) -> list[str]:
     return problems
 
 
+GROUNDING_METRICS = ("ap", "ap50", "ap75", "precision", "recall", "f1")  # eval_* keys that can pick the best
+
+
+def evaluation_on(cfg: ProjectConfig) -> bool:
+    """Whether training evaluates by generation: `eval.samples` > 0 and a validation set to answer."""
+    return cfg.eval.samples > 0 and bool(cfg.custom.val_jsonl)
+
+
+def _eval_problems(cfg: ProjectConfig) -> list[str]:
+    problems = []
+    if cfg.eval.samples < 0:
+        problems.append(f"{_where(cfg, 'eval.samples')}`eval.samples` must be >= 0 (0 turns the evaluation by "
+                        f"generation off), got {cfg.eval.samples}")
+    if cfg.eval.max_new_tokens < 1:
+        problems.append(f"{_where(cfg, 'eval.max_new_tokens')}`eval.max_new_tokens` must be >= 1, got "
+                        f"{cfg.eval.max_new_tokens}")
+    metric = cfg.swift.get("metric_for_best_model")
+    if metric is not None:
+        name = metric.removeprefix("eval_")
+        allowed = ["loss", *GROUNDING_METRICS] if evaluation_on(cfg) else ["loss"]
+        if name not in allowed:
+            why = "" if evaluation_on(cfg) or name not in GROUNDING_METRICS else (
+                " (the grounding metrics need the evaluation by generation: `eval.samples` > 0 and "
+                "`custom.val_jsonl`)")
+            problems.append(f"{_where(cfg, 'training.metric_for_best_model')}`training.metric_for_best_model` = "
+                            f"{metric!r} is not a metric this run's evaluation produces{why}; valid: "
+                            f"{', '.join(allowed)}")
+    return problems
+
+
 def check_rules(cfg: ProjectConfig, *, check_paths: bool = True) -> None:
     """Raise one ConfigError listing every cross-field or machine problem of a typed config.
 
@@ -187,7 +217,7 @@ def check_rules(cfg: ProjectConfig, *, check_paths: bool = True) -> None:
     templates whose model path the user fills in).
     """
     problems = [*_offline_problems(cfg), *_length_problems(cfg), *_prompt_problems(cfg), *_custom_problems(cfg),
-                *_packing_problems(cfg), *_deepspeed_problems(cfg), *_liger_problems(cfg)]
+                *_packing_problems(cfg), *_deepspeed_problems(cfg), *_liger_problems(cfg), *_eval_problems(cfg)]
     if check_paths:
         problems += _existing_path_problems(cfg)
     if problems:

@@ -60,6 +60,16 @@ class RunSection:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class EvalSection:
+    """`eval:`: grounding metrics by generation at each of the training's evaluations."""
+
+    samples: int  # validation records the model answers at each evaluation (0 = off)
+    pick: Literal["first", "sample"]  # the first `samples` records, or `samples` drawn with training.data_seed
+    max_new_tokens: int  # longest answer generated (dense answers are long; the share cut off is reported)
+    iou_type: Literal["auto", "bbox", "polygon"]  # as `python -m src.eval --iou_type`
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ProjectConfig:
     """A validated config: our sections, the ms-swift keys, and where every value came from."""
 
@@ -67,6 +77,7 @@ class ProjectConfig:
     prompts: PromptsSection
     deepspeed: DeepspeedSection
     run: RunSection
+    eval: EvalSection
     env: dict[str, str]
     global_max_length: int | None
     swift: dict[str, Any]  # SftArguments keyword arguments from model/template/tuner/training
@@ -78,7 +89,7 @@ class ProjectConfig:
 
 
 OWN_SECTIONS = {"custom": CustomSection, "prompts": PromptsSection, "deepspeed": DeepspeedSection,
-                "run": RunSection}
+                "run": RunSection, "eval": EvalSection}
 SWIFT_SECTIONS = ("model", "template", "tuner", "training")
 TOP_LEVEL_SCALARS = {"global_max_length": "Optional[int]", "env": "Dict[str, Any]"}
 ALL_SECTIONS = (*OWN_SECTIONS, *SWIFT_SECTIONS, *TOP_LEVEL_SCALARS)
@@ -220,6 +231,7 @@ def validate_config(merged: MergedConfig) -> ProjectConfig:
         prompts=PromptsSection(**sections["prompts"]),
         deepspeed=DeepspeedSection(**sections["deepspeed"]),
         run=RunSection(**sections["run"]),
+        eval=EvalSection(**sections["eval"]),
         env=env,
         global_max_length=global_max_length,
         swift=swift_kwargs,

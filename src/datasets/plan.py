@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from src.config import ProjectConfig
+from src.config import ConfigError, ProjectConfig
 from src.config.jsonl import jsonl_files
 from src.config.prompts import get_prompt_scheme
+from src.config.rules import evaluation_on, where
 from src.datasets.builders import BaseBuilder, make_builder
 from src.datasets.contract import Record
 from src.datasets.loading import LoadedSplit, load_shards
@@ -28,6 +31,7 @@ class DataPlan:
     splits: list[LoadedSplit] = field(default_factory=list)
     train_samples: list[tuple[list[Record], dict[str, str]]] = field(default_factory=list)  # (records, focus)
     val_samples: list[tuple[list[Record], dict[str, str]]] = field(default_factory=list)
+    eval_records: list[Record] = field(default_factory=list)  # answered at each evaluation (`eval:`)
 
     def first_row(self) -> dict[str, Any] | None:
         """The first training row, built now (for `--debug`), or None without samples."""
@@ -45,6 +49,9 @@ class DataPlan:
                          f"{reused}")
             lines += [f"  skipped {p}" for p in split.problems]
         lines.append(f"samples: {len(self.train_samples)} train, {len(self.val_samples)} val")
+        if self.eval_records:
+            lines.append(f"evaluation by generation: {len(self.eval_records)} validation records answered at each "
+                         f"evaluation, first {self.eval_records[0].source}")
         return "\n".join(lines)
 
 
@@ -58,6 +65,26 @@ def make_preprocessor(cfg: ProjectConfig) -> BasePreprocessor:
     scheme = get_prompt_scheme(cfg.prompts.scheme, system=cfg.prompts.system, user=cfg.prompts.user)
     builder = make_builder(scheme, cfg.custom.emit_norm, cfg.custom.object_order)
     return GroupingPreprocessor(builder, images_per_user_turn=cfg.custom.images_per_user_turn, seed=data_seed(cfg))
+
+
+def pick_eval_records(records: Sequence[Record], n: int, pick: str, seed: int) -> list[Record]:
+    """The `n` records evaluated each time: the first `n`, or (`pick: sample`) `n` drawn with `seed`, kept in
+    file order. The same records on every rank and at every evaluation."""
+    if pick == "first":
+        return list(records[:n])
+    chosen = sorted(random.Random(seed).sample(range(len(records)), n))
+    return [records[i] for i in chosen]
+
+
+def _eval_records(cfg: ProjectConfig, records: Sequence[Record]) -> list[Record]:
+    n = cfg.eval.samples
+    if not records:
+        raise ConfigError(f"{where(cfg, 'eval.samples')}`eval.samples` = {n} but `custom.val_jsonl` holds no valid "
+                          f"record to answer: give it records, or set `eval.samples: 0` to turn the evaluation off")
+    if n > len(records):
+        raise ConfigError(f"{where(cfg, 'eval.samples')}`eval.samples` = {n} is more than the {len(records)} valid "
+                          f"records of `custom.val_jsonl`; valid: 0 (off) to {len(records)}")
+    return pick_eval_records(records, n, cfg.eval.pick, data_seed(cfg))
 
 
 def plan_data(cfg: ProjectConfig, *, store: VerdictStore | None = None, revalidate: bool = False) -> DataPlan:
@@ -78,4 +105,6 @@ def plan_data(cfg: ProjectConfig, *, store: VerdictStore | None = None, revalida
             plan.train_samples = preprocessor.samples(records)
         else:
             plan.val_samples = preprocessor.samples(records)
+            if evaluation_on(cfg):
+                plan.eval_records = _eval_records(cfg, records)
     return plan

@@ -25,7 +25,6 @@ from src.datasets.builders import BaseBuilder
 from src.datasets.contract import Record
 from src.datasets.images import is_plain_rgb, load_image
 
-
 _PLAIN_MEMO_SIZE = 1 << 16  # header answers remembered per process (about 10 MB at most)
 
 

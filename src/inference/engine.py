@@ -9,6 +9,7 @@ parsed objects back in pixels of the original image with scores, and what the pa
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,9 +81,13 @@ def make_engine(name: str, cfg, checkpoint: Path):
     return TransformersEngine(model, attn_impl=cfg.swift.get("attn_impl"), **kwargs)
 
 
-def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str) -> list[PredictionLine]:
+def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str, use_tqdm: bool = True,
+            agree_on_calls: Callable[[int], int] | None = None) -> list[PredictionLine]:
     """One prediction line per record: every question the builder asks about it (one for dense
-    grounding, one per description for the grounding scheme), answers parsed, objects in pixels."""
+    grounding, one per description for the grounding scheme), answers parsed, objects in pixels. Greedy.
+
+    `agree_on_calls(n)` (processes generating together) returns how many questions every process asks; this
+    one repeats its first question up to that number and drops the extra answers."""
     from swift import InferRequest, RequestConfig  # heavy
 
     asked = [(i, focus) for i, record in enumerate(records) for focus in builder.focuses([record])]
@@ -90,8 +95,10 @@ def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str)
     for i, focus in asked:
         row = builder.build([records[i]], with_answer=False, **focus)
         requests.append(InferRequest(messages=row["messages"], images=row["images"]))
-    responses = engine.infer(requests, RequestConfig(max_tokens=max_new_tokens, temperature=0.0, logprobs=True),
-                             use_tqdm=True)
+    extra = agree_on_calls(len(requests)) - len(requests) if agree_on_calls else 0
+    responses = engine.infer(requests + requests[:1] * extra,
+                             RequestConfig(max_tokens=max_new_tokens, temperature=0.0, logprobs=True),
+                             use_tqdm=use_tqdm)[:len(requests)]
     lines = [PredictionLine(source=str(r.source), image=r.image, width=r.width,
                             height=r.height) for r in records]
     answers: list[list[str]] = [[] for _ in records]
@@ -105,7 +112,8 @@ def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str)
         formats[i].add(parsed.format)
         if parsed.error:
             line.parse_error = "; ".join(filter(None, [line.parse_error, parsed.error]))
-        line.truncated = line.truncated or parsed.truncated
+        # Cut off: the list left open, or generation stopped by max_new_tokens (whatever it had written).
+        line.truncated = line.truncated or parsed.truncated or choice.finish_reason == "length"
         line.bad_entries += parsed.bad_entries
         line.objects += to_pixel_objects(parsed.objects, scores, record.width, record.height, emit_norm)
     for line, texts, seen in zip(lines, answers, formats, strict=True):

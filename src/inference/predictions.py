@@ -4,7 +4,8 @@ by `src.eval` and `src.vis`.
 A line: `source` (the record's file:line), `image`, `width`, `height`, `raw` (the model's answer text),
 `objects` (`{"kind": "bbox_2d"|"quad", "points": [...] in pixels of the original image, "desc", "score"}`),
 `parse_error` (None when the whole answer was read), and what the parser saw: `answer_format`
-(json | legacy | unknown), `truncated`, `bad_entries`.
+(json | legacy | unknown), `truncated` (the list left open, or generation stopped by `max_new_tokens`),
+`bad_entries`.
 
 Reading is tolerant, as predictions come from elsewhere too: a malformed object is dropped and counted,
 a missing score becomes 1.0 and is counted, a line that is not a JSON object is reported and skipped.

@@ -22,6 +22,7 @@ from src.datasets.plan import DataPlan
 from src.datasets.rows import GroundingRowsDataset, SampleLog, arrow_rows
 from src.training.checkpoint_guard import check_adapter_checkpoint
 from src.training.distributed import Failure, Job
+from src.training.generation_eval import GroundingEvaluation, with_grounding_metrics
 
 EXIT_HEALTH_CHECK = 2
 
@@ -89,6 +90,10 @@ class GroundingSft(SwiftSft):
                  job: Job | None = None):
         self._cfg, self._plan, self._augment_ops, self._job = cfg, plan, augment_ops, job or Job()
         self._lazy_datasets: list[GroundingRowsDataset] = []
+        self.evaluation = (GroundingEvaluation(plan.eval_records, plan.builder, cfg.custom.emit_norm,
+                                               cfg.eval.max_new_tokens, cfg.eval.iou_type, self._job,
+                                               Path(args.output_dir))
+                           if plan.eval_records else None)
         super().__init__(args)
 
     def _get_dataset(self):
@@ -153,14 +158,17 @@ class GroundingSft(SwiftSft):
             trainer.add_callback(EpochToDatasets(self._lazy_datasets, self._job.rank))
         if self.args.tuner_type == "lora":
             trainer.add_callback(AdapterCheckpointGuard(self.args.modules_to_save))
+        if self.evaluation is not None:
+            trainer.evaluate = with_grounding_metrics(trainer.evaluate, trainer, self.evaluation)
         return super().train(trainer)
 
 
 def run_training(sft_kwargs: dict[str, Any], cfg: ProjectConfig, plan: DataPlan, augment_ops: list,
                  job: Job) -> dict[str, Any]:
     """Build `SftArguments(**sft_kwargs)` and train; return ms-swift's result dict
-    (`last_model_checkpoint`, `best_model_checkpoint`, `global_step`, `log_history`, ...).
+    (`last_model_checkpoint`, `best_model_checkpoint`, `best_metric`, `global_step`, `log_history`, ...).
 
+    With `plan.eval_records`, each evaluation also answers them and logs AP (src/training/generation_eval.py).
     Raises JobFailed (on every rank) when the health check fails."""
     args = SftArguments(**sft_kwargs)
     return GroundingSft(args, cfg, plan, augment_ops, job).main()

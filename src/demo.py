@@ -78,6 +78,7 @@ def run_demo(output_root: Path, n_records: int, memorise: bool = True) -> Path:
     if memorise:
         config = _write_stage_config(run_dir / "memorise.yaml", DEMO_CONFIGS / "memorise.yaml",
                                      f"{model}custom:\n  train_jsonl: {assets / 'memorise' / 'train.jsonl'}\n"
+                                     f"  val_jsonl: {assets / 'memorise' / 'train.jsonl'}\n"
                                      "training:\n  output_dir: ./memorise\n")
         _run("learning proof: memorise 4 images", ["-m", "src.sft", "--config", str(config)])
         results["learning proof on the memorised images"] = evaluate(

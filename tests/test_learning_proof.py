@@ -1,6 +1,8 @@
 """The learning proof: train the tiny model until it memorises four synthetic images, predict them with
 `src.infer`, score with `src.eval`: AP50 >= 0.9 proves labels, coordinates, parsing and the way back
-to pixels agree end to end. About 90 s on 2 cores."""
+to pixels agree end to end. The run evaluates by generation every 200 steps (src/training/generation_eval.py):
+its logged AP50 climbs from ~0, the best checkpoint is the one with the highest logged AP50, and `src.infer`
++ `src.eval` on it give the logged number. About 2 minutes on 2 cores."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from src.datasets.synth import write_synthetic_dataset
 from src.tiny_model import build_tiny_model
+from src.training.curves import read_metric_rows
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -30,13 +34,35 @@ def test_tiny_model_memorises_and_predicts_back_to_pixels(tmp_path):
     assert data["n_train"] == 4
     config = tmp_path / "memorise.yaml"
     config.write_text(f"extends: {REPO / 'configs' / 'demo' / 'memorise.yaml'}\nmodel:\n  model: ./model\n"
-                      "custom:\n  train_jsonl: data/train.jsonl\ntraining:\n  output_dir: ./run\n")
-    _run("-m", "src.sft", "--config", str(config))
+                      "custom:\n  train_jsonl: data/train.jsonl\n  val_jsonl: data/train.jsonl\n"
+                      "training:\n  output_dir: ./run\n")
+    trained = _run("-m", "src.sft", "--config", str(config))
+    run = tmp_path / "run"
+    logged = read_metric_rows(run / "logging.jsonl", ("eval_ap50", "eval_parse_failure_rate"))
+    ap50_by_step = dict(logged["eval_ap50"])
+    assert sorted(ap50_by_step) == [0, 200, 400], logged
+    assert ap50_by_step[0] <= 0.1 and max(ap50_by_step.values()) >= 0.9, logged  # from nothing to memorised
+    assert dict(logged["eval_parse_failure_rate"])[400] == 0.0
+    assert len(list((run / "eval_predictions").glob("step-*.jsonl"))) == 3
+    # The best checkpoint is the first with the highest AP50 (HF keeps a new best only when it is higher),
+    # and save_total_limit: 1 has not deleted it.
+    state = json.loads((run / "last-checkpoint" / "trainer_state.json").read_text())
+    saved = {step: value for step, value in ap50_by_step.items() if step > 0}
+    best_step = min(step for step, value in saved.items() if value == max(saved.values()))
+    assert Path(state["best_model_checkpoint"]).name == f"checkpoint-{best_step}"
+    assert state["best_metric"] == pytest.approx(saved[best_step])
+    assert f"best checkpoint (by ap50): {state['best_model_checkpoint']} at step {best_step}" in trained.stdout
+    best = run / f"checkpoint-{best_step}"
+    assert best.is_dir()
+    with Image.open(run / "loss_curves.png") as picture:  # the loss, and AP50 beside it
+        assert picture.width == 1200
+
     predictions, metrics = tmp_path / "pred.jsonl", tmp_path / "metrics.json"
-    _run("-m", "src.infer", "--config", str(config), "--checkpoint", str(tmp_path / "run" / "last-checkpoint"),
+    _run("-m", "src.infer", "--config", str(config), "--checkpoint", str(best),
          "--jsonl", str(tmp_path / "data" / "train.jsonl"), "--out", str(predictions), "--max_new_tokens", "256")
     _run("-m", "src.eval", "--pred", str(predictions), "--gt", str(tmp_path / "data" / "train.jsonl"),
          "--out", str(metrics))
     result = json.loads(metrics.read_text())
     ap50 = result["class_agnostic"]["AP50"]
     assert ap50 >= 0.9, json.dumps(result)[:2000]
+    assert ap50 == pytest.approx(saved[best_step], abs=1e-9)  # the same code, the same number

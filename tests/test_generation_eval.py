@@ -1,0 +1,100 @@
+"""The evaluation by generation's decisions, without training: its config errors (each before anything
+starts, naming the key and the valid values), which records it answers, the report of the best checkpoint and
+the curve picture. The runs themselves are in tests/test_eval_during_training.py and the learning proof."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from src.datasets.plan import pick_eval_records
+from src.training.curves import plot_loss_curves, read_metric_rows
+from src.training.generation_eval import best_checkpoint_report, logged_metrics
+
+
+def _dry_run(config, capsys) -> tuple[int, str]:
+    from src.sft import main
+
+    code = main(["--config", str(config), "--dry-run"])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_evaluation_on_plans_its_records_in_the_dry_run(tree, capsys):
+    code, out = _dry_run(tree({"eval": {"samples": 1}}).config, capsys)
+    assert code == 0 and "evaluation by generation: 1 validation records answered at each evaluation" in out
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ({"eval": {"samples": 9}}, "`eval.samples` = 9 is more than the 1 valid records of `custom.val_jsonl`; "
+                               "valid: 0 (off) to 1"),
+    ({"eval": {"samples": -1}}, "`eval.samples` must be >= 0"),
+    ({"eval": {"samples": 1, "max_new_tokens": 0}}, "`eval.max_new_tokens` must be >= 1, got 0"),
+    ({"training": {"metric_for_best_model": "ap50"}},
+     "`training.metric_for_best_model` = 'ap50' is not a metric this run's evaluation produces (the grounding "
+     "metrics need the evaluation by generation: `eval.samples` > 0 and `custom.val_jsonl`); valid: loss"),
+    ({"eval": {"samples": 1}, "training": {"metric_for_best_model": "rouge-l"}},
+     "`training.metric_for_best_model` = 'rouge-l' is not a metric this run's evaluation produces; valid: loss, "
+     "ap, ap50, ap75, precision, recall, f1"),
+])
+def test_bad_evaluation_settings_stop_before_anything_starts(tree, capsys, body, expected):
+    made = tree(body)
+    code, out = _dry_run(made.config, capsys)
+    assert code == 2 and expected in out, out
+    assert f"{made.config}:" in out  # the file and line that set it
+    assert not made.output_dir.exists()
+
+
+def test_an_empty_validation_set_with_the_evaluation_on_is_an_error(tree, capsys):
+    made = tree({"eval": {"samples": 1}})
+    made.val_jsonl.write_text("")
+    code, out = _dry_run(made.config, capsys)
+    assert code == 2 and "`custom.val_jsonl` holds no valid record to answer" in out, out
+
+
+def test_the_evaluated_records_are_the_first_n_or_a_seeded_sample_in_file_order():
+    records = list(range(20))
+    assert pick_eval_records(records, 3, "first", 42) == [0, 1, 2]
+    drawn = pick_eval_records(records, 5, "sample", 42)
+    assert drawn == pick_eval_records(records, 5, "sample", 42) == sorted(drawn) and len(set(drawn)) == 5
+    assert drawn != [0, 1, 2, 3, 4] and drawn != pick_eval_records(records, 5, "sample", 7)
+
+
+def test_logged_metrics_take_the_class_agnostic_numbers_and_the_answers_health():
+    from src.inference.predictions import PredictionLine
+
+    metrics = {"class_agnostic": {"AP": 0.5, "AP50": 0.75, "AP75": None, "precision": 1.0, "recall": 0.5,
+                                  "f1": 2 / 3}, "parse_failure_rate": 0.25}
+    lines = [PredictionLine(source="a:1", image="x", truncated=True), PredictionLine(source="a:2", image="y")]
+    assert logged_metrics(metrics, lines, 1.23456) == {
+        "ap": 0.5, "ap50": 0.75, "ap75": 0.0, "precision": 1.0, "recall": 0.5, "f1": 2 / 3,
+        "parse_failure_rate": 0.25, "truncated_rate": 0.5, "generation_seconds": 1.235}
+
+
+def test_the_run_ends_naming_the_best_checkpoint_and_its_metrics(tmp_path):
+    history = [{"loss": 3.0, "step": 2}, {"eval_loss": 2.5, "step": 2}, {"eval_ap50": 0.4, "eval_ap": 0.2, "step": 2},
+               {"eval_loss": 2.0, "step": 4}, {"eval_ap50": 0.9, "eval_ap": 0.6, "eval_generation_seconds": 3.5,
+                                               "step": 4}]
+    result = {"best_model_checkpoint": str(tmp_path / "checkpoint-4"), "log_history": history}
+    assert best_checkpoint_report(result, "ap50") == (
+        f"best checkpoint (by ap50): {tmp_path / 'checkpoint-4'} at step 4: loss 2, ap 0.6, ap50 0.9, "
+        "generation_seconds 3.5")
+    assert best_checkpoint_report(result, None) is None
+    assert best_checkpoint_report({"best_model_checkpoint": None}, "ap50") is None
+
+
+def test_the_curves_show_ap50_and_parse_failures_beside_the_loss(tmp_path):
+    log = tmp_path / "logging.jsonl"
+    rows = [{"loss": 2.0, "global_step/max_steps": "1/4"}, {"loss": 1.0, "global_step/max_steps": "2/4"},
+            {"eval_ap50": 0.1, "eval_parse_failure_rate": 0.5, "global_step/max_steps": "2/4"},
+            {"eval_ap50": True, "global_step/max_steps": "3/4"},  # not a number: skipped
+            {"eval_ap50": 0.8, "eval_parse_failure_rate": 0.0, "global_step/max_steps": "4/4"}]
+    log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert read_metric_rows(log, ("eval_ap50",)) == {"eval_ap50": [(2, 0.1), (4, 0.8)]}
+    with Image.open(plot_loss_curves(log, tmp_path / "with.png")) as picture:
+        assert picture.width == 1200
+    log.write_text("\n".join(json.dumps(r) for r in rows[:2]) + "\n")
+    with Image.open(plot_loss_curves(log, tmp_path / "without.png")) as picture:
+        assert picture.width == 700

@@ -8,7 +8,8 @@ what a user would run instead: the same rows, built once by the project's builde
 whole command's wall time (start-up, loading, one step) and its peak resident memory.
 
 Run: `.venv/bin/python bench/first_step.py [--records 100000] [--objects 8 8] [--work DIR]`. Targets:
-<= 20 s (first) and <= 15 s (repeat) for 100,000 records of 8 objects. It prints; it never fails on one.
+<= 20 s (first) and <= 15 s (repeat) for 100,000 records of 8 objects, <= 45 s (first) for 1,000,000. It
+prints; it never fails on one.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def main() -> None:
           f"CPU ({os.cpu_count()} cores)")
     print(f"{'run':<40}{'to first step':>14}{'peak RSS':>11}{'target':>10}{'vs swift':>10}")
     for name, (wall, rss), target in (("ms-swift sft, plain rows (baseline)", baseline, "-"),
-                                      ("project, first run", first, "<= 20 s"),
+                                      ("project, first run", first,
+                                       "<= 45 s" if args.records >= 1_000_000 else "<= 20 s"),
                                       ("project, repeat (stored verdict)", repeat, "<= 15 s")):
         print(f"{name:<40}{wall:>13.1f}s{rss:>9.2f}GB{target:>10}{wall / baseline[0]:>9.2f}x")
 

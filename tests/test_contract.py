@@ -242,6 +242,15 @@ def test_nan_and_infinity_literals_in_the_file_are_rejected(data_dir: Path):
     assert str(p).endswith("(no NaN or Infinity) ([1, NaN, 11, Infinity])")
 
 
+def test_an_integer_beyond_any_float_is_a_problem_not_a_crash(data_dir: Path):
+    raw = json.dumps(record()).replace("[1, 2, 11, 12]", "[1, 2, 1" + "0" * 400 + ", 12]")
+    good = json.dumps(record())
+    records, problems = load_records(write_jsonl(data_dir / "d.jsonl", raw=f"{good}\n{raw}\n{good}\n"))
+    assert len(records) == 2 and [r.source.line for r in records] == [1, 3]  # its chunk's others stay valid
+    (p,) = problems
+    assert (p.line, p.field, p.message) == (2, BOX, "holds a number too large for a coordinate")
+
+
 def test_coordinates_within_one_pixel_outside_are_clamped_and_counted(data_dir: Path):
     obj = with_object({"bbox_2d": [-0.5, -1, 40.75, 31], "desc": "a"})
     records, problems = load_one(data_dir, obj)

@@ -32,7 +32,10 @@ def _train(root: Path, tmp_path: Path, name: str, *, nproc: int = 1, eval_sample
 
 
 def test_metrics_are_logged_like_the_loss_and_never_change_the_training(mp_workspace, tmp_path):
-    with_eval = _train(mp_workspace, tmp_path, "on")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with_eval = _train(mp_workspace, tmp_path, "on", training={
+        "report_to": ["tensorboard"], "metric_for_best_model": "ap50", "load_best_model_at_end": True})
     without = _train(mp_workspace, tmp_path, "off", eval_samples=0)
     assert losses_by_step(with_eval) == losses_by_step(without) and len(losses_by_step(without)) == 4
     logged = read_metric_rows(with_eval / "logging.jsonl", GROUNDING_KEYS)
@@ -41,6 +44,11 @@ def test_metrics_are_logged_like_the_loss_and_never_change_the_training(mp_works
     assert not read_metric_rows(without / "logging.jsonl", GROUNDING_KEYS)["eval_ap50"]
     console = (tmp_path / "on.log").read_text()
     assert "'eval_ap50':" in console and "'eval_generation_seconds':" in console  # the console line
+    assert "Loading best model from" in console and "best checkpoint (by ap50):" in console
+    (events,) = {path.parent for path in with_eval.rglob("events.out.tfevents.*")}
+    board = EventAccumulator(str(events))
+    board.Reload()
+    assert [event.step for event in board.Scalars("eval/ap50")] == [2, 4]
     for step in (2, 4):  # the answers of each evaluation, one line per record, readable by src.vis
         rows, bad = read_prediction_rows(with_eval / "eval_predictions" / f"step-{step}.jsonl")
         assert not bad and len(rows) == 5 and all(row["raw"] for row in rows)

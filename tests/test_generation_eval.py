@@ -98,3 +98,12 @@ def test_the_curves_show_ap50_and_parse_failures_beside_the_loss(tmp_path):
     log.write_text("\n".join(json.dumps(r) for r in rows[:2]) + "\n")
     with Image.open(plot_loss_curves(log, tmp_path / "without.png")) as picture:
         assert picture.width == 700
+
+
+def test_a_step_evaluated_again_gets_a_new_predictions_file(tmp_path):
+    from src.training.generation_eval import new_predictions_path
+
+    first = new_predictions_path(tmp_path, 4)
+    assert first.name == "step-4.jsonl"
+    first.write_text("earlier run\n")
+    assert new_predictions_path(tmp_path, 4).name == "step-4.2.jsonl"  # a resumed run never overwrites it

@@ -401,10 +401,14 @@ def _parse_points(
     if not all(_is_number(v) for v in value):
         report.add(field, "must contain only numbers", value)
         return None, 0
-    if not all(math.isfinite(v) for v in value):
+    try:
+        points: list[float] | None = [float(v) for v in value]
+    except OverflowError:  # an integer literal beyond any float
+        report.add(field, "holds a number too large for a coordinate", value)
+        return None, 0
+    if not all(math.isfinite(v) for v in points):
         report.add(field, "must contain only finite numbers (no NaN or Infinity)", value)
         return None, 0
-    points: list[float] | None = [float(v) for v in value]
     clamped = 0
     # With an invalid width/height (already reported) the bounds are unknown, but the shape
     # of the box or quad can still be checked.

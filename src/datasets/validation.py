@@ -92,13 +92,16 @@ def _geometry_ok(candidates: list[tuple], flat: list) -> tuple[np.ndarray, np.nd
     widths = np.array([c[1] for c in candidates], dtype=np.float64)
     heights = np.array([c[2] for c in candidates], dtype=np.float64)
     limit = np.where(is_x, widths[value_record], heights[value_record])
-    if set(map(type, flat)) <= _NUMBER_TYPES:
-        values = np.array(flat, dtype=np.float64)
-        bad_value = ~np.isfinite(values)
-    else:  # some value is not a number: only the records holding one need the closer look
-        numeric = np.fromiter((type(v) in _NUMBER_TYPES for v in flat), dtype=bool, count=len(flat))
-        values = np.array([v if ok else 0.0 for v, ok in zip(flat, numeric, strict=True)], dtype=np.float64)
-        bad_value = ~numeric | ~np.isfinite(values)
+    try:
+        if set(map(type, flat)) <= _NUMBER_TYPES:
+            values = np.array(flat, dtype=np.float64)
+            bad_value = ~np.isfinite(values)
+        else:  # some value is not a number: only the records holding one need the closer look
+            numeric = np.fromiter((type(v) in _NUMBER_TYPES for v in flat), dtype=bool, count=len(flat))
+            values = np.array([v if ok else 0.0 for v, ok in zip(flat, numeric, strict=True)], dtype=np.float64)
+            bad_value = ~numeric | ~np.isfinite(values)
+    except OverflowError:  # an integer beyond any float: every record of the chunk is checked on its own
+        return np.zeros(n, dtype=bool), np.zeros(len(flat)), np.zeros(n, dtype=np.int64)
     with np.errstate(invalid="ignore"):
         clipped = np.minimum(np.maximum(values, 0.0), limit)
         bad_value |= np.abs(clipped - values) > CLAMP_TOLERANCE_PX

@@ -83,7 +83,7 @@ def generation_mode(trainer) -> Iterator[Any]:  # noqa: ANN001 - ms-swift's trai
         model.train(was_training)
 
 
-def _unused_name(folder: Path, step: int) -> Path:
+def new_predictions_path(folder: Path, step: int) -> Path:
     """`step-N.jsonl`, or `step-N.2.jsonl`... when a resumed run evaluates a step again: never overwritten."""
     path, k = folder / f"step-{step}.jsonl", 1
     while path.exists():
@@ -133,7 +133,7 @@ class GroundingEvaluation:
         if self.job.is_main:
             folder = self.output_dir / EVAL_PREDICTIONS
             folder.mkdir(parents=True, exist_ok=True)
-            write_predictions(lines, _unused_name(folder, step))
+            write_predictions(lines, new_predictions_path(folder, step))
         self.history.append({"step": step, **logged})
         return logged
 

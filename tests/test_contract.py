@@ -504,6 +504,7 @@ def test_a_large_file_validated_by_several_processes_gives_what_one_process_give
     path = tmp_path / "data" / "big.jsonl"
     path.write_text(text, encoding="utf-8")
     monkeypatch.setattr(validation, "CHUNK_LINES", 1000)  # several chunks, one ending mid-way
+    monkeypatch.setattr(validation, "RANGE_BYTES", 100_000)  # several workers' pieces, each ending mid-chunk
     serial = validated_records(path, workers=1)
     parallel = validated_records(path, workers=2, parallel_min_bytes=0, store=VerdictStore(tmp_path / "store"))
     assert isinstance(parallel[0], RecordTable) and len(serial[0]) > 5000
@@ -511,3 +512,19 @@ def test_a_large_file_validated_by_several_processes_gives_what_one_process_give
     assert [str(p) for p in parallel[1]] == [str(p) for p in serial[1]] and len(serial[1]) == 2
     stored = validated_records(path, store=VerdictStore(tmp_path / "store"))  # the merged columns were stored
     assert stored[2] and list(stored[0]) == list(serial[0])
+
+
+@pytest.mark.parametrize(("sep", "end"), [("\n", "\n"), ("\n", ""), ("\r\n", "\r\n")],
+                         ids=["newline", "no-final-newline", "crlf"])
+def test_byte_ranges_give_the_numbered_lines_reading_the_file_gives(tmp_path, sep, end):
+    from src.datasets.validation import byte_ranges, numbered_chunks, numbered_range
+
+    lines = [f'{{"a": {i}}}' + "  " * (i % 7) for i in range(500)] + ["", "größer 标签"]
+    path = tmp_path / "lines.jsonl"
+    path.write_bytes(("\ufeff" + sep.join(lines) + end).encode("utf-8"))
+    expected = [item for chunk in numbered_chunks(str(path), 64) for item in chunk]
+    pieces = list(byte_ranges(str(path), 1000))
+    assert len(pieces) > 5 and pieces[-1][1] == path.stat().st_size
+    assert [item for piece in pieces for item in numbered_range(str(path), *piece)] == expected
+    (tmp_path / "empty.jsonl").touch()
+    assert list(byte_ranges(str(tmp_path / "empty.jsonl"))) == []

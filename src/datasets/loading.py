@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import validation
 from .columns import RecordTable, merge_columns
 from .contract import ImageCheck, Problem, Record
-from .validation import numbered_chunks, validate_file, validate_lines
+from .validation import byte_ranges, numbered_range, validate_file, validate_lines
 from .verdicts import Verdict, VerdictStore
 
 PARALLEL_MIN_BYTES = 2 << 20  # smaller files validate faster in one process than workers start
@@ -55,9 +56,17 @@ class LoadedSplit:
         return sorted({(p.file, p.line) for p in self.problems})
 
 
-def _chunk_verdict(file: str, check_image: ImageCheck, numbered: list[tuple[int, bytes]]):
-    """One worker's share: its records as numpy columns (quick to send back) and its problems."""
-    return validate_lines(file, check_image, numbered)
+def _range_verdict(file: str, check_image: ImageCheck, piece: tuple[int, int, int]):
+    """One worker's task: the lines of a piece of the file (read here), validated a chunk at a time; its records
+    as numpy columns (quick to send back), its problems and how many lines it held."""
+    numbered = numbered_range(file, *piece)
+    parts, problems, sizes = [], [], {}
+    step = validation.CHUNK_LINES
+    for k in range(0, len(numbered), step):
+        columns, found, _ = validate_lines(file, check_image, numbered[k:k + step], sizes)
+        parts.append(columns)
+        problems += found
+    return merge_columns(parts, os.path.dirname(file)), problems, len(numbered)
 
 
 def _validate_in_parallel(file: str, check_image: ImageCheck, workers: int, track) -> tuple[RecordTable,
@@ -71,7 +80,9 @@ def _validate_in_parallel(file: str, check_image: ImageCheck, workers: int, trac
     # state can deadlock a forked child, so then spawn.
     method = "spawn" if "torch" in sys.modules else "fork"
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
-        results = pool.map(partial(_chunk_verdict, file, check_image), numbered_chunks(file))
+        # Byte ranges, not lines, go to the workers: each reads its piece itself, so this process neither
+        # reads the file nor holds it (Executor.map submits every task at once).
+        results = pool.map(partial(_range_verdict, file, check_image), byte_ranges(file))
         for columns, chunk_problems, _ in (track(results) if track else results):
             parts.append(columns)
             problems.extend(chunk_problems)

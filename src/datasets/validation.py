@@ -17,6 +17,7 @@ object is made.
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
@@ -38,7 +39,8 @@ from .contract import (
 from .geometry import quads_are_valid
 from .images import ImageError
 
-__all__ = ["CHUNK_LINES", "load_records", "numbered_chunks", "validate_file", "validate_lines"]
+__all__ = ["CHUNK_LINES", "byte_ranges", "load_records", "numbered_chunks", "numbered_range", "validate_file",
+           "validate_lines"]
 
 CHUNK_LINES = 1000  # lines per chunk: the unit of the numpy pass and of the parallel workers' shares
 _RECORD_KEYS = frozenset({"images", "objects", "width", "height", "summary"})
@@ -185,6 +187,42 @@ def numbered_chunks(file: str, lines_per_chunk: int | None = None) -> Iterator[l
                 chunk = []
     if chunk:
         yield chunk
+
+
+RANGE_BYTES = 4 << 20  # bytes of the file per parallel worker's task
+
+
+def byte_ranges(file: str, target_bytes: int | None = None) -> Iterator[tuple[int, int, int]]:
+    """(start, end, number of the first line) of consecutive pieces of `file` of about `target_bytes` (default
+    RANGE_BYTES), each ending after a newline (or at the end): a worker reads its piece itself, so only these
+    numbers travel."""
+    target_bytes = target_bytes or RANGE_BYTES
+    size = os.path.getsize(file)
+    if size == 0:
+        return
+    with open(file, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        start, line = 0, 1
+        while start < size:
+            end = data.find(b"\n", min(start + target_bytes, size) - 1)
+            end = size if end < 0 else end + 1
+            yield start, end, line
+            line += data[start:end].count(b"\n")
+            start = end
+
+
+def numbered_range(file: str, start: int, end: int, first_line: int) -> list[tuple[int, bytes]]:
+    """The numbered raw lines of `file` between bytes `start` and `end` (a piece from `byte_ranges`), a UTF-8
+    BOM at the file's start removed: what `numbered_chunks` gives for those lines."""
+    with open(file, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(end - start)
+    if start == 0 and data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    lines = [raw + b"\n" for raw in data.split(b"\n")]
+    lines[-1] = lines[-1][:-1]  # what followed the last newline: nothing, or a last line without one
+    if not lines[-1]:
+        lines.pop()
+    return list(enumerate(lines, start=first_line))
 
 
 def validate_file(path: str | os.PathLike[str], *, check_image: ImageCheck = True,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .columns import ColumnBuilder, RecordTable
+from .columns import ColumnBuilder, RecordTable, merge_columns
 from .contract import (
     CLAMP_TOLERANCE_PX,
     ImageCheck,
@@ -42,7 +42,7 @@ from .images import ImageError
 __all__ = ["CHUNK_LINES", "byte_ranges", "load_records", "numbered_chunks", "numbered_range", "validate_file",
            "validate_lines"]
 
-CHUNK_LINES = 1000  # lines per chunk: the unit of the numpy pass and of the parallel workers' shares
+CHUNK_LINES = 1000  # lines per chunk: the unit of the numpy pass (a parallel worker checks its piece chunk by chunk)
 _RECORD_KEYS = frozenset({"images", "objects", "width", "height", "summary"})
 _REQUIRED_KEYS = frozenset({"images", "objects", "width", "height"})
 _BOX, _QUAD = 0, 1  # indices of GEOMETRY_KINDS
@@ -230,9 +230,7 @@ def validate_file(path: str | os.PathLike[str], *, check_image: ImageCheck = Tru
     """Every valid record of a JSONL file as a `RecordTable`, and every problem found, in file order, checked
     in this process (`src.datasets.loading.validated_records` spreads a large file over several). A line with
     problems contributes no record; a missing file raises ``FileNotFoundError``. `track` wraps the
-    iteration over chunks of lines (a progress bar)."""
-    from .columns import merge_columns
-
+    iteration over each chunk's (columns, problems, lines) (a progress bar)."""
     file = os.path.abspath(path)
     parts, problems = [], []
     sizes: dict[str, tuple[int, int] | ImageError] = {}

@@ -18,7 +18,7 @@ import os
 import random
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +103,7 @@ class GroundingEvaluation:
     iou_type: str
     job: Job
     output_dir: Path
-    history: list[dict[str, Any]] = field(default_factory=list)  # (step, metrics) of each evaluation
-    _engine: Any = None
+    _engine: Any = None  # ms-swift's TransformersEngine on the trained model, made at the first evaluation
 
     def share(self) -> list[int]:
         """Indices of the records this rank answers: every world_size-th, starting at its rank."""
@@ -125,8 +124,8 @@ class GroundingEvaluation:
                 self._engine = TransformersEngine(model, template=trainer.template, max_batch_size=1)
             lines = predict(asked, self.builder, self._engine, self.max_new_tokens, self.emit_norm,
                             use_tqdm=False, agree_on_calls=lambda n: max(self.job.gather(n)))[:len(mine)]
-        answered = sorted((i, line) for part in self.job.gather(list(zip(mine, lines, strict=True)))
-                          for i, line in part)
+        answered = sorted(((i, line) for part in self.job.gather(list(zip(mine, lines, strict=True)))
+                           for i, line in part), key=lambda pair: pair[0])
         lines = [line for _, line in answered]
         metrics = evaluate([line.to_json() for line in lines], self.records, iou_type=self.iou_type)
         logged = logged_metrics(metrics, lines, time.perf_counter() - start)
@@ -134,7 +133,6 @@ class GroundingEvaluation:
             folder = self.output_dir / EVAL_PREDICTIONS
             folder.mkdir(parents=True, exist_ok=True)
             write_predictions(lines, new_predictions_path(folder, step))
-        self.history.append({"step": step, **logged})
         return logged
 
 

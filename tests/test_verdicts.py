@@ -45,7 +45,7 @@ def test_an_unchanged_file_reuses_the_stored_verdict_exactly(jsonl, tmp_path):
     records, problems = _full(jsonl)
     assert list(again[0]) == records  # every field: coordinates, labels, sizes, summary ("" vs None), clamps, source
     assert [str(p) for p in again[1]] == [str(p) for p in problems] and len(problems) >= 2
-    assert len(list((tmp_path / "store").glob("*.npz"))) == 1
+    assert len(list((tmp_path / "store").glob("*.verdict"))) == 1
 
 
 def test_a_changed_file_option_or_rule_is_validated_again(jsonl, tmp_path, monkeypatch):
@@ -66,8 +66,8 @@ def test_a_forced_pass_ignores_the_store_and_a_damaged_entry_is_a_miss(jsonl, tm
     store = VerdictStore(tmp_path / "store")
     validated_records(jsonl, store=store)
     assert validated_records(jsonl, store=store, revalidate=True)[2] is False
-    entry = next((tmp_path / "store").glob("*.npz"))
-    entry.write_bytes(b"not a zip")
+    entry = next((tmp_path / "store").glob("*.verdict"))
+    (entry / "points.npy").write_bytes(b"not an array")
     assert store.get(jsonl, {"check_image": "header"}) is None
     assert validated_records(jsonl, store=store)[2] is False
     assert validated_records(jsonl, store=store)[2] is True  # the damaged entry was replaced
@@ -134,3 +134,14 @@ def test_one_record_per_turn_gives_lazy_samples_equal_to_the_eager_ones(jsonl, t
     grounding = GroupingPreprocessor(make_builder(get_prompt_scheme("grounding"), "norm1000", "reading"),
                                      images_per_user_turn=1, seed=0)
     assert isinstance(grounding.samples(table), list)  # several questions per record: planned up front
+
+
+def test_stored_columns_are_memory_mapped_not_copied(jsonl, tmp_path):
+    """Fresh or read back, a stored verdict's records map the store's files: the ranks of a node share them."""
+    import numpy as np
+
+    store = VerdictStore(tmp_path / "store")
+    for records, _, _ in (validated_records(jsonl, store=store), validated_records(jsonl, store=store)):
+        assert all(isinstance(records.columns[name], np.memmap) for name in ("points", "images", "lines", "kinds"))
+        assert str(tmp_path / "store") in str(records.columns["points"].filename)
+    assert list(records) == _full(jsonl)[0]

@@ -17,9 +17,12 @@ import numpy as np
 
 from src.datasets.contract import GEOMETRY_KINDS, POINTS_PER_KIND, GroundingObject, Record, SourceRef
 
-__all__ = ["ColumnBuilder", "RecordTable", "merge_columns", "record_columns"]
+__all__ = ["COLUMNS", "ColumnBuilder", "RecordTable", "merge_columns", "record_columns"]
 
-_SIZES = np.array([POINTS_PER_KIND[k] for k in GEOMETRY_KINDS], dtype=np.int64)  # values per kind index
+COLUMNS = ("lines", "width", "height", "clamped", "has_summary", "images", "image_offsets", "summaries",
+           "summary_offsets", "descs", "desc_offsets", "obj_offsets", "point_starts", "kinds", "desc_ids", "points",
+           "base_dir")
+"""The arrays of a record table (what `ColumnBuilder.columns` makes and a verdict stores, one file each)."""
 
 
 def _blob(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -88,6 +91,8 @@ class ColumnBuilder:
         obj_offsets = np.zeros(len(self.lines) + 1, dtype=np.int64)
         np.cumsum(self.object_counts, out=obj_offsets[1:])
         parts = [np.asarray(p, dtype=np.float64) for p in self.points]
+        point_starts = np.zeros(len(self.lines) + 1, dtype=np.int64)
+        np.cumsum([len(p) for p in self.points], out=point_starts[1:])
         return {
             "lines": np.array(self.lines, dtype=np.int64),
             "width": np.array(self.widths, dtype=np.int32),
@@ -97,7 +102,7 @@ class ColumnBuilder:
             "images": images, "image_offsets": image_offsets,
             "summaries": summaries, "summary_offsets": summary_offsets,
             "descs": descs, "desc_offsets": desc_offsets,
-            "obj_offsets": obj_offsets,
+            "obj_offsets": obj_offsets, "point_starts": point_starts,
             "kinds": np.array(self.kinds, dtype=np.uint8),
             "desc_ids": np.array(self.desc_ids, dtype=np.int32),
             "points": np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64),
@@ -141,7 +146,8 @@ def merge_columns(parts: list[dict[str, np.ndarray]], base_dir: str) -> dict[str
                           "points")}
     merged.update(image_offsets=_offsets_after([p["image_offsets"] for p in parts]),
                   summary_offsets=_offsets_after([p["summary_offsets"] for p in parts]),
-                  obj_offsets=_offsets_after([p["obj_offsets"] for p in parts]), descs=desc_blob,
+                  obj_offsets=_offsets_after([p["obj_offsets"] for p in parts]),
+                  point_starts=_offsets_after([p["point_starts"] for p in parts]), descs=desc_blob,
                   desc_offsets=desc_offsets, base_dir=parts[0]["base_dir"],
                   desc_ids=np.concatenate([np.array([index[d] for d in names], dtype=np.int32)[p["desc_ids"]]
                                            if len(p["desc_ids"]) else p["desc_ids"]
@@ -153,20 +159,15 @@ class RecordTable(Sequence[Record]):
     """The valid records of one file, kept as numpy columns; a `Record` is made when one is asked for.
 
     Training asks for each record when the dataloader builds its row, so a run holds the columns, not a
-    Python object per record.
+    Python object per record. The columns may be memory-mapped files (a stored verdict): nothing here
+    copies a whole column, so the processes of a node share one copy in the page cache.
     """
 
     def __init__(self, columns: dict[str, np.ndarray], file: str):
         self._columns = columns
         self._file = file
-        self._base_dir = columns["base_dir"].tobytes().decode("utf-8")
-        self._images = columns["images"].tobytes()
-        self._summaries = columns["summaries"].tobytes()
-        self._descs = _unblob(columns["descs"], columns["desc_offsets"])
-        # Where each record's coordinates start: one offset per record, not per object.
-        values = _SIZES[columns["kinds"]] if len(columns["kinds"]) else np.zeros(0, dtype=np.int64)
-        ends = np.concatenate([[0], np.cumsum(values)])
-        self._point_starts = ends[columns["obj_offsets"]]
+        self._base_dir = bytes(columns["base_dir"]).decode("utf-8")
+        self._descs = _unblob(columns["descs"], columns["desc_offsets"])  # the distinct descriptions only
 
     @property
     def columns(self) -> dict[str, np.ndarray]:
@@ -191,17 +192,16 @@ class RecordTable(Sequence[Record]):
         first, last = int(obj_offsets[i]), int(obj_offsets[i + 1])
         kinds = c["kinds"][first:last].tolist()
         descs = c["desc_ids"][first:last].tolist()
-        start = int(self._point_starts[i])
-        values = c["points"][start:int(self._point_starts[i + 1])].tolist()
+        values = c["points"][int(c["point_starts"][i]):int(c["point_starts"][i + 1])].tolist()
         objects, pos = [], 0
         for kind, desc in zip(kinds, descs, strict=True):
             size = POINTS_PER_KIND[GEOMETRY_KINDS[kind]]
             objects.append(GroundingObject(kind=GEOMETRY_KINDS[kind], points=tuple(values[pos:pos + size]),
                                            desc=self._descs[desc]))
             pos += size
-        summary = (self._summaries[summary_offsets[i]:summary_offsets[i + 1]].decode("utf-8")
+        summary = (bytes(c["summaries"][summary_offsets[i]:summary_offsets[i + 1]]).decode("utf-8")
                    if c["has_summary"][i] else None)
-        image = self._images[image_offsets[i]:image_offsets[i + 1]].decode("utf-8")
+        image = bytes(c["images"][image_offsets[i]:image_offsets[i + 1]]).decode("utf-8")
         return Record(image=os.path.normpath(os.path.join(self._base_dir, image)),
                       width=int(c["width"][i]), height=int(c["height"][i]), objects=tuple(objects), summary=summary,
                       source=SourceRef(file=self._file, line=int(c["lines"][i])), clamped=int(c["clamped"][i]))

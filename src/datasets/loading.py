@@ -112,6 +112,9 @@ def validated_records(path: str | Path, *, check_image: ImageCheck = "header", s
         records, problems = validate_file(file, check_image=check_image, track=track)
     if store is not None:
         store.put(path, options, Verdict(records=records, problems=problems))
+        stored = store.get(path, options)  # memory-mapped: this process too shares the node's one copy
+        if stored is not None:
+            records = stored.records
     return records, problems, False
 
 

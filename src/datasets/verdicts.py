@@ -8,9 +8,11 @@ change the verdict (how far images are checked). A changed file, rule or option 
 again. Image files are checked when the verdict is made; an image replaced afterwards is caught when
 training reads it (the error names its record) or by forcing a full pass (`revalidate`).
 
-The store lives in `$GROUNDING_CACHE_DIR` (default `~/.cache/qwen3vl-grounding/verdicts`), one `.npz`
-per verdict: records as numpy columns (src/datasets/columns.py) and the problems as JSON. Writes go to a
-temporary name and are renamed into place, so several processes may share the store.
+The store lives in `$GROUNDING_CACHE_DIR` (default `~/.cache/qwen3vl-grounding/verdicts`), one folder
+per verdict: the records' numpy columns (src/datasets/columns.py) one `.npy` each, read back
+memory-mapped (the ranks of a node share one copy in the page cache), and the problems as JSON. A
+verdict is written into a temporary folder and renamed into place, so several processes may share the
+store.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from src.datasets.columns import RecordTable, record_columns
+from src.datasets.columns import COLUMNS, RecordTable, record_columns
 from src.datasets.contract import NO_VALUE, Problem, Record
 
-CONTRACT_VERSION = 2  # 2: image paths stored as written, relative to the file's folder
+CONTRACT_VERSION = 3  # 3: one folder of .npy columns per verdict, memory-mapped when read
 CACHE_ENV = "GROUNDING_CACHE_DIR"
 _EDGE_BYTES = 1 << 20
 
@@ -78,24 +81,26 @@ def _problem(d: dict[str, Any], file: str) -> Problem:
 
 
 class VerdictStore:
-    """Verdicts on JSONL files, one `.npz` each under `root` (see the module docstring)."""
+    """Verdicts on JSONL files, one folder each under `root` (see the module docstring)."""
 
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root is not None else default_store_dir()
 
     def _path(self, key: str) -> Path:
-        return self.root / f"{key}.npz"
+        return self.root / f"{key}.verdict"
 
     def get(self, path: str | os.PathLike[str], options: dict[str, Any]) -> Verdict | None:
-        """The stored verdict on `path` as it is now, or None (never validated so, or changed since)."""
-        stored = self._path(file_key(path, options))
-        if not stored.is_file():
+        """The stored verdict on `path` as it is now, or None (never validated so, or changed since). Its
+        records are memory-mapped: reading them costs page cache, shared by every process of the node."""
+        return self._read(self._path(file_key(path, options)), str(Path(path).resolve()))
+
+    @staticmethod
+    def _read(stored: Path, file: str) -> Verdict | None:
+        if not stored.is_dir():
             return None
-        file = str(Path(path).resolve())
         try:
-            with np.load(stored, allow_pickle=False) as data:
-                columns = {k: data[k] for k in data.files if k != "problems"}
-                problems = json.loads(data["problems"].tobytes().decode("utf-8"))
+            columns = {name: np.load(stored / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in COLUMNS}
+            problems = json.loads((stored / "problems.json").read_text(encoding="utf-8"))
         except (OSError, ValueError, KeyError):
             return None  # a damaged entry is a miss: validate again and replace it
         return Verdict(records=RecordTable(columns, file), problems=[_problem(p, file) for p in problems])
@@ -104,11 +109,20 @@ class VerdictStore:
         """Store `verdict` on `path` (as it is now) under `options`; return the entry's path."""
         self.root.mkdir(parents=True, exist_ok=True)
         target = self._path(file_key(path, options))
-        columns = dict(record_columns(verdict.records))
-        problems = json.dumps([_problem_json(p) for p in verdict.problems], ensure_ascii=False).encode("utf-8")
-        columns["problems"] = np.frombuffer(problems, dtype=np.uint8)
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **columns)
-        os.replace(tmp, target)  # atomic: a reader sees the old entry or the whole new one
+        columns = record_columns(verdict.records)
+        tmp = Path(tempfile.mkdtemp(dir=self.root, suffix=".tmp"))
+        for name in COLUMNS:
+            np.save(tmp / f"{name}.npy", np.asarray(columns[name]), allow_pickle=False)
+        (tmp / "problems.json").write_text(json.dumps([_problem_json(p) for p in verdict.problems],
+                                                      ensure_ascii=False), encoding="utf-8")
+        try:
+            os.rename(tmp, target)  # atomic: a reader sees no entry or the whole new one
+        except OSError:  # an entry is there: another process's (keep it) or a damaged one (replace it)
+            if self._read(target, str(path)) is None:
+                damaged = Path(tempfile.mkdtemp(dir=self.root, suffix=".damaged"))
+                os.replace(target, damaged)
+                os.rename(tmp, target)
+                shutil.rmtree(damaged, ignore_errors=True)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
         return target

@@ -9,11 +9,14 @@ predictions, so a second demo never overwrites the first.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
+
+from src.tiny_model.model import BUILDER_VERSION, MARKER_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIGS = REPO / "configs" / "demo"
@@ -32,8 +35,11 @@ def _write_stage_config(path: Path, extends: Path, overrides: str) -> Path:
 
 
 def ensure_assets(assets: Path, n_records: int) -> None:
-    """Build the tiny model and the synthetic data sets into `assets` unless they are already there."""
-    if not (assets / "tiny_model" / "tiny_model.json").is_file():
+    """Build the tiny model and the synthetic data sets into `assets` unless they are already there (a tiny
+    model from an older builder is built again)."""
+    marker = assets / "tiny_model" / MARKER_FILE
+    built = json.loads(marker.read_text()).get("builder_version") if marker.is_file() else None
+    if built != BUILDER_VERSION:
         _run("tiny model", ["-m", "src.tiny_model", "--out", str(assets / "tiny_model"), "--overwrite"])
     if not (assets / "data" / "train.jsonl").is_file():
         _run("synthetic data", ["-m", "src.datasets", "synth", "--out", str(assets / "data"), "--n",

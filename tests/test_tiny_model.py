@@ -115,6 +115,45 @@ def test_tokenizer_round_trips_json_and_text(model_dir: Path) -> None:
     assert tok.decode(with_eos, skip_special_tokens=True) == GROUNDING_ANSWER
 
 
+def _tiktoken_bpe(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
+    """tiktoken's own algorithm, written out: merge the adjacent pair whose concatenation ranks lowest."""
+    parts = [piece[i:i + 1] for i in range(len(piece))]
+    while len(parts) > 1:
+        pairs = [(ranks.get(parts[i] + parts[i + 1], float("inf")), i) for i in range(len(parts) - 1)]
+        rank, i = min(pairs)
+        if rank == float("inf"):
+            break
+        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+    return [ranks[part] for part in parts]
+
+
+QWEN_TEXTS = (GROUNDING_ANSWER, '[{"quad": [10, 20, 30, 20, 30, 40, 10, 40], "label": "text: 出口 ✓"}]',
+              "Locate every object in the image.", "größer Hund, 标签, sign ✓ 😀", "  two  spaces\n\nand lines\r\n")
+
+
+def test_the_tokenizer_gives_qwens_ids(model_dir: Path) -> None:
+    """The ids the real Qwen3-VL tokenizer gives: the ones the issue checked against it, the single printable
+    ASCII bytes at ranks 0..93 (Qwen's vocabulary starts with them, "!" first), and for any text what
+    tiktoken's algorithm gives with Qwen's ranks after Qwen2's pre-tokenizer."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    from src.tiny_model.tokenizer import qwen_tiktoken_path, read_tiktoken
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    known = {"user": [872], "assistant": [77091], "system": [8948], "\n": [198], "Hello": [9707], " world": [1879]}
+    assert {text: tok.encode(text) for text in known} == known
+    assert all(tok.encode(chr(c)) == [c - 33] for c in range(33, 127))
+    assert tok.encode("<|im_start|>user\n") == [151644, 872, 198]
+    ranks = read_tiktoken(qwen_tiktoken_path())
+    assert len(ranks) == 151643 and len(tok) == 151669
+    to_byte = {char: byte for byte, char in bytes_to_unicode().items()}
+    for text in QWEN_TEXTS:
+        pieces = [bytes(to_byte[c] for c in piece) for piece, _ in
+                  tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)]
+        assert tok.encode(text) == [i for piece in pieces for i in _tiktoken_bpe(piece, ranks)], text
+        assert tok.decode(tok.encode(text)) == text
+
+
 def test_chat_template(processor) -> None:
     messages = [
         {"role": "system", "content": "You are a helpful assistant."},

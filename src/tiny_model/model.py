@@ -32,7 +32,7 @@ from transformers import (
 
 from src.tiny_model.tokenizer import QWEN3_VL_CHAT_TEMPLATE, build_tokenizer
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: Qwen's own vocabulary (was a small BPE trained on a built-in corpus)
 MARKER_FILE = "tiny_model.json"
 VOCAB_SIZE = 151936
 IMAGE_TOKEN_ID = 151655

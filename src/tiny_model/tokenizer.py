@@ -1,33 +1,36 @@
-"""Offline stand-in for the Qwen3-VL tokenizer and chat template.
+"""The tiny model's tokenizer: Qwen's own vocabulary, offline.
 
-No installed package ships Qwen's 151k-token vocabulary, so the tiny test model gets a
-byte-level BPE trained in a few milliseconds on a built-in corpus. What downstream code relies
-on is kept identical to the real tokenizer: Qwen2's pre-tokenizer (digits split one by one),
-the 26 Qwen special/added tokens at their real ids (ms-swift's Qwen3-VL template hard-codes
-151655/151656), eos ``<|im_end|>``, pad ``<|endoftext|>``, no bos, and the Qwen3-VL-Instruct
-chat template.
+Qwen's 151,643 byte-level BPE ranks ship in the `dashscope` package (Apache-2.0, on the package index)
+as `dashscope/resources/qwen.tiktoken`. They are turned into a Qwen2 fast tokenizer here, as transformers
+converts any tiktoken vocabulary (`TikTokenConverter`): each token's bytes in GPT-2's byte-to-unicode
+alphabet, and for each token every split into two tokens as a merge ranked by the token, so byte-pair
+merging picks what tiktoken picks. Added to it: Qwen2's pre-tokenizer (digits split one by one), the 26
+Qwen special/added tokens at their real ids (ms-swift's Qwen3-VL template hard-codes 151655/151656), eos
+``<|im_end|>``, pad ``<|endoftext|>``, no bos, and the Qwen3-VL-Instruct chat template. So token counts,
+lengths over `max_length` and the token sequences of coordinates and labels are those a real Qwen3-VL
+sees.
 """
 
 from __future__ import annotations
 
-import json
+import base64
+import functools
 from pathlib import Path
 
 from src.config.offline import apply_offline_env
 
 apply_offline_env()  # before the first transformers import in the process
 
-from tokenizers import (
-    AddedToken,
-    Regex,
-    Tokenizer,
-    normalizers,
-    pre_tokenizers,
-    trainers,
-)
-from tokenizers.models import BPE
+from tokenizers import AddedToken
 from transformers import Qwen2Tokenizer
-from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+QWEN_TIKTOKEN_PACKAGE = "dashscope==1.27.8"  # the last release line shipping resources/qwen.tiktoken
+
+
+class VocabularyMissing(RuntimeError):
+    """Qwen's vocabulary file is not installed here."""
+
 
 # (id, content, special) exactly as in Qwen3-VL's tokenizer; the `special` flag decides
 # whether `decode(skip_special_tokens=True)` drops the token.
@@ -63,126 +66,75 @@ FIRST_ADDED_ID = QWEN_ADDED_TOKENS[0][0]
 EOS_TOKEN = "<|im_end|>"
 PAD_TOKEN = "<|endoftext|>"
 MODEL_MAX_LENGTH = 262144  # Qwen3-VL's published value
-BPE_VOCAB_SIZE = 1200
 
 # Verbatim chat template of Qwen3-VL-*-Instruct: no default system prompt, images as
 # <|vision_start|><|image_pad|><|vision_end|>, Hermes-style tool calls, generation prompt.
 QWEN3_VL_CHAT_TEMPLATE = (Path(__file__).with_name("chat_template.jinja")).read_text(encoding="utf-8")
 
-_COLOURS = (
-    "red",
-    "green",
-    "blue",
-    "yellow",
-    "orange",
-    "purple",
-    "pink",
-    "black",
-    "white",
-    "gray",
-    "grey",
-    "brown",
-    "cyan",
-    "magenta",
-    "gold",
-    "silver",
-)
-_SHAPES = (
-    "circle",
-    "square",
-    "triangle",
-    "rectangle",
-    "star",
-    "hexagon",
-    "pentagon",
-    "ellipse",
-    "oval",
-    "diamond",
-    "cross",
-    "line",
-    "arrow",
-    "heart",
-    "ring",
-    "dot",
-    "polygon",
-    "trapezoid",
-)
-_SENTENCES = (
-    "You are a helpful assistant.",
-    "Find all objects in the image and output their bounding boxes as JSON.",
-    "Locate every shape in the picture. Report bbox_2d and label for each one.",
-    "Detect the red circle and the blue square. Return an empty list if there is nothing.",
-    "Describe this image. What is in the picture? How many shapes are there?",
-    "The quick brown fox jumps over the lazy dog near the small green house.",
-    "There is a large yellow star on the left and a small purple triangle on the right.",
-    "Output the coordinates of the top left and bottom right corners, from 0 to 1000.",
-    "Please answer with a single word: yes or no. The answer is no, it is not there.",
-    "This is a test of the tokenizer with some English words, numbers 0 1 2 3 4 5 6 7 8 9 and punctuation!",
-    "System user assistant tool function name arguments call response think",
-    "above below inside outside next to behind in front of between near far top bottom left right center",
-)
+def qwen_tiktoken_path() -> Path:
+    """Where `qwen.tiktoken` is installed; raises VocabularyMissing naming the package to install."""
+    from importlib import resources
+    from importlib.util import find_spec
+
+    missing = VocabularyMissing(f"the tiny model's tokenizer is Qwen's own vocabulary, read from the dashscope "
+                                f"package's resources/qwen.tiktoken: pip install '{QWEN_TIKTOKEN_PACKAGE}' (in the "
+                                f"project's dev extra; later dashscope releases no longer ship the file)")
+    if find_spec("dashscope") is None:
+        raise missing
+    path = Path(str(resources.files("dashscope") / "resources" / "qwen.tiktoken"))
+    if not path.is_file():
+        raise missing
+    return path
 
 
-def training_corpus() -> list[str]:
-    """Return the fixed training corpus; identical on every call so the BPE is reproducible."""
-    lines = list(_SENTENCES)
-    for i, colour in enumerate(_COLOURS):
-        for j, shape in enumerate(_SHAPES):
-            x1, y1 = (i * 61 + j * 17) % 900, (i * 29 + j * 43) % 900
-            x2, y2 = x1 + 10 + (i * 7 + j) % 90, y1 + 10 + (j * 11 + i) % 90
-            box = {"bbox_2d": [x1, y1, x2, y2], "label": f"{colour} {shape}"}
-            lines.append(json.dumps([box]))
-            lines.append(f"a {colour} {shape} at ({x1},{y1}),({x2},{y2})")
-    lines.append('[{"bbox_2d": [12, 34, 56, 78], "label": "red circle"}]')
-    lines.append("[]")
-    return lines
+def read_tiktoken(path: Path) -> dict[bytes, int]:
+    """The ranks of a `.tiktoken` file: one `base64(token bytes) rank` per line."""
+    ranks = {}
+    for line in path.read_bytes().splitlines():
+        if line.strip():
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
 
 
-def _train_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    tok = Tokenizer(BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
-    # Same normalizer / pre-tokenizer as Qwen2Tokenizer rebuilds on load, so the merges learnt
-    # here are the merges it will apply.
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(
-                Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False
-            ),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    trainer = trainers.BpeTrainer(
-        vocab_size=BPE_VOCAB_SIZE,
-        min_frequency=2,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=[],
-    )
-    tok.train_from_iterator(training_corpus(), trainer=trainer)
-    model = json.loads(tok.to_str())["model"]
-    merges = [
-        tuple(m) if isinstance(m, list) else tuple(m.split(" "))
-        for m in model["merges"]
-    ]
-    return dict(model["vocab"]), merges
+def vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A byte-level BPE vocabulary and merges that encode as tiktoken does with `ranks` (pure; the way
+    transformers' `TikTokenConverter` does it): every split of a token into two tokens is a merge, ranked by
+    the token it makes."""
+    alphabet = bytes_to_unicode()
+
+    def text(token: bytes) -> str:
+        return "".join(alphabet[byte] for byte in token)
+
+    merges = []
+    for token, rank in ranks.items():
+        splits = [(token[:i], token[i:]) for i in range(1, len(token)) if token[:i] in ranks and token[i:] in ranks]
+        splits.sort(key=lambda pair: (ranks[pair[0]], ranks[pair[1]]))
+        merges += [(left, right, rank) for left, right in splits]
+    merges.sort(key=lambda merge: merge[2])
+    return {text(token): rank for token, rank in ranks.items()}, [(text(a), text(b)) for a, b, _ in merges]
+
+
+@functools.lru_cache(maxsize=1)
+def _qwen_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    return vocab_and_merges(read_tiktoken(qwen_tiktoken_path()))  # about 2 s: once per process
 
 
 def build_tokenizer() -> Qwen2Tokenizer:
-    """Train and return the tiny Qwen2Tokenizer (in memory; call ``save_pretrained`` to persist).
+    """Qwen's tokenizer, built from `qwen.tiktoken` (in memory; call ``save_pretrained`` to persist).
 
-    Promises: byte-level BPE with Qwen2's pre-tokenizer; ``convert_tokens_to_ids`` gives every
-    token of ``QWEN_ADDED_TOKENS`` its real Qwen id, also after a save/reload round trip;
-    eos ``<|im_end|>``, pad ``<|endoftext|>``, no bos/unk; the Qwen3-VL-Instruct chat template;
-    ``decode(encode(text)) == text`` for ordinary text and JSON. Same output on every call.
+    Promises: Qwen's byte-level BPE and Qwen2's pre-tokenizer, so text gets the ids the real Qwen3-VL
+    tokenizer gives; ``convert_tokens_to_ids`` gives every token of ``QWEN_ADDED_TOKENS`` its real Qwen
+    id, also after a save/reload round trip; eos ``<|im_end|>``, pad ``<|endoftext|>``, no bos/unk; the
+    Qwen3-VL-Instruct chat template; ``decode(encode(text)) == text``. Same output on every call. Raises
+    VocabularyMissing when the vocabulary file is not installed.
     """
-    vocab, merges = _train_bpe()
-    if sorted(vocab.values()) != list(range(len(vocab))):
-        raise RuntimeError("trained BPE vocabulary is not contiguous")
-    # Unused filler entries close the gap up to the real special-token ids; merges never
-    # produce them. The added tokens themselves also go into the base vocabulary, so their ids
-    # do not depend on the order in which transformers re-adds them at load time.
-    for i in range(len(vocab), FIRST_ADDED_ID):
-        vocab[f"<|unused_{i}|>"] = i
+    vocab, merges = _qwen_vocab_and_merges()
+    vocab = dict(vocab)
+    if sorted(vocab.values()) != list(range(FIRST_ADDED_ID)):
+        raise RuntimeError(f"Qwen's vocabulary should hold ranks 0..{FIRST_ADDED_ID - 1}, got {len(vocab)} entries")
+    # The added tokens also go into the base vocabulary, so their ids do not depend on the order in
+    # which transformers re-adds them at load time.
     for token_id, content, _special in QWEN_ADDED_TOKENS:
         vocab[content] = token_id
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 import textwrap
@@ -516,3 +517,17 @@ def test_liger_kernel_is_refused_without_its_package_and_on_cpu(tree, monkeypatc
     assert load_project_config(tree({"training": {"use_liger_kernel": True, "use_cpu": False}}).config)
     with pytest.raises(ConfigError, match="needs a GPU"):
         load_project_config(tree({"training": {"use_liger_kernel": True}}).config)  # the tree is on CPU
+
+
+def test_a_model_directory_of_another_family_is_refused_before_it_loads(tree):
+    t = tree()
+    (t.model / "config.json").write_text(json.dumps({"model_type": "qwen3_vl_moe"}), encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_project_config(t.config)
+    assert (f"`model.model_type` = 'qwen3_vl', but {t.model / 'config.json'} says model_type 'qwen3_vl_moe': set "
+            f"`model.model_type: qwen3_vl_moe`") in str(err.value)
+    (t.model / "config.json").write_text(json.dumps({"model_type": "llava"}), encoding="utf-8")
+    with pytest.raises(ConfigError, match="point `model.model` at a model of that family"):
+        load_project_config(t.config)
+    (t.model / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}), encoding="utf-8")
+    assert load_project_config(t.config).swift["model_type"] == "qwen3_vl"

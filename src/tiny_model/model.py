@@ -26,6 +26,8 @@ from transformers import (
     Qwen2VLImageProcessor,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
+    Qwen3VLMoeConfig,
+    Qwen3VLMoeForConditionalGeneration,
     Qwen3VLProcessor,
     Qwen3VLVideoProcessor,
 )
@@ -89,11 +91,26 @@ SIZES: dict[str, dict[str, dict]] = {
 _MROPE_SECTION = {16: [4, 2, 2], 128: [24, 20, 20]}
 
 
-def tiny_config(size: str = "tiny") -> Qwen3VLConfig:
+# The Qwen3-VL families the builder makes: (config class, model class, text-config keys added to the dense one).
+# The MoE's experts are few and small, routed top-2; every decoder layer is sparse, as in Qwen3-VL-30B-A3B.
+ARCHS: dict[str, tuple[type, type, dict]] = {
+    "qwen3_vl": (Qwen3VLConfig, Qwen3VLForConditionalGeneration, {}),
+    "qwen3_vl_moe": (Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration,
+                     {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+                      "decoder_sparse_step": 1, "mlp_only_layers": []}),
+}
+
+
+def tiny_config(size: str = "tiny", arch: str = "qwen3_vl") -> Qwen3VLConfig | Qwen3VLMoeConfig:
     """Return a Qwen3-VL config: real vocab and token ids, bf16, tied embeddings; toy widths for "tiny",
-    the published dimensions for "2b" and "4b". Raises KeyError naming the sizes for another value."""
+    the published dimensions for "2b" and "4b" (dense only). `arch` "qwen3_vl_moe" gives the MoE family
+    (`ARCHS`). Raises KeyError naming the valid values for another size or arch."""
     if size not in SIZES:
         raise KeyError(f"unknown size {size!r}; valid: {', '.join(SIZES)}")
+    if arch not in ARCHS or (arch != "qwen3_vl" and size != "tiny"):
+        valid = ", ".join(ARCHS) if arch not in ARCHS else f"size tiny for {arch}"
+        raise KeyError(f"unknown arch {arch!r} for size {size!r}; valid: {valid}")
+    config_class, model_class, moe_keys = ARCHS[arch]
     text_config = {
         "vocab_size": VOCAB_SIZE,
         "hidden_size": 64,
@@ -119,7 +136,7 @@ def tiny_config(size: str = "tiny") -> Qwen3VLConfig:
         "pad_token_id": PAD_TOKEN_ID,
         "dtype": "bfloat16",
     }
-    text_config.update(SIZES[size]["text"])
+    text_config.update(SIZES[size]["text"], **moe_keys)
     text_config["rope_parameters"]["mrope_section"] = _MROPE_SECTION[text_config["head_dim"]]
     vision_config = {
         "depth": 2,
@@ -139,7 +156,7 @@ def tiny_config(size: str = "tiny") -> Qwen3VLConfig:
         "dtype": "bfloat16",
     }
     vision_config.update(SIZES[size]["vision"])
-    config = Qwen3VLConfig(
+    config = config_class(
         text_config=text_config,
         vision_config=vision_config,
         image_token_id=IMAGE_TOKEN_ID,
@@ -148,7 +165,7 @@ def tiny_config(size: str = "tiny") -> Qwen3VLConfig:
         vision_end_token_id=VISION_END_TOKEN_ID,
         tie_word_embeddings=True,
     )
-    config.architectures = ["Qwen3VLForConditionalGeneration"]
+    config.architectures = [model_class.__name__]
     config.dtype = torch.bfloat16
     return config
 
@@ -175,11 +192,11 @@ def _build_processor() -> Qwen3VLProcessor:
     )
 
 
-def _build_model(seed: int, size: str = "tiny") -> Qwen3VLForConditionalGeneration:
+def _build_model(seed: int, size: str = "tiny", arch: str = "qwen3_vl"):
     torch.manual_seed(seed)
     # fp32 init on CPU, then one cast: the same seed gives the same bits on every machine.
     with torch.device("cpu"):
-        model = Qwen3VLForConditionalGeneration(tiny_config(size))
+        model = ARCHS[arch][1](tiny_config(size, arch))
     model = model.to(torch.bfloat16)
     model.generation_config = GenerationConfig(
         bos_token_id=PAD_TOKEN_ID,
@@ -202,7 +219,8 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
         )
 
 
-def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False, size: str = "tiny") -> Path:
+def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False, size: str = "tiny",
+                     arch: str = "qwen3_vl") -> Path:
     """Write the tiny Qwen3-VL model directory and return its resolved path.
 
     Promises: ``out_dir`` then holds config.json, model.safetensors (bf16), generation_config.json,
@@ -212,7 +230,8 @@ def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False, size
     the network. Raises ``OutputDirNotEmptyError`` (a ``FileExistsError``) if ``out_dir`` has
     content and ``overwrite`` is false; with ``overwrite`` the files a build writes are replaced
     and other files in the directory are kept. Files appear only once the whole build succeeded.
-    ``size`` "2b"/"4b" gives the published Qwen3-VL dimensions with random weights (for GPU speed checks).
+    ``size`` "2b"/"4b" gives the published Qwen3-VL dimensions with random weights (for GPU speed checks);
+    ``arch`` "qwen3_vl_moe" the MoE family (config.json then says ``model_type: qwen3_vl_moe``).
     """
     out_dir = Path(out_dir).expanduser().resolve()
     _check_out_dir(out_dir, overwrite)
@@ -224,12 +243,13 @@ def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False, size
     ) as tmp:
         staging = Path(tmp)
         _build_processor().save_pretrained(staging)
-        _build_model(seed, size).save_pretrained(staging)
+        _build_model(seed, size, arch).save_pretrained(staging)
         marker = {
             "builder": "src.tiny_model",
             "builder_version": BUILDER_VERSION,
             "seed": seed,
             **({"size": size} if size != "tiny" else {}),
+            **({"arch": arch} if arch != "qwen3_vl" else {}),
         }
         (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
 
@@ -266,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
                         help="tiny (default, ~10 M parameters) or the published 2b/4b dimensions, random weights")
+    parser.add_argument("--arch", choices=sorted(ARCHS), default="qwen3_vl",
+                        help="qwen3_vl (dense, default) or qwen3_vl_moe (4 experts, top-2 routing; size tiny)")
     return parser
 
 
@@ -276,8 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        path = build_tiny_model(args.out, seed=args.seed, overwrite=args.overwrite, size=args.size)
-    except OutputDirNotEmptyError as exc:
+        path = build_tiny_model(args.out, seed=args.seed, overwrite=args.overwrite, size=args.size,
+                                arch=args.arch)
+    except (OutputDirNotEmptyError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(path)

@@ -1,4 +1,5 @@
-"""Every shipped recipe trains exactly the parameters it says, on the tiny model, with the real ms-swift.
+"""Every shipped recipe trains exactly the parameters it says, on the tiny model (dense and MoE), with the
+real ms-swift. On the MoE, `lora:llm` is the attention projections only (tests/test_tiny_moe.py says why).
 
 Groups: llm (model.language_model, lm_head), vit (model.visual blocks, patch/pos embeddings),
 merger (model.visual.merger), deepstack (model.visual.deepstack_merger_list), and lora:<group> for
@@ -50,19 +51,21 @@ def workspace(tmp_path_factory):
     apply_offline_env()
     root = tmp_path_factory.mktemp("recipes")
     build_tiny_model(root / "model")
+    build_tiny_model(root / "model_moe", arch="qwen3_vl_moe")
     write_synthetic_dataset(root / "data", n=6)
     return root
 
 
-def train(workspace: Path, name: str, recipe: str, extra: str = ""):
+def train(workspace: Path, name: str, recipe: str, extra: str = "", arch: str = "qwen3_vl"):
     from swift import SftArguments
 
     from src.training.pipeline import GroundingSft
 
     config = workspace / f"{name}.yaml"
+    model = ("model:\n  model: ./model\n" if arch == "qwen3_vl"
+             else f"model:\n  model: ./model_moe\n  model_type: {arch}\n")
     config.write_text(
-        f"extends: [{REPO / 'configs' / recipe}, {REPO / 'configs' / 'cpu.yaml'}]\n"
-        "model:\n  model: ./model\n"
+        f"extends: [{REPO / 'configs' / recipe}, {REPO / 'configs' / 'cpu.yaml'}]\n{model}"
         "custom:\n  train_jsonl: data/train.jsonl\n  health_check_samples: 1\n"
         f"training:\n  output_dir: ./{name}\n  max_steps: 2\n  learning_rate: 1.0e-2\n  eval_strategy: 'no'\n"
         f"  save_strategy: steps\n  save_steps: 2\n{extra}")
@@ -94,10 +97,12 @@ RECIPES = [
 ]
 
 
+@pytest.mark.parametrize("arch", ["qwen3_vl", "qwen3_vl_moe"])
 @pytest.mark.parametrize(("recipe", "expected"), RECIPES, ids=[r for r, _ in RECIPES])
-def test_recipe_trains_exactly_its_groups_and_nothing_else_moves(workspace, recipe, expected):
-    original = load_file(str(workspace / "model" / "model.safetensors"))
-    model, result = train(workspace, recipe.removesuffix(".yaml"), recipe)
+def test_recipe_trains_exactly_its_groups_and_nothing_else_moves(workspace, recipe, expected, arch):
+    model_dir = workspace / ("model" if arch == "qwen3_vl" else "model_moe")
+    original = load_file(str(model_dir / "model.safetensors"))
+    model, result = train(workspace, f"{recipe.removesuffix('.yaml')}-{arch}", recipe, arch=arch)
     assert trainable_groups(model) == expected
     assert_frozen_unchanged(model, original)
     moved = [n for n, p in model.named_parameters() if p.requires_grad and "lora_A" not in n

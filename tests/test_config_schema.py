@@ -531,3 +531,16 @@ def test_a_model_directory_of_another_family_is_refused_before_it_loads(tree):
         load_project_config(t.config)
     (t.model / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}), encoding="utf-8")
     assert load_project_config(t.config).swift["model_type"] == "qwen3_vl"
+
+
+@pytest.mark.parametrize(("model_type", "message"), [
+    ("qwen2_5_vl", "`model.model_type` = 'qwen2_5_vl' is refused: Qwen2.5-VL writes boxes in pixels of the image "
+                   "as its processor resized it"),
+    ("llava", "`model.model_type` = 'llava' is not a family this project trains; valid: qwen3_vl, qwen3_vl_moe, "
+              "qwen3_5, qwen3_5_moe"),
+])
+def test_a_family_the_project_does_not_train_is_refused(tree, model_type, message):
+    t = tree({"model": {"model_type": model_type}})
+    with pytest.raises(ConfigError) as err:
+        load_project_config(t.config)
+    assert message in str(err.value)

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from .errors import ConfigError
+from .families import FAMILIES
 from .jsonl import jsonl_files
 from .prompts import PROMPT_SCHEMES
 from .schema import ProjectConfig
@@ -74,16 +75,24 @@ def _existing_path_problems(cfg: ProjectConfig) -> list[str]:
     return problems
 
 
-# ms-swift model_type -> the `model_type` in a model directory's config.json, for the families the project
-# trains (a directory of another family under one of these types fails late, inside ms-swift, otherwise).
-MODEL_DIR_TYPES = {"qwen3_vl": "qwen3_vl", "qwen3_vl_moe": "qwen3_vl_moe", "qwen3_5": "qwen3_5",
-                   "qwen3_5_moe": "qwen3_5_moe", "qwen2_5_vl": "qwen2_5_vl"}
+def _family_problems(cfg: ProjectConfig) -> list[str]:
+    """`model.model_type` names a family of FAMILIES the project trains (src/config/families.py)."""
+    model_type = cfg.swift.get("model_type")
+    family = FAMILIES.get(model_type or "")
+    trained = ", ".join(name for name, f in FAMILIES.items() if f.trained)
+    if family is None:
+        return [f"{_where(cfg, 'model.model_type')}`model.model_type` = {model_type!r} is not a family this "
+                f"project trains; valid: {trained}"]
+    if not family.trained:
+        return [f"{_where(cfg, 'model.model_type')}`model.model_type` = {model_type!r} is refused: "
+                f"{family.refusal}; valid: {trained}"]
+    return []
 
 
 def _model_type_problems(cfg: ProjectConfig) -> list[str]:
     """`model.model_type` against the model directory's own config.json, before any model loads."""
     model_type, model = cfg.swift.get("model_type"), cfg.swift.get("model")
-    expected = MODEL_DIR_TYPES.get(model_type or "")
+    expected = model_type if model_type in FAMILIES else None
     config_file = Path(model or "") / "config.json"
     if expected is None or not model or not config_file.is_file():
         return []
@@ -93,7 +102,7 @@ def _model_type_problems(cfg: ProjectConfig) -> list[str]:
         return [f"{_where(cfg, 'model.model')}`model.model` = {model}: its config.json is not a JSON object"]
     if found is None or found == expected:
         return []
-    known = [t for t, d in MODEL_DIR_TYPES.items() if d == found]
+    known = [t for t in FAMILIES if t == found]
     fix = f"set `model.model_type: {known[0]}`" if known else "point `model.model` at a model of that family"
     return [f"{_where(cfg, 'model.model_type')}`model.model_type` = {model_type!r}, but {config_file} says "
             f"model_type {found!r}: {fix}"]
@@ -242,7 +251,8 @@ def check_rules(cfg: ProjectConfig, *, check_paths: bool = True) -> None:
     templates whose model path the user fills in).
     """
     problems = [*_offline_problems(cfg), *_length_problems(cfg), *_prompt_problems(cfg), *_custom_problems(cfg),
-                *_packing_problems(cfg), *_deepspeed_problems(cfg), *_liger_problems(cfg), *_eval_problems(cfg)]
+                *_packing_problems(cfg), *_deepspeed_problems(cfg), *_liger_problems(cfg), *_eval_problems(cfg),
+                *_family_problems(cfg)]
     if check_paths:
         problems += _existing_path_problems(cfg) + _model_type_problems(cfg)
     if problems:

@@ -16,7 +16,7 @@ from .contract import ImageCheck, Problem, Record
 from .validation import byte_ranges, numbered_range, validate_file, validate_lines
 from .verdicts import Verdict, VerdictStore
 
-PARALLEL_MIN_BYTES = 2 << 20  # smaller files validate faster in one process than workers start
+PARALLEL_MIN_BYTES = 8 << 20  # smaller files validate faster in one process than workers start
 WORKERS_ENV = "GROUNDING_VALIDATION_WORKERS"
 
 
@@ -96,7 +96,7 @@ def validated_records(path: str | Path, *, check_image: ImageCheck = "header", s
 
     With a store, an unchanged file's stored verdict is reused (unless `revalidate`), and a fresh
     verdict is stored for the next run (src/datasets/verdicts.py). A file of `parallel_min_bytes` or
-    more is validated by `workers` processes (default: every core), in chunks of lines, with the
+    more is validated by `workers` processes (default: every core), each reading byte ranges of it, with the
     result one process gives. The records are a `RecordTable` (numpy columns) either way.
     """
     options = {"check_image": check_image}

@@ -66,17 +66,25 @@ def test_metrics_are_logged_like_the_loss_and_never_change_the_training(mp_works
     assert not (without / "eval_predictions").exists()
 
 
+START = {"training": {"eval_on_start": True, "max_steps": 1, "save_strategy": "no"}}
+
+
+@pytest.fixture(scope="module")
+def one_process(mp_workspace, tmp_path_factory) -> Path:
+    """One process evaluated at step 0: what the two-process runs must reproduce."""
+    return _train(mp_workspace, tmp_path_factory.mktemp("one"), "one", **START)
+
+
 @pytest.mark.parametrize("deepspeed", [None, "zero3"], ids=["ddp", "zero3"])
-def test_two_processes_share_the_answers_and_score_what_one_process_scores(mp_workspace, tmp_path, deepspeed):
+def test_two_processes_share_the_answers_and_score_what_one_process_scores(mp_workspace, one_process, tmp_path,
+                                                                           deepspeed):
     """Evaluated at step 0 (the same weights everywhere): 5 records over 2 ranks (3 + 2 answers), gathered."""
-    start = {"training": {"eval_on_start": True, "max_steps": 1, "save_strategy": "no"}}
-    one = _train(mp_workspace, tmp_path, "one", **start)
     extra = {"deepspeed": {"enabled": True, "config": deepspeed}} if deepspeed else {}
-    two = _train(mp_workspace, tmp_path, "two", nproc=2, **start, **extra)
+    two = _train(mp_workspace, tmp_path, "two", nproc=2, **START, **extra)
     assert "world_size: 2" in (tmp_path / "two.log").read_text()
-    first, second = (run / "eval_predictions" / "step-0.jsonl" for run in (one, two))
+    first, second = (run / "eval_predictions" / "step-0.jsonl" for run in (one_process, two))
     assert first.read_text() == second.read_text() and len(first.read_text().splitlines()) == 5
-    metrics = [dict(read_metric_rows(run / "logging.jsonl", GROUNDING_KEYS[:-1])) for run in (one, two)]
+    metrics = [dict(read_metric_rows(run / "logging.jsonl", GROUNDING_KEYS[:-1])) for run in (one_process, two)]
     assert metrics[0] == metrics[1]
     sources = [json.loads(line)["source"] for line in first.read_text().splitlines()]
     assert sources == sorted(sources, key=lambda s: int(s.rsplit(":", 1)[1]))  # back in file order

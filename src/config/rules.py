@@ -92,18 +92,16 @@ def _family_problems(cfg: ProjectConfig) -> list[str]:
 def _model_type_problems(cfg: ProjectConfig) -> list[str]:
     """`model.model_type` against the model directory's own config.json, before any model loads."""
     model_type, model = cfg.swift.get("model_type"), cfg.swift.get("model")
-    expected = model_type if model_type in FAMILIES else None
     config_file = Path(model or "") / "config.json"
-    if expected is None or not model or not config_file.is_file():
+    if model_type not in FAMILIES or not model or not config_file.is_file():
         return []
     try:
         found = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
     except (ValueError, AttributeError):
         return [f"{_where(cfg, 'model.model')}`model.model` = {model}: its config.json is not a JSON object"]
-    if found is None or found == expected:
+    if found is None or found == model_type:
         return []
-    known = [t for t in FAMILIES if t == found]
-    fix = f"set `model.model_type: {known[0]}`" if known else "point `model.model` at a model of that family"
+    fix = f"set `model.model_type: {found}`" if found in FAMILIES else "point `model.model` at a model of that family"
     return [f"{_where(cfg, 'model.model_type')}`model.model_type` = {model_type!r}, but {config_file} says "
             f"model_type {found!r}: {fix}"]
 

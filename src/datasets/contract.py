@@ -46,7 +46,6 @@ __all__ = [
     "Record",
     "SourceRef",
     "check_image_file",
-    "iter_jsonl",
     "parse_line",
     "parse_record",
     "record_to_json",
@@ -184,21 +183,6 @@ class _Problems:
 
 
 # ---------------------------------------------------------------------------- reading
-
-
-def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict | Problem]]:
-    """Yield ``(line_number, object_or_problem)`` for each non-blank line of ``path``.
-
-    Line numbers are 1-based. A UTF-8 BOM is accepted; blank lines are skipped (they are not
-    records); a line that is not UTF-8, not JSON, or not a JSON object yields a
-    :class:`Problem`. A missing file raises ``FileNotFoundError``.
-    """
-    file = os.path.abspath(path)
-    with open(file, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            yield from parse_line(file, number, raw)
 
 
 def parse_line(file: str, number: int, raw: bytes) -> Iterator[tuple[int, dict | Problem]]:

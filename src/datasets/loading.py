@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import validation
 from .columns import RecordTable, merge_columns
 from .contract import ImageCheck, Problem, Record
-from .validation import byte_ranges, numbered_range, validate_file, validate_lines
+from .validation import byte_ranges, validate_file, validate_range
 from .verdicts import Verdict, VerdictStore
 
 PARALLEL_MIN_BYTES = 8 << 20  # smaller files validate faster in one process than workers start
@@ -56,19 +55,6 @@ class LoadedSplit:
         return sorted({(p.file, p.line) for p in self.problems})
 
 
-def _range_verdict(file: str, check_image: ImageCheck, piece: tuple[int, int, int]):
-    """One worker's task: the lines of a piece of the file (read here), validated a chunk at a time; its records
-    as numpy columns (quick to send back), its problems and how many lines it held."""
-    numbered = numbered_range(file, *piece)
-    parts, problems, sizes = [], [], {}
-    step = validation.CHUNK_LINES
-    for k in range(0, len(numbered), step):
-        columns, found, _ = validate_lines(file, check_image, numbered[k:k + step], sizes)
-        parts.append(columns)
-        problems += found
-    return merge_columns(parts, os.path.dirname(file)), problems, len(numbered)
-
-
 def _validate_in_parallel(file: str, check_image: ImageCheck, workers: int, track) -> tuple[RecordTable,
                                                                                           list[Problem]]:
     import multiprocessing
@@ -82,7 +68,7 @@ def _validate_in_parallel(file: str, check_image: ImageCheck, workers: int, trac
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
         # Byte ranges, not lines, go to the workers: each reads its piece itself, so this process neither
         # reads the file nor holds it (Executor.map submits every task at once).
-        results = pool.map(partial(_range_verdict, file, check_image), byte_ranges(file))
+        results = pool.map(partial(validate_range, file, check_image), byte_ranges(file))
         for columns, chunk_problems, _ in (track(results) if track else results):
             parts.append(columns)
             problems.extend(chunk_problems)
@@ -111,10 +97,8 @@ def validated_records(path: str | Path, *, check_image: ImageCheck = "header", s
     else:
         records, problems = validate_file(file, check_image=check_image, track=track)
     if store is not None:
-        store.put(path, options, Verdict(records=records, problems=problems))
-        stored = store.get(path, options)  # memory-mapped: this process too shares the node's one copy
-        if stored is not None:
-            records = stored.records
+        # Read back memory-mapped: this process too shares the node's one copy.
+        records = store.put(path, options, Verdict(records=records, problems=problems)).records
     return records, problems, False
 
 

@@ -39,8 +39,8 @@ from .contract import (
 from .geometry import quads_are_valid
 from .images import ImageError
 
-__all__ = ["CHUNK_LINES", "byte_ranges", "load_records", "numbered_chunks", "numbered_range", "validate_file",
-           "validate_lines"]
+__all__ = ["CHUNK_LINES", "byte_ranges", "load_records", "numbered_range", "validate_file", "validate_lines",
+           "validate_range"]
 
 CHUNK_LINES = 1000  # lines per chunk: the unit of the numpy pass (a parallel worker checks its piece chunk by chunk)
 _RECORD_KEYS = frozenset({"images", "objects", "width", "height", "summary"})
@@ -172,23 +172,6 @@ def validate_lines(file: str, check_image: ImageCheck, numbered: list[tuple[int,
     return builder.columns(), problems, len(numbered)
 
 
-def numbered_chunks(file: str, lines_per_chunk: int | None = None) -> Iterator[list[tuple[int, bytes]]]:
-    """The raw lines of `file` with their 1-based numbers, `lines_per_chunk` (default CHUNK_LINES) at a time,
-    a UTF-8 BOM removed."""
-    lines_per_chunk = lines_per_chunk or CHUNK_LINES
-    chunk: list[tuple[int, bytes]] = []
-    with open(file, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            chunk.append((number, raw))
-            if len(chunk) == lines_per_chunk:
-                yield chunk
-                chunk = []
-    if chunk:
-        yield chunk
-
-
 RANGE_BYTES = 4 << 20  # bytes of the file per parallel worker's task
 
 
@@ -212,7 +195,7 @@ def byte_ranges(file: str, target_bytes: int | None = None) -> Iterator[tuple[in
 
 def numbered_range(file: str, start: int, end: int, first_line: int) -> list[tuple[int, bytes]]:
     """The numbered raw lines of `file` between bytes `start` and `end` (a piece from `byte_ranges`), a UTF-8
-    BOM at the file's start removed: what `numbered_chunks` gives for those lines."""
+    BOM at the file's start removed: the lines as iterating over the file gives them."""
     with open(file, "rb") as fh:
         fh.seek(start)
         data = fh.read(end - start)
@@ -225,6 +208,21 @@ def numbered_range(file: str, start: int, end: int, first_line: int) -> list[tup
     return list(enumerate(lines, start=first_line))
 
 
+def validate_range(file: str, check_image: ImageCheck, piece: tuple[int, int, int],
+                   image_sizes: dict[str, tuple[int, int] | ImageError] | None = None,
+                   ) -> tuple[dict[str, np.ndarray], list[Problem], int]:
+    """Validate the lines of a piece of `file` (from `byte_ranges`, read here) a chunk of CHUNK_LINES at a
+    time: (its records as columns, its problems, how many lines it held). One parallel worker's task, and
+    the single-process pass's step."""
+    numbered = numbered_range(file, *piece)
+    parts, problems = [], []
+    for k in range(0, len(numbered), CHUNK_LINES):
+        columns, found, _ = validate_lines(file, check_image, numbered[k:k + CHUNK_LINES], image_sizes)
+        parts.append(columns)
+        problems += found
+    return merge_columns(parts, os.path.dirname(os.path.abspath(file))), problems, len(numbered)
+
+
 def validate_file(path: str | os.PathLike[str], *, check_image: ImageCheck = True,
                   track: Callable[[Iterable], Iterable] | None = None) -> tuple[RecordTable, list[Problem]]:
     """Every valid record of a JSONL file as a `RecordTable`, and every problem found, in file order, checked
@@ -234,7 +232,7 @@ def validate_file(path: str | os.PathLike[str], *, check_image: ImageCheck = Tru
     file = os.path.abspath(path)
     parts, problems = [], []
     sizes: dict[str, tuple[int, int] | ImageError] = {}
-    results = (validate_lines(file, check_image, chunk, sizes) for chunk in numbered_chunks(file))
+    results = (validate_range(file, check_image, piece, sizes) for piece in byte_ranges(file))
     for columns, found, _ in (track(results) if track else results):
         parts.append(columns)
         problems += found

@@ -105,8 +105,9 @@ class VerdictStore:
             return None  # a damaged entry is a miss: validate again and replace it
         return Verdict(records=RecordTable(columns, file), problems=[_problem(p, file) for p in problems])
 
-    def put(self, path: str | os.PathLike[str], options: dict[str, Any], verdict: Verdict) -> Path:
-        """Store `verdict` on `path` (as it is now) under `options`; return the entry's path."""
+    def put(self, path: str | os.PathLike[str], options: dict[str, Any], verdict: Verdict) -> Verdict:
+        """Store `verdict` on `path` (as it is now) under `options`; return it as stored (memory-mapped), or
+        `verdict` itself should the entry not read back."""
         self.root.mkdir(parents=True, exist_ok=True)
         target = self._path(file_key(path, options))
         columns = record_columns(verdict.records)
@@ -125,4 +126,4 @@ class VerdictStore:
                 shutil.rmtree(damaged, ignore_errors=True)
             else:
                 shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return self._read(target, str(Path(path).resolve())) or verdict

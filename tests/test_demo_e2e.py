@@ -5,12 +5,15 @@ CLIs from another working directory, and the merged model through plain transfor
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 from safetensors import safe_open
 
+from src.training.swift_plugin import VISION_ENV_KEYS
 from tests.support.offline import REPO, offline_run
 
 pytestmark = pytest.mark.slow
@@ -96,6 +99,9 @@ def test_swift_infer_and_export_accept_the_adapter_from_another_directory(demo, 
                          cwd=elsewhere, log=log, extra_env=HUB_OFFLINE)
     assert export.returncode == 0, export.stderr[-3000:]
     assert (merged / "model.safetensors").is_file()
+    # `swift infer --model merged/` reads args.json there too: the image budget travels with the merge.
+    assert json.loads((merged / "args.json").read_text())["external_plugins"] == [
+        str((demo["run"] / "stage2" / "swift_plugin.py").resolve())]
 
     load = offline_run([sys.executable, "-c", (
         "import sys; from transformers import AutoProcessor, Qwen3VLForConditionalGeneration as M;"
@@ -105,4 +111,61 @@ def test_swift_infer_and_export_accept_the_adapter_from_another_directory(demo, 
         str(merged)], cwd=elsewhere, log=log, extra_env=HUB_OFFLINE)
     assert load.returncode == 0, load.stderr[-3000:]
     assert "generated 3" in load.stdout
+    assert not log.exists(), log.read_text()
+
+
+def _prompt_tokens(stdout: str) -> int:
+    """`num_prompt_tokens` from the stats line `swift infer` prints at the end."""
+    found = re.findall(r"'num_prompt_tokens': (\d+)", stdout)
+    assert found, stdout[-2000:]
+    return int(found[-1])
+
+
+def _tokens_at(height: int, width: int, max_tokens: int) -> int:
+    """Image tokens Qwen3-VL gives an image under a budget (qwen_vl_utils' resize, pixel factor 32)."""
+    from qwen_vl_utils.vision_process import smart_resize
+
+    h, w = smart_resize(height, width, factor=32, min_pixels=4 * 32 * 32, max_pixels=max_tokens * 32 * 32)
+    return h * w // (32 * 32)
+
+
+def test_swift_infer_sees_a_large_image_at_the_training_budget(demo, tmp_path):
+    """The stage-2 checkpoint alone (its args.json) makes `swift infer` read a 1600x1200 photo at the
+    training's image budget (configs/cpu.yaml: 64 tokens), not ms-swift's default (16,384)."""
+    from PIL import Image
+
+    run = demo["run"] / "stage2"
+    ckpt = (run / "last-checkpoint").resolve()
+    args = json.loads((ckpt / "args.json").read_text())
+    assert args["external_plugins"] == [str((run / "swift_plugin.py").resolve())]
+    assert args["system"] == "You are a helpful assistant."
+
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (1600, 1200), (90, 120, 30)).save(photo)
+    records = tmp_path / "records.jsonl"
+    records.write_text(json.dumps({"images": [str(photo)], "width": 1600, "height": 1200,
+                                   "objects": [{"bbox_2d": [100, 100, 900, 700], "desc": "field"}]}) + "\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    log = tmp_path / "attempts.log"
+    made = offline_run([sys.executable, "-m", "src.datasets", "rows", "--config", str(run / "resolved_config.yaml"),
+                        "--jsonl", str(records), "--out", "rows.jsonl"], cwd=elsewhere, log=log)
+    assert made.returncode == 0, made.stderr[-3000:]
+
+    def prompt_tokens(checkpoint: Path) -> int:
+        proc = offline_run([SWIFT, "infer", "--adapters", str(checkpoint), "--val_dataset", "rows.jsonl",
+                            "--max_new_tokens", "1", "--infer_backend", "transformers"],
+                           cwd=elsewhere, log=log, extra_env=HUB_OFFLINE, unset=VISION_ENV_KEYS)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return _prompt_tokens(proc.stdout)
+
+    as_trained = prompt_tokens(ckpt)
+    # The same checkpoint without the plugin in its args.json: what ms-swift alone would do.
+    bare = tmp_path / "bare-checkpoint"
+    shutil.copytree(ckpt, bare)
+    (bare / "args.json").write_text(json.dumps({**args, "external_plugins": []}))
+    at_default = prompt_tokens(bare)
+
+    assert _tokens_at(1200, 1600, 64) == 54 and _tokens_at(1200, 1600, 16384) == 1900
+    assert at_default - as_trained == 1900 - 54
     assert not log.exists(), log.read_text()

@@ -1,4 +1,4 @@
-"""Command line for grounding data: ``python -m src.datasets {synth,validate,convert,render,stats,cache} ...``.
+"""Command line for grounding data: ``python -m src.datasets {synth,validate,convert,render,stats,cache,rows} ...``.
 
 Each subcommand is a ``_add_<name>(subparsers)`` that registers its arguments and sets ``handler``;
 handlers return the exit code of src/cli.py (0 done, 1 a check found problems) or raise a user error
@@ -248,6 +248,51 @@ def _add_cache(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_cache)
 
 
+def _run_rows(args: argparse.Namespace) -> int:
+    from src.config.jsonl import jsonl_files
+
+    from .loading import load_shards
+    from .plan import make_preprocessor
+    from .run_config import load_config_for_run
+    from .swift_rows import write_swift_rows
+
+    refuse_existing(args.out, args.overwrite, "rows")
+    cfg = load_config_for_run(args.config, args.base_config, check_paths=False)
+    key, value = (("custom.train_jsonl", cfg.custom.train_jsonl) if args.split == "train"
+                  else ("custom.val_jsonl", cfg.custom.val_jsonl))
+    files = [str(args.jsonl)] if args.jsonl else jsonl_files(value, key)
+    if not files:
+        raise UsageError(f"no records: pass --jsonl or set {key} in the config")
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise UsageError(f"records not found: {', '.join(missing)}")
+    records = load_shards(files, cfg.custom.bad_records)[1][: args.limit]
+    result = write_swift_rows(records, make_preprocessor(cfg).builder, args.out, with_answer=not args.no_answer)
+    print(f"wrote {result['rows']} ms-swift row(s) for {result['records']} record(s) to {result['out']}")
+    if result["upright_copies"]:
+        print(f"{result['upright_copies']} image(s) with an EXIF turn or not RGB, written upright to "
+              f"{result['images']} (ms-swift would read them unturned)")
+    print(f"use them: swift infer --adapters CKPT --val_dataset {result['out']} --infer_backend transformers")
+    return EXIT_OK
+
+
+def _add_rows(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "rows", help="write records as ms-swift rows (for `swift infer --val_dataset`)",
+        description="Ask what training asks (the config's prompt and builder) about each record and write "
+                    "ms-swift's row format: messages (system, user, and the reference answer unless "
+                    "--no-answer) and absolute image paths.")
+    add_config_args(parser)
+    parser.add_argument("--split", choices=["train", "val"], default="val",
+                        help="which of the config's splits (default: val)")
+    parser.add_argument("--jsonl", type=Path, help="records to write instead of the config's split")
+    parser.add_argument("--limit", type=int, help="only the first N records")
+    parser.add_argument("--no-answer", action="store_true", help="leave out the reference answer")
+    parser.add_argument("--out", type=Path, required=True, metavar="ROWS.jsonl", help="the rows to write")
+    add_overwrite_arg(parser)
+    parser.set_defaults(handler=_run_rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m src.datasets`` parser; add a subcommand with one ``_add_*`` call."""
     parser = make_parser("python -m src.datasets", __doc__)
@@ -258,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render(subparsers)
     _add_stats(subparsers)
     _add_cache(subparsers)
+    _add_rows(subparsers)
     return parser
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["ImageError", "image_size", "is_plain_rgb", "load_image"]
+__all__ = ["ImageError", "image_size", "is_plain_rgb", "load_image", "model_input"]
 
 _EXIF_ORIENTATION = 0x0112
 # EXIF orientations 5-8 include a transpose: the displayed image has width and height swapped.
@@ -111,3 +111,13 @@ def is_plain_rgb(path: str | os.PathLike[str]) -> bool:
             return img.mode == "RGB" and Image.Image.getexif(img).get(_EXIF_ORIENTATION, 1) in (1, None)
     except (ImageError, OSError, ValueError, SyntaxError):
         return False
+
+
+def model_input(path: str | os.PathLike[str]) -> str | Image.Image:
+    """What to hand ms-swift for the image at ``path`` so that it sees the frame the annotations use:
+    the path itself for a plain RGB image, else the image as ``load_image`` gives it (EXIF turn applied).
+
+    ms-swift and qwen_vl_utils open a path with PIL and never apply the EXIF orientation, so a turned
+    JPEG handed on as its path would reach the model sideways.
+    """
+    return str(path) if is_plain_rgb(path) else load_image(path)

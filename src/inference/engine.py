@@ -17,6 +17,7 @@ import numpy as np
 from src.config import ConfigError
 from src.datasets.answer import parse_answer
 from src.datasets.geometry import norm_to_pixel
+from src.datasets.images import model_input
 from src.inference.predictions import PredictedObject, PredictionLine
 from src.inference.scoring import object_scores, response_token_logprobs
 
@@ -81,6 +82,19 @@ def make_engine(name: str, cfg, checkpoint: Path):
     return TransformersEngine(model, attn_impl=cfg.swift.get("attn_impl"), **kwargs)
 
 
+def questions(records: list, builder) -> tuple[list[tuple[int, dict[str, str]]], list]:
+    """Every question the builder asks about the records, as (record index, focus) and ms-swift
+    `InferRequest`s. Images go as `model_input` gives them: a turned JPEG is sent upright, as trained."""
+    from swift import InferRequest  # heavy
+
+    asked = [(i, focus) for i, record in enumerate(records) for focus in builder.focuses([record])]
+    requests = []
+    for i, focus in asked:
+        row = builder.build([records[i]], with_answer=False, **focus)
+        requests.append(InferRequest(messages=row["messages"], images=[model_input(image) for image in row["images"]]))
+    return asked, requests
+
+
 def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str, use_tqdm: bool = True,
             agree_on_calls: Callable[[int], int] | None = None) -> list[PredictionLine]:
     """One prediction line per record: every question the builder asks about it (one for dense
@@ -88,13 +102,9 @@ def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str,
 
     `agree_on_calls(n)` (processes generating together) returns how many questions every process asks; this
     one repeats its first question up to that number and drops the extra answers."""
-    from swift import InferRequest, RequestConfig  # heavy
+    from swift import RequestConfig  # heavy
 
-    asked = [(i, focus) for i, record in enumerate(records) for focus in builder.focuses([record])]
-    requests = []
-    for i, focus in asked:
-        row = builder.build([records[i]], with_answer=False, **focus)
-        requests.append(InferRequest(messages=row["messages"], images=row["images"]))
+    asked, requests = questions(records, builder)
     extra = agree_on_calls(len(requests)) - len(requests) if agree_on_calls else 0
     responses = engine.infer(requests + requests[:1] * extra,
                              RequestConfig(max_tokens=max_new_tokens, temperature=0.0, logprobs=True),

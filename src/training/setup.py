@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import traceback
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from src.datasets.run_config import load_config_for_run
 from src.datasets.verdicts import CACHE_ENV, VerdictStore
 from src.training.distributed import Failure, Job
 from src.training.run_dir import guard_output_dir, resolve_resume
+from src.training.swift_plugin import vision_settings, with_plugin, write_plugin
 from src.training.warm_start import StartPlan, merge_adapter, plan_start
 
 RESOLVED_CONFIG = "resolved_config.yaml"
@@ -118,6 +120,7 @@ def _prepare_run_dir(cfg: ProjectConfig, kwargs: dict[str, Any], plan: DataPlan,
     output_dir.mkdir(parents=True, exist_ok=True)
     resolved = dump_resolved_yaml(cfg.merged, output_dir / RESOLVED_CONFIG)
     print(f"resolved config saved: {resolved}")
+    write_plugin(output_dir, vision_settings(os.environ))  # the image budget, for `swift infer` on a checkpoint
     skipped = write_skipped(plan.splits, output_dir / "skipped_records.jsonl")
     if skipped:
         print(f"skipped records listed in: {skipped}")
@@ -180,6 +183,10 @@ def prepare_run(config: Path, base_config: Path | None, *, on_cpu: bool, debug: 
     assert cfg is not None and kwargs is not None  # agree() raised otherwise
 
     plan = _plan_data_once(cfg, job, revalidate)
+    # What the model sees reaches `swift infer` / `swift export` from the checkpoint's args.json alone:
+    # the image budget through the run's plugin, the system prompt as ms-swift's own `system`.
+    kwargs = with_plugin(kwargs)
+    kwargs.setdefault("system", plan.builder.scheme.system)
 
     decision, failure, start = None, None, None
     if job.is_main:

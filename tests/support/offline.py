@@ -21,11 +21,12 @@ def unshare_available() -> bool:
 
 
 def offline_run(argv: list[str], *, cwd: Path, log: Path, timeout: int = 600,
-                extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+                extra_env: dict[str, str] | None = None, unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """Run `argv` with the connect guard on PYTHONPATH (attempts logged to `log`), inside
     `unshare -n` where available. The caller's environment carries no hub-offline variables, so
-    the project must set them itself."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "MODELSCOPE"))}
+    the project must set them itself. `unset` names variables the command must not inherit."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "TRANSFORMERS_", "MODELSCOPE")) and k not in unset}
     env["PYTHONPATH"] = os.pathsep.join([str(GUARD_DIR), str(REPO)])
     env["NO_NETWORK_LOG"] = str(log)
     env.update(extra_env or {})

@@ -1,0 +1,59 @@
+"""Records -> ms-swift's own row format, for ms-swift's CLI (`swift infer --val_dataset rows.jsonl`).
+
+The rows ask what training asked (the config's builder and prompt: system turn, user turn with one
+`<image>` per record) and, unless told not to, carry the reference answer as the assistant turn, which
+`swift infer` prints as the labels beside its response. Image paths are absolute, so the file works from
+any directory. ms-swift opens a path without applying its EXIF turn, so an image that is not plain RGB
+(src/datasets/images.py `is_plain_rgb`) is written upright beside the rows and the row points there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .builders import BaseBuilder
+from .contract import Record
+from .images import is_plain_rgb, load_image
+
+
+def swift_rows(records: Sequence[Record], builder: BaseBuilder, *, with_answer: bool = True
+               ) -> Iterator[tuple[dict[str, Any], Record]]:
+    """(row, record) for every question the builder asks about each record: `messages` and `images`
+    only (the project's bookkeeping keys left out), images as the records name them."""
+    for record in records:
+        for focus in builder.focuses([record]):
+            row = builder.build([record], with_answer=with_answer, **focus)
+            yield {"messages": row["messages"], "images": [str(image) for image in row["images"]]}, record
+
+
+def write_swift_rows(records: Sequence[Record], builder: BaseBuilder, out: Path, *,
+                     with_answer: bool = True) -> dict[str, Any]:
+    """Write the rows of `records` to `out` (JSONL); images that need turning go upright to
+    `<out stem>_images/`. Returns counts and paths."""
+    image_dir = out.parent / f"{out.stem}_images"
+    upright: dict[str, str] = {}
+    rows = 0
+    with out.open("w", encoding="utf-8") as fh:
+        for row, _ in swift_rows(records, builder, with_answer=with_answer):
+            row["images"] = [_as_seen(Path(image), image_dir, upright) for image in row["images"]]
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            rows += 1
+    return {"rows": rows, "records": len(records), "out": str(out.resolve()), "upright_copies": len(upright),
+            "images": str(image_dir) if upright else None}
+
+
+def _as_seen(path: Path, image_dir: Path, upright: dict[str, str]) -> str:
+    """The absolute path of the image as the model sees it (a turned or non-RGB one: its upright copy)."""
+    path = path.resolve()
+    if is_plain_rgb(path):
+        return str(path)
+    key = str(path)
+    if key not in upright:
+        image_dir.mkdir(parents=True, exist_ok=True)
+        copy = image_dir / f"{len(upright):06d}_{path.stem}.png"
+        load_image(path).save(copy)
+        upright[key] = str(copy.resolve())
+    return upright[key]

@@ -544,3 +544,15 @@ def test_a_family_the_project_does_not_train_is_refused(tree, model_type, messag
     with pytest.raises(ConfigError) as err:
         load_project_config(t.config)
     assert message in str(err.value)
+
+
+def test_a_template_of_another_family_is_refused(tree):
+    t = tree({"model": {"model_type": "qwen3_5"}})
+    (t.model / "config.json").write_text(json.dumps({"model_type": "qwen3_5"}), encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_project_config(t.config)  # base.yaml's template is qwen3_vl
+    assert "`template.template` = 'qwen3_vl' does not fit `model.model_type` = 'qwen3_5': set " \
+           "`template.template: qwen3_5`" in str(err.value)
+    t = tree({"model": {"model_type": "qwen3_5"}, "template": {"template": "qwen3_5"}})
+    (t.model / "config.json").write_text(json.dumps({"model_type": "qwen3_5"}), encoding="utf-8")
+    assert load_project_config(t.config).swift["template"] == "qwen3_5"

@@ -76,3 +76,12 @@ def test_detect_format():
     assert detect_format(f"[{BOX}]") == "json"
     assert detect_format(LEGACY_BOX) == "legacy"
     assert detect_format("nothing") == "unknown"
+
+
+def test_a_leading_reasoning_block_is_not_part_of_the_answer():
+    """Qwen3.5's template puts `<think>...</think>` before every answer; coordinates inside it are not objects."""
+    answer = '[{"bbox_2d": [1, 2, 3, 4], "label": "a"}]'
+    thought = parse_answer('<think>\nthe box [9, 9, 9, 9] is wrong\n</think>\n\n' + answer)
+    assert thought.objects == parse_answer(answer).objects and thought.junk_chars == 0 and thought.error is None
+    unclosed = parse_answer('<think>\n[{"bbox_2d": [1, 2, 3, 4], "label": "a"}]')  # no end: nothing is dropped
+    assert unclosed.junk_chars > 0 and len(unclosed.objects) == 1

@@ -41,7 +41,7 @@ def test_the_moe_builds_routes_and_loads(moe_dir):
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([[872, 198, 9707]])).logits
     assert logits.shape == (1, 3, 151936) and torch.isfinite(logits).all()
-    with pytest.raises(KeyError, match="size tiny for qwen3_vl_moe"):
+    with pytest.raises(KeyError, match="unknown size .2b. for qwen3_vl_moe; valid: tiny, 30b-a3b"):
         tiny_config("2b", "qwen3_vl_moe")
 
 
@@ -94,6 +94,7 @@ def test_the_family_table_agrees_with_ms_swift_and_names_real_parameters(moe_dir
     for model_type, family in FAMILIES.items():
         aligner = MODEL_MAPPING[model_type].model_arch.aligner
         assert family.aligner == tuple([aligner] if isinstance(aligner, str) else aligner), model_type
+        assert family.template == MODEL_MAPPING[model_type].model_groups[0].template, model_type
     dense_dir = build_tiny_model(tmp_path / "dense")
     for model_dir, model_type in ((dense_dir, "qwen3_vl"), (moe_dir, "qwen3_vl_moe")):
         with safe_open(str(model_dir / "model.safetensors"), "pt") as fh:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 class Family:
     """One model family: its aligner modules, its box convention, and whether the project trains it."""
 
+    template: str
+    """ms-swift's chat template for the family (its models' default): `template.template` must name it."""
     aligner: tuple[str, ...]
     """Parameter-name prefixes of the aligner (vision -> language projection)."""
     coordinates: str
@@ -31,13 +33,16 @@ _QWEN3_VL_ALIGNER = ("model.visual.merger", "model.visual.deepstack_merger_list"
 _NORM1000 = "0..1000 grid of the original image (norm1000)"
 
 FAMILIES: dict[str, Family] = {
-    "qwen3_vl": Family(_QWEN3_VL_ALIGNER, _NORM1000, True, "every recipe, DeepSpeed, the learning proof"),
-    "qwen3_vl_moe": Family(_QWEN3_VL_ALIGNER, _NORM1000, True, "every recipe; inference and evaluation"),
-    "qwen3_5": Family(("model.visual.merger",), _NORM1000, True,
-                      "nothing yet: its 248,320-token vocabulary is not available offline for a tiny model"),
-    "qwen3_5_moe": Family(("model.visual.merger",), _NORM1000, True,
-                          "nothing yet: its 248,320-token vocabulary is not available offline for a tiny model"),
-    "qwen2_5_vl": Family(("model.visual.merger",), "absolute pixels of the image as resized by its processor",
+    "qwen3_vl": Family("qwen3_vl", _QWEN3_VL_ALIGNER, _NORM1000, True,
+                       "every recipe, DeepSpeed, the learning proof"),
+    "qwen3_vl_moe": Family("qwen3_vl", _QWEN3_VL_ALIGNER, _NORM1000, True,
+                           "every recipe; inference and evaluation; a short learning proof"),
+    "qwen3_5": Family("qwen3_5", ("model.visual.merger",), _NORM1000, True,
+                      "every recipe; inference and evaluation (Qwen's 151,643 ranks: the real 248k BPE is not "
+                      "available offline)"),
+    "qwen3_5_moe": Family("qwen3_5", ("model.visual.merger",), _NORM1000, True, "every recipe"),
+    "qwen2_5_vl": Family("qwen2_5_vl", ("model.visual.merger",),
+                         "absolute pixels of the image as resized by its processor",
                          False, refusal="Qwen2.5-VL writes boxes in pixels of the image as its processor resized "
                                         "it, which the project's answers (0..1000 of the original image) are not"),
 }

@@ -86,6 +86,12 @@ def _family_problems(cfg: ProjectConfig) -> list[str]:
     if not family.trained:
         return [f"{_where(cfg, 'model.model_type')}`model.model_type` = {model_type!r} is refused: "
                 f"{family.refusal}; valid: {trained}"]
+    template = cfg.swift.get("template")
+    if template is not None and template != family.template:
+        # Another family's template encodes images with the wrong hard-coded token ids (Qwen3.5's image
+        # token is 248056, Qwen3-VL's 151655): training would run on images it never sees.
+        return [f"{_where(cfg, 'template.template')}`template.template` = {template!r} does not fit "
+                f"`model.model_type` = {model_type!r}: set `template.template: {family.template}`"]
     return []
 
 

@@ -219,6 +219,9 @@ def _parse_legacy(text: str, result: ParsedAnswer) -> None:
     result.junk_chars = junk
 
 
+_THINKING = re.compile(r"\A\s*<think>.*?</think>", re.DOTALL)
+
+
 def parse_answer(text: str) -> ParsedAnswer:
     """Read every complete object from a model answer, in either format (see :func:`detect_format`).
 
@@ -226,8 +229,11 @@ def parse_answer(text: str) -> ParsedAnswer:
     kept. Legacy: every complete ``box``/``quad`` span, labelled by the ref before it; a span cut
     off by the end of the text marks the answer truncated. Either way an entry with a bad
     geometry is skipped and counted in ``bad_entries``, and ``error`` is None only when the whole
-    answer was read: it is set for junk (no objects found), truncation and bad entries.
+    answer was read: it is set for junk (no objects found), truncation and bad entries. A leading
+    reasoning block (``<think>...</think>``, which Qwen3.5's template puts before every answer) is not
+    part of the answer: it is dropped before reading.
     """
+    text = _THINKING.sub("", text, count=1)
     fmt = detect_format(text)
     result = ParsedAnswer(format=fmt)
     if fmt == "legacy":

@@ -1,10 +1,10 @@
-"""Build a tiny, randomly initialised Qwen3-VL model directory, fully offline.
+"""Build a tiny, randomly initialised Qwen3-VL (or Qwen3-VL-MoE, Qwen3.5, Qwen3.5-MoE) model directory, offline.
 
-    python -m src.tiny_model --out DIR [--seed N] [--overwrite]
+    python -m src.tiny_model --out DIR [--arch qwen3_vl|qwen3_vl_moe|qwen3_5|qwen3_5_moe] [--size S] [--seed N]
 
-The directory loads with plain transformers (``Qwen3VLForConditionalGeneration``,
-``AutoProcessor``) and with ms-swift (``model_type='qwen3_vl'``, ``template='qwen3_vl'``).
-It is a test fixture: real Qwen3-VL layout, ids and processor settings, ~10 M parameters.
+The directory loads with plain transformers (``AutoModelForImageTextToText``, ``AutoProcessor``) and with
+ms-swift (``model_type`` and ``template`` the arch's name). It is a test fixture: the family's real layout,
+token ids and processor settings, ~10 M parameters (16 M for Qwen3.5, whose vocabulary is 248,320 wide).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from src.config.offline import apply_offline_env
@@ -24,6 +25,10 @@ import torch
 from transformers import (
     GenerationConfig,
     Qwen2VLImageProcessor,
+    Qwen3_5Config,
+    Qwen3_5ForConditionalGeneration,
+    Qwen3_5MoeConfig,
+    Qwen3_5MoeForConditionalGeneration,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
     Qwen3VLMoeConfig,
@@ -32,7 +37,7 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-from src.tiny_model.tokenizer import QWEN3_VL_CHAT_TEMPLATE, build_tokenizer
+from src.tiny_model.tokenizer import QWEN3_5_ADDED_SHIFT, QWEN3_VL_CHAT_TEMPLATE, build_tokenizer
 
 BUILDER_VERSION = 2  # 2: Qwen's own vocabulary (was a small BPE trained on a built-in corpus)
 MARKER_FILE = "tiny_model.json"
@@ -43,6 +48,7 @@ VISION_START_TOKEN_ID = 151652
 VISION_END_TOKEN_ID = 151653
 EOS_TOKEN_ID = 151645  # <|im_end|>
 PAD_TOKEN_ID = 151643  # <|endoftext|>
+QWEN3_5_VOCAB_SIZE = 248320
 
 # Names a previous build (or any save_pretrained of a Qwen3-VL) may have left behind; with
 # --overwrite these are removed so a stale file cannot shadow the new build. Anything else in
@@ -86,33 +92,77 @@ SIZES: dict[str, dict[str, dict]] = {
     "4b": {"text": {"hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
                     "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128},
            "vision": {**_REAL_VISION, "out_hidden_size": 2560}},
+    # Qwen3-VL-30B-A3B: 48 sparse layers of 128 experts (8 routed per token), the 27-layer vision tower of
+    # the larger Qwen3-VL models.
+    "30b-a3b": {"text": {"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 48,
+                         "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
+                         "num_experts": 128, "num_experts_per_tok": 8, "moe_intermediate_size": 768},
+                "vision": {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16,
+                           "num_position_embeddings": 2304, "deepstack_visual_indexes": [8, 16, 24],
+                           "out_hidden_size": 2048}},
 }
 # mrope sections sum to head_dim // 2: [4, 2, 2] for the tiny head_dim 16, Qwen3-VL's [24, 20, 20] for 128.
 _MROPE_SECTION = {16: [4, 2, 2], 128: [24, 20, 20]}
 
 
-# The Qwen3-VL families the builder makes: (config class, model class, text-config keys added to the dense one).
-# The MoE's experts are few and small, routed top-2; every decoder layer is sparse, as in Qwen3-VL-30B-A3B.
-ARCHS: dict[str, tuple[type, type, dict]] = {
-    "qwen3_vl": (Qwen3VLConfig, Qwen3VLForConditionalGeneration, {}),
-    "qwen3_vl_moe": (Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration,
-                     {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
-                      "decoder_sparse_step": 1, "mlp_only_layers": []}),
+@dataclass(frozen=True, slots=True)
+class Arch:
+    """One family the builder makes: its transformers classes, what its text and vision configs add to or
+    drop from the dense Qwen3-VL ones, where its added tokens sit, and the published sizes it has."""
+
+    config_class: type
+    model_class: type
+    text_keys: dict = field(default_factory=dict)
+    text_drop: tuple[str, ...] = ()
+    vision_drop: tuple[str, ...] = ()
+    added_shift: int = 0  # the added tokens' ids minus Qwen3-VL's (151643..)
+    vocab_size: int = VOCAB_SIZE
+    sizes: tuple[str, ...] = ("tiny",)
+
+    def token_id(self, qwen3_vl_id: int) -> int:
+        """This family's id of an added token Qwen3-VL has at `qwen3_vl_id`."""
+        return qwen3_vl_id + self.added_shift
+
+
+_TINY_MOE = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
+# Qwen3.5: a Gated DeltaNet (linear attention) layer then a gated full-attention one, as the real models
+# alternate them; rotary on a quarter of head_dim (mrope sections sum to head_dim * 0.25 / 2); no deepstack.
+_QWEN3_5_TEXT = {
+    "layer_types": ["linear_attention", "full_attention"], "head_dim": 32,
+    "linear_conv_kernel_dim": 4, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+    "linear_num_key_heads": 2, "linear_num_value_heads": 4, "bos_token_id": None,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 10_000_000.0, "partial_rotary_factor": 0.25,
+                        "mrope_interleaved": True, "mrope_section": [2, 1, 1]},
+}
+
+# The families the builder makes. The MoEs' experts are few and small, routed top-2, every decoder layer
+# sparse, as in Qwen3-VL-30B-A3B; Qwen3.5-MoE adds its shared expert.
+ARCHS: dict[str, Arch] = {
+    "qwen3_vl": Arch(Qwen3VLConfig, Qwen3VLForConditionalGeneration, sizes=("tiny", "2b", "4b")),
+    "qwen3_vl_moe": Arch(Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration,
+                         {**_TINY_MOE, "decoder_sparse_step": 1, "mlp_only_layers": []},
+                         sizes=("tiny", "30b-a3b")),
+    "qwen3_5": Arch(Qwen3_5Config, Qwen3_5ForConditionalGeneration, _QWEN3_5_TEXT,
+                    vision_drop=("deepstack_visual_indexes",), added_shift=QWEN3_5_ADDED_SHIFT,
+                    vocab_size=QWEN3_5_VOCAB_SIZE),
+    "qwen3_5_moe": Arch(Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration,
+                        {**_QWEN3_5_TEXT, **_TINY_MOE, "shared_expert_intermediate_size": 32},
+                        text_drop=("intermediate_size",), vision_drop=("deepstack_visual_indexes",),
+                        added_shift=QWEN3_5_ADDED_SHIFT, vocab_size=QWEN3_5_VOCAB_SIZE),
 }
 
 
-def tiny_config(size: str = "tiny", arch: str = "qwen3_vl") -> Qwen3VLConfig | Qwen3VLMoeConfig:
-    """Return a Qwen3-VL config: real vocab and token ids, bf16, tied embeddings; toy widths for "tiny",
-    the published dimensions for "2b" and "4b" (dense only). `arch` "qwen3_vl_moe" gives the MoE family
-    (`ARCHS`). Raises KeyError naming the valid values for another size or arch."""
-    if size not in SIZES:
-        raise KeyError(f"unknown size {size!r}; valid: {', '.join(SIZES)}")
-    if arch not in ARCHS or (arch != "qwen3_vl" and size != "tiny"):
-        valid = ", ".join(ARCHS) if arch not in ARCHS else f"size tiny for {arch}"
-        raise KeyError(f"unknown arch {arch!r} for size {size!r}; valid: {valid}")
-    config_class, model_class, moe_keys = ARCHS[arch]
+def tiny_config(size: str = "tiny", arch: str = "qwen3_vl"):
+    """Return the config of a family (`ARCHS`): real vocabulary size and added-token ids, bf16, tied
+    embeddings; toy widths for "tiny", the published dimensions for "2b"/"4b" (Qwen3-VL) and "30b-a3b"
+    (Qwen3-VL-MoE). Raises KeyError naming the valid values for another arch or a size the arch lacks."""
+    if arch not in ARCHS:
+        raise KeyError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
+    family = ARCHS[arch]
+    if size not in family.sizes:
+        raise KeyError(f"unknown size {size!r} for {arch}; valid: {', '.join(family.sizes)}")
     text_config = {
-        "vocab_size": VOCAB_SIZE,
+        "vocab_size": family.vocab_size,
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
@@ -131,13 +181,18 @@ def tiny_config(size: str = "tiny", arch: str = "qwen3_vl") -> Qwen3VLConfig | Q
             "mrope_interleaved": True,
             "mrope_section": [4, 2, 2],
         },
-        "bos_token_id": PAD_TOKEN_ID,
-        "eos_token_id": EOS_TOKEN_ID,
-        "pad_token_id": PAD_TOKEN_ID,
+        "bos_token_id": family.token_id(PAD_TOKEN_ID),
+        "eos_token_id": family.token_id(EOS_TOKEN_ID),
+        "pad_token_id": family.token_id(PAD_TOKEN_ID),
         "dtype": "bfloat16",
     }
-    text_config.update(SIZES[size]["text"], **moe_keys)
-    text_config["rope_parameters"]["mrope_section"] = _MROPE_SECTION[text_config["head_dim"]]
+    text_config.update(family.text_keys)
+    text_config.update(SIZES[size]["text"])
+    for key in family.text_drop:
+        text_config.pop(key)
+    if "partial_rotary_factor" not in text_config["rope_parameters"]:
+        text_config["rope_parameters"] = {**text_config["rope_parameters"],
+                                          "mrope_section": _MROPE_SECTION[text_config["head_dim"]]}
     vision_config = {
         "depth": 2,
         "hidden_size": 32,
@@ -156,21 +211,23 @@ def tiny_config(size: str = "tiny", arch: str = "qwen3_vl") -> Qwen3VLConfig | Q
         "dtype": "bfloat16",
     }
     vision_config.update(SIZES[size]["vision"])
-    config = config_class(
+    for key in family.vision_drop:
+        vision_config.pop(key)
+    config = family.config_class(
         text_config=text_config,
         vision_config=vision_config,
-        image_token_id=IMAGE_TOKEN_ID,
-        video_token_id=VIDEO_TOKEN_ID,
-        vision_start_token_id=VISION_START_TOKEN_ID,
-        vision_end_token_id=VISION_END_TOKEN_ID,
+        image_token_id=family.token_id(IMAGE_TOKEN_ID),
+        video_token_id=family.token_id(VIDEO_TOKEN_ID),
+        vision_start_token_id=family.token_id(VISION_START_TOKEN_ID),
+        vision_end_token_id=family.token_id(VISION_END_TOKEN_ID),
         tie_word_embeddings=True,
     )
-    config.architectures = [model_class.__name__]
+    config.architectures = [family.model_class.__name__]
     config.dtype = torch.bfloat16
     return config
 
 
-def _build_processor() -> Qwen3VLProcessor:
+def _build_processor(added_shift: int = 0) -> Qwen3VLProcessor:
     # Qwen3-VL geometry (patch 16, merge 2, temporal 2, mean/std 0.5); min/max pixels stay at the
     # transformers class defaults so plain-transformers runs on CPU stay small.
     image_processor = Qwen2VLImageProcessor(
@@ -186,7 +243,7 @@ def _build_processor() -> Qwen3VLProcessor:
     )
     return Qwen3VLProcessor(
         image_processor=image_processor,
-        tokenizer=build_tokenizer(),
+        tokenizer=build_tokenizer(added_shift),
         video_processor=video_processor,
         chat_template=QWEN3_VL_CHAT_TEMPLATE,
     )
@@ -195,13 +252,15 @@ def _build_processor() -> Qwen3VLProcessor:
 def _build_model(seed: int, size: str = "tiny", arch: str = "qwen3_vl"):
     torch.manual_seed(seed)
     # fp32 init on CPU, then one cast: the same seed gives the same bits on every machine.
+    family = ARCHS[arch]
     with torch.device("cpu"):
-        model = ARCHS[arch][1](tiny_config(size, arch))
+        model = family.model_class(tiny_config(size, arch))
     model = model.to(torch.bfloat16)
+    pad, eos = family.token_id(PAD_TOKEN_ID), family.token_id(EOS_TOKEN_ID)
     model.generation_config = GenerationConfig(
-        bos_token_id=PAD_TOKEN_ID,
-        eos_token_id=[EOS_TOKEN_ID, PAD_TOKEN_ID],
-        pad_token_id=PAD_TOKEN_ID,
+        bos_token_id=pad,
+        eos_token_id=[eos, pad],
+        pad_token_id=pad,
         # Greedy by default: a fixture's generate() output should not depend on RNG state.
         do_sample=False,
     )
@@ -230,8 +289,8 @@ def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False, size
     the network. Raises ``OutputDirNotEmptyError`` (a ``FileExistsError``) if ``out_dir`` has
     content and ``overwrite`` is false; with ``overwrite`` the files a build writes are replaced
     and other files in the directory are kept. Files appear only once the whole build succeeded.
-    ``size`` "2b"/"4b" gives the published Qwen3-VL dimensions with random weights (for GPU speed checks);
-    ``arch`` "qwen3_vl_moe" the MoE family (config.json then says ``model_type: qwen3_vl_moe``).
+    ``size`` "2b"/"4b" (Qwen3-VL) and "30b-a3b" (Qwen3-VL-MoE) give published dimensions with random
+    weights (for GPU speed checks); ``arch`` picks the family (`ARCHS`; config.json's ``model_type`` is it).
     """
     out_dir = Path(out_dir).expanduser().resolve()
     _check_out_dir(out_dir, overwrite)
@@ -242,7 +301,7 @@ def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False, size
         prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent
     ) as tmp:
         staging = Path(tmp)
-        _build_processor().save_pretrained(staging)
+        _build_processor(ARCHS[arch].added_shift).save_pretrained(staging)
         _build_model(seed, size, arch).save_pretrained(staging)
         marker = {
             "builder": "src.tiny_model",
@@ -285,9 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace a previous build in a non-empty --out",
     )
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
-                        help="tiny (default, ~10 M parameters) or the published 2b/4b dimensions, random weights")
+                        help="tiny (default, ~10 M parameters) or published dimensions with random weights: "
+                             "2b/4b (qwen3_vl), 30b-a3b (qwen3_vl_moe)")
     parser.add_argument("--arch", choices=sorted(ARCHS), default="qwen3_vl",
-                        help="qwen3_vl (dense, default) or qwen3_vl_moe (4 experts, top-2 routing; size tiny)")
+                        help="qwen3_vl (dense, default), qwen3_vl_moe (4 experts, top-2), qwen3_5 (linear + full "
+                             "attention layers), qwen3_5_moe")
     return parser
 
 

@@ -120,8 +120,15 @@ def _qwen_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return vocab_and_merges(read_tiktoken(qwen_tiktoken_path()))  # about 2 s: once per process
 
 
-def build_tokenizer() -> Qwen2Tokenizer:
+QWEN3_5_ADDED_SHIFT = 248044 - FIRST_ADDED_ID  # Qwen3.5 puts the same added tokens at 248044.. (+96,401)
+
+
+def build_tokenizer(added_shift: int = 0) -> Qwen2Tokenizer:
     """Qwen's tokenizer, built from `qwen.tiktoken` (in memory; call ``save_pretrained`` to persist).
+
+    ``added_shift`` moves the added tokens: 0 for Qwen3-VL (151643..), ``QWEN3_5_ADDED_SHIFT`` for Qwen3.5
+    (248044..; ms-swift's Qwen3.5 template hard-codes image 248056 / video 248057). Qwen3.5's own 248k BPE is
+    not available offline, so its tiny model keeps Qwen's 151,643 ranks and leaves the ids between unused.
 
     Promises: Qwen's byte-level BPE and Qwen2's pre-tokenizer, so text gets the ids the real Qwen3-VL
     tokenizer gives; ``convert_tokens_to_ids`` gives every token of ``QWEN_ADDED_TOKENS`` its real Qwen
@@ -135,7 +142,8 @@ def build_tokenizer() -> Qwen2Tokenizer:
         raise RuntimeError(f"Qwen's vocabulary should hold ranks 0..{FIRST_ADDED_ID - 1}, got {len(vocab)} entries")
     # The added tokens also go into the base vocabulary, so their ids do not depend on the order in
     # which transformers re-adds them at load time.
-    for token_id, content, _special in QWEN_ADDED_TOKENS:
+    added = [(token_id + added_shift, content, special) for token_id, content, special in QWEN_ADDED_TOKENS]
+    for token_id, content, _special in added:
         vocab[content] = token_id
 
     tokenizer = Qwen2Tokenizer(
@@ -153,7 +161,7 @@ def build_tokenizer() -> Qwen2Tokenizer:
     tokenizer.add_tokens(
         [
             AddedToken(c, special=s, normalized=False)
-            for _, c, s in QWEN_ADDED_TOKENS
+            for _, c, s in added
             if s
         ],
         special_tokens=True,
@@ -161,13 +169,13 @@ def build_tokenizer() -> Qwen2Tokenizer:
     tokenizer.add_tokens(
         [
             AddedToken(c, special=s, normalized=False)
-            for _, c, s in QWEN_ADDED_TOKENS
+            for _, c, s in added
             if not s
         ]
     )
     tokenizer.chat_template = QWEN3_VL_CHAT_TEMPLATE
-    ids = {c: tokenizer.convert_tokens_to_ids(c) for _, c, _ in QWEN_ADDED_TOKENS}
-    wrong = {c: ids[c] for i, c, _ in QWEN_ADDED_TOKENS if ids[c] != i}
+    ids = {c: tokenizer.convert_tokens_to_ids(c) for _, c, _ in added}
+    wrong = {c: ids[c] for i, c, _ in added if ids[c] != i}
     if wrong:
         raise RuntimeError(f"special tokens landed at wrong ids: {wrong}")
     return tokenizer

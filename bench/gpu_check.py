@@ -5,8 +5,12 @@ installed) and with ZeRO-2 (when deepspeed is installed), and prints samples/s, 
 memory for each, with the unpacked stage-2 run as the baseline ratio. With several GPUs visible every
 run goes through torchrun across all of them (NCCL), and tokens/s and peak memory are printed per GPU
 (peak memory as the driver reports it, sampled with nvidia-smi, so it includes the CUDA context).
-Needs no weights and no network: `python bench/gpu_check.py [--work DIR] [--steps 10] [--size 2b]
-[--gpus N]`. Budget: under 8 minutes on one H100.
+Needs no weights and no network: `python bench/gpu_check.py [--work DIR] [--steps 10] [--arch qwen3_vl]
+[--size 2b] [--layers N] [--gpus N]`. Budget: under 8 minutes on one H100.
+`--arch` picks the family (qwen3_vl: sizes 2b, 4b; qwen3_vl_moe: 30b-a3b; qwen3_5, qwen3_5_moe: tiny only, as
+no published dimensions are recorded here). `--layers` keeps every width but cuts the language model to N
+layers: Qwen3-VL-30B-A3B's 48 layers (62 GB in bf16) do not fit the check machine's 64 GiB disk, so its
+default is 12 (tokens/s per layer is the real model's; the printout says how many layers ran).
 `--size tiny` runs the same plumbing on CPU with the tiny model (no meaningful speed).
 """
 
@@ -86,12 +90,24 @@ def write_dense_data(folder: Path, n: int = 64, objects: int = 48) -> Path:
     return path
 
 
-def write_config(work: Path, run: dict, steps: int, cpu: bool = False) -> Path:
-    """A run config extending the recipe, pointing at the work dir's model and data."""
+DEFAULT_LAYERS = {"30b-a3b": 12}  # sizes whose whole language model does not fit the check machine
+
+
+def family_keys(arch: str) -> dict:
+    """The config keys that select a family: its model_type and ms-swift template (src/config/families.py)."""
+    from src.config.families import FAMILIES
+
+    return {"model": {"model_type": arch}, "template": {"template": FAMILIES[arch].template}}
+
+
+def write_config(work: Path, run: dict, steps: int, cpu: bool = False, arch: str = "qwen3_vl") -> Path:
+    """A run config extending the recipe, pointing at the work dir's model and data, for the family `arch`."""
     name = run["name"].replace(" ", "_")
     config = {
         "extends": str(REPO / "configs" / run["recipe"]),
-        "model": {"model": str(work / "model"), "torch_dtype": "bfloat16", "attn_impl": "sdpa"},
+        "model": {"model": str(work / "model"), "torch_dtype": "bfloat16", "attn_impl": "sdpa",
+                  **family_keys(arch)["model"]},
+        "template": family_keys(arch)["template"],
         "custom": {"train_jsonl": str(work / ("dense" if run.get("data") == "dense" else "data") / "train.jsonl"),
                    "health_check_samples": 2},
         "training": {"output_dir": str(work / "runs" / name), "max_steps": steps, "logging_steps": 1,
@@ -170,16 +186,31 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", type=Path, default=REPO / "output" / "gpu_check")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--size", default="2b", choices=["tiny", "2b", "4b"], help="tiny: a CPU smoke test")
+    parser.add_argument("--arch", default="qwen3_vl", choices=["qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"])
+    parser.add_argument("--size", default=None, help="tiny (a CPU smoke test), 2b, 4b (qwen3_vl), 30b-a3b "
+                                                     "(qwen3_vl_moe); default: the arch's smallest published size")
+    parser.add_argument("--layers", type=int, default=None, help="cut the language model to N layers")
     parser.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: every visible one)")
     args = parser.parse_args()
-    cpu = args.size == "tiny"
+    from src.tiny_model.model import ARCHS, tiny_config
+
+    sizes = ARCHS[args.arch].sizes
+    size = args.size or (sizes[1] if len(sizes) > 1 else "tiny")
+    if size not in sizes:
+        parser.error(f"--size {size} for --arch {args.arch}: valid {', '.join(sizes)}")
+    layers = args.layers or DEFAULT_LAYERS.get(size)
+    full_layers = tiny_config(size, args.arch).text_config.num_hidden_layers
+    print(f"model: {args.arch} {size}, {layers or full_layers} of {full_layers} language-model layers")
+    cpu = size == "tiny"
     n_gpus = 0 if cpu else (args.gpus if args.gpus is not None else visible_gpus())
     print(f"GPUs: {n_gpus} ({'torchrun across them, NCCL' if n_gpus > 1 else 'one process'})")
     work = args.work.resolve()
-    if not (work / "model" / "tiny_model.json").is_file():
-        subprocess.run([sys.executable, "-m", "src.tiny_model", "--out", str(work / "model"), "--size", args.size,
-                        "--overwrite"], cwd=REPO, check=True)
+    marker = work / "model" / "tiny_model.json"
+    built = json.loads(marker.read_text()) if marker.is_file() else {}
+    if (built.get("arch", "qwen3_vl"), built.get("size", "tiny"), built.get("layers")) != (args.arch, size, layers):
+        subprocess.run([sys.executable, "-m", "src.tiny_model", "--out", str(work / "model"), "--size", size,
+                        "--arch", args.arch, "--overwrite", *(["--layers", str(layers)] if layers else [])],
+                       cwd=REPO, check=True)
     if not (work / "data" / "train.jsonl").is_file():
         subprocess.run([sys.executable, "-m", "src.datasets", "synth", "--out", str(work / "data"), "--n", "256",
                         "--overwrite"], cwd=REPO, check=True)
@@ -193,7 +224,7 @@ def main() -> None:
         if "skip" in run:
             print(f"skip {run['name']}: {run['skip']}")
             continue
-        config = write_config(work, run, args.steps, cpu)
+        config = write_config(work, run, args.steps, cpu, args.arch)
         stats_dir = work / f"stats_{run.get('data', 'synth')}"  # token lengths of the data this run trains on
         if not (stats_dir / "stats.json").is_file():
             subprocess.run([sys.executable, "-m", "src.datasets", "stats", "--config", str(config), "--out",

@@ -39,3 +39,19 @@ def test_the_dense_answer_is_measured_with_and_without_liger(tmp_path):
     assert [len(r["objects"]) for r in lines] == [48, 48, 48]
     config = json.loads(gpu_check.write_config(tmp_path, liger, steps=2).read_text())
     assert config["custom"]["train_jsonl"] == str(tmp_path / "dense" / "train.jsonl")
+
+
+def test_each_family_gets_a_config_the_project_accepts(tmp_path):
+    """`--arch` writes the family's model_type and template; the project's own loader accepts the config
+    against a model directory of that family (and would refuse a mismatch, see test_config_schema.py)."""
+    from src.config import load_project_config
+    from src.datasets.synth import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "data", n=4)
+    (tmp_path / "model").mkdir()
+    run = gpu_check.scenarios(flash=None, deepspeed=False, liger=False)[0]
+    for arch, template in (("qwen3_vl", "qwen3_vl"), ("qwen3_vl_moe", "qwen3_vl"), ("qwen3_5", "qwen3_5"),
+                           ("qwen3_5_moe", "qwen3_5")):
+        (tmp_path / "model" / "config.json").write_text(json.dumps({"model_type": arch}))
+        cfg = load_project_config(gpu_check.write_config(tmp_path, run, steps=2, cpu=True, arch=arch))
+        assert (cfg.swift["model_type"], cfg.swift["template"]) == (arch, template)

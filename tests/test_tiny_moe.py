@@ -101,3 +101,20 @@ def test_the_family_table_agrees_with_ms_swift_and_names_real_parameters(moe_dir
             names = list(fh.keys())
         for prefix in FAMILIES[model_type].aligner:
             assert any(name.startswith(prefix + ".") for name in names), (model_type, prefix)
+
+
+def test_the_30b_a3b_size_has_the_published_parameter_count():
+    """`--size 30b-a3b` (for the GPU check) is Qwen3-VL-30B-A3B: 31.1 B parameters, about 3 B active per token
+    in the language model (8 of 128 experts); built on the meta device, no memory spent."""
+    from src.tiny_model.model import ARCHS
+
+    config = tiny_config("30b-a3b", "qwen3_vl_moe")
+    with torch.device("meta"):
+        model = ARCHS["qwen3_vl_moe"].model_class(config)
+    total = sum(p.numel() for p in model.parameters())
+    experts = sum(p.numel() for name, p in model.named_parameters() if ".experts." in name)
+    language = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("model.visual."))
+    assert 31.0e9 < total < 31.2e9
+    assert 3.0e9 < language - experts + experts * 8 / 128 < 3.5e9
+    cut = tiny_config("30b-a3b", "qwen3_vl_moe", layers=12).text_config
+    assert (cut.num_hidden_layers, cut.num_experts, cut.hidden_size) == (12, 128, 2048)

@@ -96,7 +96,8 @@ SIZES: dict[str, dict[str, dict]] = {
     # the larger Qwen3-VL models.
     "30b-a3b": {"text": {"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 48,
                          "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
-                         "num_experts": 128, "num_experts_per_tok": 8, "moe_intermediate_size": 768},
+                         "num_experts": 128, "num_experts_per_tok": 8, "moe_intermediate_size": 768,
+                         "tie_word_embeddings": False},
                 "vision": {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16,
                            "num_position_embeddings": 2304, "deepstack_visual_indexes": [8, 16, 24],
                            "out_hidden_size": 2048}},
@@ -152,10 +153,12 @@ ARCHS: dict[str, Arch] = {
 }
 
 
-def tiny_config(size: str = "tiny", arch: str = "qwen3_vl"):
-    """Return the config of a family (`ARCHS`): real vocabulary size and added-token ids, bf16, tied
-    embeddings; toy widths for "tiny", the published dimensions for "2b"/"4b" (Qwen3-VL) and "30b-a3b"
-    (Qwen3-VL-MoE). Raises KeyError naming the valid values for another arch or a size the arch lacks."""
+def tiny_config(size: str = "tiny", arch: str = "qwen3_vl", layers: int | None = None):
+    """Return the config of a family (`ARCHS`): real vocabulary size and added-token ids, bf16, embeddings
+    tied as the published model ties them; toy widths for "tiny", the published dimensions for "2b"/"4b" (Qwen3-VL) and "30b-a3b"
+    (Qwen3-VL-MoE). `layers` keeps every width but cuts the language model to that many layers (a big
+    model's per-layer speed on a machine that cannot hold all of it). Raises KeyError naming the valid
+    values for another arch or a size the arch lacks."""
     if arch not in ARCHS:
         raise KeyError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
     family = ARCHS[arch]
@@ -190,6 +193,11 @@ def tiny_config(size: str = "tiny", arch: str = "qwen3_vl"):
     text_config.update(SIZES[size]["text"])
     for key in family.text_drop:
         text_config.pop(key)
+    if layers is not None:
+        text_config["num_hidden_layers"] = layers
+        if "layer_types" in text_config:  # the family's pattern of layer kinds, repeated
+            pattern = text_config["layer_types"]
+            text_config["layer_types"] = [pattern[i % len(pattern)] for i in range(layers)]
     if "partial_rotary_factor" not in text_config["rope_parameters"]:
         text_config["rope_parameters"] = {**text_config["rope_parameters"],
                                           "mrope_section": _MROPE_SECTION[text_config["head_dim"]]}
@@ -220,7 +228,7 @@ def tiny_config(size: str = "tiny", arch: str = "qwen3_vl"):
         video_token_id=family.token_id(VIDEO_TOKEN_ID),
         vision_start_token_id=family.token_id(VISION_START_TOKEN_ID),
         vision_end_token_id=family.token_id(VISION_END_TOKEN_ID),
-        tie_word_embeddings=True,
+        tie_word_embeddings=text_config["tie_word_embeddings"],
     )
     config.architectures = [family.model_class.__name__]
     config.dtype = torch.bfloat16
@@ -249,12 +257,21 @@ def _build_processor(added_shift: int = 0) -> Qwen3VLProcessor:
     )
 
 
-def _build_model(seed: int, size: str = "tiny", arch: str = "qwen3_vl"):
+def _build_model(seed: int, size: str = "tiny", arch: str = "qwen3_vl", layers: int | None = None):
     torch.manual_seed(seed)
-    # fp32 init on CPU, then one cast: the same seed gives the same bits on every machine.
     family = ARCHS[arch]
-    with torch.device("cpu"):
-        model = family.model_class(tiny_config(size, arch))
+    config = tiny_config(size, arch, layers)
+    if size == "tiny":  # fp32 init on CPU, then one cast: the same seed gives the same bits on every machine
+        with torch.device("cpu"):
+            model = family.model_class(config)
+    else:  # a published size: bf16 from the start (fp32 would need twice the memory), bits not pinned
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            with torch.device("cpu"):
+                model = family.model_class(config)
+        finally:
+            torch.set_default_dtype(default)
     model = model.to(torch.bfloat16)
     pad, eos = family.token_id(PAD_TOKEN_ID), family.token_id(EOS_TOKEN_ID)
     model.generation_config = GenerationConfig(
@@ -279,7 +296,7 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 
 def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False, size: str = "tiny",
-                     arch: str = "qwen3_vl") -> Path:
+                     arch: str = "qwen3_vl", layers: int | None = None) -> Path:
     """Write the tiny Qwen3-VL model directory and return its resolved path.
 
     Promises: ``out_dir`` then holds config.json, model.safetensors (bf16), generation_config.json,
@@ -290,7 +307,8 @@ def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False, size
     content and ``overwrite`` is false; with ``overwrite`` the files a build writes are replaced
     and other files in the directory are kept. Files appear only once the whole build succeeded.
     ``size`` "2b"/"4b" (Qwen3-VL) and "30b-a3b" (Qwen3-VL-MoE) give published dimensions with random
-    weights (for GPU speed checks); ``arch`` picks the family (`ARCHS`; config.json's ``model_type`` is it).
+    weights (for GPU speed checks); ``arch`` picks the family (`ARCHS`; config.json's ``model_type`` is it);
+    ``layers`` cuts the language model to that many layers (`tiny_config`).
     """
     out_dir = Path(out_dir).expanduser().resolve()
     _check_out_dir(out_dir, overwrite)
@@ -302,13 +320,14 @@ def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False, size
     ) as tmp:
         staging = Path(tmp)
         _build_processor(ARCHS[arch].added_shift).save_pretrained(staging)
-        _build_model(seed, size, arch).save_pretrained(staging)
+        _build_model(seed, size, arch, layers).save_pretrained(staging)
         marker = {
             "builder": "src.tiny_model",
             "builder_version": BUILDER_VERSION,
             "seed": seed,
             **({"size": size} if size != "tiny" else {}),
             **({"arch": arch} if arch != "qwen3_vl" else {}),
+            **({"layers": layers} if layers is not None else {}),
         }
         (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
 
@@ -349,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arch", choices=sorted(ARCHS), default="qwen3_vl",
                         help="qwen3_vl (dense, default), qwen3_vl_moe (4 experts, top-2), qwen3_5 (linear + full "
                              "attention layers), qwen3_5_moe")
+    parser.add_argument("--layers", type=int, help="cut the language model to N layers, every width kept")
     return parser
 
 
@@ -360,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         path = build_tiny_model(args.out, seed=args.seed, overwrite=args.overwrite, size=args.size,
-                                arch=args.arch)
+                                arch=args.arch, layers=args.layers)
     except (OutputDirNotEmptyError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

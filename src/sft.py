@@ -1,6 +1,7 @@
 """Training entry: `python -m src.sft --config CFG [--base_config BASE] [--device cpu] [--debug] [--dry-run]`.
 
-parse -> set-up once per job (config, data, run directory: src/training/setup.py) -> ms-swift SwiftSft -> report.
+parse -> set-up once per job (config, data, run directory: src/training/setup.py) -> ms-swift SwiftSft (or, for
+a stage-3 config with `rlhf:`, SwiftRLHF's GRPO: src/training/grpo.py) -> report.
 Runs as one process or as each process of a torchrun job (scripts/train.sh starts either).
 Exit codes (src/cli.py): 0 done, 2 bad config or data (nothing started), 3 training failed (traceback);
 under torchrun the launcher's own code (1) for a failure in any process.
@@ -34,9 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(run, job: Job) -> None:
     from src.datasets.augment import parse_augment_ops
-    from src.training.pipeline import run_training  # heavy: torch, transformers, ms-swift
 
-    result = run_training(run.kwargs, run.cfg, run.plan, parse_augment_ops(run.cfg.custom.augment), job)
+    if run.cfg.reinforcement:  # stage 3: ms-swift's GRPO with the grounding rewards
+        from src.training.grpo import run_grpo  # heavy: torch, transformers, ms-swift
+
+        result = run_grpo(run.kwargs, run.cfg, run.plan, job)
+    else:
+        from src.training.pipeline import run_training  # heavy: torch, transformers, ms-swift
+
+        result = run_training(run.kwargs, run.cfg, run.plan, parse_augment_ops(run.cfg.custom.augment), job)
     if not job.is_main:
         return
     from src.training.curves import plot_loss_curves

@@ -10,7 +10,8 @@ REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 ENTRY = 5
 # training sits above evaluation: it scores the model by generation with src.infer's and src.eval's code.
-LAYERS = {"config": 0, "datasets": 1, "inference": 2, "evaluation": 3, "training": 4, "tiny_model": 1,
+# rewards score answers with the evaluation's matching; training hands them to ms-swift.
+LAYERS = {"config": 0, "datasets": 1, "inference": 2, "evaluation": 3, "rewards": 3.5, "training": 4, "tiny_model": 1,
           "sft": ENTRY, "infer": ENTRY, "eval": ENTRY, "vis": ENTRY, "demo": ENTRY, "cli": ENTRY}
 
 

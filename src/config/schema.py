@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 from .loader import MergedConfig, Origin
-from .swift_fields import sft_argument_fields
+from .swift_fields import rlhf_argument_fields, sft_argument_fields
 from .types import checker_for, describe
 
 
@@ -80,8 +80,13 @@ class ProjectConfig:
     eval: EvalSection
     env: dict[str, str]
     global_max_length: int | None
-    swift: dict[str, Any]  # SftArguments keyword arguments from model/template/tuner/training
+    swift: dict[str, Any]  # SftArguments (RLHFArguments with `rlhf:`) keyword arguments of the ms-swift sections
     merged: MergedConfig
+
+    @property
+    def reinforcement(self) -> bool:
+        """True for a stage-3 config (`rlhf.rlhf_type` set): ms-swift's RLHF pipeline trains it."""
+        return self.swift.get("rlhf_type") is not None
 
     def origin(self, dotted: str) -> Origin | None:
         """The file (and line) that set `dotted`, or None for a value the project derived."""
@@ -90,7 +95,10 @@ class ProjectConfig:
 
 OWN_SECTIONS = {"custom": CustomSection, "prompts": PromptsSection, "deepspeed": DeepspeedSection,
                 "run": RunSection, "eval": EvalSection}
-SWIFT_SECTIONS = ("model", "template", "tuner", "training")
+# `rlhf:` (stage 3) holds fields of ms-swift's RLHFArguments (GRPO's, and SftArguments' own such as
+# `temperature`); a config with it trains with ms-swift's RLHF pipeline, the other sections meaning what
+# they mean for SFT. A field set in two sections is an error.
+SWIFT_SECTIONS = ("model", "template", "tuner", "training", "rlhf")
 TOP_LEVEL_SCALARS = {"global_max_length": "Optional[int]", "env": "Dict[str, Any]"}
 ALL_SECTIONS = (*OWN_SECTIONS, *SWIFT_SECTIONS, *TOP_LEVEL_SCALARS)
 # SftArguments fields the project sets itself, from the key named here.
@@ -153,10 +161,12 @@ def _own_section(merged: MergedConfig, name: str, cls: type, problems: list[str]
 
 
 def _swift_sections(merged: MergedConfig, problems: list[str]) -> dict[str, Any]:
-    fields = sft_argument_fields()
+    sft_fields, rlhf_fields = sft_argument_fields(), rlhf_argument_fields()
     kwargs: dict[str, Any] = {}
     set_by: dict[str, str] = {}
     for section in SWIFT_SECTIONS:
+        fields = rlhf_fields if section == "rlhf" else sft_fields
+        owner = "RLHFArguments fields" if section == "rlhf" else "SftArguments fields"
         block = merged.values.get(section) or {}
         if not isinstance(block, dict):
             problems.append(f"{_where(merged, section)}`{section}` must be a mapping, got {block!r}")
@@ -170,9 +180,12 @@ def _swift_sections(merged: MergedConfig, problems: list[str]) -> dict[str, Any]
                 continue
             if renamed is None and key not in fields:
                 candidates = {*fields, *(k for s, k in RENAMED_SWIFT_KEYS if s == section)} - set(OWNED_SWIFT_FIELDS)
-                problems.append(f"{_where(merged, dotted)}unknown key `{dotted}`"
-                                f"{_did_you_mean(key, candidates)} (keys here are ms-swift SftArguments "
-                                f"fields)")
+                if section != "rlhf" and key in rlhf_fields:
+                    hint = "; it is an RLHF field: set it in `rlhf:`"
+                else:
+                    hint = _did_you_mean(key, candidates)
+                problems.append(f"{_where(merged, dotted)}unknown key `{dotted}`{hint} (keys here are ms-swift "
+                                f"{owner})")
                 continue
             field_name, annotation = renamed or (key, fields[key].annotation)
             if value is None and renamed is None and fields[key].default_is_none and dotted not in REQUIRED_SWIFT_KEYS:

@@ -17,6 +17,9 @@ from pathlib import Path
 
 ROOT_MODULE = "swift.arguments.sft_args"
 ROOT_CLASS = "SftArguments"
+RLHF_MODULE = "swift.arguments.rlhf_args"
+RLHF_CLASS = "RLHFArguments"
+ORMS_MODULE = "swift.rewards.orm"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,28 +141,48 @@ def _class_chain(module: str, node: ast.ClassDef) -> list[tuple[str, ast.ClassDe
     return chain
 
 
-@functools.lru_cache(maxsize=1)
+@functools.cache
+def _argument_fields(module: str, class_name: str) -> dict[str, SwiftField]:
+    found = _find_class(module, class_name)
+    if found is None:
+        raise RuntimeError(f"cannot find {module}.{class_name}: is ms-swift installed?")
+    fields: dict[str, SwiftField] = {}
+    for owner_module, cls in _class_chain(*found):
+        for stmt in cls.body:
+            if _is_dataclass_field(stmt) and stmt.target.id not in fields:
+                fields[stmt.target.id] = SwiftField(
+                    name=stmt.target.id,
+                    annotation=ast.unparse(stmt.annotation),
+                    owner=f"{owner_module}.{cls.name}",
+                    default_is_none=_default_is_none(stmt),
+                    default=_literal_default(stmt),
+                )
+    return fields
+
+
 def sft_argument_fields() -> dict[str, SwiftField]:
     """All dataclass fields of ms-swift's `SftArguments`, by name, read statically from the sources.
 
     The most derived declaration wins, as in Python's dataclass MRO. Raises RuntimeError when the
     installed ms-swift has no `SftArguments` where this project expects it.
     """
-    found = _find_class(ROOT_MODULE, ROOT_CLASS)
-    if found is None:
-        raise RuntimeError(f"cannot find {ROOT_MODULE}.{ROOT_CLASS}: is ms-swift installed?")
-    fields: dict[str, SwiftField] = {}
-    for module, cls in _class_chain(*found):
-        for stmt in cls.body:
-            if _is_dataclass_field(stmt) and stmt.target.id not in fields:
-                fields[stmt.target.id] = SwiftField(
-                    name=stmt.target.id,
-                    annotation=ast.unparse(stmt.annotation),
-                    owner=f"{module}.{cls.name}",
-                    default_is_none=_default_is_none(stmt),
-                    default=_literal_default(stmt),
-                )
-    return fields
+    return _argument_fields(ROOT_MODULE, ROOT_CLASS)
+
+
+def rlhf_argument_fields() -> dict[str, SwiftField]:
+    """All fields of ms-swift's `RLHFArguments` (GRPO and the other RLHF methods; `SftArguments`'s among them):
+    the keys a config's `rlhf:` section may hold. Read statically, like `sft_argument_fields`."""
+    return _argument_fields(RLHF_MODULE, RLHF_CLASS)
+
+
+def builtin_reward_names() -> tuple[str, ...]:
+    """The names of ms-swift's own reward functions (the keys of its `orms` table), read statically."""
+    tree = _parse(ORMS_MODULE)
+    for node in (tree.body if tree else []):
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "orms" for t in node.targets)
+                and isinstance(node.value, ast.Dict)):
+            return tuple(k.value for k in node.value.keys if isinstance(k, ast.Constant))
+    return ()
 
 
 def swift_defaults() -> dict[str, object]:

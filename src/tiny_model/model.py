@@ -155,10 +155,10 @@ ARCHS: dict[str, Arch] = {
 
 def tiny_config(size: str = "tiny", arch: str = "qwen3_vl", layers: int | None = None):
     """Return the config of a family (`ARCHS`): real vocabulary size and added-token ids, bf16, embeddings
-    tied as the published model ties them; toy widths for "tiny", the published dimensions for "2b"/"4b" (Qwen3-VL) and "30b-a3b"
-    (Qwen3-VL-MoE). `layers` keeps every width but cuts the language model to that many layers (a big
-    model's per-layer speed on a machine that cannot hold all of it). Raises KeyError naming the valid
-    values for another arch or a size the arch lacks."""
+    tied as the published model ties them; toy widths for "tiny", the published dimensions for "2b"/"4b"
+    (Qwen3-VL) and "30b-a3b" (Qwen3-VL-MoE). `layers` keeps every width but cuts the language model to
+    that many layers (a big model's per-layer speed on a machine that cannot hold all of it). Raises
+    KeyError naming the valid values for another arch or a size the arch lacks."""
     if arch not in ARCHS:
         raise KeyError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
     family = ARCHS[arch]

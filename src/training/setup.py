@@ -110,7 +110,8 @@ def _prepare_run_dir(cfg: ProjectConfig, kwargs: dict[str, Any], plan: DataPlan,
     """Rank 0's part: decide the start, print the plan, and (unless a dry run) guard and fill the run dir."""
     output_dir = Path(kwargs["output_dir"])
     resume = resolve_resume(output_dir, kwargs.get("resume_from_checkpoint"))
-    start = plan_start({**kwargs, "resume_from_checkpoint": resume}, cfg.run.init_from, output_dir, swift_defaults())
+    start = plan_start({**kwargs, "resume_from_checkpoint": resume}, cfg.run.init_from, output_dir, swift_defaults(),
+                       continuing=kwargs.get("resume_from_checkpoint") == "auto" and resume is not None)
     _print_plan(cfg, {**kwargs, "model": start.model, "resume_from_checkpoint": start.resume_from_checkpoint},
                 plan, start, debug)
     if dry_run:
@@ -128,6 +129,17 @@ def _prepare_run_dir(cfg: ProjectConfig, kwargs: dict[str, Any], plan: DataPlan,
         merge_adapter(start.merge_adapter, Path(start.model))
     sys.stdout.flush()  # before the other ranks go on: the reports come first in a shared log
     return RunDecision(start.model, start.resume_from_checkpoint, _sha1(resolved)), start
+
+
+def _checked_kwargs(cfg: ProjectConfig, world_size: int) -> dict[str, Any]:
+    """ms-swift's keyword arguments, after a stage-3 config's own checks for a job of `world_size` processes."""
+    if cfg.reinforcement:
+        from src.training.grpo_checks import reinforcement_problems
+
+        problems = reinforcement_problems(cfg, world_size)
+        if problems:
+            raise ConfigError(problems)
+    return to_sft_kwargs(cfg)
 
 
 def _sha1(path: Path) -> str:
@@ -176,7 +188,7 @@ def prepare_run(config: Path, base_config: Path | None, *, on_cpu: bool, debug: 
     cfg: ProjectConfig | None = loaded
     kwargs = None
     if cfg is not None:
-        kwargs, failure = _attempt(lambda: to_sft_kwargs(cfg))
+        kwargs, failure = _attempt(lambda: _checked_kwargs(cfg, job.world_size))
     if job.distributed:
         _connect(job, cfg, kwargs)
     job.agree(failure)

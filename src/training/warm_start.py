@@ -64,14 +64,26 @@ class StartPlan:
 
 
 def plan_start(kwargs: dict[str, Any], init_from: str | None, output_dir: Path,
-               defaults: dict[str, Any]) -> StartPlan:
+               defaults: dict[str, Any], continuing: bool = False) -> StartPlan:
     """Decide warm start vs resume for `kwargs` (SftArguments kwargs, resume already resolved from `auto`).
 
-    Raises ConfigError for an `init_from` that is neither an adapter nor a full checkpoint, or when
-    both a warm start and a resume are asked for.
+    `continuing`: the resume is this run's own latest checkpoint (`auto` found one); with `init_from` set
+    too, the run resumes on the model its warm start made (a stage-3 config keeps `run.init_from` and
+    adds `tuner.resume_from_checkpoint: auto`). Raises ConfigError for an `init_from` that is neither an
+    adapter nor a full checkpoint, or when both a warm start and an explicit resume are asked for.
     """
     plan = StartPlan(model=kwargs.get("model"), resume_from_checkpoint=kwargs.get("resume_from_checkpoint"))
     resume = plan.resume_from_checkpoint
+    if init_from and resume and continuing:
+        # `auto` found this run's own checkpoint: the warm start happened when the run began (its merge is in
+        # the run directory); resuming continues on the same model.
+        kind = checkpoint_kind(Path(init_from))
+        plan.model = init_from if kind == "full" else str(output_dir / "init_merged")
+        if kind != "full" and not (output_dir / "init_merged" / "config.json").is_file():
+            raise ConfigError(f"cannot resume {resume}: the run started from `run.init_from` = {init_from}, whose "
+                              f"merge ({output_dir / 'init_merged'}) is gone")
+        plan.messages.append(f"resuming {resume}; the run began as a warm start from {init_from}")
+        return plan
     if init_from and resume:
         raise ConfigError(f"`run.init_from` ({init_from}) starts a new run from weights and "
                          f"`tuner.resume_from_checkpoint` ({resume}) continues an old one: set only one")

@@ -125,6 +125,37 @@ def test_recipe_trains_exactly_its_groups_and_nothing_else_moves(workspace, reci
     assert result["global_step"] == 2
 
 
+@pytest.mark.parametrize("arch", ["qwen3_5", "qwen3_5_moe"])
+def test_a_qwen3_5_stage2_adapter_holds_lora_on_both_layer_kinds_and_answers(workspace, arch):
+    """Qwen3.5's stage-2 adapter (from the recipe test above): LoRA on the Gated DeltaNet and the attention
+    projections (and, on the MoE, the shared expert), the merger in full; it answers through src.infer and
+    src.eval scores the answers."""
+    from safetensors import safe_open
+
+    from src.eval import main as eval_main
+    from src.infer import main as infer_main
+
+    checkpoint = workspace / f"stage_2_llm_lora-{arch}" / "checkpoint-2"
+    if not checkpoint.is_dir():
+        train(workspace, f"stage_2_llm_lora-{arch}", "stage_2_llm_lora.yaml", arch=arch)
+    with safe_open(str(checkpoint / "adapter_model.safetensors"), "pt") as fh:
+        keys = list(fh.keys())
+    lora = [k for k in keys if ".lora_" in k]
+    assert any(".linear_attn.in_proj_qkv." in k for k in lora) and any(".self_attn.q_proj." in k for k in lora)
+    assert any((".mlp.shared_expert." if arch.endswith("moe") else ".mlp.down_proj.") in k for k in lora)
+    assert all(".language_model." in k for k in lora)
+    full = [k for k in keys if ".lora_" not in k]
+    assert full and all(".visual.merger." in k for k in full), full
+    if arch.endswith("moe"):
+        return
+    predictions, metrics = workspace / f"{arch}.pred.jsonl", workspace / f"{arch}.metrics.json"
+    data = workspace / "data" / "train.jsonl"
+    assert infer_main(["--config", str(workspace / f"stage_2_llm_lora-{arch}.yaml"), "--checkpoint", str(checkpoint),
+                       "--jsonl", str(data), "--limit", "2", "--max_new_tokens", "16", "--out", str(predictions)]) == 0
+    assert eval_main(["--pred", str(predictions), "--gt", str(data), "--out", str(metrics)]) == 0
+    assert len(predictions.read_text().splitlines()) == 2 and json.loads(metrics.read_text())["n_pred_rows"] == 2
+
+
 def test_stage2_warm_starts_from_a_stage1_adapter(workspace, capsys):
     adapter = (workspace / "stage_1_aligner_lora" / "checkpoint-2").resolve()
     if not adapter.is_dir():

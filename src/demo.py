@@ -1,5 +1,6 @@
 """The demo (`make demo`): tiny model -> synthetic data -> stage 1 -> stage 2 -> infer -> eval -> vis, on CPU,
-then the learning proof (the tiny model memorises four images and predicts them back).
+then the learning proof (the tiny model memorises four images and predicts them back). `--grpo` adds stage 3
+(GRPO with the grounding rewards) after stage 2.
 
 Assets (model, data) are built once into `output/demo-assets/`. Each demo run gets its own
 directory `output/demo/<time>/` holding the two stage configs it used, both runs, and the
@@ -63,8 +64,9 @@ def evaluate(name: str, config: Path, checkpoint: Path, records: Path, out_dir: 
     return outputs
 
 
-def run_demo(output_root: Path, n_records: int, memorise: bool = True) -> Path:
-    """Run the whole demo into a new directory under `output_root`/demo and return that directory."""
+def run_demo(output_root: Path, n_records: int, memorise: bool = True, grpo: bool = False) -> Path:
+    """Run the whole demo into a new directory under `output_root`/demo and return that directory;
+    `grpo` adds stage 3 (GRPO from the stage-2 adapter) and its evaluation."""
     assets = output_root / "demo-assets"
     ensure_assets(assets, n_records)
     run_dir = output_root / "demo" / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
@@ -81,6 +83,13 @@ def run_demo(output_root: Path, n_records: int, memorise: bool = True) -> Path:
     _run("stage 2 (LLM LoRA + aligner)", ["-m", "src.sft", "--config", str(stage2)])
     results = {"stage 2 on the validation split": evaluate(
         "stage2", stage2, run_dir / "stage2" / "last-checkpoint", assets / "data" / "val.jsonl", run_dir)}
+    if grpo:
+        stage3 = _write_stage_config(run_dir / "stage3.yaml", DEMO_CONFIGS / "stage3.yaml",
+                                     f"model:\n  model: ./stage1/last-checkpoint\nrun:\n  init_from: "
+                                     f"./stage2/last-checkpoint\n{data}training:\n  output_dir: ./stage3\n")
+        _run("stage 3 (GRPO with grounding rewards)", ["-m", "src.sft", "--config", str(stage3)])
+        results["stage 3 on the validation split"] = evaluate(
+            "stage3", stage3, run_dir / "stage3" / "last-checkpoint", assets / "data" / "val.jsonl", run_dir)
     if memorise:
         config = _write_stage_config(run_dir / "memorise.yaml", DEMO_CONFIGS / "memorise.yaml",
                                      f"{model}custom:\n  train_jsonl: {assets / 'memorise' / 'train.jsonl'}\n"
@@ -95,6 +104,8 @@ def run_demo(output_root: Path, n_records: int, memorise: bool = True) -> Path:
     print(f"data:                {assets / 'data'} (train.jsonl, val.jsonl, images/)")
     print(f"stage 1 checkpoint:  {(run_dir / 'stage1' / 'last-checkpoint').resolve()}")
     print(f"stage 2 adapter:     {(run_dir / 'stage2' / 'last-checkpoint').resolve()}")
+    if grpo:
+        print(f"stage 3 adapter:     {(run_dir / 'stage3' / 'last-checkpoint').resolve()}")
     for title, outputs in results.items():
         print(f"{title}:")
         print(f"  predictions:       {outputs['predictions']}")
@@ -111,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=24, help="synthetic records to generate (first build only)")
     parser.add_argument("--no-memorise", dest="memorise", action="store_false",
                         help="skip the learning proof (the tiny model memorising 4 images, about 90 s)")
+    parser.add_argument("--grpo", action="store_true",
+                        help="add stage 3: GRPO with the grounding rewards from the stage-2 adapter (about 40 s)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
-        run_demo(args.output.resolve(), args.n, args.memorise)
+        run_demo(args.output.resolve(), args.n, args.memorise, args.grpo)
     except subprocess.CalledProcessError as err:
         print(f"demo failed: a step exited with code {err.returncode}", file=sys.stderr)
         return err.returncode

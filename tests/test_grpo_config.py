@@ -1,0 +1,94 @@
+"""A stage-3 (GRPO) config explains its mistakes before anything starts: keys checked against ms-swift's
+RLHFArguments, a missing stage-2 start, an unknown reward (the valid ones listed), reward weights of the wrong
+length, num_generations that does not divide the completions of a step, vLLM asked for and missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from src.config import ConfigError, load_project_config
+from src.sft import main as sft_main
+from src.training.grpo_checks import generation_batch, reinforcement_problems
+
+REPO = Path(__file__).resolve().parents[1]
+STAGE3 = str(REPO / "configs" / "stage_3_grpo.yaml")
+STAGE2 = Path(__file__).resolve().parent  # an existing directory stands for the stage-2 checkpoint
+START = {"run": {"init_from": str(STAGE2)}}
+
+
+def stage3(tree, **sections):
+    body = {**START, **sections}
+    return load_project_config(tree(body, extends=[STAGE3, "base.yaml"]).config)
+
+
+def test_a_stage_2_start_that_does_not_exist_is_named(tree):
+    with pytest.raises(ConfigError, match="`run.init_from` = /nowhere/stage2: path does not exist"):
+        load_project_config(tree({"run": {"init_from": "/nowhere/stage2"}}, extends=[STAGE3, "base.yaml"]).config)
+
+
+def test_the_shipped_recipe_is_a_grpo_config_that_needs_only_its_start(tree):
+    cfg = stage3(tree)
+    assert cfg.reinforcement and cfg.swift["rlhf_type"] == "grpo"
+    assert cfg.swift["max_completion_length"] == 2048  # dense answers: ms-swift's 512 cuts them off
+    assert reinforcement_problems(cfg, world_size=1, vllm_installed=False) == []
+    assert not load_project_config(tree().config).reinforcement  # an SFT config
+
+
+def test_a_missing_stage_2_start_is_named(tree):
+    cfg = load_project_config(tree(extends=[STAGE3, "base.yaml"]).config)
+    (problem,) = reinforcement_problems(cfg, world_size=1, vllm_installed=False)
+    assert "`run.init_from` is not set: stage 3 starts from a stage-2 result" in problem
+
+
+def test_an_unknown_reward_lists_the_valid_ones(tree):
+    cfg = stage3(tree, rlhf={"reward_funcs": ["grounding_f1", "grounding_recall"], "reward_weights": [1.0, 1.0]})
+    (problem,) = reinforcement_problems(cfg, world_size=1, vllm_installed=False)
+    assert "`rlhf.reward_funcs` names 'grounding_recall', which is not a reward; valid: grounding_format, " \
+           "grounding_f1, grounding_iou, grounding_duplicates, grounding_count, grounding_ap50, toolbench" in problem
+    assert "run.yaml" in problem  # the file that set it
+
+
+def test_reward_weights_of_the_wrong_length(tree):
+    cfg = stage3(tree, rlhf={"reward_weights": [1.0, 2.0]})
+    (problem,) = reinforcement_problems(cfg, world_size=1, vllm_installed=False)
+    assert "`rlhf.reward_weights` has 2 weight(s) for 5 reward(s) in `rlhf.reward_funcs`" in problem
+
+
+@pytest.mark.parametrize(("world_size", "batch", "generations", "valid"), [
+    (1, 8, 3, "2, 4, 8"), (2, 3, 4, "2, 3, 6"), (1, 1, 8, "none")])
+def test_num_generations_must_divide_the_completions_of_a_step(tree, world_size, batch, generations, valid):
+    cfg = stage3(tree, training={"per_device_train_batch_size": batch}, rlhf={"num_generations": generations})
+    assert generation_batch(cfg.swift, world_size) == batch * world_size
+    (problem,) = reinforcement_problems(cfg, world_size=world_size, vllm_installed=False)
+    assert f"`rlhf.num_generations` = {generations} does not divide the {batch * world_size} completions" in problem
+    assert f"valid num_generations: {valid}" in problem
+    fixed = stage3(tree, training={"per_device_train_batch_size": batch, "gradient_accumulation_steps": generations},
+                   rlhf={"num_generations": generations})
+    assert reinforcement_problems(fixed, world_size=world_size, vllm_installed=False) == []
+
+
+def test_vllm_asked_for_and_missing(tree):
+    cfg = stage3(tree, rlhf={"use_vllm": True, "vllm_mode": "colocate"})
+    (problem,) = reinforcement_problems(cfg, world_size=1, vllm_installed=False)
+    assert "`rlhf.use_vllm` is true but vLLM is not installed" in problem
+    assert reinforcement_problems(cfg, world_size=1, vllm_installed=True) == []
+
+
+def test_rlhf_keys_are_ms_swift_s_own(tree):
+    with pytest.raises(ConfigError) as err:
+        stage3(tree, rlhf={"num_generation": 4})
+    assert "unknown key `rlhf.num_generation`; did you mean `num_generations`" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        stage3(tree, training={"num_generations": 4})
+    assert "unknown key `training.num_generations`; it is an RLHF field: set it in `rlhf:`" in str(err.value)
+    with pytest.raises(ConfigError, match="`rlhf.temperature` and `training.temperature` both set"):
+        stage3(tree, training={"temperature": 0.7})  # the recipe sets rlhf.temperature
+
+
+def test_the_entry_refuses_a_bad_stage_3_config_before_anything_starts(tree, capsys):
+    t = tree({**START, "rlhf": {"reward_funcs": ["nope"], "reward_weights": [1.0]}}, extends=[STAGE3, "base.yaml"])
+    assert sft_main(["--config", str(t.config)]) == 2
+    assert "`rlhf.reward_funcs` names 'nope', which is not a reward" in capsys.readouterr().err
+    assert not t.output_dir.exists()

@@ -79,19 +79,36 @@ def test_predictions_cover_the_validation_split(demo):
         assert {"source", "raw", "objects", "parse_error", "width", "height"} <= set(pred)
 
 
-def test_swift_infer_and_export_accept_the_adapter_from_another_directory(demo, tmp_path):
-    ckpt = (demo["run"] / "stage2" / "last-checkpoint").resolve()
-    elsewhere = tmp_path / "elsewhere"
+@pytest.fixture(scope="module")
+def photo_infer(demo, tmp_path_factory):
+    """`swift infer --adapters` on the stage-2 checkpoint, from another directory, over rows that
+    `python -m src.datasets rows` wrote for a 1600x1200 photo, with no image variable in the environment."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("photo")
+    photo = root / "photo.jpg"
+    Image.new("RGB", (1600, 1200), (90, 120, 30)).save(photo)
+    records = root / "records.jsonl"
+    records.write_text(json.dumps({"images": [str(photo)], "width": 1600, "height": 1200,
+                                   "objects": [{"bbox_2d": [100, 100, 900, 700], "desc": "field"}]}) + "\n")
+    elsewhere = root / "elsewhere"
     elsewhere.mkdir()
-    rows = elsewhere / "rows.jsonl"
-    image = sorted((demo["out"] / "demo-assets" / "data" / "images").glob("*.png"))[0]
-    rows.write_text(json.dumps({"messages": [{"role": "user", "content": "<image>Locate every object."}],
-                                "images": [str(image)]}) + "\n")
-    log = tmp_path / "attempts.log"
-    infer = offline_run([SWIFT, "infer", "--adapters", str(ckpt), "--val_dataset", "rows.jsonl",
-                         "--max_new_tokens", "4", "--result_path", "result.jsonl", "--infer_backend", "transformers"],
-                        cwd=elsewhere, log=log, extra_env=HUB_OFFLINE)
+    log = root / "attempts.log"
+    made = offline_run([sys.executable, "-m", "src.datasets", "rows", "--config",
+                        str(demo["run"] / "stage2" / "resolved_config.yaml"), "--jsonl", str(records), "--out",
+                        "rows.jsonl"], cwd=elsewhere, log=log)
+    assert made.returncode == 0, made.stderr[-3000:]
+    ckpt = (demo["run"] / "stage2" / "last-checkpoint").resolve()
+    infer = offline_run([SWIFT, "infer", "--adapters", str(ckpt), "--val_dataset", "rows.jsonl", "--max_new_tokens",
+                         "4", "--result_path", "result.jsonl", "--infer_backend", "transformers"],
+                        cwd=elsewhere, log=log, extra_env=HUB_OFFLINE, unset=VISION_ENV_KEYS)
     assert infer.returncode == 0, infer.stderr[-3000:]
+    return {"elsewhere": elsewhere, "log": log, "stdout": infer.stdout}
+
+
+def test_swift_infer_and_export_accept_the_adapter_from_another_directory(demo, photo_infer, tmp_path):
+    ckpt = (demo["run"] / "stage2" / "last-checkpoint").resolve()
+    elsewhere, log = photo_infer["elsewhere"], photo_infer["log"]
     assert json.loads((elsewhere / "result.jsonl").read_text().splitlines()[0])["response"] is not None
 
     merged = elsewhere / "merged"
@@ -129,43 +146,26 @@ def _tokens_at(height: int, width: int, max_tokens: int) -> int:
     return h * w // (32 * 32)
 
 
-def test_swift_infer_sees_a_large_image_at_the_training_budget(demo, tmp_path):
+def test_swift_infer_sees_a_large_image_at_the_training_budget(demo, photo_infer, tmp_path):
     """The stage-2 checkpoint alone (its args.json) makes `swift infer` read a 1600x1200 photo at the
     training's image budget (configs/cpu.yaml: 64 tokens), not ms-swift's default (16,384)."""
-    from PIL import Image
-
     run = demo["run"] / "stage2"
     ckpt = (run / "last-checkpoint").resolve()
     args = json.loads((ckpt / "args.json").read_text())
     assert args["external_plugins"] == [str((run / "swift_plugin.py").resolve())]
     assert args["system"] == "You are a helpful assistant."
+    as_trained = _prompt_tokens(photo_infer["stdout"])
 
-    photo = tmp_path / "photo.jpg"
-    Image.new("RGB", (1600, 1200), (90, 120, 30)).save(photo)
-    records = tmp_path / "records.jsonl"
-    records.write_text(json.dumps({"images": [str(photo)], "width": 1600, "height": 1200,
-                                   "objects": [{"bbox_2d": [100, 100, 900, 700], "desc": "field"}]}) + "\n")
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    log = tmp_path / "attempts.log"
-    made = offline_run([sys.executable, "-m", "src.datasets", "rows", "--config", str(run / "resolved_config.yaml"),
-                        "--jsonl", str(records), "--out", "rows.jsonl"], cwd=elsewhere, log=log)
-    assert made.returncode == 0, made.stderr[-3000:]
-
-    def prompt_tokens(checkpoint: Path) -> int:
-        proc = offline_run([SWIFT, "infer", "--adapters", str(checkpoint), "--val_dataset", "rows.jsonl",
-                            "--max_new_tokens", "1", "--infer_backend", "transformers"],
-                           cwd=elsewhere, log=log, extra_env=HUB_OFFLINE, unset=VISION_ENV_KEYS)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return _prompt_tokens(proc.stdout)
-
-    as_trained = prompt_tokens(ckpt)
     # The same checkpoint without the plugin in its args.json: what ms-swift alone would do.
     bare = tmp_path / "bare-checkpoint"
     shutil.copytree(ckpt, bare)
     (bare / "args.json").write_text(json.dumps({**args, "external_plugins": []}))
-    at_default = prompt_tokens(bare)
+    proc = offline_run([SWIFT, "infer", "--adapters", str(bare), "--val_dataset", "rows.jsonl", "--max_new_tokens",
+                        "1", "--infer_backend", "transformers"], cwd=photo_infer["elsewhere"], log=photo_infer["log"],
+                       extra_env=HUB_OFFLINE, unset=VISION_ENV_KEYS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    at_default = _prompt_tokens(proc.stdout)
 
     assert _tokens_at(1200, 1600, 64) == 54 and _tokens_at(1200, 1600, 16384) == 1900
     assert at_default - as_trained == 1900 - 54
-    assert not log.exists(), log.read_text()
+    assert not photo_infer["log"].exists(), photo_infer["log"].read_text()

@@ -287,7 +287,8 @@ def _add_rows(subparsers: argparse._SubParsersAction) -> None:
                         help="which of the config's splits (default: val)")
     parser.add_argument("--jsonl", type=Path, help="records to write instead of the config's split")
     parser.add_argument("--limit", type=int, help="only the first N records")
-    parser.add_argument("--no-answer", action="store_true", help="leave out the reference answer")
+    parser.add_argument("--no_answer", "--no-answer", dest="no_answer", action="store_true",
+                        help="leave out the reference answer")
     parser.add_argument("--out", type=Path, required=True, metavar="ROWS.jsonl", help="the rows to write")
     add_overwrite_arg(parser)
     parser.set_defaults(handler=_run_rows)

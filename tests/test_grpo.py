@@ -1,7 +1,7 @@
 """Stage 3 (GRPO) end to end on CPU with the real ms-swift: warm-started from a stage-2 adapter through the
 project's entry (one process, and two through scripts/train.sh), the grounding rewards logged to the console,
-logging.jsonl and TensorBoard, a run killed after its first checkpoint resumed to its last step, and the
-resulting adapter answering through `src.infer` and scored by `src.eval`."""
+logging.jsonl and TensorBoard, the grounding metrics at an evaluation, a run killed after its first checkpoint
+resumed to its last step, and the resulting adapter answering through `src.infer` and scored by `src.eval`."""
 
 from __future__ import annotations
 
@@ -94,8 +94,12 @@ def test_grpo_logs_its_rewards_resumes_after_a_kill_and_its_adapter_answers(mp_w
     assert json.loads(metrics.read_text())["n_pred_rows"] == 2
 
 
-def test_grpo_runs_in_two_processes(mp_workspace, stage2, tmp_path):
-    config = grpo_config(tmp_path, "two", mp_workspace, stage2, training={"max_steps": 2, "save_steps": 2})
+def test_grpo_runs_in_two_processes_and_evaluates_with_the_grounding_metrics(mp_workspace, stage2, tmp_path):
+    config = grpo_config(tmp_path, "two", mp_workspace, stage2,
+                         training={"max_steps": 2, "save_steps": 2, "eval_strategy": "steps", "eval_steps": 2,
+                                   "per_device_eval_batch_size": 1},
+                         custom={"val_jsonl": str(mp_workspace / "data" / "val.jsonl")},
+                         eval={"samples": 2, "max_new_tokens": 16})
     proc = train_sh([f"config={config}", "gpus=cpu", "nproc=2", f"master_port={free_port()}"], cwd=tmp_path,
                     env=ONE_THREAD)
     assert proc.returncode == 0, proc.stdout[-4000:]
@@ -103,3 +107,8 @@ def test_grpo_runs_in_two_processes(mp_workspace, stage2, tmp_path):
     assert [row["global_step/max_steps"] for row in steps] == ["1/2", "2/2"]
     assert all(key in steps[0] for key in REWARD_KEYS)
     assert (tmp_path / "two" / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    # At the evaluation: ms-swift's rollouts on the validation prompts (rewards), and the grounding metrics by
+    # generation (src/training/generation_eval.py), as in SFT.
+    evaluated = {key for row in _logged(tmp_path / "two") for key in row if key.startswith("eval_")}
+    assert {"eval_rewards/grounding_f1/mean", "eval_ap50", "eval_parse_failure_rate"} <= evaluated
+    assert (tmp_path / "two" / "eval_predictions" / "step-2.jsonl").is_file()

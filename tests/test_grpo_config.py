@@ -92,3 +92,11 @@ def test_the_entry_refuses_a_bad_stage_3_config_before_anything_starts(tree, cap
     assert sft_main(["--config", str(t.config)]) == 2
     assert "`rlhf.reward_funcs` names 'nope', which is not a reward" in capsys.readouterr().err
     assert not t.output_dir.exists()
+
+
+def test_an_evaluation_batch_that_num_generations_does_not_divide(tree):
+    cfg = stage3(tree, training={"eval_strategy": "steps", "eval_steps": 2, "per_device_eval_batch_size": 1},
+                 rlhf={"num_generations": 2}, custom={"val_jsonl": str(tree().val_jsonl)})
+    (problem,) = reinforcement_problems(cfg, world_size=1, vllm_installed=False)
+    assert "the 1 completions of an evaluation step" in problem and "`rlhf.num_generations_eval` (2" in problem
+    assert reinforcement_problems(cfg, world_size=2, vllm_installed=False) == []  # 2 processes x 1

@@ -11,7 +11,7 @@ import importlib.util
 from collections.abc import Collection
 
 from src.config import ProjectConfig
-from src.config.swift_fields import builtin_reward_names, rlhf_argument_fields
+from src.config.swift_fields import builtin_reward_names, rlhf_argument_fields, swift_defaults
 from src.rewards import REWARDS
 
 RL_TYPES = ("grpo",)
@@ -73,6 +73,17 @@ def reinforcement_problems(cfg: ProjectConfig, world_size: int, vllm_installed: 
             f"{batch} completions generated per step ({world_size} process(es) x per_device_train_batch_size "
             f"x steps_per_generation): valid num_generations: {', '.join(map(str, fits)) or 'none'}; or change "
             f"`training.per_device_train_batch_size` / `rlhf.steps_per_generation`")
+    evaluating = (swift.get("eval_strategy") or swift_defaults().get("eval_strategy") or "no") != "no"
+    eval_generations = int(swift.get("num_generations_eval") or generations)
+    eval_batch = int(swift.get("per_device_eval_batch_size") or swift_defaults().get("per_device_eval_batch_size")
+                     or 1) * world_size
+    if evaluating and cfg.custom.val_jsonl and generations >= 2 and eval_batch % eval_generations:
+        problems.append(
+            f"{_where(cfg, 'training.per_device_eval_batch_size')}the {eval_batch} completions of an evaluation step "
+            f"({world_size} process(es) x `training.per_device_eval_batch_size`) are not a multiple of "
+            f"`rlhf.num_generations_eval` ({eval_generations}, default `rlhf.num_generations`): set "
+            f"`training.per_device_eval_batch_size` so that processes x it is a multiple of {eval_generations}, or "
+            f"`rlhf.num_generations_eval` to a divisor of {eval_batch}")
     if swift.get("use_vllm") and not (vllm_installed if vllm_installed is not None
                                       else importlib.util.find_spec("vllm") is not None):
         problems.append(f"{_where(cfg, 'rlhf.use_vllm')}`rlhf.use_vllm` is true but vLLM is not installed: "

@@ -7,10 +7,10 @@ run goes through torchrun across all of them (NCCL), and tokens/s and peak memor
 (peak memory as the driver reports it, sampled with nvidia-smi, so it includes the CUDA context).
 Needs no weights and no network: `python bench/gpu_check.py [--work DIR] [--steps 10] [--arch qwen3_vl]
 [--size 2b] [--layers N] [--gpus N]`. Budget: under 8 minutes on one H100.
-`--arch` picks the family (qwen3_vl: sizes 2b, 4b; qwen3_vl_moe: 30b-a3b; qwen3_5, qwen3_5_moe: tiny only, as
-no published dimensions are recorded here). `--layers` keeps every width but cuts the language model to N
-layers: Qwen3-VL-30B-A3B's 48 layers (62 GB in bf16) do not fit the check machine's 64 GiB disk, so its
-default is 12 (tokens/s per layer is the real model's; the printout says how many layers ran).
+`--arch` picks the family (qwen3_vl: sizes 2b, 4b; qwen3_vl_moe: 30b-a3b; qwen3_5: 9b; qwen3_5_moe: 35b-a3b).
+`--layers` keeps every width but cuts the language model to N layers: the MoEs' whole weights (62 and 70 GB
+in bf16) do not fit the check machine's 64 GiB disk, so 30b-a3b runs 12 of its 48 layers and 35b-a3b 10 of
+its 40 by default (tokens/s per layer is the real model's; the printout says how many layers ran).
 `--size tiny` runs the same plumbing on CPU with the tiny model (no meaningful speed).
 """
 
@@ -90,7 +90,7 @@ def write_dense_data(folder: Path, n: int = 64, objects: int = 48) -> Path:
     return path
 
 
-DEFAULT_LAYERS = {"30b-a3b": 12}  # sizes whose whole language model does not fit the check machine
+DEFAULT_LAYERS = {"30b-a3b": 12, "35b-a3b": 10}  # sizes whose whole language model does not fit the check machine
 
 
 def family_keys(arch: str) -> dict:
@@ -188,7 +188,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--arch", default="qwen3_vl", choices=["qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"])
     parser.add_argument("--size", default=None, help="tiny (a CPU smoke test), 2b, 4b (qwen3_vl), 30b-a3b "
-                                                     "(qwen3_vl_moe); default: the arch's smallest published size")
+                                                     "(qwen3_vl_moe), 9b (qwen3_5), 35b-a3b (qwen3_5_moe); default: "
+                                                     "the arch's smallest published size")
     parser.add_argument("--layers", type=int, default=None, help="cut the language model to N layers")
     parser.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: every visible one)")
     args = parser.parse_args()

@@ -62,18 +62,24 @@ def test_the_family_table_agrees_with_ms_swift_and_names_real_parameters(moe_dir
             assert any(name.startswith(prefix + ".") for name in names), (model_type, prefix)
 
 
-def test_the_30b_a3b_size_has_the_published_parameter_count():
-    """`--size 30b-a3b` (for the GPU check) is Qwen3-VL-30B-A3B: 31.1 B parameters, about 3 B active per token
-    in the language model (8 of 128 experts); built on the meta device, no memory spent."""
+@pytest.mark.parametrize(("arch", "size", "total", "active_language"), [
+    ("qwen3_vl_moe", "30b-a3b", 31.07e9, 3.3e9),   # Qwen3-VL-30B-A3B: 8 of 128 experts per token
+    ("qwen3_5", "9b", 9.41e9, 8.95e9),             # Qwen3.5-9B: 8.95 B language model + 0.45 B vision tower
+    ("qwen3_5_moe", "35b-a3b", 35.11e9, 3.45e9),   # Qwen3.5-35B-A3B: 8 of 256 experts per token
+])
+def test_the_published_sizes_have_the_published_parameter_counts(arch, size, total, active_language):
+    """`--size` (for the GPU check) gives the released models' dimensions: their parameter counts, and those
+    active per token in the language model; built on the meta device, no memory spent."""
     from src.tiny_model.model import ARCHS
 
-    config = tiny_config("30b-a3b", "qwen3_vl_moe")
     with torch.device("meta"):
-        model = ARCHS["qwen3_vl_moe"].model_class(config)
-    total = sum(p.numel() for p in model.parameters())
-    experts = sum(p.numel() for name, p in model.named_parameters() if ".experts." in name)
-    language = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("model.visual."))
-    assert 31.0e9 < total < 31.2e9
-    assert 3.0e9 < language - experts + experts * 8 / 128 < 3.5e9
-    cut = tiny_config("30b-a3b", "qwen3_vl_moe", layers=12).text_config
-    assert (cut.num_hidden_layers, cut.num_experts, cut.hidden_size) == (12, 128, 2048)
+        model = ARCHS[arch].model_class(tiny_config(size, arch))
+    params = dict(model.named_parameters())
+    count = sum(p.numel() for p in params.values())
+    experts = sum(p.numel() for name, p in params.items() if ".experts." in name)
+    language = sum(p.numel() for name, p in params.items() if not name.startswith("model.visual."))
+    routed = model.config.text_config.num_experts_per_tok / model.config.text_config.num_experts if experts else 1
+    assert count == pytest.approx(total, rel=0.005)
+    assert language - experts + experts * routed == pytest.approx(active_language, rel=0.05)
+    cut = tiny_config(size, arch, layers=8).text_config
+    assert cut.num_hidden_layers == 8 and cut.hidden_size == model.config.text_config.hidden_size

@@ -84,6 +84,13 @@ class OutputDirNotEmptyError(FileExistsError):
 # weights: a randomly initialised model of the real size trains at the real tokens/s.
 _REAL_VISION = {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096, "num_heads": 16,
                 "num_position_embeddings": 2304, "deepstack_visual_indexes": [5, 11, 17]}
+_QWEN3_5_LAYERS = ["linear_attention"] * 3 + ["full_attention"]
+_QWEN3_5_LARGE = {"num_attention_heads": 16, "head_dim": 256, "linear_key_head_dim": 128, "linear_value_head_dim": 128,
+                  "linear_num_key_heads": 16, "linear_num_value_heads": 32, "tie_word_embeddings": False,
+                  "rope_parameters": {"rope_type": "default", "rope_theta": 10_000_000.0, "partial_rotary_factor": 0.25,
+                                      "mrope_interleaved": True, "mrope_section": [11, 11, 10]}}
+_QWEN3_5_VISION = {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16,
+                   "num_position_embeddings": 2304}
 SIZES: dict[str, dict[str, dict]] = {
     "tiny": {"text": {}, "vision": {}},
     "2b": {"text": {"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 28,
@@ -101,6 +108,17 @@ SIZES: dict[str, dict[str, dict]] = {
                 "vision": {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16,
                            "num_position_embeddings": 2304, "deepstack_visual_indexes": [8, 16, 24],
                            "out_hidden_size": 2048}},
+    # Qwen3.5-9B and Qwen3.5-35B-A3B (config.json of the released models): three Gated DeltaNet layers then
+    # one gated full-attention layer, head_dim 256 with rotary on a quarter of it; the same 27-layer vision
+    # tower without deepstack. (Their multi-token-prediction head is not part of transformers' model.)
+    "9b": {"text": {**_QWEN3_5_LARGE, "hidden_size": 4096, "intermediate_size": 12288, "num_key_value_heads": 4,
+                    "num_hidden_layers": 32, "layer_types": _QWEN3_5_LAYERS * 8},
+           "vision": {**_QWEN3_5_VISION, "out_hidden_size": 4096}},
+    "35b-a3b": {"text": {**_QWEN3_5_LARGE, "hidden_size": 2048, "num_key_value_heads": 2,
+                         "num_hidden_layers": 40, "layer_types": _QWEN3_5_LAYERS * 10, "num_experts": 256,
+                         "num_experts_per_tok": 8,
+                         "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512},
+                "vision": {**_QWEN3_5_VISION, "out_hidden_size": 2048}},
 }
 # mrope sections sum to head_dim // 2: [4, 2, 2] for the tiny head_dim 16, Qwen3-VL's [24, 20, 20] for 128.
 _MROPE_SECTION = {16: [4, 2, 2], 128: [24, 20, 20]}
@@ -145,11 +163,11 @@ ARCHS: dict[str, Arch] = {
                          sizes=("tiny", "30b-a3b")),
     "qwen3_5": Arch(Qwen3_5Config, Qwen3_5ForConditionalGeneration, _QWEN3_5_TEXT,
                     vision_drop=("deepstack_visual_indexes",), added_shift=QWEN3_5_ADDED_SHIFT,
-                    vocab_size=QWEN3_5_VOCAB_SIZE),
+                    vocab_size=QWEN3_5_VOCAB_SIZE, sizes=("tiny", "9b")),
     "qwen3_5_moe": Arch(Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration,
                         {**_QWEN3_5_TEXT, **_TINY_MOE, "shared_expert_intermediate_size": 32},
                         text_drop=("intermediate_size",), vision_drop=("deepstack_visual_indexes",),
-                        added_shift=QWEN3_5_ADDED_SHIFT, vocab_size=QWEN3_5_VOCAB_SIZE),
+                        added_shift=QWEN3_5_ADDED_SHIFT, vocab_size=QWEN3_5_VOCAB_SIZE, sizes=("tiny", "35b-a3b")),
 }
 
 
@@ -306,8 +324,8 @@ def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False, size
     the network. Raises ``OutputDirNotEmptyError`` (a ``FileExistsError``) if ``out_dir`` has
     content and ``overwrite`` is false; with ``overwrite`` the files a build writes are replaced
     and other files in the directory are kept. Files appear only once the whole build succeeded.
-    ``size`` "2b"/"4b" (Qwen3-VL) and "30b-a3b" (Qwen3-VL-MoE) give published dimensions with random
-    weights (for GPU speed checks); ``arch`` picks the family (`ARCHS`; config.json's ``model_type`` is it);
+    ``size`` "2b"/"4b" (Qwen3-VL), "30b-a3b" (Qwen3-VL-MoE), "9b" (Qwen3.5) and "35b-a3b" (Qwen3.5-MoE)
+    give published dimensions with random weights (for GPU speed checks); ``arch`` picks the family (`ARCHS`; config.json's ``model_type`` is it);
     ``layers`` cuts the language model to that many layers (`tiny_config`).
     """
     out_dir = Path(out_dir).expanduser().resolve()
@@ -364,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
                         help="tiny (default, ~10 M parameters) or published dimensions with random weights: "
-                             "2b/4b (qwen3_vl), 30b-a3b (qwen3_vl_moe)")
+                             "2b/4b (qwen3_vl), 30b-a3b (qwen3_vl_moe), 9b (qwen3_5), 35b-a3b (qwen3_5_moe)")
     parser.add_argument("--arch", choices=sorted(ARCHS), default="qwen3_vl",
                         help="qwen3_vl (dense, default), qwen3_vl_moe (4 experts, top-2), qwen3_5 (linear + full "
                              "attention layers), qwen3_5_moe")

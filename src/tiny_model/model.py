@@ -325,8 +325,9 @@ def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False, size
     content and ``overwrite`` is false; with ``overwrite`` the files a build writes are replaced
     and other files in the directory are kept. Files appear only once the whole build succeeded.
     ``size`` "2b"/"4b" (Qwen3-VL), "30b-a3b" (Qwen3-VL-MoE), "9b" (Qwen3.5) and "35b-a3b" (Qwen3.5-MoE)
-    give published dimensions with random weights (for GPU speed checks); ``arch`` picks the family (`ARCHS`; config.json's ``model_type`` is it);
-    ``layers`` cuts the language model to that many layers (`tiny_config`).
+    give published dimensions with random weights (for GPU speed checks); ``arch`` picks the family
+    (`ARCHS`; config.json's ``model_type`` is it); ``layers`` cuts the language model to that many layers
+    (`tiny_config`).
     """
     out_dir = Path(out_dir).expanduser().resolve()
     _check_out_dir(out_dir, overwrite)

@@ -100,3 +100,14 @@ def test_an_evaluation_batch_that_num_generations_does_not_divide(tree):
     (problem,) = reinforcement_problems(cfg, world_size=1, vllm_installed=False)
     assert "the 1 completions of an evaluation step" in problem and "`rlhf.num_generations_eval` (2" in problem
     assert reinforcement_problems(cfg, world_size=2, vllm_installed=False) == []  # 2 processes x 1
+
+
+def test_an_rlhf_section_without_its_method_is_refused(tree):
+    with pytest.raises(ConfigError, match="`rlhf:` is set but `rlhf.rlhf_type` is not"):
+        load_project_config(tree({"rlhf": {"beta": 0.1}}).config)
+
+
+def test_a_scheme_whose_answers_hold_no_boxes_is_refused(tree):
+    cfg = stage3(tree, prompts={"scheme": "summary"})
+    (problem,) = reinforcement_problems(cfg, world_size=1, vllm_installed=False)
+    assert "`prompts.scheme` = 'summary'" in problem and "no boxes to reward" in problem

@@ -60,11 +60,14 @@ def test_each_reward_on_a_hand_written_completion(name):
     assert rewards(completion) == {k: float(v) for k, v in expected.items()}
 
 
-def test_an_image_without_objects_rewards_the_empty_answer():
+def test_an_image_without_objects_rewards_the_empty_answer_and_nothing_else():
     nothing = truth_from_answer("[]")
     assert rewards("[]", nothing) == dict(grounding_format=1, grounding_f1=1, grounding_iou=1, grounding_duplicates=0,
                                           grounding_count=0, grounding_ap50=1)
     assert rewards(answer(CAT), nothing)["grounding_f1"] == 0 and rewards(answer(CAT), nothing)["grounding_count"] == -1
+    for no_answer in ("", "There is nothing.", '[{"bbox_2d": [1, 2'):  # no objects, and no answer either
+        scored = rewards(no_answer, nothing)
+        assert (scored["grounding_f1"], scored["grounding_iou"], scored["grounding_ap50"]) == (0, 0, 0), no_answer
 
 
 def test_a_reasoning_block_before_the_answer_is_not_penalised():

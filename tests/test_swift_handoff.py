@@ -109,7 +109,7 @@ def test_rows_without_records_is_an_error_naming_the_key(tree, capsys):
 
 @pytest.mark.parametrize("orientation", [1, 6])
 def test_inference_sends_a_turned_photo_upright(tmp_path, orientation):
-    from src.inference.engine import questions
+    from src.inference.engine import as_seen, questions
 
     path = tmp_path / "photo.jpg"
     exif = Image.Exif()
@@ -120,7 +120,8 @@ def test_inference_sends_a_turned_photo_upright(tmp_path, orientation):
                     objects=(GroundingObject(kind="bbox_2d", points=(1, 1, 10, 10), desc="x"),),
                     source=SourceRef(file=str(tmp_path / "a.jsonl"), line=1))
     _, (request,) = questions([record], BUILDER)
-    (image,) = request.images
+    assert request.images == [str(path)]  # by path until the engine is about to answer it
+    (image,) = as_seen(request).images
     if orientation == 1:
         assert image == str(path)  # plain: handed on as its path
     else:

@@ -197,6 +197,9 @@ def _swift_sections(merged: MergedConfig, problems: list[str]) -> dict[str, Any]
                                 f"ms-swift's `{field_name}`; keep one")
             set_by[field_name] = dotted
             kwargs[field_name] = value
+    if isinstance(merged.values.get("rlhf"), dict) and merged.values["rlhf"] and kwargs.get("rlhf_type") is None:
+        problems.append(f"{_where(merged, 'rlhf')}`rlhf:` is set but `rlhf.rlhf_type` is not: a stage-3 config names "
+                        f"its method (`rlhf_type: grpo`); an SFT config has no `rlhf:` section")
     for dotted, what in REQUIRED_SWIFT_KEYS.items():
         section, key = dotted.split(".")
         block = merged.values.get(section)

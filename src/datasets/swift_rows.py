@@ -20,13 +20,13 @@ from .images import is_plain_rgb, load_image
 
 
 def swift_rows(records: Sequence[Record], builder: BaseBuilder, *, with_answer: bool = True
-               ) -> Iterator[tuple[dict[str, Any], Record]]:
-    """(row, record) for every question the builder asks about each record: `messages` and `images`
-    only (the project's bookkeeping keys left out), images as the records name them."""
+               ) -> Iterator[dict[str, Any]]:
+    """The row of every question the builder asks about each record: `messages` and `images` only (the
+    project's bookkeeping keys left out), images as the records name them."""
     for record in records:
         for focus in builder.focuses([record]):
             row = builder.build([record], with_answer=with_answer, **focus)
-            yield {"messages": row["messages"], "images": [str(image) for image in row["images"]]}, record
+            yield {"messages": row["messages"], "images": [str(image) for image in row["images"]]}
 
 
 def write_swift_rows(records: Sequence[Record], builder: BaseBuilder, out: Path, *,
@@ -36,8 +36,9 @@ def write_swift_rows(records: Sequence[Record], builder: BaseBuilder, out: Path,
     image_dir = out.parent / f"{out.stem}_images"
     upright: dict[str, str] = {}
     rows = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as fh:
-        for row, _ in swift_rows(records, builder, with_answer=with_answer):
+        for row in swift_rows(records, builder, with_answer=with_answer):
             row["images"] = [_as_seen(Path(image), image_dir, upright) for image in row["images"]]
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             rows += 1

@@ -84,21 +84,33 @@ def make_engine(name: str, cfg, checkpoint: Path):
 
 def questions(records: list, builder) -> tuple[list[tuple[int, dict[str, str]]], list]:
     """Every question the builder asks about the records, as (record index, focus) and ms-swift
-    `InferRequest`s. Images go as `model_input` gives them: a turned JPEG is sent upright, as trained."""
+    `InferRequest`s naming their images by path (`as_seen` loads them)."""
     from swift import InferRequest  # heavy
 
     asked = [(i, focus) for i, record in enumerate(records) for focus in builder.focuses([record])]
     requests = []
     for i, focus in asked:
         row = builder.build([records[i]], with_answer=False, **focus)
-        requests.append(InferRequest(messages=row["messages"], images=[model_input(image) for image in row["images"]]))
+        requests.append(InferRequest(messages=row["messages"], images=list(row["images"])))
     return asked, requests
+
+
+def as_seen(request):
+    """The request with its images as `model_input` gives them: a turned JPEG upright, as trained (ms-swift
+    itself would open the path without the EXIF turn)."""
+    from swift import InferRequest  # heavy
+
+    return InferRequest(messages=request.messages, images=[model_input(image) for image in request.images])
+
+
+REQUESTS_PER_CALL = 64  # images decoded at once: the requests of a large --jsonl are not all held in memory
 
 
 def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str, use_tqdm: bool = True,
             agree_on_calls: Callable[[int], int] | None = None) -> list[PredictionLine]:
     """One prediction line per record: every question the builder asks about it (one for dense
     grounding, one per description for the grounding scheme), answers parsed, objects in pixels. Greedy.
+    Questions go to the engine `REQUESTS_PER_CALL` at a time, their images loaded just before.
 
     `agree_on_calls(n)` (processes generating together) returns how many questions every process asks; this
     one repeats its first question up to that number and drops the extra answers."""
@@ -106,9 +118,13 @@ def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str,
 
     asked, requests = questions(records, builder)
     extra = agree_on_calls(len(requests)) - len(requests) if agree_on_calls else 0
-    responses = engine.infer(requests + requests[:1] * extra,
-                             RequestConfig(max_tokens=max_new_tokens, temperature=0.0, logprobs=True),
-                             use_tqdm=use_tqdm)[:len(requests)]
+    padded = requests + requests[:1] * extra
+    config = RequestConfig(max_tokens=max_new_tokens, temperature=0.0, logprobs=True)
+    responses = []
+    for start in range(0, len(padded), REQUESTS_PER_CALL):
+        chunk = [as_seen(request) for request in padded[start:start + REQUESTS_PER_CALL]]
+        responses += engine.infer(chunk, config, use_tqdm=use_tqdm)
+    responses = responses[:len(requests)]
     lines = [PredictionLine(source=str(r.source), image=r.image, width=r.width,
                             height=r.height) for r in records]
     answers: list[list[str]] = [[] for _ in records]

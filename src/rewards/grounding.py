@@ -10,13 +10,15 @@ labels, found greedily from the highest IoU; box IoU for two boxes, polygon IoU 
 
 - `grounding_format`: 1 when the completion parses completely as the project's answer format (no junk, not
   cut off, no malformed entry), else 0. `[]` is a well-formed answer.
-- `grounding_f1`: 2|M| / (|P| + |G|); 1 when both are empty.
-- `grounding_iou`: the mean IoU of the matches; 0 without a match; 1 when both are empty.
+- `grounding_f1`: 2|M| / (|P| + |G|); for an image without objects, 1 for a well-formed empty answer (`[]`)
+  and 0 for anything else (junk or a cut-off answer holds no objects either, but is no answer).
+- `grounding_iou`: the mean IoU of the matches; 0 without a match; like F1 for an image without objects.
 - `grounding_duplicates`: minus the share of predictions that repeat an earlier prediction of the same label
   (IoU >= 0.7): 0 (none) to near -1 (all the same object).
 - `grounding_count`: minus |P - G| / max(G, 1), floored at -1.
 - `grounding_ap50`: AP at IoU 0.5 of this one answer through the project's evaluation (src/evaluation),
-  predictions in answer order scored 1.0; 1 when both are empty, 0 when only one side is.
+  the mean over the true labels, predictions scored 1.0; like F1 for an image without objects, 0 when
+  only one side is empty.
 """
 
 from __future__ import annotations
@@ -96,19 +98,25 @@ def format_reward(completion: str, truth: GroundTruth) -> float:
     return float(parsed.error is None and parsed.junk_chars == 0)
 
 
+def _nothing_to_find(completion: str) -> float:
+    """The reward for an image without objects: 1.0 for a well-formed empty answer, 0.0 for anything else."""
+    return float(parse_answer(completion).error is None and not predicted(completion))
+
+
 def f1_reward(completion: str, truth: GroundTruth) -> float:
-    """F1 at IoU 0.5 with labels required to match; 1.0 when the answer and the truth are both empty."""
+    """F1 at IoU 0.5 with labels required to match (an image without objects: `_nothing_to_find`)."""
     dets = predicted(completion)
-    if not dets and not truth.objects:
-        return 1.0
+    if not truth.objects:
+        return _nothing_to_find(completion)
     return 2 * len(matches(dets, truth.objects)) / (len(dets) + len(truth.objects))
 
 
 def iou_reward(completion: str, truth: GroundTruth) -> float:
-    """Mean IoU of the matches (localisation quality); 0.0 without one, 1.0 when both sides are empty."""
+    """Mean IoU of the matches (localisation quality); 0.0 without one (an image without objects:
+    `_nothing_to_find`)."""
     dets = predicted(completion)
-    if not dets and not truth.objects:
-        return 1.0
+    if not truth.objects:
+        return _nothing_to_find(completion)
     found = matches(dets, truth.objects)
     return float(np.mean(found)) if found else 0.0
 
@@ -135,8 +143,10 @@ def ap50_reward(completion: str, truth: GroundTruth) -> float:
     from src.evaluation.metrics import evaluate
 
     dets = predicted(completion)
-    if not dets or not truth.objects:
-        return float(not dets and not truth.objects)
+    if not truth.objects:
+        return _nothing_to_find(completion)
+    if not dets:
+        return 0.0
     record = Record(image="answer", width=1000, height=1000, summary=None, source=SourceRef(file="answer", line=1),
                     objects=tuple(GroundingObject(kind=o.kind, points=o.points, desc=o.desc)
                                   for o in truth.objects))

@@ -3,8 +3,9 @@
     python -m src.tiny_model --out DIR [--arch qwen3_vl|qwen3_vl_moe|qwen3_5|qwen3_5_moe] [--size S] [--seed N]
 
 The directory loads with plain transformers (``AutoModelForImageTextToText``, ``AutoProcessor``) and with
-ms-swift (``model_type`` and ``template`` the arch's name). It is a test fixture: the family's real layout,
-token ids and processor settings, ~10 M parameters (16 M for Qwen3.5, whose vocabulary is 248,320 wide).
+ms-swift (``model_type`` the arch's name, ``template`` the family's: src/config/families.py). It is a test
+fixture: the family's real layout, token ids and processor settings, ~10 M parameters (16 M for Qwen3.5,
+whose vocabulary is 248,320 wide).
 """
 
 from __future__ import annotations
@@ -362,6 +363,13 @@ def build_tiny_model(out_dir: Path, seed: int = 0, overwrite: bool = False, size
     return out_dir
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `python -m src.tiny_model` parser (every flag with its help)."""
     parser = argparse.ArgumentParser(
@@ -387,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arch", choices=sorted(ARCHS), default="qwen3_vl",
                         help="qwen3_vl (dense, default), qwen3_vl_moe (4 experts, top-2), qwen3_5 (linear + full "
                              "attention layers), qwen3_5_moe")
-    parser.add_argument("--layers", type=int, help="cut the language model to N layers, every width kept")
+    parser.add_argument("--layers", type=_positive, help="cut the language model to N layers, every width kept")
     return parser
 
 

@@ -11,10 +11,17 @@ import importlib.util
 from collections.abc import Collection
 
 from src.config import ProjectConfig
+from src.config.prompts import PROMPT_SCHEMES
 from src.config.swift_fields import builtin_reward_names, rlhf_argument_fields, swift_defaults
+from src.datasets.builders import BUILDERS
 from src.rewards import REWARDS
 
 RL_TYPES = ("grpo",)
+
+
+def answers_with_geometry(scheme: str) -> bool:
+    """True when the prompt scheme's builder answers with boxes and quads (what the rewards score)."""
+    return BUILDERS[PROMPT_SCHEMES[scheme].builder].answers_with_geometry
 
 
 def valid_reward_names() -> tuple[str, ...]:
@@ -89,6 +96,10 @@ def reinforcement_problems(cfg: ProjectConfig, world_size: int, vllm_installed: 
         problems.append(f"{_where(cfg, 'rlhf.use_vllm')}`rlhf.use_vllm` is true but vLLM is not installed: "
                         f"pip install vllm (a GPU machine), or set `rlhf.use_vllm: false` for ms-swift's "
                         f"transformers engine")
+    if not answers_with_geometry(cfg.prompts.scheme):
+        problems.append(f"{_where(cfg, 'prompts.scheme')}`prompts.scheme` = {cfg.prompts.scheme!r}: its answers "
+                        f"hold no boxes to reward; stage 3 takes a scheme that answers with geometry "
+                        f"({', '.join(n for n in PROMPT_SCHEMES if answers_with_geometry(n))})")
     if cfg.custom.images_per_user_turn != 1:
         problems.append(f"{_where(cfg, 'custom.images_per_user_turn')}`custom.images_per_user_turn` = "
                         f"{cfg.custom.images_per_user_turn}: stage 3 rewards one image's answer: set it to 1")

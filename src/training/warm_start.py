@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,9 @@ def plan_start(kwargs: dict[str, Any], init_from: str | None, output_dir: Path,
         # `auto` found this run's own checkpoint: the warm start happened when the run began (its merge is in
         # the run directory); resuming continues on the same model.
         kind = checkpoint_kind(Path(init_from))
+        if kind is None:
+            raise ConfigError(f"cannot resume {resume}: the run started from `run.init_from` = {init_from}, which is "
+                              f"no longer a checkpoint (moved or deleted?)")
         plan.model = init_from if kind == "full" else str(output_dir / "init_merged")
         if kind != "full" and not (output_dir / "init_merged" / "config.json").is_file():
             raise ConfigError(f"cannot resume {resume}: the run started from `run.init_from` = {init_from}, whose "
@@ -115,8 +119,24 @@ def plan_start(kwargs: dict[str, Any], init_from: str | None, output_dir: Path,
 
 
 def merge_adapter(adapter: str, out_dir: Path) -> Path:
-    """Merge an adapter checkpoint into its base model with ms-swift's export; return the merged directory."""
+    """Merge an adapter checkpoint into its base model with ms-swift's export; return the merged directory.
+
+    ms-swift would import the plugins the adapter's args.json names (its run's image budget,
+    src/training/swift_plugin.py) into this process: on rank 0 only, and failing when that run directory
+    has moved. This run's image budget is its own config's, so the export reads a copy of the adapter whose
+    args.json names no plugin.
+    """
+    import tempfile
+
     from swift import ExportArguments, export_main  # heavy
 
-    export_main(ExportArguments(adapters=[adapter], merge_lora=True, output_dir=str(out_dir)))
+    with tempfile.TemporaryDirectory(prefix=".init_adapter-", dir=out_dir.parent) as tmp:
+        copy = Path(tmp) / Path(adapter).name
+        shutil.copytree(adapter, copy, ignore=shutil.ignore_patterns("optimizer.pt", "global_step*", "rng_state*",
+                                                                      "scheduler.pt", "trainer_state.json"))
+        args_file = copy / "args.json"
+        if args_file.is_file():
+            args = json.loads(args_file.read_text(encoding="utf-8"))
+            args_file.write_text(json.dumps({**args, "external_plugins": []}, ensure_ascii=False), encoding="utf-8")
+        export_main(ExportArguments(adapters=[str(copy)], merge_lora=True, output_dir=str(out_dir)))
     return out_dir

@@ -1,7 +1,8 @@
 """Stage 3 (GRPO) end to end on CPU with the real ms-swift: warm-started from a stage-2 adapter through the
 project's entry (one process, and two through scripts/train.sh), the grounding rewards logged to the console,
 logging.jsonl and TensorBoard, the grounding metrics at an evaluation, a run killed after its first checkpoint
-resumed to its last step, and the resulting adapter answering through `src.infer` and scored by `src.eval`."""
+resumed to its last step, and the resulting adapter merged by `swift export`, answering through `src.infer` and
+scored by `src.eval`."""
 
 from __future__ import annotations
 
@@ -87,6 +88,15 @@ def test_grpo_logs_its_rewards_resumes_after_a_kill_and_its_adapter_answers(mp_w
     checkpoint = run / "checkpoint-4"
     assert (checkpoint / "adapter_model.safetensors").is_file() and not list(checkpoint.glob("model*.safetensors"))
     assert json.loads((checkpoint / "args.json").read_text())["model"] == str(run.resolve() / "init_merged")
+    # ms-swift's own CLI takes it as it takes stage 2's: from its args.json alone, offline.
+    swift = str(Path(sys.executable).with_name("swift"))
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    export = subprocess.run([swift, "export", "--adapters", str(checkpoint), "--merge_lora", "true", "--output_dir",
+                             str(tmp_path / "merged")], cwd=tmp_path, text=True, capture_output=True, env=offline,
+                            timeout=600)
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert (tmp_path / "merged" / "model.safetensors").is_file()
+
     predictions, metrics = tmp_path / "pred.jsonl", tmp_path / "metrics.json"
     data = mp_workspace / "data" / "train.jsonl"
     for argv in (["-m", "src.infer", "--config", str(config), "--checkpoint", str(checkpoint), "--jsonl", str(data),

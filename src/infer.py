@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from src.cli import EXIT_OK, UsageError, add_config_args, add_overwrite_arg, make_parser, refuse_existing, run_main
-from src.config.jsonl import jsonl_files
+from src.config.jsonl import files_to_read
 from src.datasets.loading import load_shards
 from src.datasets.plan import make_preprocessor
 from src.datasets.run_config import load_config_for_run
@@ -46,12 +46,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     refuse_existing(args.out, args.overwrite, "predictions")
     cfg = load_config_for_run(args.config, args.base_config, check_paths=False)
-    files = [str(args.jsonl)] if args.jsonl else jsonl_files(cfg.custom.val_jsonl, "custom.val_jsonl")
-    if not files:
-        raise UsageError("no records to run on: pass --jsonl or set custom.val_jsonl in the config")
-    missing = [f for f in files if not Path(f).is_file()]
-    if missing:
-        raise UsageError(f"records to run on not found: {', '.join(missing)}")
+    files = files_to_read(args.jsonl, cfg.custom.val_jsonl, "custom.val_jsonl")
     model_and_adapters(args.checkpoint)  # a wrong checkpoint is refused before anything heavy loads
     records = load_shards(files, cfg.custom.bad_records)[1][: args.limit]
     import torch  # only now: the checks above must not pay for it

@@ -71,7 +71,7 @@ def test_infer_refuses_missing_records_and_an_adapter_without_args_before_loadin
     (adapter / "adapter_config.json").write_text("{}")
     out = tmp_path / "pred.jsonl"
     assert main(["--config", str(t.config), "--checkpoint", str(adapter), "--out", str(out)]) == EXIT_USAGE
-    assert "no records to run on: pass --jsonl" in capsys.readouterr().err
+    assert "no records to read: pass --jsonl or set `custom.val_jsonl`" in capsys.readouterr().err
     records = data_dir / "train.jsonl"
     assert main(["--config", str(t.config), "--checkpoint", str(adapter), "--jsonl", str(records),
                  "--out", str(out)]) == EXIT_USAGE

@@ -36,3 +36,17 @@ def jsonl_files(value: str | Sequence[str] | None, key: str = "custom.train_json
         else:
             files.append(item)
     return files
+
+
+def files_to_read(explicit: str | None, value: str | Sequence[str] | None, key: str) -> list[str]:
+    """The records a command reads: the file given on its command line (`--jsonl`), else the files of the
+    config's `key` (its value `value`). Raises ConfigError when there are none or one does not exist."""
+    import os
+
+    files = [str(explicit)] if explicit else jsonl_files(value, key)
+    if not files:
+        raise ConfigError(f"no records to read: pass --jsonl or set `{key}` in the config")
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise ConfigError(f"records to read not found: {', '.join(missing)}")
+    return files

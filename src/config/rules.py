@@ -40,11 +40,6 @@ def where(cfg: ProjectConfig, dotted: str) -> str:
     return f"{origin}: " if origin else ""
 
 
-def _where(cfg: ProjectConfig, dotted: str) -> str:
-    origin = cfg.origin(dotted)
-    return f"{origin}: " if origin else ""
-
-
 def _existing_path_problems(cfg: ProjectConfig) -> list[str]:
     problems = []
     swift = cfg.swift
@@ -63,14 +58,14 @@ def _existing_path_problems(cfg: ProjectConfig) -> list[str]:
             try:
                 value = jsonl_files(value, dotted)
             except ConfigError as err:
-                problems.append(f"{_where(cfg, dotted)}{err} (relative paths are relative to the YAML that sets "
+                problems.append(f"{where(cfg, dotted)}{err} (relative paths are relative to the YAML that sets "
                                 f"them)")
                 continue
         for item in ([value] if isinstance(value, str) else value or []):
             path = Path(item)
             ok = path.is_dir() if kind == "dir" else path.is_file() if kind == "file" else path.exists()
             if not ok:
-                problems.append(f"{_where(cfg, dotted)}`{dotted}` = {item}: path does not exist "
+                problems.append(f"{where(cfg, dotted)}`{dotted}` = {item}: path does not exist "
                                 f"(expected {what}; relative paths are relative to the YAML that sets them)")
     return problems
 
@@ -81,16 +76,16 @@ def _family_problems(cfg: ProjectConfig) -> list[str]:
     family = FAMILIES.get(model_type or "")
     trained = ", ".join(name for name, f in FAMILIES.items() if f.trained)
     if family is None:
-        return [f"{_where(cfg, 'model.model_type')}`model.model_type` = {model_type!r} is not a family this "
+        return [f"{where(cfg, 'model.model_type')}`model.model_type` = {model_type!r} is not a family this "
                 f"project trains; valid: {trained}"]
     if not family.trained:
-        return [f"{_where(cfg, 'model.model_type')}`model.model_type` = {model_type!r} is refused: "
+        return [f"{where(cfg, 'model.model_type')}`model.model_type` = {model_type!r} is refused: "
                 f"{family.refusal}; valid: {trained}"]
     template = cfg.swift.get("template")
     if template is not None and template != family.template:
         # Another family's template encodes images with the wrong hard-coded token ids (Qwen3.5's image
         # token is 248056, Qwen3-VL's 151655): training would run on images it never sees.
-        return [f"{_where(cfg, 'template.template')}`template.template` = {template!r} does not fit "
+        return [f"{where(cfg, 'template.template')}`template.template` = {template!r} does not fit "
                 f"`model.model_type` = {model_type!r}: set `template.template: {family.template}`"]
     return []
 
@@ -104,11 +99,11 @@ def _model_type_problems(cfg: ProjectConfig) -> list[str]:
     try:
         found = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
     except (ValueError, AttributeError):
-        return [f"{_where(cfg, 'model.model')}`model.model` = {model}: its config.json is not a JSON object"]
+        return [f"{where(cfg, 'model.model')}`model.model` = {model}: its config.json is not a JSON object"]
     if found is None or found == model_type:
         return []
     fix = f"set `model.model_type: {found}`" if found in FAMILIES else "point `model.model` at a model of that family"
-    return [f"{_where(cfg, 'model.model_type')}`model.model_type` = {model_type!r}, but {config_file} says "
+    return [f"{where(cfg, 'model.model_type')}`model.model_type` = {model_type!r}, but {config_file} says "
             f"model_type {found!r}: {fix}"]
 
 
@@ -120,12 +115,12 @@ def _packing_problems(cfg: ProjectConfig) -> list[str]:
     attn = swift.get("attn_impl")
     allowed = ", ".join(FLASH_ATTENTION_MODULES)
     if attn not in FLASH_ATTENTION_MODULES:
-        return [f"{_where(cfg, f'training.{feature}')}`{feature}: true` needs a flash-attention "
+        return [f"{where(cfg, f'training.{feature}')}`{feature}: true` needs a flash-attention "
                 f"implementation, but `attn_impl` is {attn!r}: set model.attn_impl to one of {allowed} (with its "
                 f"package installed, see README 'Packing'), or set `training.{feature}: false`"]
     missing = [m for m in FLASH_ATTENTION_MODULES[attn] if not _module_available(m)]
     if missing:
-        return [f"{_where(cfg, f'training.{feature}')}`{feature}: true` with attn_impl={attn} needs the "
+        return [f"{where(cfg, f'training.{feature}')}`{feature}: true` with attn_impl={attn} needs the "
                 f"module(s) {', '.join(missing)}, which are not installed on this machine. Install a "
                 f"flash-attention build for your GPU (see README, 'Packing'), or set `training.{feature}: "
                 f"false`. Packing cannot run on CPU."]
@@ -137,16 +132,16 @@ def _deepspeed_problems(cfg: ProjectConfig) -> list[str]:
     if not ds.enabled:
         return []
     if not ds.config:
-        return [f"{_where(cfg, 'deepspeed.enabled')}`deepspeed.enabled: true` needs `deepspeed.config`: a "
+        return [f"{where(cfg, 'deepspeed.enabled')}`deepspeed.enabled: true` needs `deepspeed.config`: a "
                 f"preset ({', '.join(DEEPSPEED_PRESETS)}) or a json file such as configs/deepspeed/zero2.json"]
     problems = []
     if ds.config not in DEEPSPEED_PRESETS:
         path = Path(ds.config)
         if not path.is_absolute():
-            problems.append(f"{_where(cfg, 'deepspeed.config')}`deepspeed.config` = {ds.config!r} is neither a "
+            problems.append(f"{where(cfg, 'deepspeed.config')}`deepspeed.config` = {ds.config!r} is neither a "
                             f"preset ({', '.join(DEEPSPEED_PRESETS)}) nor a json path")
         elif not path.is_file():
-            problems.append(f"{_where(cfg, 'deepspeed.config')}`deepspeed.config` = {ds.config}: file does not "
+            problems.append(f"{where(cfg, 'deepspeed.config')}`deepspeed.config` = {ds.config}: file does not "
                             f"exist")
         else:
             try:
@@ -155,7 +150,7 @@ def _deepspeed_problems(cfg: ProjectConfig) -> list[str]:
                 problems.append(f"{ds.config}:{err.lineno}:{err.colno}: invalid JSON in the DeepSpeed config "
                                 f"({err.msg})")
     if not _module_available("deepspeed"):
-        problems.append(f"{_where(cfg, 'deepspeed.enabled')}`deepspeed.enabled: true` but the `deepspeed` "
+        problems.append(f"{where(cfg, 'deepspeed.enabled')}`deepspeed.enabled: true` but the `deepspeed` "
                         f"package is not installed: `pip install -e '.[gpu]'`, or set deepspeed.enabled: false")
     return problems
 
@@ -165,12 +160,12 @@ def _liger_problems(cfg: ProjectConfig) -> list[str]:
     # dense answers are long, and those logits dominate a step's memory. Its kernels are Triton: GPU only.
     if not cfg.swift.get("use_liger_kernel"):
         return []
-    where = _where(cfg, "training.use_liger_kernel")
+    prefix = where(cfg, "training.use_liger_kernel")
     if cfg.swift.get("use_cpu"):
-        return [f"{where}`training.use_liger_kernel: true` needs a GPU (Liger's kernels are Triton), but "
+        return [f"{prefix}`training.use_liger_kernel: true` needs a GPU (Liger's kernels are Triton), but "
                 f"`use_cpu` is on: set use_liger_kernel: false for CPU runs"]
     if not _module_available("liger_kernel"):
-        return [f"{where}`training.use_liger_kernel: true` but the `liger-kernel` package is not installed: "
+        return [f"{prefix}`training.use_liger_kernel: true` but the `liger-kernel` package is not installed: "
                 f"`pip install -e '.[gpu]'`, or set use_liger_kernel: false"]
     return []
 
@@ -178,10 +173,10 @@ def _liger_problems(cfg: ProjectConfig) -> list[str]:
 def _offline_problems(cfg: ProjectConfig) -> list[str]:
     problems = []
     if cfg.swift.get("check_model", True):
-        problems.append(f"{_where(cfg, 'training.check_model')}`check_model` must be false: it contacts the "
+        problems.append(f"{where(cfg, 'training.check_model')}`check_model` must be false: it contacts the "
                         f"model hub, and this project runs offline")
     if not cfg.swift.get("strict", False):
-        problems.append(f"{_where(cfg, 'training.strict')}`strict` must be true: without it ms-swift drops "
+        problems.append(f"{where(cfg, 'training.strict')}`strict` must be true: without it ms-swift drops "
                         f"rows it cannot encode without stopping; use `custom.bad_records: skip` to skip "
                         f"invalid records visibly")
     return problems
@@ -190,30 +185,30 @@ def _offline_problems(cfg: ProjectConfig) -> list[str]:
 def _length_problems(cfg: ProjectConfig) -> list[str]:
     glob, local = cfg.global_max_length, cfg.swift.get("max_length")
     if glob is not None and local is not None and glob != local:
-        return [f"{_where(cfg, 'template.max_length')}`template.max_length` = {local} disagrees with "
+        return [f"{where(cfg, 'template.max_length')}`template.max_length` = {local} disagrees with "
                 f"`global_max_length` = {glob} ({cfg.origin('global_max_length')}); set only one"]
     if glob is not None and glob <= 0:
-        return [f"{_where(cfg, 'global_max_length')}`global_max_length` must be positive, got {glob}"]
+        return [f"{where(cfg, 'global_max_length')}`global_max_length` must be positive, got {glob}"]
     return []
 
 
 def _prompt_problems(cfg: ProjectConfig) -> list[str]:
     if cfg.prompts.scheme in PROMPT_SCHEMES:
         return []
-    return [f"{_where(cfg, 'prompts.scheme')}`prompts.scheme` = {cfg.prompts.scheme!r} is not a prompt scheme; "
+    return [f"{where(cfg, 'prompts.scheme')}`prompts.scheme` = {cfg.prompts.scheme!r} is not a prompt scheme; "
             f"valid: {', '.join(PROMPT_SCHEMES)} (src/config/prompts.py)"]
 
 
 def _custom_problems(cfg: ProjectConfig) -> list[str]:
     problems = []
     if cfg.custom.images_per_user_turn < 1:
-        problems.append(f"{_where(cfg, 'custom.images_per_user_turn')}`custom.images_per_user_turn` must be "
+        problems.append(f"{where(cfg, 'custom.images_per_user_turn')}`custom.images_per_user_turn` must be "
                         f">= 1, got {cfg.custom.images_per_user_turn}")
     if not 0.0 <= cfg.custom.augment_prob <= 1.0:
-        problems.append(f"{_where(cfg, 'custom.augment_prob')}`custom.augment_prob` must be in [0, 1], got "
+        problems.append(f"{where(cfg, 'custom.augment_prob')}`custom.augment_prob` must be in [0, 1], got "
                         f"{cfg.custom.augment_prob}")
     if cfg.custom.health_check_samples < 0:
-        problems.append(f"{_where(cfg, 'custom.health_check_samples')}`custom.health_check_samples` must be "
+        problems.append(f"{where(cfg, 'custom.health_check_samples')}`custom.health_check_samples` must be "
                         f">= 0, got {cfg.custom.health_check_samples}")
     return problems
 
@@ -229,10 +224,10 @@ def evaluation_on(cfg: ProjectConfig) -> bool:
 def _eval_problems(cfg: ProjectConfig) -> list[str]:
     problems = []
     if cfg.eval.samples < 0:
-        problems.append(f"{_where(cfg, 'eval.samples')}`eval.samples` must be >= 0 (0 turns the evaluation by "
+        problems.append(f"{where(cfg, 'eval.samples')}`eval.samples` must be >= 0 (0 turns the evaluation by "
                         f"generation off), got {cfg.eval.samples}")
     if cfg.eval.max_new_tokens < 1:
-        problems.append(f"{_where(cfg, 'eval.max_new_tokens')}`eval.max_new_tokens` must be >= 1, got "
+        problems.append(f"{where(cfg, 'eval.max_new_tokens')}`eval.max_new_tokens` must be >= 1, got "
                         f"{cfg.eval.max_new_tokens}")
     metric = cfg.swift.get("metric_for_best_model")
     if metric is not None:
@@ -242,7 +237,7 @@ def _eval_problems(cfg: ProjectConfig) -> list[str]:
             why = "" if evaluation_on(cfg) or name not in GROUNDING_METRICS else (
                 " (the grounding metrics need the evaluation by generation: `eval.samples` > 0 and "
                 "`custom.val_jsonl`)")
-            problems.append(f"{_where(cfg, 'training.metric_for_best_model')}`training.metric_for_best_model` = "
+            problems.append(f"{where(cfg, 'training.metric_for_best_model')}`training.metric_for_best_model` = "
                             f"{metric!r} is not a metric this run's evaluation produces{why}; valid: "
                             f"{', '.join(allowed)}")
     return problems

@@ -249,7 +249,7 @@ def _add_cache(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_rows(args: argparse.Namespace) -> int:
-    from src.config.jsonl import jsonl_files
+    from src.config.jsonl import files_to_read
 
     from .loading import load_shards
     from .plan import make_preprocessor
@@ -260,13 +260,7 @@ def _run_rows(args: argparse.Namespace) -> int:
     cfg = load_config_for_run(args.config, args.base_config, check_paths=False)
     key, value = (("custom.train_jsonl", cfg.custom.train_jsonl) if args.split == "train"
                   else ("custom.val_jsonl", cfg.custom.val_jsonl))
-    files = [str(args.jsonl)] if args.jsonl else jsonl_files(value, key)
-    if not files:
-        raise UsageError(f"no records: pass --jsonl or set {key} in the config")
-    missing = [f for f in files if not Path(f).is_file()]
-    if missing:
-        raise UsageError(f"records not found: {', '.join(missing)}")
-    records = load_shards(files, cfg.custom.bad_records)[1][: args.limit]
+    records = load_shards(files_to_read(args.jsonl, value, key), cfg.custom.bad_records)[1][: args.limit]
     result = write_swift_rows(records, make_preprocessor(cfg).builder, args.out, with_answer=not args.no_answer)
     print(f"wrote {result['rows']} ms-swift row(s) for {result['records']} record(s) to {result['out']}")
     if result["upright_copies"]:

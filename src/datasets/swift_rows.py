@@ -16,7 +16,7 @@ from typing import Any
 
 from .builders import BaseBuilder
 from .contract import Record
-from .images import is_plain_rgb, load_image
+from .images import model_input
 
 
 def swift_rows(records: Sequence[Record], builder: BaseBuilder, *, with_answer: bool = True
@@ -49,12 +49,13 @@ def write_swift_rows(records: Sequence[Record], builder: BaseBuilder, out: Path,
 def _as_seen(path: Path, image_dir: Path, upright: dict[str, str]) -> str:
     """The absolute path of the image as the model sees it (a turned or non-RGB one: its upright copy)."""
     path = path.resolve()
-    if is_plain_rgb(path):
-        return str(path)
     key = str(path)
     if key not in upright:
+        seen = model_input(path)
+        if isinstance(seen, str):  # plain RGB: the file itself
+            return key
         image_dir.mkdir(parents=True, exist_ok=True)
         copy = image_dir / f"{len(upright):06d}_{path.stem}.png"
-        load_image(path).save(copy)
+        seen.save(copy)
         upright[key] = str(copy.resolve())
     return upright[key]

@@ -23,6 +23,7 @@ labels, found greedily from the highest IoU; box IoU for two boxes, polygon IoU 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,10 @@ def _objects(parsed_objects: Sequence[dict]) -> tuple[PredictedObject, ...]:
                  for o in parsed_objects)
 
 
+# Every reward of a step reads the same completions: each is parsed once (the result is never mutated).
+_parsed = functools.lru_cache(maxsize=4096)(parse_answer)
+
+
 def truth_from_answer(answer: str) -> GroundTruth:
     """The ground truth of a reference answer (as the builder writes it): its objects, parsed."""
     parsed = parse_answer(answer)
@@ -70,7 +75,7 @@ def truth_from_answer(answer: str) -> GroundTruth:
 
 def predicted(completion: str) -> tuple[PredictedObject, ...]:
     """The complete objects of a completion (what the evaluation would count)."""
-    return _objects(parse_answer(completion).objects)
+    return _objects(_parsed(completion).objects)
 
 
 def _label_iou(dets: Sequence[PredictedObject], gts: Sequence[PredictedObject]) -> np.ndarray:
@@ -94,13 +99,13 @@ def matches(dets: Sequence[PredictedObject], gts: Sequence[PredictedObject], iou
 
 def format_reward(completion: str, truth: GroundTruth) -> float:
     """1.0 when the completion parses completely as the answer format, else 0.0."""
-    parsed = parse_answer(completion)
+    parsed = _parsed(completion)
     return float(parsed.error is None and parsed.junk_chars == 0)
 
 
 def _nothing_to_find(completion: str) -> float:
     """The reward for an image without objects: 1.0 for a well-formed empty answer, 0.0 for anything else."""
-    return float(parse_answer(completion).error is None and not predicted(completion))
+    return float(_parsed(completion).error is None and not predicted(completion))
 
 
 def f1_reward(completion: str, truth: GroundTruth) -> float:

@@ -12,6 +12,7 @@ from collections.abc import Collection
 
 from src.config import ProjectConfig
 from src.config.prompts import PROMPT_SCHEMES
+from src.config.rules import where
 from src.config.swift_fields import builtin_reward_names, rlhf_argument_fields, swift_defaults
 from src.datasets.builders import BUILDERS
 from src.rewards import REWARDS
@@ -27,11 +28,6 @@ def answers_with_geometry(scheme: str) -> bool:
 def valid_reward_names() -> tuple[str, ...]:
     """The project's grounding rewards, then ms-swift's own."""
     return (*REWARDS, *builtin_reward_names())
-
-
-def _where(cfg: ProjectConfig, dotted: str) -> str:
-    origin = cfg.origin(dotted)
-    return f"{origin}: " if origin else ""
 
 
 def generation_batch(swift: dict, world_size: int) -> int:
@@ -51,10 +47,10 @@ def reinforcement_problems(cfg: ProjectConfig, world_size: int, vllm_installed: 
         return []
     swift, problems = cfg.swift, []
     if swift["rlhf_type"] not in RL_TYPES:
-        problems.append(f"{_where(cfg, 'rlhf.rlhf_type')}`rlhf.rlhf_type` = {swift['rlhf_type']!r}: stage 3 "
+        problems.append(f"{where(cfg, 'rlhf.rlhf_type')}`rlhf.rlhf_type` = {swift['rlhf_type']!r}: stage 3 "
                         f"trains {', '.join(RL_TYPES)} only")
     if not cfg.run.init_from:
-        problems.append(f"{_where(cfg, 'run.init_from')}`run.init_from` is not set: stage 3 starts from a stage-2 "
+        problems.append(f"{where(cfg, 'run.init_from')}`run.init_from` is not set: stage 3 starts from a stage-2 "
                         f"result (its checkpoint directory, adapter or full)")
     funcs = swift.get("reward_funcs") or []
     valid = valid_reward_names() if builtin is None else (*REWARDS, *builtin)
@@ -62,21 +58,21 @@ def reinforcement_problems(cfg: ProjectConfig, world_size: int, vllm_installed: 
         problems.append(f"`rlhf.reward_funcs` is empty: name at least one reward; valid: {', '.join(valid)}")
     for name in funcs:
         if name not in valid:
-            problems.append(f"{_where(cfg, 'rlhf.reward_funcs')}`rlhf.reward_funcs` names {name!r}, which is not a "
+            problems.append(f"{where(cfg, 'rlhf.reward_funcs')}`rlhf.reward_funcs` names {name!r}, which is not a "
                             f"reward; valid: {', '.join(valid)}")
     weights = swift.get("reward_weights")
     if weights is not None and len(weights) != len(funcs):
-        problems.append(f"{_where(cfg, 'rlhf.reward_weights')}`rlhf.reward_weights` has {len(weights)} weight(s) "
+        problems.append(f"{where(cfg, 'rlhf.reward_weights')}`rlhf.reward_weights` has {len(weights)} weight(s) "
                         f"for {len(funcs)} reward(s) in `rlhf.reward_funcs`: give one weight per reward, in order")
     generations = int(swift.get("num_generations") or rlhf_argument_fields()["num_generations"].default)
     batch = generation_batch(swift, world_size)
     if generations < 2:
-        problems.append(f"{_where(cfg, 'rlhf.num_generations')}`rlhf.num_generations` = {generations}: GRPO "
+        problems.append(f"{where(cfg, 'rlhf.num_generations')}`rlhf.num_generations` = {generations}: GRPO "
                         f"compares at least 2 completions per prompt")
     elif batch % generations:
         fits = [n for n in range(2, batch + 1) if batch % n == 0]
         problems.append(
-            f"{_where(cfg, 'rlhf.num_generations')}`rlhf.num_generations` = {generations} does not divide the "
+            f"{where(cfg, 'rlhf.num_generations')}`rlhf.num_generations` = {generations} does not divide the "
             f"{batch} completions generated per step ({world_size} process(es) x per_device_train_batch_size "
             f"x steps_per_generation): valid num_generations: {', '.join(map(str, fits)) or 'none'}; or change "
             f"`training.per_device_train_batch_size` / `rlhf.steps_per_generation`")
@@ -86,27 +82,27 @@ def reinforcement_problems(cfg: ProjectConfig, world_size: int, vllm_installed: 
                      or 1) * world_size
     if evaluating and cfg.custom.val_jsonl and generations >= 2 and eval_batch % eval_generations:
         problems.append(
-            f"{_where(cfg, 'training.per_device_eval_batch_size')}the {eval_batch} completions of an evaluation step "
+            f"{where(cfg, 'training.per_device_eval_batch_size')}the {eval_batch} completions of an evaluation step "
             f"({world_size} process(es) x `training.per_device_eval_batch_size`) are not a multiple of "
             f"`rlhf.num_generations_eval` ({eval_generations}, default `rlhf.num_generations`): set "
             f"`training.per_device_eval_batch_size` so that processes x it is a multiple of {eval_generations}, or "
             f"`rlhf.num_generations_eval` to a divisor of {eval_batch}")
     if swift.get("use_vllm") and not (vllm_installed if vllm_installed is not None
                                       else importlib.util.find_spec("vllm") is not None):
-        problems.append(f"{_where(cfg, 'rlhf.use_vllm')}`rlhf.use_vllm` is true but vLLM is not installed: "
+        problems.append(f"{where(cfg, 'rlhf.use_vllm')}`rlhf.use_vllm` is true but vLLM is not installed: "
                         f"pip install vllm (a GPU machine), or set `rlhf.use_vllm: false` for ms-swift's "
                         f"transformers engine")
     if not answers_with_geometry(cfg.prompts.scheme):
-        problems.append(f"{_where(cfg, 'prompts.scheme')}`prompts.scheme` = {cfg.prompts.scheme!r}: its answers "
+        problems.append(f"{where(cfg, 'prompts.scheme')}`prompts.scheme` = {cfg.prompts.scheme!r}: its answers "
                         f"hold no boxes to reward; stage 3 takes a scheme that answers with geometry "
                         f"({', '.join(n for n in PROMPT_SCHEMES if answers_with_geometry(n))})")
     if cfg.custom.images_per_user_turn != 1:
-        problems.append(f"{_where(cfg, 'custom.images_per_user_turn')}`custom.images_per_user_turn` = "
+        problems.append(f"{where(cfg, 'custom.images_per_user_turn')}`custom.images_per_user_turn` = "
                         f"{cfg.custom.images_per_user_turn}: stage 3 rewards one image's answer: set it to 1")
     if cfg.custom.augment_prob > 0:
-        problems.append(f"{_where(cfg, 'custom.augment_prob')}`custom.augment_prob` = {cfg.custom.augment_prob}: "
+        problems.append(f"{where(cfg, 'custom.augment_prob')}`custom.augment_prob` = {cfg.custom.augment_prob}: "
                         f"stage 3 does not augment (the ground truth travels with each prompt): set it to 0")
     if cfg.custom.cached_dataset:
-        problems.append(f"{_where(cfg, 'custom.cached_dataset')}`custom.cached_dataset`: ms-swift's GRPO encodes "
+        problems.append(f"{where(cfg, 'custom.cached_dataset')}`custom.cached_dataset`: ms-swift's GRPO encodes "
                         f"during rollouts and refuses a cached dataset: remove it")
     return problems

@@ -55,6 +55,8 @@ _SEPARATORS_RE = re.compile(r"[\s,;]*")
 
 # Where an entry starts: its geometry key, or a legacy box/quad token.
 ENTRY_START_RE = re.compile(r'"(?:bbox_2d|quad)"|<\|box_start\|>|<\|quad_start\|>')
+# A leading reasoning block, which Qwen3.5's template puts before every answer: not part of the answer.
+_THINKING = re.compile(r"\A\s*<think>.*?</think>", re.DOTALL)
 
 
 # ---------------------------------------------------------------------------- writing
@@ -97,9 +99,16 @@ def dump_answer(entries: list[dict[str, Any]]) -> str:
     return json.dumps(entries, ensure_ascii=False, separators=(", ", ": "))
 
 
+def answer_offset(text: str) -> int:
+    """Where the answer proper starts in a model's text: after a leading ``<think>...</think>`` block, else 0."""
+    thinking = _THINKING.match(text)
+    return thinking.end() if thinking else 0
+
+
 def entry_starts(text: str) -> list[int]:
-    """Character offsets where each entry of an answer starts (its geometry key or legacy token), in order."""
-    return [m.start() for m in ENTRY_START_RE.finditer(text)]
+    """Character offsets in ``text`` where each entry of its answer starts (its geometry key or legacy token),
+    in order; a leading reasoning block is skipped, so keys it mentions are not entries."""
+    return [m.start() for m in ENTRY_START_RE.finditer(text, answer_offset(text))]
 
 
 # ---------------------------------------------------------------------------- reading
@@ -219,9 +228,6 @@ def _parse_legacy(text: str, result: ParsedAnswer) -> None:
     result.junk_chars = junk
 
 
-_THINKING = re.compile(r"\A\s*<think>.*?</think>", re.DOTALL)
-
-
 def parse_answer(text: str) -> ParsedAnswer:
     """Read every complete object from a model answer, in either format (see :func:`detect_format`).
 
@@ -233,7 +239,7 @@ def parse_answer(text: str) -> ParsedAnswer:
     reasoning block (``<think>...</think>``, which Qwen3.5's template puts before every answer) is not
     part of the answer: it is dropped before reading.
     """
-    text = _THINKING.sub("", text, count=1)
+    text = text[answer_offset(text):]
     fmt = detect_format(text)
     result = ParsedAnswer(format=fmt)
     if fmt == "legacy":

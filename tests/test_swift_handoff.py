@@ -92,6 +92,10 @@ def test_rows_ask_what_training_asks_with_turned_photos_written_upright(tree, tm
 
     again = ["rows", "--config", str(t.config), "--out", str(out)]
     assert datasets_main(again) == 2  # never overwrites
+    out.unlink()
+    assert datasets_main(again) == 2  # nor the upright copies of earlier rows
+    assert datasets_main([*again, "--overwrite"]) == 0  # the config's records: plain images, no copy needed
+    assert list((out.parent / "rows_images").iterdir()) == []  # the earlier copy, which no row names, is gone
     asked = tmp_path / "asked.jsonl"
     assert datasets_main(["rows", "--config", str(t.config), "--no-answer", "--out", str(asked)]) == 0
     lines = [json.loads(line) for line in asked.read_text().splitlines()]

@@ -254,9 +254,10 @@ def _run_rows(args: argparse.Namespace) -> int:
     from .loading import load_shards
     from .plan import make_preprocessor
     from .run_config import load_config_for_run
-    from .swift_rows import write_swift_rows
+    from .swift_rows import upright_dir, write_swift_rows
 
     refuse_existing(args.out, args.overwrite, "rows")
+    refuse_existing(upright_dir(args.out), args.overwrite, "upright images of the rows")
     cfg = load_config_for_run(args.config, args.base_config, check_paths=False)
     key, value = (("custom.train_jsonl", cfg.custom.train_jsonl) if args.split == "train"
                   else ("custom.val_jsonl", cfg.custom.val_jsonl))

@@ -29,11 +29,19 @@ def swift_rows(records: Sequence[Record], builder: BaseBuilder, *, with_answer: 
             yield {"messages": row["messages"], "images": [str(image) for image in row["images"]]}
 
 
+def upright_dir(out: Path) -> Path:
+    """The folder beside the rows `out` that holds upright copies of its turned images: `<out stem>_images/`."""
+    return out.parent / f"{out.stem}_images"
+
+
 def write_swift_rows(records: Sequence[Record], builder: BaseBuilder, out: Path, *,
                      with_answer: bool = True) -> dict[str, Any]:
     """Write the rows of `records` to `out` (JSONL); images that need turning go upright to
-    `<out stem>_images/`. Returns counts and paths."""
-    image_dir = out.parent / f"{out.stem}_images"
+    `upright_dir(out)`, whose earlier copies are removed first (rows written over must not leave
+    copies no row names). Returns counts and paths."""
+    image_dir = upright_dir(out)
+    for stale in image_dir.glob("*.png") if image_dir.is_dir() else ():
+        stale.unlink()
     upright: dict[str, str] = {}
     rows = 0
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -118,7 +118,7 @@ def test_swift_infer_and_export_accept_the_adapter_from_another_directory(demo, 
     assert (merged / "model.safetensors").is_file()
     # `swift infer --model merged/` reads args.json there too: the image budget travels with the merge.
     assert json.loads((merged / "args.json").read_text())["external_plugins"] == [
-        str((demo["run"] / "stage2" / "swift_plugin.py").resolve())]
+        str(_plugin_of(demo["run"] / "stage2"))]
 
     load = offline_run([sys.executable, "-c", (
         "import sys; from transformers import AutoProcessor, Qwen3VLForConditionalGeneration as M;"
@@ -138,6 +138,12 @@ def _prompt_tokens(stdout: str) -> int:
     return int(found[-1])
 
 
+def _plugin_of(run: Path) -> Path:
+    """The run's one image-budget plugin (src/training/swift_plugin.py), absolute."""
+    (plugin,) = run.resolve().glob("swift_plugin_*.py")
+    return plugin
+
+
 def _tokens_at(height: int, width: int, max_tokens: int) -> int:
     """Image tokens Qwen3-VL gives an image under a budget (qwen_vl_utils' resize, pixel factor 32)."""
     from qwen_vl_utils.vision_process import smart_resize
@@ -152,7 +158,7 @@ def test_swift_infer_sees_a_large_image_at_the_training_budget(demo, photo_infer
     run = demo["run"] / "stage2"
     ckpt = (run / "last-checkpoint").resolve()
     args = json.loads((ckpt / "args.json").read_text())
-    assert args["external_plugins"] == [str((run / "swift_plugin.py").resolve())]
+    assert args["external_plugins"] == [str(_plugin_of(run))]
     assert args["system"] == "You are a helpful assistant."
     as_trained = _prompt_tokens(photo_infer["stdout"])
 

@@ -51,9 +51,10 @@ def _logged(run: Path) -> list[dict]:
 
 def test_grpo_logs_its_rewards_resumes_after_a_kill_and_its_adapter_answers(mp_workspace, stage2, tmp_path):
     run = tmp_path / "grpo"
-    # The warm start merges stage 2 without importing its run's swift_plugin.py (the image budget is this
+    # The warm start merges stage 2 without importing its run's plugin (the image budget is this
     # config's): gone, as when the stage-2 run directory was moved, it changes nothing.
-    (stage2.parent / "swift_plugin.py").unlink(missing_ok=True)
+    for plugin in stage2.parent.glob("swift_plugin_*.py"):
+        plugin.unlink()
     config = grpo_config(tmp_path, "grpo", mp_workspace, stage2, training={"max_steps": 4})
     killed = subprocess.Popen([sys.executable, "-m", "src.sft", "--config", str(config)], cwd=REPO,
                               env={**os.environ, **ONE_THREAD}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

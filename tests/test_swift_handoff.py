@@ -53,13 +53,27 @@ def test_vision_settings_pick_only_the_variables_that_decide_what_the_model_sees
 
 
 def test_the_plugin_joins_the_plugins_a_config_already_names(tmp_path):
+    budget = {"IMAGE_MAX_TOKEN_NUM": "64"}
     kwargs = {"output_dir": str(tmp_path / "run"), "external_plugins": ["/opt/mine.py"]}
-    plugins = with_plugin(kwargs)["external_plugins"]
-    assert plugins == ["/opt/mine.py", str(plugin_path(tmp_path / "run"))]
+    plugins = with_plugin(kwargs, budget)["external_plugins"]
+    assert plugins == ["/opt/mine.py", str(plugin_path(tmp_path / "run", budget))]
     assert Path(plugins[1]).is_absolute()
-    assert with_plugin({**kwargs, "external_plugins": plugins})["external_plugins"] == plugins  # not twice
-    assert with_plugin({"output_dir": "rel/run"})["external_plugins"] == [str(Path.cwd() / "rel/run" /
-                                                                              "swift_plugin.py")]
+    assert with_plugin({**kwargs, "external_plugins": plugins}, budget)["external_plugins"] == plugins  # not twice
+    # a resumed run's arguments name its earlier plugin: the budget of this run replaces it
+    other = with_plugin({**kwargs, "external_plugins": plugins}, {"IMAGE_MAX_TOKEN_NUM": "128"})["external_plugins"]
+    assert other[0] == "/opt/mine.py" and len(other) == 2 and other[1] != plugins[1]
+    (relative,) = with_plugin({"output_dir": "rel/run"}, {})["external_plugins"]
+    assert Path(relative).parent == Path.cwd() / "rel/run"
+
+
+def test_a_plugin_file_is_never_rewritten_so_earlier_checkpoints_keep_their_budget(tmp_path):
+    """A run resumed with another image budget writes a second file; the first, which the earlier
+    checkpoints' args.json name, still sets the budget they were trained at."""
+    first = write_plugin(tmp_path, {"IMAGE_MAX_TOKEN_NUM": "64"})
+    assert write_plugin(tmp_path, {"IMAGE_MAX_TOKEN_NUM": "64"}) == first
+    second = write_plugin(tmp_path, {"IMAGE_MAX_TOKEN_NUM": "1024"})
+    assert second != first and second.parent == first.parent
+    assert '"IMAGE_MAX_TOKEN_NUM": "64"' in first.read_text() and '"IMAGE_MAX_TOKEN_NUM": "1024"' in second.read_text()
 
 
 def _turned_photo(path: Path) -> Path:

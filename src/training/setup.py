@@ -197,7 +197,7 @@ def prepare_run(config: Path, base_config: Path | None, *, on_cpu: bool, debug: 
     plan = _plan_data_once(cfg, job, revalidate)
     # What the model sees reaches `swift infer` / `swift export` from the checkpoint's args.json alone:
     # the image budget through the run's plugin, the system prompt as ms-swift's own `system`.
-    kwargs = with_plugin(kwargs)
+    kwargs = with_plugin(kwargs, vision_settings(os.environ))
     kwargs.setdefault("system", plan.builder.scheme.system)
 
     decision, failure, start = None, None, None

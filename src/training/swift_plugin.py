@@ -5,8 +5,10 @@ processor, and a checkpoint's `args.json` does not record it. So `swift infer --
 checkpoint trained at 1,024 image tokens would read a 1920x1080 photo at its own default budget (up to
 16,384 tokens): the model sees other pixels than it was trained on. ms-swift's `args.json` does carry
 `external_plugins`, and `swift infer` / `swift export` import them (before the processor loads) whenever
-the command line names none. Training therefore writes `<run dir>/swift_plugin.py`, which sets the
-training's image budget, and passes it as an external plugin: `args.json` in every checkpoint names it.
+the command line names none. Training therefore writes `<run dir>/swift_plugin_<digest>.py`, which sets
+the training's image budget, and passes it as an external plugin: `args.json` in every checkpoint names it.
+The name carries a digest of the file's text, so a file is never rewritten: a run resumed with another
+image budget writes a second plugin, and its earlier checkpoints keep naming the budget they were trained at.
 
 The plugin only sets what the command's environment leaves unset (an explicit IMAGE_MAX_TOKEN_NUM at
 inference wins) and says so when the two differ.
@@ -14,12 +16,13 @@ inference wins) and says so when the two differ.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-PLUGIN_FILE = "swift_plugin.py"
+PLUGIN_PREFIX = "swift_plugin_"
 
 # The variables that decide how Qwen-VL images are resized (qwen_vl_utils, as ms-swift patches it):
 # token budgets, their legacy pixel forms, and the grid they round to.
@@ -53,21 +56,27 @@ def plugin_source(settings: Mapping[str, str]) -> str:
     )
 
 
-def plugin_path(run_dir: Path) -> Path:
-    """Where a run's plugin lives (absolute: args.json must name it from any working directory)."""
-    return Path(run_dir).resolve() / PLUGIN_FILE
+def plugin_path(run_dir: Path, settings: Mapping[str, str]) -> Path:
+    """Where a run's plugin for `settings` lives: absolute (args.json must name it from any working
+    directory) and named by a digest of its text (equal settings, equal name; other settings, another file)."""
+    digest = hashlib.sha256(plugin_source(settings).encode("utf-8")).hexdigest()[:12]
+    return Path(run_dir).resolve() / f"{PLUGIN_PREFIX}{digest}.py"
 
 
-def with_plugin(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """`kwargs` whose `external_plugins` also name the run's plugin (after any the config gave)."""
+def with_plugin(kwargs: dict[str, Any], settings: Mapping[str, str]) -> dict[str, Any]:
+    """`kwargs` whose `external_plugins` also name the run's plugin for `settings` (after any the config
+    gave; an earlier plugin of this project's, as a resumed run's arguments may carry, is replaced)."""
     given = kwargs.get("external_plugins") or []
     given = [given] if isinstance(given, str) else list(given)
-    path = str(plugin_path(Path(kwargs["output_dir"])))
-    return {**kwargs, "external_plugins": given + ([path] if path not in given else [])}
+    path = plugin_path(Path(kwargs["output_dir"]), settings)
+    kept = [p for p in given if not (Path(p).parent == path.parent and Path(p).name.startswith(PLUGIN_PREFIX))]
+    return {**kwargs, "external_plugins": [*kept, str(path)]}
 
 
 def write_plugin(run_dir: Path, settings: Mapping[str, str]) -> Path:
-    """Write the run's plugin file for `settings`; returns its path."""
-    path = plugin_path(run_dir)
-    path.write_text(plugin_source(settings), encoding="utf-8")
+    """Write the run's plugin file for `settings` unless it is there already (same name, same text);
+    returns its path."""
+    path = plugin_path(run_dir, settings)
+    if not path.is_file():
+        path.write_text(plugin_source(settings), encoding="utf-8")
     return path

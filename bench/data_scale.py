@@ -135,9 +135,11 @@ def main() -> None:
     print(f"{'import floor (python + yaml/numpy/PIL)':<44}{floor:>11.2f}s{'-':>12}{'1.00x':>10}")
     print(f"{'dry run, 10k records, first':<44}{first:>11.2f}s{'<= 1.0 s':>12}{first / floor:>9.2f}x")
     print(f"{'dry run, 10k records, unchanged':<44}{repeat:>11.2f}s{'<= 1.0 s':>12}{repeat / floor:>9.2f}x")
-    print(f"{f'validate {args.records} records, first':<44}{cold:>11.2f}s{'-':>12}{args.records / cold:>8.0f}/s")
+    # the rate after a space: a wide one must not read as a negative number glued to the '-'
+    cold_rate, warm_rate = f"{args.records / cold:,.0f}/s", f"{args.records / warm:,.0f}/s"
+    print(f"{f'validate {args.records} records, first':<44}{cold:>11.2f}s{'-':>12} {cold_rate:>9}")
     print(f"{'  -> 1M records, first (extrapolated)':<44}{cold * scale:>11.1f}s{'<= 60 s':>12}")
-    print(f"{f'validate {args.records} records, unchanged':<44}{warm:>11.2f}s{'-':>12}{args.records / warm:>8.0f}/s")
+    print(f"{f'validate {args.records} records, unchanged':<44}{warm:>11.2f}s{'-':>12} {warm_rate:>9}")
     print(f"{'  -> 1M records, unchanged (extrapolated)':<44}{warm * scale:>11.1f}s{'<= 5 s':>12}")
     print(f"valid records {len(records)}, problems {len(problems)}")
     large_config = work / "plan_memory.yaml"

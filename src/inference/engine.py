@@ -116,6 +116,9 @@ def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str,
     one repeats its first question up to that number and drops the extra answers."""
     from swift import RequestConfig  # heavy
 
+    from .fast_logprobs import install
+
+    install()  # the scores' log-probabilities without sorting the vocabulary per token (see that module)
     asked, requests = questions(records, builder)
     extra = agree_on_calls(len(requests)) - len(requests) if agree_on_calls else 0
     padded = requests + requests[:1] * extra

@@ -2,19 +2,20 @@
 `src.infer`, score with `src.eval`: AP50 >= 0.9 proves labels, coordinates, parsing and the way back
 to pixels agree end to end. The run evaluates by generation every 200 steps (src/training/generation_eval.py):
 its logged AP50 climbs from ~0, the best checkpoint is the one with the highest logged AP50, and `src.infer`
-+ `src.eval` on it give the logged number. About 2 minutes on 2 cores."""
++ `src.eval` on it give the logged number. About 2 minutes on 2 cores; the commands run in this process."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from src.datasets.synth import write_synthetic_dataset
+from src.eval import main as eval_main
+from src.infer import main as infer_main
+from src.sft import main as sft_main
 from src.tiny_model import build_tiny_model
 from src.training.curves import read_metric_rows
 
@@ -22,13 +23,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(*argv: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, *argv], cwd=cwd, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return proc
-
-
-def test_tiny_model_memorises_and_predicts_back_to_pixels(tmp_path):
+def test_tiny_model_memorises_and_predicts_back_to_pixels(tmp_path, capsys):
     build_tiny_model(tmp_path / "model")
     data = write_synthetic_dataset(tmp_path / "data", n=5, val_fraction=0.2)
     assert data["n_train"] == 4
@@ -36,7 +31,8 @@ def test_tiny_model_memorises_and_predicts_back_to_pixels(tmp_path):
     config.write_text(f"extends: {REPO / 'configs' / 'demo' / 'memorise.yaml'}\nmodel:\n  model: ./model\n"
                       "custom:\n  train_jsonl: data/train.jsonl\n  val_jsonl: data/train.jsonl\n"
                       "training:\n  output_dir: ./run\n")
-    trained = _run("-m", "src.sft", "--config", str(config))
+    assert sft_main(["--config", str(config)]) == 0
+    trained = capsys.readouterr().out
     run = tmp_path / "run"
     logged = read_metric_rows(run / "logging.jsonl", ("eval_ap50", "eval_parse_failure_rate"))
     ap50_by_step = dict(logged["eval_ap50"])
@@ -51,17 +47,17 @@ def test_tiny_model_memorises_and_predicts_back_to_pixels(tmp_path):
     best_step = min(step for step, value in saved.items() if value == max(saved.values()))
     assert Path(state["best_model_checkpoint"]).name == f"checkpoint-{best_step}"
     assert state["best_metric"] == pytest.approx(saved[best_step])
-    assert f"best checkpoint (by ap50): {state['best_model_checkpoint']} at step {best_step}" in trained.stdout
+    assert f"best checkpoint (by ap50): {state['best_model_checkpoint']} at step {best_step}" in trained
     best = run / f"checkpoint-{best_step}"
     assert best.is_dir()
     with Image.open(run / "loss_curves.png") as picture:  # the loss, and AP50 beside it
         assert picture.width == 1200
 
     predictions, metrics = tmp_path / "pred.jsonl", tmp_path / "metrics.json"
-    _run("-m", "src.infer", "--config", str(config), "--checkpoint", str(best),
-         "--jsonl", str(tmp_path / "data" / "train.jsonl"), "--out", str(predictions), "--max_new_tokens", "256")
-    _run("-m", "src.eval", "--pred", str(predictions), "--gt", str(tmp_path / "data" / "train.jsonl"),
-         "--out", str(metrics))
+    assert infer_main(["--config", str(config), "--checkpoint", str(best), "--jsonl", str(tmp_path / "data" /
+                       "train.jsonl"), "--out", str(predictions), "--max_new_tokens", "256"]) == 0
+    assert eval_main(["--pred", str(predictions), "--gt", str(tmp_path / "data" / "train.jsonl"),
+                      "--out", str(metrics)]) == 0
     result = json.loads(metrics.read_text())
     ap50 = result["class_agnostic"]["AP50"]
     assert ap50 >= 0.9, json.dumps(result)[:2000]
@@ -82,6 +78,6 @@ def test_the_tiny_moe_memorises_too(tmp_path):
                       "eval:\n  samples: 2\n"
                       "training:\n  output_dir: ./run\n  eval_steps: 200\n  save_steps: 200\n  eval_on_start: false\n"
                       "  metric_for_best_model: null\n")
-    _run("-m", "src.sft", "--config", str(config))
+    assert sft_main(["--config", str(config)]) == 0
     ap50_by_step = dict(read_metric_rows(tmp_path / "run" / "logging.jsonl", ("eval_ap50",))["eval_ap50"])
     assert sorted(ap50_by_step) == [200] and ap50_by_step[200] >= 0.9, ap50_by_step

@@ -172,6 +172,19 @@ def test_swift_infer_sees_a_large_image_at_the_training_budget(demo, photo_infer
     assert proc.returncode == 0, proc.stderr[-3000:]
     at_default = _prompt_tokens(proc.stdout)
 
+    # Moved on its own (args.json's plugin path gone, where ms-swift would stop): the checkpoint's own copy
+    # of the plugin, named on the command line, gives the training's budget again.
+    moved, plugin = tmp_path / "moved-checkpoint", _plugin_of(run)
+    shutil.copytree(ckpt, moved)
+    (moved / "args.json").write_text(json.dumps({**args, "external_plugins": [f"/gone/run/{plugin.name}"]}))
+    assert (moved / plugin.name).read_bytes() == plugin.read_bytes()
+    proc = offline_run([SWIFT, "infer", "--adapters", str(moved), "--external_plugins", str(moved / plugin.name),
+                        "--val_dataset", "rows.jsonl", "--max_new_tokens", "1", "--infer_backend", "transformers"],
+                       cwd=photo_infer["elsewhere"], log=photo_infer["log"], extra_env=HUB_OFFLINE,
+                       unset=VISION_ENV_KEYS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _prompt_tokens(proc.stdout) == as_trained
+
     assert _tokens_at(1200, 1600, 64) == 54 and _tokens_at(1200, 1600, 16384) == 1900
     assert at_default - as_trained == 1900 - 54
     assert not photo_infer["log"].exists(), photo_infer["log"].read_text()

@@ -16,7 +16,14 @@ from src.config.prompts import get_prompt_scheme
 from src.datasets.__main__ import main as datasets_main
 from src.datasets.builders import make_builder
 from src.datasets.contract import GroundingObject, Record, SourceRef
-from src.training.swift_plugin import plugin_path, plugin_source, vision_settings, with_plugin, write_plugin
+from src.training.swift_plugin import (
+    copy_into_checkpoint,
+    plugin_path,
+    plugin_source,
+    vision_settings,
+    with_plugin,
+    write_plugin,
+)
 
 BUILDER = make_builder(get_prompt_scheme("dense"), emit_norm="norm1000", object_order="reading")
 
@@ -74,6 +81,18 @@ def test_a_plugin_file_is_never_rewritten_so_earlier_checkpoints_keep_their_budg
     second = write_plugin(tmp_path, {"IMAGE_MAX_TOKEN_NUM": "1024"})
     assert second != first and second.parent == first.parent
     assert '"IMAGE_MAX_TOKEN_NUM": "64"' in first.read_text() and '"IMAGE_MAX_TOKEN_NUM": "1024"' in second.read_text()
+
+
+def test_each_checkpoint_gets_a_copy_of_the_projects_plugin_only(tmp_path):
+    (tmp_path / "run").mkdir()
+    plugin = write_plugin(tmp_path / "run", {"IMAGE_MAX_TOKEN_NUM": "64"})
+    mine = tmp_path / "mine.py"
+    mine.write_text("# a config's own plugin\n")
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    checkpoint.mkdir()
+    copies = copy_into_checkpoint(checkpoint, [str(mine), str(plugin)])
+    assert copies == [checkpoint / plugin.name] and copies[0].read_bytes() == plugin.read_bytes()
+    assert sorted(p.name for p in checkpoint.iterdir()) == [plugin.name]  # the config's own stays where it is
 
 
 def _turned_photo(path: Path) -> Path:

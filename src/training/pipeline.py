@@ -23,6 +23,7 @@ from src.datasets.rows import GroundingRowsDataset, SampleLog, arrow_rows
 from src.training.checkpoint_guard import check_adapter_checkpoint
 from src.training.distributed import Failure, Job
 from src.training.generation_eval import GroundingEvaluation, with_grounding_metrics
+from src.training.swift_plugin import copy_into_checkpoint
 
 EXIT_HEALTH_CHECK = 2
 
@@ -55,6 +56,19 @@ class AdapterCheckpointGuard(TrainerCallback):
         problems = check_adapter_checkpoint(checkpoint, self.modules_to_save) if checkpoint.is_dir() else []
         if problems:
             raise RuntimeError("LoRA checkpoint guard: " + "; ".join(problems))
+
+
+class PluginIntoCheckpoint(TrainerCallback):
+    """Copies the run's image-budget plugin into each checkpoint it saves (rank 0), so that the checkpoint
+    carries what the model sees even when moved on its own (src/training/swift_plugin.py)."""
+
+    def __init__(self, plugins: list[str] | str | None):
+        self.plugins = plugins
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and checkpoint.is_dir():
+            copy_into_checkpoint(checkpoint, self.plugins)
 
 
 def naming_the_record(encode):
@@ -158,6 +172,7 @@ class GroundingSft(SwiftSft):
             trainer.add_callback(EpochToDatasets(self._lazy_datasets, self._job.rank))
         if self.args.tuner_type == "lora":
             trainer.add_callback(AdapterCheckpointGuard(self.args.modules_to_save))
+        trainer.add_callback(PluginIntoCheckpoint(self.args.external_plugins))
         if self.evaluation is not None:
             trainer.evaluate = with_grounding_metrics(trainer.evaluate, trainer, self.evaluation)
         return super().train(trainer)

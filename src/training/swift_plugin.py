@@ -10,6 +10,10 @@ the training's image budget, and passes it as an external plugin: `args.json` in
 The name carries a digest of the file's text, so a file is never rewritten: a run resumed with another
 image budget writes a second plugin, and its earlier checkpoints keep naming the budget they were trained at.
 
+Each checkpoint also holds a copy, so a checkpoint moved on its own (where args.json's absolute path no
+longer exists and ms-swift stops with `AssertionError: py_dir`) still carries its budget: name the copy
+with `--external_plugins`, which ms-swift then takes instead of args.json's.
+
 The plugin only sets what the command's environment leaves unset (an explicit IMAGE_MAX_TOKEN_NUM at
 inference wins) and says so when the two differ.
 """
@@ -18,7 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +76,24 @@ def with_plugin(kwargs: dict[str, Any], settings: Mapping[str, str]) -> dict[str
     path = plugin_path(Path(kwargs["output_dir"]), settings)
     kept = [p for p in given if not (Path(p).parent == path.parent and Path(p).name.startswith(PLUGIN_PREFIX))]
     return {**kwargs, "external_plugins": [*kept, str(path)]}
+
+
+def project_plugins(plugins: Sequence[str] | str | None) -> list[Path]:
+    """The project's image-budget plugins among ms-swift's `external_plugins` (a config's own are left out)."""
+    plugins = [plugins] if isinstance(plugins, str) else list(plugins or [])
+    return [Path(p) for p in plugins if Path(p).name.startswith(PLUGIN_PREFIX) and Path(p).is_file()]
+
+
+def copy_into_checkpoint(checkpoint: Path, plugins: Sequence[str] | str | None) -> list[Path]:
+    """Copy the project's plugins named in `plugins` into `checkpoint`, so that a checkpoint moved on its own
+    still carries its image budget (`swift infer --adapters CKPT --external_plugins CKPT/<plugin>`).
+    Returns the copies."""
+    copies = []
+    for plugin in project_plugins(plugins):
+        copy = Path(checkpoint) / plugin.name
+        shutil.copyfile(plugin, copy)
+        copies.append(copy)
+    return copies
 
 
 def write_plugin(run_dir: Path, settings: Mapping[str, str]) -> Path:

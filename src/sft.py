@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(run, job: Job) -> None:
     from src.datasets.augment import parse_augment_ops
 
+    if run.kwargs.get("use_cpu"):
+        from src.training.cpu_memory import keep_freed_memory
+
+        keep_freed_memory()  # the LM head's large blocks are reused, not page-faulted anew each step
+
     if run.cfg.reinforcement:  # stage 3: ms-swift's GRPO with the grounding rewards
         from src.training.grpo import run_grpo  # heavy: torch, transformers, ms-swift
 

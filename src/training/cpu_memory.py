@@ -3,7 +3,7 @@
 glibc's malloc serves each allocation above 32 MB with its own `mmap` and unmaps it when freed, so the
 next step's allocation of the same size page-faults every page anew. With Qwen's 151,936-token
 vocabulary the LM head's logits (and their gradients) are such allocations at every step of even the
-tiny model: on 2 cores half of a training step went to the kernel zeroing pages (13.9 s -> 7.4 s for 60
+tiny model: on 2 cores half of a training step went to the kernel zeroing pages (13.9 s -> 7.3 s for 60
 steps of the memorise recipe once they are kept; system time 12 s -> 1.4 s). `keep_freed_memory` asks
 glibc to serve large blocks from its heap and not to trim it. GPU training allocates its tensors
 elsewhere and is not concerned.

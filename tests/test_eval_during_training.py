@@ -35,7 +35,9 @@ def _train(root: Path, tmp_path: Path, name: str, *, nproc: int = 1, eval_sample
     if direct:  # transformers at info level: it says when it loads the best model
         proc = subprocess.run([sys.executable, "-m", "src.sft", "--config", str(config)], cwd=REPO, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600,
-                              env={**os.environ, "TRANSFORMERS_VERBOSITY": "info"})
+                              env={**os.environ, "TRANSFORMERS_VERBOSITY": "info",
+                                   # left by something else: the run's own logging_dir must still win
+                                   "TENSORBOARD_LOGGING_DIR": str(tmp_path / "stale-tb")})
     else:
         proc = train_sh(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-5000:]
@@ -57,6 +59,7 @@ def test_metrics_are_logged_like_the_loss_and_never_change_the_training(mp_works
     console = (tmp_path / "on.log").read_text()
     assert "'eval_ap50':" in console and "'eval_generation_seconds':" in console  # the console line
     assert "Loading best model from" in console and "best checkpoint (by ap50):" in console
+    assert not (tmp_path / "stale-tb").exists()
     board = EventAccumulator(json.loads((with_eval / "args.json").read_text())["logging_dir"])
     board.Reload()
     assert [event.step for event in board.Scalars("eval/ap50")] == [2, 4]

@@ -199,6 +199,11 @@ def prepare_run(config: Path, base_config: Path | None, *, on_cpu: bool, debug: 
     # the image budget through the run's plugin, the system prompt as ms-swift's own `system`.
     kwargs = with_plugin(kwargs, vision_settings(os.environ))
     kwargs.setdefault("system", plan.builder.scheme.system)
+    if kwargs.get("logging_dir"):
+        # ms-swift hands logging_dir to TensorBoard through TENSORBOARD_LOGGING_DIR, with setdefault: a value
+        # already in the environment (the shell's, or an earlier run's in this process) would take this run's
+        # curves elsewhere. The config's (or the project's default) decides.
+        os.environ["TENSORBOARD_LOGGING_DIR"] = kwargs["logging_dir"]
 
     decision, failure, start = None, None, None
     if job.is_main:

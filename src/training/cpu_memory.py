@@ -6,7 +6,8 @@ vocabulary the LM head's logits (and their gradients) are such allocations at ev
 tiny model: on 2 cores half of a training step went to the kernel zeroing pages (13.9 s -> 7.3 s for 60
 steps of the memorise recipe once they are kept; system time 12 s -> 1.4 s). `keep_freed_memory` asks
 glibc to serve large blocks from its heap and not to trim it. GPU training allocates its tensors
-elsewhere and is not concerned.
+elsewhere and is not concerned. DeepSpeed runs are left alone: its ZeRO-3 partitions and offload buffers
+made the same 2-step, 2-process test take 100 s with the heap kept against 22 s without.
 """
 
 from __future__ import annotations

@@ -111,6 +111,31 @@ def test_absolute_image_path(data_dir: Path):
     assert problems == [] and len(records) == 1
 
 
+def test_ignore_regions_and_categories_parse_and_round_trip(data_dir: Path, tmp_path: Path):
+    objects = [{"bbox_2d": [1, 2, 11, 12], "desc": "person", "ignore": True, "category_id": 1,
+                "supercategory": "person"},
+               {"quad": [20, 5, 30, 5, 30, 15, 20, 15], "ignore": True},
+               {"bbox_2d": [3, 4, 9, 9], "desc": "cat", "category_id": 17, "ignore": False}]
+    path = write_jsonl(data_dir / "data.jsonl", record(objects=objects))
+    (rec,), problems = load_records(path)
+    assert problems == []
+    crowd, illegible, cat = rec.objects
+    assert (crowd.ignore, crowd.desc, crowd.category_id, crowd.supercategory) == (True, "person", 1, "person")
+    assert (illegible.ignore, illegible.desc, illegible.category_id, illegible.supercategory) == (True, "", None, None)
+    assert (cat.ignore, cat.category_id, cat.supercategory) == (False, 17, None)
+    # written back: ignore only when true, desc only when given, nothing invented
+    assert c.record_to_json(rec, data_dir)["objects"] == [objects[0], objects[1],
+                                                          {"bbox_2d": [3, 4, 9, 9], "desc": "cat", "category_id": 17}]
+    c.write_records(tmp_path / "again.jsonl", [rec])
+    assert load_records(tmp_path / "again.jsonl")[0][0].objects == rec.objects
+
+
+def test_an_ignore_region_needs_no_desc_but_an_object_does():
+    with pytest.raises(ValueError, match="only on an ignore region"):
+        c.GroundingObject(kind="bbox_2d", points=(0, 0, 1, 1), desc="")
+    assert c.GroundingObject(kind="bbox_2d", points=(0, 0, 1, 1), desc="", ignore=True).ignore
+
+
 def test_blank_lines_and_bom_are_accepted(data_dir: Path):
     line = json.dumps(record())
     path = data_dir / "bom.jsonl"
@@ -223,8 +248,16 @@ BAD_OBJECTS = [
     (
         {"bbox_2d": [1, 2, 3, 4], "desc": "a", "label": "a"},
         "objects[0].label",
-        "unknown key; allowed keys are: bbox_2d, quad, desc",
+        "unknown key; allowed keys are: bbox_2d, quad, desc, ignore, category_id, supercategory",
     ),
+    ({"bbox_2d": [1, 2, 3, 4], "desc": "a", "ignore": 1}, "objects[0].ignore", "must be true or false"),
+    ({"bbox_2d": [1, 2, 3, 4], "ignore": False}, "objects[0].desc", "only an object with \"ignore\": true"),
+    ({"bbox_2d": [1, 2, 3, 4], "ignore": True, "desc": ""}, "objects[0].desc", "non-empty string"),
+    ({"bbox_2d": [1, 2, 3, 4], "desc": "a", "category_id": "3"}, "objects[0].category_id", "must be an integer"),
+    ({"bbox_2d": [1, 2, 3, 4], "desc": "a", "category_id": 2.0}, "objects[0].category_id", "must be an integer"),
+    ({"bbox_2d": [1, 2, 3, 4], "desc": "a", "category_id": True}, "objects[0].category_id", "must be an integer"),
+    ({"bbox_2d": [1, 2, 3, 4], "desc": "a", "category_id": -(2**63)}, "objects[0].category_id", "64-bit"),
+    ({"bbox_2d": [1, 2, 3, 4], "desc": "a", "supercategory": ""}, "objects[0].supercategory", "non-empty"),
 ]
 
 
@@ -458,12 +491,19 @@ def test_the_chunked_numpy_checks_agree_with_checking_record_by_record(tmp_path,
         lambda: {"bbox_2d": [10, 20, 30], "desc": "short"},
         lambda: {"bbox_2d": [10, 20, 30, 40], "desc": "x", "score": 1},
         lambda: {"quad": [0, 0, 100, 0, 100, 80, 0, 80.5], "desc": "edge"},
+        lambda: {"bbox_2d": [5, 5, 40, 40], "desc": "crowd", "ignore": True, "category_id": 3,
+                 "supercategory": "vehicle"},
+        lambda: {"quad": [10, 10, 60, 12, 58, 50, 12, 48], "ignore": True},
+        lambda: {"bbox_2d": [5, 5, 40, 40], "ignore": False},
+        lambda: {"bbox_2d": [5, 5, 40, 40], "desc": "x", "ignore": "yes"},
+        lambda: {"bbox_2d": [5, 5, 40, 40], "desc": "x", "category_id": 2.5},
+        lambda: {"bbox_2d": [5, 5, 40, 40], "desc": "box", "supercategory": rng.choice(["animal", "food"])},
     ]
     lines = []
     for _ in range(300):
         objects = [rng.choice(choices)() for _ in range(rng.randint(0, 6))]
         if rng.random() < 0.6:  # most records are clean, as in real data
-            objects = [o for o in objects if o["desc"] in ("box", "标签", "edge")]
+            objects = [o for o in objects if o.get("desc") in ("box", "标签", "edge", "crowd")]
         lines.append(json.dumps({"images": ["a.png"], "objects": objects, "width": 100, "height": 80},
                                 ensure_ascii=False))
     lines.insert(5, json.dumps({"images": ["a.png"], "objects": [{"bbox_2d": [1, 2, "3", 4], "desc": "text"}],
@@ -483,6 +523,9 @@ def test_the_chunked_numpy_checks_agree_with_checking_record_by_record(tmp_path,
     assert fast[0] == by_record and [r.clamped for r in fast[0]] == [r.clamped for r in by_record]
     assert [str(p) for p in fast[1]] == [str(p) for p in problems]
     assert len(fast[0]) > 100 and len(fast[1]) > 50 and sum(r.clamped for r in by_record) > 10
+    kept = [o for r in by_record for o in r.objects]
+    assert any(o.ignore and not o.desc for o in kept) and any(o.supercategory == "food" for o in kept)
+    assert any(o.category_id == 3 for o in kept)
 
 
 def test_a_large_file_validated_by_several_processes_gives_what_one_process_gives(tmp_path, monkeypatch):
@@ -529,3 +572,48 @@ def test_byte_ranges_give_the_numbered_lines_reading_the_file_gives(tmp_path, se
     assert [item for piece in pieces for item in numbered_range(str(path), *piece)] == expected
     (tmp_path / "empty.jsonl").touch()
     assert list(byte_ranges(str(tmp_path / "empty.jsonl"))) == []
+
+
+# ---------------------------------------------------------------------------- ignore regions in training
+
+
+def test_training_leaves_ignore_regions_out_of_answers_and_all_ignored_records_out_of_samples(tmp_path):
+    from src.config import load_project_config
+    from src.datasets.builders import ROW_GEOMETRY_KEY
+    from src.datasets.columns import all_ignored
+    from src.datasets.loading import ConcatRecords
+    from src.datasets.plan import plan_data
+    from tests.config_helpers import make_data, write_config_tree
+
+    data = tmp_path / "data"
+    make_data(data, n=8)
+    train = data / "train.jsonl"
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    assert len(rows) >= 4 and all(len(r["objects"]) >= 2 for r in rows[:3])
+    for obj in rows[1]["objects"]:
+        obj["ignore"] = True  # every object ignored: left out, listed
+    rows[2]["objects"][0]["ignore"] = True  # one of several: out of the answer only
+    rows[3]["objects"] = []  # no object at all: still trained, as the answer []
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plan = plan_data(load_project_config(write_config_tree(tmp_path / "cfg", data_dir=data).config))
+    sources = [str(group[0].source) for group, _ in plan.train_samples]
+    assert len(sources) == len(rows) - 1 and f"{train}:2" not in sources and f"{train}:4" in sources
+    assert plan.all_ignored == [("custom.train_jsonl", [f"{train}:2"])]
+    assert "custom.train_jsonl: 1 record(s) left out of the samples, all objects ignored" in plan.summary()
+    group, focus = plan.train_samples[1]  # the record of line 3
+    row = plan.builder.build(group, **focus)
+    answer = json.loads(row["messages"][-1]["content"])
+    assert len(answer) == len(rows[2]["objects"]) - 1
+    geometry = json.loads(row[ROW_GEOMETRY_KEY])[0]["objects"]
+    assert [bool(o.get("ignore")) for o in geometry] == [bool(o.get("ignore")) for o in rows[2]["objects"]]
+    # the columns' answer (no Record made) agrees with the records', also across parts
+    table, _ = validation_table(train)
+    listed = list(table)
+    assert all_ignored(table).tolist() == all_ignored(listed).tolist() == [1]
+    assert all_ignored(ConcatRecords([table, listed])).tolist() == [1, len(listed) + 1]
+
+
+def validation_table(path):
+    from src.datasets.validation import validate_file
+
+    return validate_file(path, check_image=False)

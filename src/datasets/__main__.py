@@ -210,7 +210,8 @@ def _run_stats(args: argparse.Namespace) -> int:
     result = stats(args.config, args.out, base_config=args.base_config, split=args.split, limit=args.limit,
                    track=functools.partial(progress, desc="encoding", unit="sample"))
     lengths = result["token_length"]
-    print(f"records: {result['records']}, objects: {result['objects']}")
+    print(f"records: {result['records']}, objects: {result['objects']}, ignore regions: {result['ignore_regions']}; "
+          f"records left out, all objects ignored: {result['records_all_ignored']}")
     per_image = result["objects_per_image"]
     print(f"objects per image: p50 {per_image.get('p50')}, max {per_image.get('max')}")
     print(f"tokens per sample: p50 {lengths.get('p50')}, p90 {lengths.get('p90')}, max {lengths.get('max')}; "

@@ -4,7 +4,7 @@ health checks) and finding each entry in the text (per-object scores).
 Written: one JSON line, `[{"bbox_2d": [x1, y1, x2, y2], "label": "..."}, {"quad": [...], "label": "..."}]`,
 coordinates in `emit_norm` space of each record's original image, objects in reading order (top edge,
 then left edge, then label) or as given; with several images per turn each entry starts with
-`"image": k`.
+`"image": k`. Ignore regions (`"ignore": true` in the contract) are never written.
 
 Read back: Qwen3-VL JSON (fenced or not), the legacy Qwen token form, truncated output, junk.
 
@@ -77,8 +77,9 @@ def order_objects(objects: Sequence[GroundingObject], order: str) -> list[Ground
 
 
 def answer_entries(record: Record, emit_norm: str, order: str, image_index: int | None) -> list[dict[str, Any]]:
-    """The answer's JSON entries for one record: geometry in `emit_norm`, label, image index if grouped."""
-    objects = order_objects(record.objects, order)
+    """The answer's JSON entries for one record: geometry in `emit_norm`, label, image index if grouped. Ignore
+    regions are left out: the answer neither names nor denies them."""
+    objects = order_objects([o for o in record.objects if not o.ignore], order)
     if not objects:
         return []
     # One conversion for the whole record: every object's points are (x, y) pairs, so their

@@ -17,12 +17,15 @@ import numpy as np
 
 from src.datasets.contract import GEOMETRY_KINDS, POINTS_PER_KIND, GroundingObject, Record, SourceRef
 
-__all__ = ["COLUMNS", "ColumnBuilder", "RecordTable", "merge_columns", "record_columns"]
+__all__ = ["COLUMNS", "NO_CATEGORY", "ColumnBuilder", "RecordSubset", "RecordTable", "all_ignored", "merge_columns",
+           "record_columns"]
 
 COLUMNS = ("lines", "width", "height", "clamped", "has_summary", "images", "image_offsets", "summaries",
            "summary_offsets", "descs", "desc_offsets", "obj_offsets", "point_starts", "kinds", "desc_ids", "points",
-           "base_dir")
+           "ignore", "category_ids", "super_ids", "base_dir")
 """The arrays of a record table (what `ColumnBuilder.columns` makes and a verdict stores, one file each)."""
+NO_CATEGORY = np.iinfo(np.int64).min
+"""`category_ids` of an object without one (the contract refuses this value as a category id)."""
 
 
 def _blob(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -57,11 +60,16 @@ class ColumnBuilder:
         self.desc_ids: list[int] = []
         self.descs: dict[str, int] = {}
         self.points: list[np.ndarray | list[float]] = []
+        self.ignore: list[bool] = []
+        self.category_ids: list[int] = []
+        self.super_ids: list[int] = []
 
     def add(self, line: int, image: str, width: int, height: int, summary: str | None, kinds: list[int],
-            descs: list[str], points: np.ndarray | list[float], clamped: int) -> None:
+            descs: list[str], points: np.ndarray | list[float], clamped: int,
+            extras: tuple[list[bool], list[int | None], list[str | None]] | None = None) -> None:
         """One valid record: `image` as written in the file, `kinds` as indices of GEOMETRY_KINDS, `points`
-        every object's coordinates one after the other (already clamped)."""
+        every object's coordinates one after the other (already clamped), `extras` each object's (ignore,
+        category_id, supercategory), None when no object has any of them."""
         self.lines.append(line)
         self.widths.append(width)
         self.heights.append(height)
@@ -73,6 +81,16 @@ class ColumnBuilder:
         ids = self.descs
         self.desc_ids.extend([ids.setdefault(d, len(ids)) for d in descs])
         self.points.append(points)
+        if extras is None:
+            n = len(kinds)
+            self.ignore.extend([False] * n)
+            self.category_ids.extend([NO_CATEGORY] * n)
+            self.super_ids.extend([-1] * n)
+            return
+        ignores, categories, supers = extras
+        self.ignore.extend(ignores)
+        self.category_ids.extend([NO_CATEGORY if c is None else c for c in categories])
+        self.super_ids.extend([-1 if s is None else ids.setdefault(s, len(ids)) for s in supers])
 
     def add_record(self, record: Record) -> None:
         """One valid `Record` (its image path is kept relative to this builder's folder when inside it)."""
@@ -81,7 +99,9 @@ class ColumnBuilder:
             image = image[len(self.base_dir) + 1:]
         self.add(record.source.line, image, record.width, record.height, record.summary,
                  [GEOMETRY_KINDS.index(o.kind) for o in record.objects], [o.desc for o in record.objects],
-                 [v for o in record.objects for v in o.points], record.clamped)
+                 [v for o in record.objects for v in o.points], record.clamped,
+                 ([o.ignore for o in record.objects], [o.category_id for o in record.objects],
+                  [o.supercategory for o in record.objects]))
 
     def columns(self) -> dict[str, np.ndarray]:
         """The collected records as numpy columns (see `RecordTable`)."""
@@ -106,6 +126,9 @@ class ColumnBuilder:
             "kinds": np.array(self.kinds, dtype=np.uint8),
             "desc_ids": np.array(self.desc_ids, dtype=np.int32),
             "points": np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64),
+            "ignore": np.array(self.ignore, dtype=bool),
+            "category_ids": np.array(self.category_ids, dtype=np.int64),
+            "super_ids": np.array(self.super_ids, dtype=np.int32),
             "base_dir": np.frombuffer(self.base_dir.encode("utf-8"), dtype=np.uint8),
         }
 
@@ -131,6 +154,14 @@ def _offsets_after(parts_offsets: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _remapped(ids: np.ndarray, names: list[str], index: dict[str, int]) -> np.ndarray:
+    """A part's string ids into the merged table `index` (-1, "none", stays -1)."""
+    if not len(ids):
+        return ids
+    table = np.array([index[d] for d in names] + [-1], dtype=np.int32)  # id -1 picks the last entry
+    return table[ids]
+
+
 def merge_columns(parts: list[dict[str, np.ndarray]], base_dir: str) -> dict[str, np.ndarray]:
     """The columns of several record tables of one file (same `base_dir`), one after the other."""
     if not parts:
@@ -143,15 +174,16 @@ def merge_columns(parts: list[dict[str, np.ndarray]], base_dir: str) -> dict[str
     desc_blob, desc_offsets = _blob(list(index))
     merged = {key: np.concatenate([p[key] for p in parts])
               for key in ("lines", "width", "height", "clamped", "has_summary", "images", "summaries", "kinds",
-                          "points")}
+                          "points", "ignore", "category_ids")}
     merged.update(image_offsets=_offsets_after([p["image_offsets"] for p in parts]),
                   summary_offsets=_offsets_after([p["summary_offsets"] for p in parts]),
                   obj_offsets=_offsets_after([p["obj_offsets"] for p in parts]),
                   point_starts=_offsets_after([p["point_starts"] for p in parts]), descs=desc_blob,
                   desc_offsets=desc_offsets, base_dir=parts[0]["base_dir"],
-                  desc_ids=np.concatenate([np.array([index[d] for d in names], dtype=np.int32)[p["desc_ids"]]
-                                           if len(p["desc_ids"]) else p["desc_ids"]
-                                           for p, names in zip(parts, part_descs, strict=True)]))
+                  desc_ids=np.concatenate([_remapped(p["desc_ids"], names, index)
+                                           for p, names in zip(parts, part_descs, strict=True)]),
+                  super_ids=np.concatenate([_remapped(p["super_ids"], names, index)
+                                            for p, names in zip(parts, part_descs, strict=True)]))
     return merged
 
 
@@ -192,12 +224,17 @@ class RecordTable(Sequence[Record]):
         first, last = int(obj_offsets[i]), int(obj_offsets[i + 1])
         kinds = c["kinds"][first:last].tolist()
         descs = c["desc_ids"][first:last].tolist()
+        ignores = c["ignore"][first:last].tolist()
+        categories = c["category_ids"][first:last].tolist()
+        supers = c["super_ids"][first:last].tolist()
         values = c["points"][int(c["point_starts"][i]):int(c["point_starts"][i + 1])].tolist()
         objects, pos = [], 0
-        for kind, desc in zip(kinds, descs, strict=True):
+        for kind, desc, ignore, category, sup in zip(kinds, descs, ignores, categories, supers, strict=True):
             size = POINTS_PER_KIND[GEOMETRY_KINDS[kind]]
             objects.append(GroundingObject(kind=GEOMETRY_KINDS[kind], points=tuple(values[pos:pos + size]),
-                                           desc=self._descs[desc]))
+                                           desc=self._descs[desc], ignore=ignore,
+                                           category_id=None if category == NO_CATEGORY else category,
+                                           supercategory=None if sup < 0 else self._descs[sup]))
             pos += size
         summary = (bytes(c["summaries"][summary_offsets[i]:summary_offsets[i + 1]]).decode("utf-8")
                    if c["has_summary"][i] else None)
@@ -205,3 +242,42 @@ class RecordTable(Sequence[Record]):
         return Record(image=os.path.normpath(os.path.join(self._base_dir, image)),
                       width=int(c["width"][i]), height=int(c["height"][i]), objects=tuple(objects), summary=summary,
                       source=SourceRef(file=self._file, line=int(c["lines"][i])), clamped=int(c["clamped"][i]))
+
+
+def all_ignored(records: Sequence[Record]) -> np.ndarray:
+    """Indices of the records that have objects and whose every object is an ignore region (training leaves
+    them out: an empty answer would deny objects the region holds). Read from the columns where the records
+    have them (no `Record` is made); a sequence of several parts (`ConcatRecords`) is read part by part."""
+    parts = getattr(records, "parts", None)
+    if parts is not None:
+        found, start = [], 0
+        for part in parts:
+            found.append(all_ignored(part) + start)
+            start += len(part)
+        return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+    if isinstance(records, RecordTable):
+        c = records.columns
+        offsets = np.asarray(c["obj_offsets"])
+        counts = np.diff(offsets)
+        owner = np.repeat(np.arange(len(counts)), counts)
+        answered = np.bincount(owner[~np.asarray(c["ignore"], dtype=bool)], minlength=len(counts))
+        return np.flatnonzero((counts > 0) & (answered == 0)).astype(np.int64)
+    return np.array([i for i, r in enumerate(records) if r.objects and all(o.ignore for o in r.objects)],
+                    dtype=np.int64)
+
+
+class RecordSubset(Sequence[Record]):
+    """Some records of a sequence (all but `left_out`, in order), without copying them (the records may be a
+    lazy RecordTable)."""
+
+    def __init__(self, records: Sequence[Record], left_out: np.ndarray):
+        self.records = records
+        self.kept = np.setdiff1d(np.arange(len(records), dtype=np.int64), left_out)
+
+    def __len__(self) -> int:
+        return len(self.kept)
+
+    def __getitem__(self, index):  # noqa: ANN001 - int or slice, as a list takes
+        if isinstance(index, slice):
+            return [self.records[int(i)] for i in self.kept[index]]
+        return self.records[int(self.kept[index])]

@@ -13,6 +13,11 @@ One JSON object per line::
   :mod:`src.datasets.geometry` (``x2``/``y2`` are exclusive edges, like ``getbbox()``);
 * ``width``/``height`` are that displayed image's size;
 * each object has exactly one of ``bbox_2d`` / ``quad`` and a non-empty ``desc``;
+* an object may say ``"ignore": true``: a region to ignore (a COCO ``iscrowd`` region, an ICDAR ``###``
+  line, any don't-care area), kept with its geometry; its ``desc`` is then optional. Training leaves it out
+  of the answer, evaluation and the rewards neither reward nor punish a prediction on it;
+* an object may also carry ``category_id`` (an integer) and ``supercategory`` (a non-empty string), kept
+  from the source annotation (COCO); nothing else;
 * ``summary`` is optional.
 
 Nothing is repaired silently: coordinates up to 1 px outside the image are clamped and counted
@@ -46,6 +51,7 @@ __all__ = [
     "Record",
     "SourceRef",
     "check_image_file",
+    "object_to_json",
     "parse_line",
     "parse_record",
     "record_to_json",
@@ -59,7 +65,7 @@ POINTS_PER_KIND = {"bbox_2d": 4, "quad": 8}  # coordinate values per geometry ki
 _GEOMETRY_LAYOUT = {"bbox_2d": "[x1, y1, x2, y2]", "quad": "[x1, y1, x2, y2, x3, y3, x4, y4]"}
 RECORD_KEYS: tuple[str, ...] = ("images", "objects", "width", "height", "summary")
 _REQUIRED_RECORD_KEYS = ("images", "objects", "width", "height")
-OBJECT_KEYS: tuple[str, ...] = ("bbox_2d", "quad", "desc")
+OBJECT_KEYS: tuple[str, ...] = ("bbox_2d", "quad", "desc", "ignore", "category_id", "supercategory")
 CLAMP_TOLERANCE_PX = 1.0
 """Coordinates at most this far outside the image are clamped onto its edge, not rejected."""
 
@@ -89,13 +95,22 @@ class GroundingObject:
     points: tuple[float, ...]
     """4 or 8 pixel coordinates of the displayed image, already clamped into it."""
     desc: str
-    """Non-empty description, e.g. ``"red circle"``."""
+    """Non-empty description, e.g. ``"red circle"``; ``""`` only for an ignore region written without one."""
+    ignore: bool = False
+    """A region to ignore (crowd, illegible text, don't care): never in a training answer; a prediction on it
+    is neither a true nor a false positive."""
+    category_id: int | None = None
+    """The source annotation's category id (COCO), when the record gave one."""
+    supercategory: str | None = None
+    """The source annotation's supercategory (COCO), when the record gave one."""
 
     def __post_init__(self) -> None:
         if self.kind not in POINTS_PER_KIND:
             raise ValueError(f"kind must be one of {list(GEOMETRY_KINDS)}, got {self.kind!r}")
         if len(self.points) != POINTS_PER_KIND[self.kind]:
             raise ValueError(f"{self.kind} needs {POINTS_PER_KIND[self.kind]} values, got {len(self.points)}")
+        if not self.desc and not self.ignore:
+            raise ValueError("desc may be empty only on an ignore region")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -346,7 +361,9 @@ def _parse_object(
     for key in item:
         if key not in OBJECT_KEYS:
             report.add(f"{field}.{key}", f"unknown key; allowed keys are: {', '.join(OBJECT_KEYS)}")
-    desc = _parse_desc(field, item, report)
+    ignore = _parse_ignore(field, item, report)
+    desc = _parse_desc(field, item, report, optional=ignore is True)
+    category_id, supercategory = _parse_category(field, item, report)
     kinds = [kind for kind in GEOMETRY_KINDS if kind in item]
     if len(kinds) != 1:
         found = "both" if kinds else "neither"
@@ -354,20 +371,47 @@ def _parse_object(
         return None, 0
     kind = kinds[0]
     points, clamped = _parse_points(f"{field}.{kind}", kind, item[kind], width, height, report)
-    if points is None or desc is None:
+    if points is None or desc is None or ignore is None or category_id is _BAD or supercategory is _BAD:
         return None, clamped
-    return GroundingObject(kind=kind, points=points, desc=desc), clamped
+    return GroundingObject(kind=kind, points=points, desc=desc, ignore=ignore, category_id=category_id,
+                           supercategory=supercategory), clamped
 
 
-def _parse_desc(field: str, item: dict, report: _Problems) -> str | None:
+_BAD: Any = object()  # an optional key present with a wrong value (already reported)
+
+
+def _parse_ignore(field: str, item: dict, report: _Problems) -> bool | None:
+    value = item.get("ignore", False)
+    if type(value) is not bool:
+        report.add(f"{field}.ignore", "must be true or false (true: a region to ignore)", value)
+        return None
+    return value
+
+
+def _parse_desc(field: str, item: dict, report: _Problems, *, optional: bool = False) -> str | None:
+    """The object's desc; "" when it may be left out (an ignore region) and is."""
     if "desc" not in item:
-        report.add(f"{field}.desc", "required key is missing")
+        if optional:
+            return ""
+        report.add(f"{field}.desc", "required key is missing (only an object with \"ignore\": true may omit it)")
         return None
     desc = item["desc"]
     if not isinstance(desc, str) or not desc.strip():
         report.add(f"{field}.desc", "must be a non-empty string", desc)
         return None
     return desc
+
+
+def _parse_category(field: str, item: dict, report: _Problems) -> tuple[Any, Any]:
+    """(category_id, supercategory), None where absent, _BAD where wrong (reported)."""
+    category_id, supercategory = item.get("category_id"), item.get("supercategory")
+    if "category_id" in item and (type(category_id) is not int or not -(2**63) < category_id < 2**63):
+        report.add(f"{field}.category_id", "must be an integer (64-bit)", category_id)
+        category_id = _BAD
+    if "supercategory" in item and (not isinstance(supercategory, str) or not supercategory.strip()):
+        report.add(f"{field}.supercategory", "must be a non-empty string", supercategory)
+        supercategory = _BAD
+    return category_id, supercategory
 
 
 def _parse_points(
@@ -476,6 +520,21 @@ def _json_number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else float(value)
 
 
+def object_to_json(obj: GroundingObject) -> dict[str, Any]:
+    """The JSONL object for one object: geometry, desc (left out when empty), and ``ignore``/``category_id``/
+    ``supercategory`` only when set. Integral coordinates are written as ints."""
+    out: dict[str, Any] = {obj.kind: [_json_number(v) for v in obj.points]}
+    if obj.desc:
+        out["desc"] = obj.desc
+    if obj.ignore:
+        out["ignore"] = True
+    if obj.category_id is not None:
+        out["category_id"] = obj.category_id
+    if obj.supercategory is not None:
+        out["supercategory"] = obj.supercategory
+    return out
+
+
 def record_to_json(record: Record, relative_to: Path | None) -> dict:
     """The JSONL object for ``record`` (the inverse of :func:`parse_record`).
 
@@ -485,7 +544,7 @@ def record_to_json(record: Record, relative_to: Path | None) -> dict:
     image = record.image if relative_to is None else os.path.relpath(record.image, relative_to)
     out: dict[str, Any] = {
         "images": [Path(image).as_posix()],
-        "objects": [{obj.kind: [_json_number(v) for v in obj.points], "desc": obj.desc} for obj in record.objects],
+        "objects": [object_to_json(obj) for obj in record.objects],
         "width": record.width,
         "height": record.height,
     }

@@ -74,6 +74,8 @@ def _expected_objects(row: dict[str, Any], emit_norm: str) -> Counter:
     grouped = len(images) > 1
     for image in images:
         for obj in image["objects"]:
+            if obj.get("ignore"):  # never in the answer
+                continue
             coords = pixel_to_norm(np.asarray(obj["points"], dtype=float), image["width"], image["height"], emit_norm)
             key = (obj["kind"], tuple(int(v) for v in np.asarray(coords).ravel()), obj["desc"])
             expected[(image["image"] if grouped else None, *key)] += 1

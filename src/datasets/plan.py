@@ -12,6 +12,7 @@ from src.config.jsonl import jsonl_files
 from src.config.prompts import get_prompt_scheme
 from src.config.rules import evaluation_on, where
 from src.datasets.builders import BaseBuilder, make_builder
+from src.datasets.columns import RecordSubset, all_ignored
 from src.datasets.contract import Record
 from src.datasets.loading import LoadedSplit, load_shards
 from src.datasets.preprocessors import BasePreprocessor, GroupingPreprocessor
@@ -32,6 +33,8 @@ class DataPlan:
     train_samples: list[tuple[list[Record], dict[str, str]]] = field(default_factory=list)  # (records, focus)
     val_samples: list[tuple[list[Record], dict[str, str]]] = field(default_factory=list)
     eval_records: list[Record] = field(default_factory=list)  # answered at each evaluation (`eval:`)
+    # (split key, source of each record left out of the samples because every object of it is an ignore region)
+    all_ignored: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def first_row(self) -> dict[str, Any] | None:
         """The first training row, built now (for `--debug`), or None without samples."""
@@ -48,6 +51,10 @@ class DataPlan:
             lines.append(f"{split.path}: {len(split.records)} records kept, {len(split.skipped_lines)} skipped"
                          f"{reused}")
             lines += [f"  skipped {p}" for p in split.problems]
+        for key, sources in self.all_ignored:
+            shown = ", ".join(sources[:20]) + (f" and {len(sources) - 20} more" if len(sources) > 20 else "")
+            lines.append(f"{key}: {len(sources)} record(s) left out of the samples, all objects ignored "
+                         f"(every object is an ignore region): {shown}")
         lines.append(f"samples: {len(self.train_samples)} train, {len(self.val_samples)} val")
         if self.eval_records:
             lines.append(f"evaluation by generation: {len(self.eval_records)} validation records answered at each "
@@ -101,10 +108,15 @@ def plan_data(cfg: ProjectConfig, *, store: VerdictStore | None = None, revalida
                                       revalidate=revalidate)
         plan.splits += splits
         plan.builder.check_records(records)
+        # An answer for such a record would be `[]`, denying objects its regions hold: it is not trained.
+        ignored = all_ignored(records)
+        answered = RecordSubset(records, ignored) if len(ignored) else records
+        if len(ignored):
+            plan.all_ignored.append((key, [str(records[int(i)].source) for i in ignored]))
         if key == "custom.train_jsonl":
-            plan.train_samples = preprocessor.samples(records)
+            plan.train_samples = preprocessor.samples(answered)
         else:
-            plan.val_samples = preprocessor.samples(records)
+            plan.val_samples = preprocessor.samples(answered)
             if evaluation_on(cfg):
                 plan.eval_records = _eval_records(cfg, records)
     return plan

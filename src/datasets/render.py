@@ -45,13 +45,13 @@ def _dataset(cfg, plan, split: str, augment: bool) -> GroundingRowsDataset:
 
 
 def prepare(config: Path, split: str, augment: bool, base_config: Path | None = None):
-    """(cfg, dataset, template, processor) for a config's split, env applied, offline."""
+    """(cfg, plan, dataset, template, processor) for a config's split, env applied, offline."""
     cfg = load_config_for_run(config, base_config)
     plan = plan_data(cfg)
     if split == "val" and not plan.val_samples:
         raise ConfigError(f"{config}: no validation records (custom.val_jsonl is not set)")
     template, processor = _template_for(cfg)
-    return cfg, _dataset(cfg, plan, split, augment), template, processor
+    return cfg, plan, _dataset(cfg, plan, split, augment), template, processor
 
 
 def image_tokens_per_image(encoded: dict[str, Any], merge_size: int) -> list[int]:
@@ -82,7 +82,7 @@ def render(config: Path, out: Path, *, base_config: Path | None = None, split: s
     """Write one JSON line per sample to `out` and the samples' records (images saved beside `out`)
     to `<out stem>.records.jsonl`, drawable with `python -m src.vis --gt`. Returns counts.
     `track` wraps the loop over samples (a progress bar)."""
-    cfg, dataset, template, processor = prepare(config, split, augment, base_config)
+    cfg, _, dataset, template, processor = prepare(config, split, augment, base_config)
     tokenizer, merge_size = processor.tokenizer, processor.image_processor.merge_size
     image_dir = out.parent / f"{out.stem}_images"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +120,8 @@ def render(config: Path, out: Path, *, base_config: Path | None = None, split: s
 
 
 def _drawable_record(image_path: str, image_geometry: dict) -> dict:
-    objects = [{o["kind"]: o["points"], "desc": o["desc"]} for o in image_geometry["objects"]]
+    objects = [{o["kind"]: o["points"], **({"desc": o["desc"]} if o["desc"] else {}),
+                **({"ignore": True} if o.get("ignore") else {})} for o in image_geometry["objects"]]
     return {"images": [image_path], "objects": objects, "width": image_geometry["width"],
             "height": image_geometry["height"]}
 
@@ -150,13 +151,22 @@ def _histogram(values: list[float], title: str, path: Path, limit_line: float | 
     return path
 
 
-def dataset_stats(records: list[Record], token_lengths: list[int], max_length: int | None) -> dict[str, Any]:
-    """Records, objects per image, image sizes and token lengths (percentiles, share over `max_length`)."""
+def _answered(record: Record) -> int:
+    return sum(not o.ignore for o in record.objects)
+
+
+def dataset_stats(records: list[Record], token_lengths: list[int], max_length: int | None,
+                  all_ignored: int = 0) -> dict[str, Any]:
+    """Records, objects per image (ignore regions counted apart: `objects` are the answered ones), image sizes
+    and token lengths (percentiles, share over `max_length`); `all_ignored` records were left out of the
+    samples (every object an ignore region)."""
     over = sum(n > max_length for n in token_lengths) / len(token_lengths) if max_length and token_lengths else 0.0
     return {
         "records": len(records),
-        "objects": sum(len(r.objects) for r in records),
-        "objects_per_image": _percentiles([len(r.objects) for r in records]),
+        "objects": sum(_answered(r) for r in records),
+        "ignore_regions": sum(len(r.objects) - _answered(r) for r in records),
+        "records_all_ignored": all_ignored,
+        "objects_per_image": _percentiles([_answered(r) for r in records]),
         "width": _percentiles([r.width for r in records]),
         "height": _percentiles([r.height for r in records]),
         "token_length": _percentiles(token_lengths),
@@ -169,16 +179,18 @@ def stats(config: Path, out_dir: Path, *, base_config: Path | None = None, split
           limit: int | None = None, track: Callable[[Iterable], Iterable] | None = None) -> dict[str, Any]:
     """Compute `dataset_stats` for a split (encoding up to `limit` samples), write stats.json and histograms.
     `track` wraps the encoding loop (a progress bar)."""
-    cfg, dataset, template, _ = prepare(config, split, augment=False, base_config=base_config)
+    cfg, plan, dataset, template, _ = prepare(config, split, augment=False, base_config=base_config)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     indices = range(count)
     lengths = [len(template.encode(dataset[i])["input_ids"]) for i in (track(indices) if track else indices)]
     records = list({id(r): r for group, _ in dataset.samples[:count] for r in group}.values())
     max_length = cfg.global_max_length or cfg.swift.get("max_length")
-    result = dataset_stats(records, lengths, max_length)
+    key = "custom.train_jsonl" if split == "train" else "custom.val_jsonl"
+    result = dataset_stats(records, lengths, max_length,
+                           sum(len(sources) for k, sources in plan.all_ignored if k == key))
     out_dir.mkdir(parents=True, exist_ok=True)
     result["histograms"] = [
-        str(_histogram([len(r.objects) for r in records], "objects per image", out_dir / "objects_per_image.png")),
+        str(_histogram([_answered(r) for r in records], "objects per image", out_dir / "objects_per_image.png")),
         str(_histogram(lengths, "tokens per sample", out_dir / "token_lengths.png", max_length)),
         str(_histogram([r.width * r.height / 1e6 for r in records], "image size (megapixels)",
                        out_dir / "image_megapixels.png")),

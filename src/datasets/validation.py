@@ -28,6 +28,7 @@ import numpy as np
 from .columns import ColumnBuilder, RecordTable, merge_columns
 from .contract import (
     CLAMP_TOLERANCE_PX,
+    OBJECT_KEYS,
     ImageCheck,
     Problem,
     Record,
@@ -51,10 +52,42 @@ _DICT, _TWO, _STR, _LIST = {dict}, {2}, {str}, {list}
 _VALUES = (4, 8)  # coordinate values per kind index
 
 
+_OBJECT_KEYS = frozenset(OBJECT_KEYS)
+_INT64 = (-(2**63), 2**63)  # category_id bounds (exclusive): the lowest int64 marks "none" in the columns
+
+
+def _rich_objects(objects: list[dict]) -> tuple | None:
+    """(kinds, descs, points, (ignores, category_ids, supercategories)) of objects some of which carry the
+    optional keys (ignore, category_id, supercategory, or no desc on an ignore region), each checked as
+    `parse_record` would; None at the first doubt."""
+    kinds, descs, points, ignores, categories, supers = [], [], [], [], [], []
+    for item in objects:
+        if not item.keys() <= _OBJECT_KEYS or ("bbox_2d" in item) == ("quad" in item):
+            return None
+        kind = _BOX if "bbox_2d" in item else _QUAD
+        value = item["bbox_2d"] if kind == _BOX else item["quad"]
+        ignore = item.get("ignore", False)
+        desc = item.get("desc", "" if ignore is True else None)
+        category, supercategory = item.get("category_id"), item.get("supercategory")
+        if (type(value) is not list or len(value) != _VALUES[kind] or type(ignore) is not bool
+                or type(desc) is not str or ("desc" in item and not desc.strip())
+                or ("category_id" in item and (type(category) is not int or not _INT64[0] < category < _INT64[1]))
+                or ("supercategory" in item and (type(supercategory) is not str or not supercategory.strip()))):
+            return None
+        kinds.append(kind)
+        descs.append(desc)
+        points.append(value)
+        ignores.append(ignore)
+        categories.append(category)
+        supers.append(supercategory)
+    return kinds, descs, points, (ignores, categories, supers)
+
+
 def _structure(obj: dict) -> tuple | None:
-    """(image, width, height, summary, kinds, descs, values) of a record whose keys, types and lengths are
-    all as the contract says, else None (the record then goes through `parse_record`). Numbers are not
-    checked here beyond their type."""
+    """(image, width, height, summary, kinds, descs, values, extras) of a record whose keys, types and lengths
+    are all as the contract says, else None (the record then goes through `parse_record`). `extras` is None
+    when every object is a plain geometry + desc, else (ignores, category_ids, supercategories). Numbers are
+    not checked here beyond their type."""
     keys = obj.keys()
     if not (_REQUIRED_KEYS <= keys <= _RECORD_KEYS):
         return None
@@ -65,10 +98,16 @@ def _structure(obj: dict) -> tuple | None:
             or (summary is not None and type(summary) is not str) or type(objects) is not list):
         return None
     if not objects:
-        return images[0], width, height, summary, [], [], []
+        return images[0], width, height, summary, [], [], [], None
     # Whole-list checks run in C (map, set, list comparison): a loop with a branch per object costs 3x more.
-    if set(map(type, objects)) != _DICT or set(map(len, objects)) != _TWO:
+    if set(map(type, objects)) != _DICT:
         return None
+    if set(map(len, objects)) != _TWO:  # some object carries an optional key
+        rich = _rich_objects(objects)
+        if rich is None:
+            return None
+        kinds, descs, points, extras = rich
+        return images[0], width, height, summary, kinds, descs, list(chain.from_iterable(points)), extras
     descs = [item.get("desc") for item in objects]
     boxes = [item.get("bbox_2d") for item in objects]
     points = [box if box is not None else item.get("quad") for box, item in zip(boxes, objects, strict=True)]
@@ -77,7 +116,7 @@ def _structure(obj: dict) -> tuple | None:
             or list(map(len, points)) != [_VALUES[k] for k in kinds]):
         return None
     values = list(chain.from_iterable(points))
-    return images[0], width, height, summary, kinds, descs, values
+    return images[0], width, height, summary, kinds, descs, values, None
 
 
 def _geometry_ok(candidates: list[tuple], flat: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -153,7 +192,7 @@ def validate_lines(file: str, check_image: ImageCheck, numbered: list[tuple[int,
             continue
         index = candidate_of.get(position)
         if index is not None and ok[index]:
-            image, width, height, summary, kinds, descs, _ = candidates[index]
+            image, width, height, summary, kinds, descs, _, extras = candidates[index]
             if check_image:
                 path = joined.get(image)
                 if path is None:
@@ -162,7 +201,7 @@ def validate_lines(file: str, check_image: ImageCheck, numbered: list[tuple[int,
                     index = None  # parse_record names what is wrong with the image
             if index is not None:
                 builder.add(line, image, width, height, summary, kinds, descs,
-                            clipped[starts[index]:starts[index + 1]], int(clamped[index]))
+                            clipped[starts[index]:starts[index + 1]], int(clamped[index]), extras)
                 continue
         record, found = parse_record(obj, SourceRef(file=file, line=line), Path(base_dir), check_image=check_image,
                                      image_sizes=sizes)

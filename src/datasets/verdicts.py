@@ -32,7 +32,7 @@ import numpy as np
 from src.datasets.columns import COLUMNS, RecordTable, record_columns
 from src.datasets.contract import NO_VALUE, Problem, Record
 
-CONTRACT_VERSION = 3  # 3: one folder of .npy columns per verdict, memory-mapped when read
+CONTRACT_VERSION = 4  # 3: one folder of .npy columns per verdict, memory-mapped; 4: ignore, category_id, supercategory
 CACHE_ENV = "GROUNDING_CACHE_DIR"
 _EDGE_BYTES = 1 << 20
 

@@ -20,10 +20,12 @@ ROW_SOURCE_KEY = "source"
 
 
 def geometry_payload(records: Sequence[Record]) -> str:
-    """The pixel geometry of a row's records as JSON text (image index, size, kind, points, desc)."""
+    """The pixel geometry of a row's records as JSON text (image index, size, kind, points, desc; `"ignore": true`
+    on an ignore region, which the answer leaves out)."""
     return json.dumps([
         {"image": i, "width": r.width, "height": r.height,
-         "objects": [{"kind": o.kind, "points": list(o.points), "desc": o.desc} for o in r.objects]}
+         "objects": [{"kind": o.kind, "points": list(o.points), "desc": o.desc,
+                      **({"ignore": True} if o.ignore else {})} for o in r.objects]}
         for i, r in enumerate(records, start=1)
     ], ensure_ascii=False)
 

@@ -12,12 +12,13 @@ from .grounding import GroundingBuilder
 
 
 class DescriptionBuilder(GroundingBuilder):
-    """One row per distinct `desc` of the group (sorted), whose answer holds only the objects with it."""
+    """One row per distinct `desc` of the group's objects that are not ignore regions (sorted), whose answer
+    holds only the objects with it."""
 
     asks_several_questions: ClassVar[bool] = True
 
     def focuses(self, records: Sequence[Record]) -> list[dict[str, str]]:
-        return [{"desc": d} for d in sorted({o.desc for r in records for o in r.objects})]
+        return [{"desc": d} for d in sorted({o.desc for r in records for o in r.objects if not o.ignore})]
 
     def focused(self, records: Sequence[Record], **focus: str) -> list[Record]:
         if "desc" not in focus:

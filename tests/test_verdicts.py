@@ -145,3 +145,92 @@ def test_stored_columns_are_memory_mapped_not_copied(jsonl, tmp_path):
         assert all(isinstance(records.columns[name], np.memmap) for name in ("points", "images", "lines", "kinds"))
         assert str(tmp_path / "store") in str(records.columns["points"].filename)
     assert list(records) == _full(jsonl)[0]
+
+
+def test_an_edit_keeping_size_and_time_anywhere_in_a_large_file_is_caught(tmp_path):
+    """The whole content is digested, not its first and last MiB: a same-size, same-mtime edit in the middle
+    of a 3 MB file gives another key (issue 21: the dry run trained on the stale verdict)."""
+    path = tmp_path / "big.jsonl"
+    line = '{"images": ["a.png"], "width": 10, "height": 10, "objects": []}\n'
+    lines = [line] * 50_000
+    path.write_text("".join(lines))
+    stat = path.stat()
+    before = verdicts.file_key(path, {"check_image": "header"})
+    lines[25_000] = line.replace('"width": 10', '"width": 99')
+    path.write_text("".join(lines))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert verdicts.file_key(path, {"check_image": "header"}) != before
+
+
+def test_a_forced_pass_replaces_the_stored_verdict(jsonl, tmp_path):
+    """An image replaced after the verdict: the stored verdict is stale until a forced pass, which replaces
+    it: afterwards every read gives the new verdict, never the old one beside it."""
+    from PIL import Image
+
+    store = VerdictStore(tmp_path / "store")
+    records, problems, _ = validated_records(jsonl, store=store)
+    image = records[0].image
+    Image.new("RGB", (7, 5)).save(image)  # another size than its record says
+    assert len(validated_records(jsonl, store=store)[0]) == len(records)  # the documented staleness
+    forced = validated_records(jsonl, store=store, revalidate=True)
+    assert len(forced[0]) == len(records) - 1 and len(forced[1]) == len(problems) + 1
+    again = validated_records(jsonl, store=store)
+    assert again[2] is True and [str(p) for p in again[1]] == [str(p) for p in forced[1]]
+    assert len(list((tmp_path / "store").glob("*.verdict"))) == 1  # replaced, not kept beside the new one
+
+
+def test_a_decoded_verdict_answers_a_header_request_and_a_forced_header_pass_replaces_it(jsonl, tmp_path):
+    store = VerdictStore(tmp_path / "store")
+    validated_records(jsonl, store=store, check_image="decode")
+    assert validated_records(jsonl, store=store, check_image=True)[2] is True  # True decodes too
+    assert validated_records(jsonl, store=store)[2] is True  # header: the stricter verdict serves
+    validated_records(jsonl, store=store, revalidate=True)
+    assert validated_records(jsonl, store=store)[2] is True
+    assert validated_records(jsonl, store=store, check_image="decode")[2] is False  # the older one went
+
+
+def _entries(store):
+    return sorted(p.name for p in store.root.glob("*.verdict"))
+
+
+def test_the_store_evicts_the_least_recently_used_beyond_its_size_limit(tmp_path, monkeypatch):
+    import time
+
+    store = VerdictStore(tmp_path / "store")
+    files = []
+    for i in range(3):
+        path = tmp_path / f"f{i}.jsonl"
+        path.write_text(f'{{"images": ["x{i}.png"], "width": 1, "height": 1, "objects": []}}\n')
+        files.append(path)
+    store.put(files[0], {"check_image": False}, Verdict(records=[], problems=[]))
+    one = _entries(store)
+    entry_bytes = sum(f.stat().st_size for f in (store.root / one[0]).iterdir())
+    monkeypatch.setenv(verdicts.MAX_MB_ENV, str(2.5 * entry_bytes / (1 << 20)))  # room for two entries
+    os.utime(store.root / one[0], (time.time() - 100,) * 2)  # written a while ago
+    store.put(files[1], {"check_image": False}, Verdict(records=[], problems=[]))
+    os.utime(next(p for p in store.root.glob("*.verdict") if p.name != one[0]), (time.time() - 50,) * 2)
+    assert store.get(files[0], {"check_image": False}) is not None  # a read: f0 is now the most recently used
+    store.put(files[2], {"check_image": False}, Verdict(records=[], problems=[]))
+    assert len(_entries(store)) == 2
+    assert store.get(files[0], {"check_image": False}) is not None  # kept: used after f1
+    assert store.get(files[2], {"check_image": False}) is not None  # the newest is always kept
+    assert store.get(files[1], {"check_image": False}) is None  # the least recently used went
+
+
+def test_the_store_evicts_entries_unused_past_the_age_limit_and_refuses_a_bad_limit(jsonl, tmp_path, monkeypatch):
+    import time
+
+    from src.config import ConfigError
+
+    store = VerdictStore(tmp_path / "store")
+    validated_records(jsonl, store=store)
+    (store.root / "dead.tmp").mkdir()
+    os.utime(store.root / "dead.tmp", (1e9, 1e9))  # a writer that died long ago
+    monkeypatch.setenv(verdicts.MAX_AGE_ENV, "1")
+    assert store.evict(now=time.time() + 3600) == []  # used an hour ago: within a day
+    removed = store.evict(now=time.time() + 2 * 86400)
+    assert len(removed) == 1 and _entries(store) == [] and not (store.root / "dead.tmp").exists()
+    monkeypatch.setenv(verdicts.MAX_MB_ENV, "lots")
+    with pytest.raises(ConfigError, match=r"\$GROUNDING_CACHE_MAX_MB = 'lots': expected a number >= 0"):
+        validated_records(jsonl, store=store, revalidate=True)

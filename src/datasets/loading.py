@@ -13,7 +13,7 @@ from pathlib import Path
 from .columns import RecordTable, merge_columns
 from .contract import ImageCheck, Problem, Record
 from .validation import byte_ranges, validate_file, validate_range
-from .verdicts import Verdict, VerdictStore
+from .verdicts import Verdict, VerdictStore, file_key
 
 PARALLEL_MIN_BYTES = 8 << 20  # smaller files validate faster in one process than workers start
 WORKERS_ENV = "GROUNDING_VALIDATION_WORKERS"
@@ -85,20 +85,23 @@ def validated_records(path: str | Path, *, check_image: ImageCheck = "header", s
     more is validated by `workers` processes (default: every core), each reading byte ranges of it, with the
     result one process gives. The records are a `RecordTable` (numpy columns) either way.
     """
-    options = {"check_image": check_image}
+    # True and "decode" both decode every image: one verdict serves both.
+    options = {"check_image": "decode" if check_image is True else check_image}
     if store is not None and not revalidate:
         verdict = store.get(path, options)
         if verdict is not None:
             return verdict.records, verdict.problems, True
+    # The content validated is the content the verdict is stored under, even if the file changes meanwhile.
+    key = file_key(path, options) if store is not None else None
     file = os.path.abspath(path)
     workers = validation_workers() if workers is None else workers
     if workers > 1 and os.path.getsize(file) >= parallel_min_bytes:
         records, problems = _validate_in_parallel(file, check_image, workers, track)
     else:
         records, problems = validate_file(file, check_image=check_image, track=track)
-    if store is not None:
+    if store is not None and file_key(path, options) == key:  # a file changed while validated is not stored
         # Read back memory-mapped: this process too shares the node's one copy.
-        records = store.put(path, options, Verdict(records=records, problems=problems)).records
+        records = store.put(path, options, Verdict(records=records, problems=problems), key=key).records
     return records, problems, False
 
 

@@ -83,10 +83,13 @@ def assert_bbox_close(mask: Image.Image, expected, tol: float) -> None:
         ([[10.0, 20.0, 30.0, 40.0]], (200, 100), "norm1000", [[50, 200, 150, 400]]),
         ([[0.0, 0.0, 200.0, 100.0]], (200, 100), "norm1000", [[0, 0, 1000, 1000]]),
         ([[-5.0, -1.0, 250.0, 300.0]], (200, 100), "norm1000", [[0, 0, 1000, 1000]]),
-        # half a grid step rounds up: 0.1 px of 200 is 0.5 on the grid
-        ([[0.1, 0.05]], (200, 100), "norm1000", [[1, 1]]),
+        # ties go to the even neighbour, as Python's round: 0.5 px of 200 is 2.5 -> 2, 1.5 px is 7.5 -> 8
+        ([[0.5, 0.25, 1.5, 0.75]], (200, 100), "norm1000", [[2, 2, 8, 8]]),
+        # x / width * 1000, not x * (1000 / width): 101.5 / 200 * 1000 is 507.49999999999994 -> 507 (the
+        # other order gives 507.5 -> 508); 30 / 480 * 1000 is exactly 62.5 -> 62 (the other: 62.50000000000001)
+        ([[101.5, 30.0]], (200, 480), "norm1000", [[507, 62]]),
         ([[10.0, 20.0]], (200, 100), "norm100", [[5, 20]]),
-        ([[2.5, 3.49, 999.0, -2.0]], (200, 100), "none", [[3, 3, 200, 0]]),
+        ([[2.5, 3.49, 999.0, -2.0, 3.5, 4.5]], (200, 100), "none", [[2, 3, 200, 0, 4, 4]]),
         (np.zeros((0, 4)), (10, 10), "norm1000", np.zeros((0, 4))),
     ],
 )
@@ -94,6 +97,57 @@ def test_pixel_to_norm_table(points, size, norm, expected):
     out = g.pixel_to_norm(points, *size, norm)
     assert out.dtype == np.int64
     np.testing.assert_array_equal(out, expected)
+
+
+def _ms_swift_rule(x: float, size: int) -> int:
+    """ms-swift 4.6's Template.normalize_bbox, written out: int(round(x / width * norm_width))."""
+    return int(round(x / size * 1000))
+
+
+def _tie_values() -> list[tuple[float, int]]:
+    """(x, width) pairs where x / width * 1000 lands on .5, or where the two evaluation orders disagree."""
+    out = []
+    for width in (200, 333, 480, 612, 640, 1000):
+        for k in range(8 * width + 1):
+            x = k / 8
+            if (x / width * 1000) % 1 == 0.5 or x / width * 1000 != x * (1000 / width):
+                out.append((x, width))
+    return out
+
+
+def test_the_norm1000_rule_is_ms_swifts_on_every_tie():
+    pairs = _tie_values()
+    assert len(pairs) > 1000 and any(x / w * 1000 != x * (1000 / w) for x, w in pairs)
+    for width in {w for _, w in pairs}:
+        xs = [x for x, w in pairs if w == width]
+        got = g.pixel_to_norm(np.column_stack([xs, xs]), width, width, "norm1000")
+        assert got[:, 0].tolist() == [_ms_swift_rule(x, width) for x in xs], width
+
+
+@pytest.mark.slow  # imports ms-swift (torch, transformers)
+def test_the_norm1000_rule_equals_ms_swift_normalize_bbox_itself():
+    from types import SimpleNamespace
+
+    from swift.template.base import Template
+
+    pairs = [(x, w) for x, w in _tie_values() if w in (200, 480)][:400]
+    boxes = [[x, x, x, x] for x, _ in pairs]
+    inputs = SimpleNamespace(objects={"bbox": [list(b) for b in boxes], "width": [w for _, w in pairs],
+                                      "height": [w for _, w in pairs], "image_id": list(range(len(pairs)))},
+                             images=[None] * len(pairs))
+    Template.normalize_bbox(SimpleNamespace(norm_bbox="norm1000"), inputs)
+    ours = [g.pixel_to_norm(np.array([b]), w, w, "norm1000")[0].tolist() for b, (_, w) in zip(boxes, pairs,
+                                                                                               strict=True)]
+    assert ours == inputs.objects["bbox"]
+
+
+@FAST
+@given(size=SIZES, data=st.data())
+def test_pixel_to_norm_is_round_of_x_over_width_times_1000(size, data):
+    w, h = size
+    x = data.draw(st.floats(0, w))
+    y = data.draw(st.floats(0, h))
+    assert g.pixel_to_norm([[x, y]], w, h, "norm1000").tolist() == [[_ms_swift_rule(x, w), _ms_swift_rule(y, h)]]
 
 
 @pytest.mark.parametrize("norm", ["none", "norm100", "norm1000"])

@@ -87,10 +87,11 @@ def _check_norm(norm: str) -> None:
         raise ValueError(f"norm must be one of {list(NORM_MODES)}, got {norm!r}")
 
 
-def _round_half_up(values: np.ndarray) -> np.ndarray:
-    # floor(v + 0.5): halves always round up (2.5 -> 3, -2.5 -> -2), unlike numpy's
-    # round-half-to-even, so a value's grid cell never depends on the parity of its neighbour.
-    return np.floor(values + 0.5)
+def _round_half_even(values: np.ndarray) -> np.ndarray:
+    # Python's round() and numpy's rint agree (halves to the even neighbour): the rule ms-swift's
+    # Template.normalize_bbox applies with int(round(x / width * 1000)), so answers written here and boxes
+    # ms-swift normalises itself land on the same grid value, ties included.
+    return np.rint(values)
 
 
 # ---------------------------------------------------------------------------- coordinate spaces
@@ -99,9 +100,11 @@ def _round_half_up(values: np.ndarray) -> np.ndarray:
 def pixel_to_norm(points_xy: object, width: float, height: float, norm: NormMode) -> np.ndarray:
     """Convert pixel points ``(..., 2k)`` to integer grid values of the same shape.
 
-    ``norm1000``: ``floor(x / width * 1000 + 0.5)`` clamped to 0..1000 (y uses ``height``);
-    ``norm100`` the same on a 0..100 grid; ``none``: ``floor(x + 0.5)`` clamped to
-    ``[0, width]`` / ``[0, height]``. Halves round up. Returns an ``int64`` array.
+    The rounding rule, computed here only: ``round(x / width * 1000)`` in float64, divided first,
+    with Python's ``round`` (a tie goes to the even integer), clamped to 0..1000: ms-swift's
+    ``Template.normalize_bbox`` rule (to the bit, ties included); y uses ``height``. ``norm100`` is
+    the same on a 0..100 grid; ``none`` is ``round(x)`` clamped to ``[0, floor(width)]`` /
+    ``[0, floor(height)]``. Returns ``int64``.
 
     >>> pixel_to_norm([[10.0, 20.0, 30.0, 40.0]], 200, 100, "norm1000").tolist()
     [[50, 200, 150, 400]]
@@ -117,10 +120,12 @@ def pixel_to_norm(points_xy: object, width: float, height: float, norm: NormMode
         scale = _NORM_SCALE[norm]
         limit[:] = scale
         scaled = pts.copy()
-        scaled[..., 0::2] *= scale / width
-        scaled[..., 1::2] *= scale / height
+        # x / width * scale, not x * (scale / width): the two differ in the last bit for some x, and a
+        # value landing on .5 then rounds the other way than ms-swift's.
+        scaled[..., 0::2] = scaled[..., 0::2] / width * scale
+        scaled[..., 1::2] = scaled[..., 1::2] / height * scale
     # floor(limit) because a non-integer pixel width still allows only integer pixels below it.
-    return np.clip(_round_half_up(scaled), 0, np.floor(limit)).astype(np.int64)
+    return np.clip(_round_half_even(scaled), 0, np.floor(limit)).astype(np.int64)
 
 
 def norm_to_pixel(values: object, width: float, height: float, norm: NormMode) -> np.ndarray:

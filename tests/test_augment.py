@@ -225,6 +225,23 @@ def test_object_cropped_away_is_dropped_and_counted():
     assert out.size == size
 
 
+def test_ignore_regions_move_with_the_image_and_a_draw_leaving_only_them_is_undone():
+    size = (200, 200)
+    image = Image.new("RGB", size, GREY)
+    record = make_record([("bbox_2d", (0.0, 0.0, 4.0, 4.0)), ("quad", (98, 96, 104, 100, 102, 104, 96, 100))], size)
+    crowd = dataclasses.replace(record, objects=(record.objects[0], dataclasses.replace(record.objects[1],
+                                                                                        ignore=True)))
+    flipped = augment(image, crowd, parse_augment_ops([op("hflip")]), np.random.default_rng(0))[1]
+    assert [o.ignore for o in flipped.objects] == [False, True]
+    assert flipped.objects[1].points == tuple(float(v) for v in g.canonical_quad8(
+        g.hflip_points(np.array([record.objects[1].points]), 200))[0])
+    # the same crop as above drops the corner box: only the ignore region would be left
+    ops = parse_augment_ops([op("scale_crop", min_scale=0.5, max_scale=0.5)])
+    out, rec, report = augment(image, crowd, ops, np.random.default_rng(0))
+    assert rec is crowd and report["reverted"] == "only ignore regions were left" and out.size == size
+    assert out is not image
+
+
 def test_partly_visible_object_clipped_or_dropped_by_threshold():
     size = (100, 100)
     image = Image.new("RGB", size, GREY)

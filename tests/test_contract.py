@@ -130,6 +130,19 @@ def test_ignore_regions_and_categories_parse_and_round_trip(data_dir: Path, tmp_
     assert load_records(tmp_path / "again.jsonl")[0][0].objects == rec.objects
 
 
+@pytest.mark.parametrize("quad", [[30, 15, 20, 15, 20, 5, 30, 5], [20, 15, 30, 15, 30, 5, 20, 5],
+                                  [30, 5, 30, 15, 20, 15, 20, 5]], ids=["ccw-from-bottom-right", "ccw", "cw-late"])
+def test_quads_are_stored_in_the_canonical_vertex_order(data_dir: Path, quad):
+    """Clockwise on screen from the top-left-most vertex, whatever order the file wrote (both paths)."""
+    from src.datasets.validation import validate_file
+
+    path = write_jsonl(data_dir / "data.jsonl", with_object({"quad": quad, "desc": "t"}))
+    record, _ = c.parse_record(json.loads(path.read_text()), c.SourceRef(file=str(path), line=1), data_dir,
+                               check_image=False)
+    table, _ = validate_file(path, check_image=False)
+    assert record.objects[0].points == table[0].objects[0].points == (20, 5, 30, 5, 30, 15, 20, 15)
+
+
 def test_an_ignore_region_needs_no_desc_but_an_object_does():
     with pytest.raises(ValueError, match="only on an ignore region"):
         c.GroundingObject(kind="bbox_2d", points=(0, 0, 1, 1), desc="")
@@ -494,6 +507,7 @@ def test_the_chunked_numpy_checks_agree_with_checking_record_by_record(tmp_path,
         lambda: {"bbox_2d": [5, 5, 40, 40], "desc": "crowd", "ignore": True, "category_id": 3,
                  "supercategory": "vehicle"},
         lambda: {"quad": [10, 10, 60, 12, 58, 50, 12, 48], "ignore": True},
+        lambda: {"quad": [58, 50, 60, 12, 10, 10, 12, 48], "desc": "box"},  # counter-clockwise, from elsewhere
         lambda: {"bbox_2d": [5, 5, 40, 40], "ignore": False},
         lambda: {"bbox_2d": [5, 5, 40, 40], "desc": "x", "ignore": "yes"},
         lambda: {"bbox_2d": [5, 5, 40, 40], "desc": "x", "category_id": 2.5},

@@ -195,7 +195,8 @@ class _Geometry:
 
         boxes, box_ids = rows("bbox_2d", 4)
         quads, quad_ids = rows("quad", 8)
-        return cls(boxes, box_ids, quads, quad_ids)
+        # canonical from the start: a record made in code (not read from a file) comes out canonical too
+        return cls(boxes, box_ids, canonical_quad8(quads), quad_ids)
 
     def mapped(self, transform: Callable[[np.ndarray], np.ndarray]) -> _Geometry:
         # Boxes go through their corners so that any transform (flip, rotation) gives the
@@ -347,10 +348,14 @@ def augment(
     (its size must equal ``record.width, record.height``, else ``ValueError``). Returns a new
     image, a new :class:`Record` (same ``image`` path, ``source``, ``summary``; ``width`` /
     ``height`` equal to the new image's size; transformed objects in their original order minus
-    dropped ones, every one inside the image and valid under the contract) and a report::
+    dropped ones, every one inside the image and valid under the contract; ignore regions move like
+    any object) and a report::
 
         {"applied": [{"op": "rotate", "angle": -3.2}, ...], "dropped": 1,
          "dropped_by_reason": {"low_visibility": 1}}
+
+    A draw that would leave only ignore regions of a record that had other objects is undone: the
+    record and a copy of the image come back unchanged, the report saying ``"reverted"``.
 
     Inputs are never mutated. The result depends only on the inputs and the state of ``rng``:
     one uniform draw decides each op, then the op draws its own values only if it applies.
@@ -373,5 +378,12 @@ def augment(
         applied.append({"op": op.name, **drawn})
         dropped.update(lost)
     new_record = dataclasses.replace(record, width=out.width, height=out.height, objects=geom.objects(record))
+    if (new_record.objects and all(o.ignore for o in new_record.objects)
+            and not all(o.ignore for o in record.objects)):
+        # Only ignore regions left: the answer would be [], denying what they hold (a record like that is
+        # not trained, src/datasets/plan.py), so this draw keeps the record as it was.
+        original = image.copy() if image.mode == "RGB" else image.convert("RGB")
+        return original, record, {"applied": [], "dropped": 0, "dropped_by_reason": {},
+                                  "reverted": "only ignore regions were left"}
     report = {"applied": applied, "dropped": sum(dropped.values()), "dropped_by_reason": dict(dropped)}
     return out, new_record, report

@@ -10,7 +10,9 @@ One JSON object per line::
 
 * exactly one image; a relative path is relative to the JSONL file's directory;
 * coordinates are float pixels of the displayed (EXIF-oriented) image, in the conventions of
-  :mod:`src.datasets.geometry` (``x2``/``y2`` are exclusive edges, like ``getbbox()``);
+  :mod:`src.datasets.geometry` (``x2``/``y2`` are exclusive edges, like ``getbbox()``); a quad's
+  vertices may come in any order and direction: they are stored in the canonical order
+  (:func:`~src.datasets.geometry.canonical_quad8`: clockwise on screen from the top-left-most vertex);
 * ``width``/``height`` are that displayed image's size;
 * each object has exactly one of ``bbox_2d`` / ``quad`` and a non-empty ``desc``;
 * an object may say ``"ignore": true``: a region to ignore (a COCO ``iscrowd`` region, an ICDAR ``###``
@@ -37,7 +39,7 @@ from typing import Any, Literal
 
 import orjson
 
-from .geometry import quad_is_valid
+from .geometry import canonical_quad8, quad_is_valid
 from .images import ImageError, image_size, load_image
 
 __all__ = [
@@ -448,6 +450,8 @@ def _parse_points(
     if reason is not None:
         report.add(field, reason, value)
         return None, clamped
+    if kind == "quad":  # one vertex order for every quad, whatever order the file wrote
+        points = canonical_quad8([points])[0].tolist()
     return tuple(points), clamped
 
 

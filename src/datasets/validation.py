@@ -7,7 +7,8 @@ chunk of lines is checked in two passes instead:
 1. a structural pass in plain Python (keys, types, lengths: the cheapest checks there are), which
    collects the coordinates of every well-formed record of the chunk into one flat list;
 2. the numeric checks (finite, inside the image within the clamp tolerance, box corners in order, quads
-   simple and of non-zero area, image size) with numpy over the whole chunk.
+   simple and of non-zero area, image size) with numpy over the whole chunk; quads are put in the
+   canonical vertex order (`geometry.canonical_quad8`).
 
 A record either check doubts goes through `parse_record`, which reports exactly what is wrong, so the
 problems, the clamping and the records are the same as checking record by record (a test holds them
@@ -37,7 +38,7 @@ from .contract import (
     parse_line,
     parse_record,
 )
-from .geometry import quads_are_valid
+from .geometry import canonical_quad8, quads_are_valid
 from .images import ImageError
 
 __all__ = ["CHUNK_LINES", "byte_ranges", "load_records", "numbered_range", "validate_file", "validate_lines",
@@ -155,6 +156,8 @@ def _geometry_ok(candidates: list[tuple], flat: list) -> tuple[np.ndarray, np.nd
     bad_object[kinds == _QUAD] = ~quads_are_valid(quads)
     bad |= np.bincount(object_record[bad_object], minlength=n) > 0
     clamped = np.bincount(value_record, weights=clipped != values, minlength=n).astype(np.int64)
+    if len(quads):  # stored in the canonical vertex order, as parse_record stores them
+        clipped[quad_starts[:, None] + np.arange(8)] = canonical_quad8(quads)
     return ~bad, clipped, clamped
 
 

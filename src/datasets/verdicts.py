@@ -38,7 +38,7 @@ import numpy as np
 from src.datasets.columns import COLUMNS, RecordTable, record_columns
 from src.datasets.contract import NO_VALUE, Problem, Record
 
-CONTRACT_VERSION = 4  # 3: one folder of .npy columns per verdict, memory-mapped; 4: ignore, category_id, supercategory
+CONTRACT_VERSION = 5  # 3: .npy columns, mmapped; 4: ignore, category_id, supercategory; 5: quads in canonical order
 CACHE_ENV = "GROUNDING_CACHE_DIR"
 MAX_MB_ENV = "GROUNDING_CACHE_MAX_MB"
 MAX_AGE_ENV = "GROUNDING_CACHE_MAX_AGE_DAYS"

@@ -19,8 +19,16 @@ from src.config.jsonl import files_to_read
 from src.datasets.loading import load_shards
 from src.datasets.plan import make_preprocessor
 from src.datasets.run_config import load_config_for_run
-from src.inference.engine import choose_engine, make_engine, model_and_adapters, predict
+from src.inference.engine import DEFAULT_BATCH_SIZE, choose_engine, make_engine, model_and_adapters, predict
 from src.inference.predictions import write_predictions
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (anything else is a usage error naming the value)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="the predictions JSONL to write")
     parser.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=512,
                         help="longest answer generated (dense answers are long)")
-    parser.add_argument("--engine", choices=["auto", "transformers", "vllm"], default="auto",
-                        help="ms-swift inference engine (auto: vLLM where installed with a GPU, else transformers)")
+    parser.add_argument("--backend", "--engine", dest="backend", choices=["auto", "transformers", "vllm"],
+                        default="auto", help="ms-swift inference engine (auto: vLLM where installed with a GPU, else "
+                                             "transformers; vllm where it cannot run: exit 2)")
+    parser.add_argument("--batch_size", "--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
+                        help=f"questions sent to the engine per call and generated together (default "
+                             f"{DEFAULT_BATCH_SIZE}, sized for a GPU; lower it if generation runs out of memory)")
+    parser.add_argument("--gpu_memory_utilization", type=float, default=0.9,
+                        help="vLLM only: the share of the GPU's memory it takes (weights, KV cache)")
+    parser.add_argument("--tensor_parallel_size", type=positive_int, default=1,
+                        help="vLLM only: GPUs one model is split over")
     add_overwrite_arg(parser)
     return parser
 
@@ -52,13 +68,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     import torch  # only now: the checks above must not pay for it
 
     try:
-        engine_name = choose_engine(args.engine, importlib.util.find_spec("vllm") is not None,
+        engine_name = choose_engine(args.backend, importlib.util.find_spec("vllm") is not None,
                                     torch.cuda.is_available())
     except ValueError as err:  # vllm asked for where it cannot run
         raise UsageError(str(err)) from None
     builder = make_preprocessor(cfg).builder
-    engine = make_engine(engine_name, cfg, args.checkpoint)
-    lines = predict(records, builder, engine, args.max_new_tokens, cfg.custom.emit_norm)
+    engine = make_engine(engine_name, cfg, args.checkpoint, args.batch_size, args.max_new_tokens,
+                         args.gpu_memory_utilization, args.tensor_parallel_size)
+    lines = predict(records, builder, engine, args.max_new_tokens, cfg.custom.emit_norm, batch_size=args.batch_size)
     write_predictions(lines, args.out)
     failures = sum(line.parse_error is not None for line in lines)
     print(f"predictions: {args.out} ({len(records)} records, {failures} with parse errors, engine {engine_name})")

@@ -21,6 +21,15 @@ from src.datasets.images import model_input
 from src.inference.predictions import PredictedObject, PredictionLine
 from src.inference.scoring import object_scores, response_token_logprobs
 
+# Questions per engine call (`--batch_size`, `eval.batch_size`): their images are decoded just before, so a
+# large --jsonl is never held in memory at once. 64 because greedy decoding on a GPU reads every weight once
+# per step whatever the batch, so tokens/s grows almost with the batch up to a few dozen sequences (a 2B
+# model's 4 GB of bf16 weights against 64 short KV caches); beyond that the KV caches, and with the
+# transformers engine the fp32 logits kept for the scores (batch x new tokens x vocabulary x 4 bytes), take
+# the memory instead.
+DEFAULT_BATCH_SIZE = 64
+IMAGES_PER_QUESTION = 1  # every question shows one record's image (`questions` asks about one record at a time)
+
 
 def model_and_adapters(checkpoint: Path) -> tuple[str, list[str]]:
     """(base model dir, adapters) for a checkpoint: an adapter's base comes from its args.json.
@@ -54,32 +63,62 @@ def to_pixel_objects(parsed_objects: list[dict], scores: list[float], width: int
     return out
 
 
-def choose_engine(requested: str, vllm_installed: bool, cuda_available: bool) -> str:
+VLLM_INSTALL = ("pip install vllm (ms-swift 4.6 is tested with vllm 0.11.0 and 0.23.0; take the release built "
+                "for the installed torch)")
+
+
+def choose_engine(requested: str, vllm_installed: bool, cuda_available: bool, option: str = "--backend") -> str:
     """"transformers" or "vllm": `auto` takes vLLM where it is installed and a GPU is there.
 
-    Raises ValueError when vllm is requested but cannot run here.
+    Raises ValueError naming `option`, the reason and how to install vllm when vllm is requested but cannot
+    run here.
     """
     if requested == "transformers":
         return "transformers"
     can_vllm = vllm_installed and cuda_available
     if requested == "vllm" and not can_vllm:
-        raise ValueError("--engine vllm needs the vllm package and a CUDA GPU"
-                         f" ({'no GPU' if vllm_installed else 'vllm is not installed'}); use --engine transformers")
+        reason = "no CUDA GPU is visible" if vllm_installed else f"vllm is not installed; {VLLM_INSTALL}"
+        raise ValueError(f"{option} vllm needs the vllm package and a CUDA GPU ({reason}); or use {option} "
+                         f"transformers")
     return "vllm" if can_vllm else "transformers"
 
 
-def make_engine(name: str, cfg, checkpoint: Path):
-    """An ms-swift inference engine for `checkpoint` (adapter, full or merged), configured like training."""
+def vllm_kwargs_for(cfg, checkpoint: Path, batch_size: int = DEFAULT_BATCH_SIZE, max_new_tokens: int = 512,
+                    gpu_memory_utilization: float = 0.9, tensor_parallel_size: int = 1) -> dict:
+    """The `VllmEngine` kwargs `make_engine` uses for `checkpoint` (reads its adapter's config; imports nothing
+    heavy). Raises ConfigError for a checkpoint or adapter vLLM cannot load (see `vllm_args`)."""
+    from .vllm_args import max_model_len, read_adapter_config, vllm_engine_kwargs
+
     model, adapters = model_and_adapters(checkpoint)
-    kwargs = {"adapters": adapters, "model_type": cfg.swift.get("model_type"),
-              "template_type": cfg.swift.get("template")}
+    return vllm_engine_kwargs(
+        model, adapters, read_adapter_config(adapters), model_type=cfg.swift.get("model_type"),
+        template_type=cfg.swift.get("template"), max_model_len=max_model_len(cfg, max_new_tokens),
+        images_per_prompt=IMAGES_PER_QUESTION, batch_size=batch_size,
+        gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size)
+
+
+def make_engine(name: str, cfg, checkpoint: Path, batch_size: int = DEFAULT_BATCH_SIZE,
+                max_new_tokens: int = 512, gpu_memory_utilization: float = 0.9, tensor_parallel_size: int = 1):
+    """An ms-swift inference engine for `checkpoint` (adapter, full or merged), configured like training.
+
+    The transformers engine generates `batch_size` questions per `generate` call; vLLM's gets
+    `vllm_kwargs_for` (at most `batch_size` sequences at once), computed before vllm is imported so that an
+    adapter it cannot load is refused first."""
     if name == "vllm":
+        kwargs = vllm_kwargs_for(cfg, checkpoint, batch_size, max_new_tokens, gpu_memory_utilization,
+                                 tensor_parallel_size)
         from swift import VllmEngine  # heavy; GPU machines only
 
-        return VllmEngine(model, enable_lora=bool(adapters), **kwargs)
-    from swift import TransformersEngine  # heavy
+        return VllmEngine(**kwargs)
+    import torch  # heavy
+    from swift import TransformersEngine
 
-    return TransformersEngine(model, attn_impl=cfg.swift.get("attn_impl"), **kwargs)
+    model, adapters = model_and_adapters(checkpoint)
+    dtype = cfg.swift.get("torch_dtype")  # as trained (float32 on CPU); else ms-swift picks bf16 even there
+    return TransformersEngine(model, adapters=adapters, model_type=cfg.swift.get("model_type"),
+                              template_type=cfg.swift.get("template"), attn_impl=cfg.swift.get("attn_impl"),
+                              torch_dtype=getattr(torch, dtype) if isinstance(dtype, str) else None,
+                              max_batch_size=batch_size)
 
 
 def questions(records: list, builder) -> tuple[list[tuple[int, dict[str, str]]], list]:
@@ -103,14 +142,16 @@ def as_seen(request):
     return InferRequest(messages=request.messages, images=[model_input(image) for image in request.images])
 
 
-REQUESTS_PER_CALL = 64  # images decoded at once: the requests of a large --jsonl are not all held in memory
 
 
 def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str, use_tqdm: bool = True,
-            agree_on_calls: Callable[[int], int] | None = None) -> list[PredictionLine]:
+            agree_on_calls: Callable[[int], int] | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+            infer_kwargs: dict | None = None) -> list[PredictionLine]:
     """One prediction line per record: every question the builder asks about it (one for dense
     grounding, one per description for the grounding scheme), answers parsed, objects in pixels. Greedy.
-    Questions go to the engine `REQUESTS_PER_CALL` at a time, their images loaded just before.
+    Questions go to `engine.infer` `batch_size` at a time (the last call may hold fewer), their images loaded
+    just before; the answers are those of asking one question at a time. `infer_kwargs` go to every
+    `engine.infer` call (the evaluation during training names its adapter there).
 
     `agree_on_calls(n)` (processes generating together) returns how many questions every process asks; this
     one repeats its first question up to that number and drops the extra answers."""
@@ -124,9 +165,11 @@ def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str,
     padded = requests + requests[:1] * extra
     config = RequestConfig(max_tokens=max_new_tokens, temperature=0.0, logprobs=True)
     responses = []
-    for start in range(0, len(padded), REQUESTS_PER_CALL):
-        chunk = [as_seen(request) for request in padded[start:start + REQUESTS_PER_CALL]]
-        responses += engine.infer(chunk, config, use_tqdm=use_tqdm)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, len(padded), batch_size):
+        chunk = [as_seen(request) for request in padded[start:start + batch_size]]
+        responses += engine.infer(chunk, config, use_tqdm=use_tqdm, **(infer_kwargs or {}))
     responses = responses[:len(requests)]
     lines = [PredictionLine(source=str(r.source), image=r.image, width=r.width,
                             height=r.height) for r in records]

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from src.rewards.grounding import REWARDS, GroundTruth, truth_from_answer
+from src.inference.predictions import PredictedObject
+from src.rewards.grounding import REWARDS, GroundTruth, ignore_regions, truth_from_answer
 
 CAT = {"bbox_2d": [100, 100, 300, 300], "label": "cat"}
 SIGN = {"quad": [500, 500, 700, 500, 700, 700, 500, 700], "label": "sign"}
@@ -79,3 +80,60 @@ def test_the_ground_truth_travels_as_json_unchanged():
     assert [o.kind for o in TRUTH.objects] == ["bbox_2d", "quad"]
     with pytest.raises(ValueError, match="does not parse"):
         truth_from_answer('[{"bbox_2d": [1, 2')
+
+
+# ---------------------------------------------------------------------------- ignore regions
+
+CROWD = PredictedObject(kind="bbox_2d", points=(600.0, 100.0, 900.0, 400.0), desc="cat")  # a crowd of cats
+ILLEGIBLE = PredictedObject(kind="quad", points=(100.0, 600.0, 300.0, 600.0, 300.0, 900.0, 100.0, 900.0), desc="")
+WITH_IGNORE = GroundTruth(TRUTH.objects, (CROWD, ILLEGIBLE))
+ON_CROWD = {"bbox_2d": [650, 150, 850, 350], "label": "cat"}  # wholly inside the crowd region
+
+
+@pytest.mark.parametrize(("extra", "aside"), [
+    (ON_CROWD, True),
+    ({**ON_CROWD, "label": "dog"}, False),  # the crowd region is of cats: a dog there is a false positive
+    ({"bbox_2d": [120, 620, 280, 880], "label": "anything"}, True),  # a region without desc covers every label
+    ({"bbox_2d": [750, 100, 1050, 400], "label": "cat"}, True),  # half of its own area inside: COCOeval's 0.5
+    ({"bbox_2d": [800, 100, 1100, 400], "label": "cat"}, False),  # a third inside
+])
+def test_a_prediction_on_an_ignore_region_is_neither_rewarded_nor_punished(extra, aside):
+    got = rewards(answer(CAT, SIGN, extra), WITH_IGNORE)
+    without = rewards(answer(CAT, SIGN, extra))  # the same answer where nothing is ignored
+    assert without == dict(grounding_format=1, grounding_f1=0.8, grounding_iou=1, grounding_duplicates=0,
+                           grounding_count=-0.5, grounding_ap50=1)
+    if aside:
+        assert got == rewards(answer(CAT, SIGN), WITH_IGNORE) == rewards(answer(CAT, SIGN))
+    else:
+        assert got == without
+
+
+def test_a_true_object_is_matched_before_ignore_regions_and_an_image_of_only_ignore_regions():
+    # the true cat overlaps nothing ignored; a second cat truth inside the crowd is matched, not set aside
+    inside = PredictedObject(kind="bbox_2d", points=(650.0, 150.0, 850.0, 350.0), desc="cat")
+    truth = GroundTruth((*TRUTH.objects, inside), (CROWD,))
+    assert rewards(answer(CAT, SIGN, ON_CROWD), truth)["grounding_f1"] == 1
+    assert rewards(answer(CAT, SIGN), truth)["grounding_f1"] == 0.8  # missing it is still a miss
+    only = GroundTruth((), (CROWD,))
+    assert rewards("[]", only)["grounding_f1"] == rewards(answer(ON_CROWD), only)["grounding_f1"] == 1
+    assert rewards(answer(CAT), only)["grounding_f1"] == 0
+
+
+def test_ignore_regions_travel_with_the_truth_from_the_row_geometry():
+    from src.config.prompts import get_prompt_scheme
+    from src.datasets.builders import ROW_GEOMETRY_KEY, make_builder
+    from src.datasets.contract import GroundingObject, Record, SourceRef
+
+    record = Record(image="/d/a.png", width=200, height=100, source=SourceRef(file="/d/t.jsonl", line=1),
+                    objects=(GroundingObject(kind="bbox_2d", points=(20, 10, 60, 30), desc="cat"),
+                             GroundingObject(kind="bbox_2d", points=(120, 10, 180, 60), desc="cat", ignore=True),
+                             GroundingObject(kind="quad", points=(0, 60, 50, 60, 50, 100, 0, 100), desc="",
+                                             ignore=True)))
+    row = make_builder(get_prompt_scheme("dense"), "norm1000", "reading").build([record])
+    answer_text = row["messages"][-1]["content"]
+    truth = truth_from_answer(answer_text, ignore_regions(row[ROW_GEOMETRY_KEY], "norm1000"))
+    assert json.loads(answer_text) == [{"bbox_2d": [100, 100, 300, 300], "label": "cat"}]
+    assert truth.ignore == (PredictedObject(kind="bbox_2d", points=(600.0, 100.0, 900.0, 600.0), desc="cat"),
+                            PredictedObject(kind="quad", points=(0.0, 600.0, 250.0, 600.0, 250.0, 1000.0, 0.0, 1000.0),
+                                            desc=""))
+    assert GroundTruth.from_json(truth.to_json()) == truth

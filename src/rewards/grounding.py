@@ -19,6 +19,13 @@ labels, found greedily from the highest IoU; box IoU for two boxes, polygon IoU 
 - `grounding_ap50`: AP at IoU 0.5 of this one answer through the project's evaluation (src/evaluation),
   the mean over the true labels, predictions scored 1.0; like F1 for an image without objects, 0 when
   only one side is empty.
+
+Ignore regions (the contract's `"ignore": true`: crowds, illegible text) travel with the truth apart from
+its objects. A prediction that matches no true object and lies on an ignore region (its label equal to
+the region's, or the region without one, and at least half of the prediction's own area inside the
+region: COCOeval's rule for crowd regions) is set aside before F1, IoU, count and AP50: it is neither a
+match nor a false positive, so the model is neither rewarded nor punished for it. `grounding_duplicates`
+still counts every prediction (a repeat is a repeat wherever it lies).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from src.datasets.answer import parse_answer
+from src.datasets.geometry import pixel_to_norm, xyxy_to_quad8
 from src.evaluation.metrics import match_greedy, pairwise_iou
 from src.inference.predictions import PredictedObject
 
@@ -43,17 +51,25 @@ class GroundTruth:
     """The objects a prompt's answer should hold, in the answer's coordinate space."""
 
     objects: tuple[PredictedObject, ...]
+    ignore: tuple[PredictedObject, ...] = ()
+    """Ignore regions in the same space (desc "" when the region has none: it then covers every label)."""
 
     def to_json(self) -> str:
-        """The form that travels in a dataset column."""
-        return json.dumps([{"kind": o.kind, "points": list(o.points), "desc": o.desc} for o in self.objects],
-                          ensure_ascii=False)
+        """The form that travels in a dataset column (an ignore region's entry says `"ignore": true`)."""
+        return json.dumps([{"kind": o.kind, "points": list(o.points), "desc": o.desc} for o in self.objects]
+                          + [{"kind": o.kind, "points": list(o.points), "desc": o.desc, "ignore": True}
+                             for o in self.ignore], ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> GroundTruth:
         """The inverse of `to_json`."""
-        return cls(tuple(PredictedObject(kind=o["kind"], points=tuple(o["points"]), desc=o["desc"])
-                         for o in json.loads(text)))
+        entries = json.loads(text)
+
+        def objects(ignore: bool) -> tuple[PredictedObject, ...]:
+            return tuple(PredictedObject(kind=o["kind"], points=tuple(o["points"]), desc=o["desc"])
+                         for o in entries if bool(o.get("ignore")) == ignore)
+
+        return cls(objects(False), objects(True))
 
 
 def _objects(parsed_objects: Sequence[dict]) -> tuple[PredictedObject, ...]:
@@ -65,12 +81,26 @@ def _objects(parsed_objects: Sequence[dict]) -> tuple[PredictedObject, ...]:
 _parsed = functools.lru_cache(maxsize=4096)(parse_answer)
 
 
-def truth_from_answer(answer: str) -> GroundTruth:
-    """The ground truth of a reference answer (as the builder writes it): its objects, parsed."""
+def truth_from_answer(answer: str, ignore: Sequence[PredictedObject] = ()) -> GroundTruth:
+    """The ground truth of a reference answer (as the builder writes it): its objects, parsed; `ignore` the
+    row's ignore regions in the answer's space (`ignore_regions`), which the answer never holds."""
     parsed = parse_answer(answer)
     if parsed.error:
         raise ValueError(f"the reference answer does not parse: {parsed.error}")
-    return GroundTruth(_objects(parsed.objects))
+    return GroundTruth(_objects(parsed.objects), tuple(ignore))
+
+
+def ignore_regions(geometry_px: str, emit_norm: str) -> tuple[PredictedObject, ...]:
+    """The ignore regions of a row's pixel geometry (`ROW_GEOMETRY_KEY`, as `geometry_payload` writes it) in the
+    answer's space `emit_norm`, by the same `pixel_to_norm` the answer is written with."""
+    out = []
+    for image in json.loads(geometry_px):
+        for o in image["objects"]:
+            if o.get("ignore"):
+                points = pixel_to_norm(np.asarray(o["points"], dtype=float), image["width"], image["height"],
+                                       emit_norm)
+                out.append(PredictedObject(kind=o["kind"], points=tuple(float(v) for v in points), desc=o["desc"]))
+    return tuple(out)
 
 
 def predicted(completion: str) -> tuple[PredictedObject, ...]:
@@ -97,31 +127,64 @@ def matches(dets: Sequence[PredictedObject], gts: Sequence[PredictedObject], iou
     return sorted((float(ious[d, g]) for d, g in enumerate(det_to_gt) if g >= 0), reverse=True)
 
 
+def _coverage(dets: Sequence[PredictedObject], regions: Sequence[PredictedObject]) -> np.ndarray:
+    """``(len(dets), len(regions))``: the share of each prediction's own area inside each region (boxes as
+    their 4-corner polygons); 0 for a prediction without area."""
+    import shapely
+
+    def polygons(objects: Sequence[PredictedObject]):
+        quads = [xyxy_to_quad8([o.points])[0] if o.kind == "bbox_2d" else o.points for o in objects]
+        return shapely.make_valid(shapely.polygons(np.asarray(quads, dtype=np.float64).reshape(-1, 4, 2)))
+
+    det_polygons, region_polygons = polygons(dets), polygons(regions)
+    inside = shapely.area(shapely.intersection(det_polygons[:, None], region_polygons[None, :]))
+    area = shapely.area(det_polygons)[:, None]
+    return np.divide(inside, area, out=np.zeros_like(inside), where=area > 0)
+
+
+def scored(completion: str, truth: GroundTruth) -> tuple[PredictedObject, ...]:
+    """The completion's objects that count: those matching no true object and lying on an ignore region (see
+    the module docstring) are set aside."""
+    dets = predicted(completion)
+    if not truth.ignore or not dets:
+        return dets
+    ious = _label_iou(dets, truth.objects)
+    matched = np.zeros(len(dets), dtype=bool)
+    if ious.size:
+        det_to_gt, _ = match_greedy(ious, ious.max(axis=1), MATCH_IOU)
+        matched = np.asarray(det_to_gt) >= 0
+    covered = _coverage(dets, truth.ignore) >= MATCH_IOU
+    same = np.array([[not r.desc or d.desc == r.desc for r in truth.ignore] for d in dets], dtype=bool)
+    aside = ~matched & (covered & same).any(axis=1)
+    return tuple(d for d, out in zip(dets, aside, strict=True) if not out)
+
+
 def format_reward(completion: str, truth: GroundTruth) -> float:
     """1.0 when the completion parses completely as the answer format, else 0.0."""
     parsed = _parsed(completion)
     return float(parsed.error is None and parsed.junk_chars == 0)
 
 
-def _nothing_to_find(completion: str) -> float:
-    """The reward for an image without objects: 1.0 for a well-formed empty answer, 0.0 for anything else."""
-    return float(_parsed(completion).error is None and not predicted(completion))
+def _nothing_to_find(completion: str, truth: GroundTruth) -> float:
+    """The reward for an image without objects: 1.0 for a well-formed answer without a prediction that counts
+    (`[]`, or only predictions set aside on ignore regions), 0.0 for anything else."""
+    return float(_parsed(completion).error is None and not scored(completion, truth))
 
 
 def f1_reward(completion: str, truth: GroundTruth) -> float:
     """F1 at IoU 0.5 with labels required to match (an image without objects: `_nothing_to_find`)."""
-    dets = predicted(completion)
+    dets = scored(completion, truth)
     if not truth.objects:
-        return _nothing_to_find(completion)
+        return _nothing_to_find(completion, truth)
     return 2 * len(matches(dets, truth.objects)) / (len(dets) + len(truth.objects))
 
 
 def iou_reward(completion: str, truth: GroundTruth) -> float:
     """Mean IoU of the matches (localisation quality); 0.0 without one (an image without objects:
     `_nothing_to_find`)."""
-    dets = predicted(completion)
+    dets = scored(completion, truth)
     if not truth.objects:
-        return _nothing_to_find(completion)
+        return _nothing_to_find(completion, truth)
     found = matches(dets, truth.objects)
     return float(np.mean(found)) if found else 0.0
 
@@ -138,7 +201,7 @@ def duplicate_penalty(completion: str, truth: GroundTruth) -> float:
 
 def count_penalty(completion: str, truth: GroundTruth) -> float:
     """Minus |predicted - true| / max(true, 1), floored at -1: too many or too few objects."""
-    return 0.0 - min(1.0, abs(len(predicted(completion)) - len(truth.objects)) / max(len(truth.objects), 1))
+    return 0.0 - min(1.0, abs(len(scored(completion, truth)) - len(truth.objects)) / max(len(truth.objects), 1))
 
 
 def ap50_reward(completion: str, truth: GroundTruth) -> float:
@@ -147,9 +210,9 @@ def ap50_reward(completion: str, truth: GroundTruth) -> float:
     from src.datasets.contract import GroundingObject, Record, SourceRef
     from src.evaluation.metrics import evaluate
 
-    dets = predicted(completion)
+    dets = scored(completion, truth)
     if not truth.objects:
-        return _nothing_to_find(completion)
+        return _nothing_to_find(completion, truth)
     if not dets:
         return 0.0
     record = Record(image="answer", width=1000, height=1000, summary=None, source=SourceRef(file="answer", line=1),

@@ -21,12 +21,12 @@ from swift.pipelines.train.sft import SwiftSft
 from swift.rewards import ORM, orms
 
 from src.config import ProjectConfig
-from src.datasets.builders import BaseBuilder
+from src.datasets.builders import ROW_GEOMETRY_KEY, BaseBuilder
 from src.datasets.contract import Record
 from src.datasets.images import model_input
 from src.datasets.plan import DataPlan
 from src.datasets.rows import GroundingRowsDataset
-from src.rewards import REWARDS, GroundTruth, truth_from_answer
+from src.rewards import REWARDS, GroundTruth, ignore_regions, truth_from_answer
 from src.training.distributed import Job
 from src.training.pipeline import GroundingSft, naming_the_record
 
@@ -68,7 +68,9 @@ class PromptRows:
         row = self.builder.build(records, **focus)
         answer = row["messages"][-1]["content"]
         return {"messages": row["messages"][:-1], "images": [model_input(image) for image in row["images"]],
-                "solution": answer, TRUTH_COLUMN: truth_from_answer(answer).to_json()}
+                "solution": answer,
+                TRUTH_COLUMN: truth_from_answer(answer, ignore_regions(row[ROW_GEOMETRY_KEY],
+                                                                       self.builder.emit_norm)).to_json()}
 
 
 class GroundingGrpo(GroundingSft, SwiftRLHF):

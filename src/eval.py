@@ -1,8 +1,12 @@
-"""Evaluation: `python -m src.eval --pred PRED.jsonl --gt GT.jsonl [--out metrics.json] [--iou_type auto]`.
+"""Evaluation: `python -m src.eval --pred PRED --gt GT [--out metrics.json] [--iou_type auto]`.
 
-Prints the metrics table (AP, AP50, AP75, P/R/F1 at IoU 0.5, class-agnostic, over descriptions and per
-description, parse failures) and writes every number as JSON (default: PRED with suffix .metrics.json;
-an existing file is refused unless --overwrite). The metrics are src/evaluation/metrics.py's.
+GT is a JSONL in the data contract or a COCO annotation file (`instances.json`); PRED is the prediction JSONL
+of src.infer or a COCO results file (`[{image_id, category_id, bbox, score}, ...]`); each is recognised by its
+content. Prints the metrics table (AP, AP50, AP75, P/R/F1 at IoU 0.5, class-agnostic, over descriptions and
+per description, parse failures) and writes every number as JSON (default: PRED with suffix .metrics.json;
+an existing file is refused unless --overwrite). Inputs that do not pair (no prediction for any GT image,
+most lines unreadable) are refused with exit 2 and what did not match. The metrics are
+src/evaluation/metrics.py's; the inputs src/evaluation/inputs.py's.
 """
 
 from __future__ import annotations
@@ -15,51 +19,67 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from src.cli import EXIT_OK, UsageError, add_overwrite_arg, make_parser, progress, refuse_existing, run_main
-from src.datasets.validation import load_records
-from src.evaluation.metrics import IOU_TYPES, MAX_DETS, evaluate, format_table
-from src.inference.predictions import read_prediction_rows
+from src.evaluation.inputs import InputError, load_ground_truth, load_predictions, pairing_failure
+from src.evaluation.metrics import IOU_TYPES, MAX_DETS, PAIR_BY, evaluate, format_table
+
+_SHOWN = 5
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's parser (every flag with its help)."""
     parser = make_parser("python -m src.eval", __doc__)
     parser.add_argument("--pred", required=True, type=Path,
-                        help="predictions JSONL written by src.infer")
+                        help="predictions: the JSONL written by src.infer, or a COCO results JSON")
     parser.add_argument("--gt", required=True, type=Path,
-                        help="ground-truth JSONL in the data contract")
+                        help="ground truth: a JSONL in the data contract, or a COCO annotation JSON")
     parser.add_argument("--out", type=Path,
                         help="metrics JSON (default: PRED with suffix .metrics.json)")
     parser.add_argument("--iou_type", "--iou-type", choices=IOU_TYPES, default="auto",
                         help="auto: box IoU for box pairs, polygon IoU when a quad is involved; bbox; polygon")
     parser.add_argument("--max_dets", "--max-dets", type=int, default=MAX_DETS,
                         help="detections per image that AP considers (COCO: 100)")
+    parser.add_argument("--pair_by", "--pair-by", choices=PAIR_BY, default="path",
+                        help="pair prediction lines with GT records by image path (relative paths read against "
+                             "each file's folder) or by file name alone (a COCO GT always pairs by id or name)")
     add_overwrite_arg(parser)
     return parser
 
 
+def _warn(kind: str, messages: Sequence[str]) -> None:
+    for message in messages[:_SHOWN]:
+        print(f"warning: {kind}: {message}", file=sys.stderr)
+    if len(messages) > _SHOWN:
+        print(f"warning: ... {len(messages) - _SHOWN} more ({kind}), all listed in the metrics JSON", file=sys.stderr)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
-    """Evaluate; raises UsageError when an input cannot be read, the GT holds no record or the output exists."""
+    """Evaluate; raises UsageError when an input cannot be read or paired, the GT holds no record or the output
+    exists."""
     args = build_parser().parse_args(argv)
     out = args.out or args.pred.with_suffix(".metrics.json")
     refuse_existing(out, args.overwrite, "metrics")
     try:
-        # Images are not decoded: evaluation needs only the paths, and decoding a val set is slow.
-        records, problems = load_records(args.gt, check_image=False)
-        rows, bad_lines = read_prediction_rows(args.pred)
-    except (FileNotFoundError, UnicodeDecodeError) as exc:
+        gt = load_ground_truth(args.gt)
+        preds = load_predictions(args.pred, gt, args.pair_by)
+    except (FileNotFoundError, InputError) as exc:
         raise UsageError(str(exc)) from None
-    for problem in problems[:5]:
-        print(f"warning: GT record skipped: {problem}", file=sys.stderr)
-    if len(problems) > 5:
-        print(f"warning: ... {len(problems) - 5} more GT problems", file=sys.stderr)
-    for message in bad_lines:
-        print(f"warning: prediction line skipped: {message}", file=sys.stderr)
-    if not records:
-        raise UsageError(f"no valid records in {args.gt}")
-    metrics = evaluate(rows, records, iou_type=args.iou_type, max_dets=args.max_dets,
-                       track=functools.partial(progress, total=len(records), desc="matching", unit="record"))
-    metrics["inputs"] = {"pred": str(args.pred.resolve()), "gt": str(args.gt.resolve()),
-                         "gt_problems": [str(p) for p in problems], "bad_pred_lines": bad_lines}
+    _warn("GT skipped", gt.problems)
+    _warn("prediction skipped", preds.bad)
+    for note in gt.notes + preds.notes:
+        print(f"note: {note}", file=sys.stderr)
+    failure = pairing_failure(preds, gt)
+    if failure:
+        raise UsageError(failure)
+    if preds.unknown_images:
+        _warn("results for images not in the GT, not used", preds.unknown_images)
+    metrics = evaluate(preds.rows, gt.records, iou_type=args.iou_type, max_dets=args.max_dets,
+                       track=functools.partial(progress, total=len(gt.records), desc="matching", unit="record"),
+                       image_ids=gt.image_ids, pair_by=preds.pair_by)
+    metrics["inputs"] = {"pred": str(args.pred.resolve()), "gt": str(args.gt.resolve()), "pred_format": preds.format,
+                         "gt_format": gt.format, "pair_by": preds.pair_by, "gt_problems": gt.problems,
+                         "bad_pred_lines": preds.bad, "notes": gt.notes + preds.notes,
+                         "results_for_unknown_images": preds.unknown_images,
+                         "results_with_unknown_category_ids": dict(preds.unknown_categories)}
     print(format_table(metrics))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,8 +1,10 @@
 """Pictures: `python -m src.vis --gt GT.jsonl [--pred PRED.jsonl] --out vis_out/ [--limit N] [--overwrite]`.
 
 One PNG per record with the ground truth and, given predictions, those too, coloured by how they match at
-IoU 0.5 (green matched, red false positive, orange missed, blue matched GT), and `index.html`, a
-contact sheet. The drawing is src/evaluation/pictures.py's.
+IoU 0.5 (green matched, red false positive, orange missed, blue matched GT; ignore regions grey and dashed,
+predictions on them grey), and `index.html`, a contact sheet. GT and predictions are read as src.eval reads
+them (JSONL or COCO files, recognised by content; predictions that pair with no image are refused). The
+drawing is src/evaluation/pictures.py's.
 """
 
 from __future__ import annotations
@@ -14,17 +16,18 @@ from pathlib import Path
 
 from src.cli import EXIT_OK, UsageError, add_overwrite_arg, make_parser, progress, refuse_existing, run_main
 from src.datasets.images import ImageError
-from src.datasets.validation import load_records
-from src.evaluation.metrics import IOU_TYPES, pair_predictions, prediction_objects
+from src.evaluation.inputs import InputError, load_ground_truth, load_predictions, pairing_failure
+from src.evaluation.metrics import IOU_TYPES, PAIR_BY, pair_predictions, prediction_objects
 from src.evaluation.pictures import MIN_SIDE, RecordView, png_name, render_record, write_index
-from src.inference.predictions import read_prediction_rows
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's parser (every flag with its help)."""
     parser = make_parser("python -m src.vis", __doc__)
-    parser.add_argument("--gt", required=True, type=Path, help="ground-truth JSONL in the data contract")
-    parser.add_argument("--pred", type=Path, help="predictions JSONL written by src.infer (optional)")
+    parser.add_argument("--gt", required=True, type=Path,
+                        help="ground truth: a JSONL in the data contract, or a COCO annotation JSON")
+    parser.add_argument("--pred", type=Path,
+                        help="predictions (optional): the JSONL written by src.infer, or a COCO results JSON")
     parser.add_argument("--out", required=True, type=Path, help="folder for the PNGs and index.html")
     parser.add_argument("--limit", type=int, help="only the first N GT records")
     parser.add_argument("--min_side", "--min-side", type=int, default=MIN_SIDE,
@@ -33,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a match also needs equal descriptions")
     parser.add_argument("--iou_type", "--iou-type", choices=IOU_TYPES, default="auto",
                         help="auto: box IoU for box pairs, polygon IoU when a quad is involved; bbox; polygon")
+    parser.add_argument("--pair_by", "--pair-by", choices=PAIR_BY, default="path",
+                        help="pair prediction lines with GT records by image path or by file name alone")
     add_overwrite_arg(parser)
     return parser
 
@@ -42,14 +47,17 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     refuse_existing(args.out, args.overwrite, "pictures")
     try:
-        records, problems = load_records(args.gt, check_image=False)
-        rows, bad_lines = read_prediction_rows(args.pred) if args.pred else ([], [])
-    except (FileNotFoundError, UnicodeDecodeError) as exc:
+        gt = load_ground_truth(args.gt)
+        preds = load_predictions(args.pred, gt, args.pair_by) if args.pred else None
+    except (FileNotFoundError, InputError) as exc:
         raise UsageError(str(exc)) from None
-    for message in [str(p) for p in problems] + bad_lines:
+    failure = pairing_failure(preds, gt) if preds else None
+    if failure:
+        raise UsageError(failure)
+    for message in gt.problems + (preds.bad if preds else []):
         print(f"warning: skipped: {message}", file=sys.stderr)
-    records = records[: args.limit]
-    paired, _ = pair_predictions(rows, records)
+    records = gt.records[: args.limit]
+    paired, _ = pair_predictions(preds.rows, records, preds.pair_by) if preds else ([None] * len(records), {})
     args.out.mkdir(parents=True, exist_ok=True)
     views = []
     for index, (record, row) in progress(enumerate(zip(records, paired, strict=True)), total=len(records),
@@ -60,15 +68,17 @@ def run(argv: Sequence[str] | None = None) -> int:
             parse_error = "no prediction line" if row is None else row.get("parse_error")
         name = png_name(index, record.image)
         try:
-            img, n_gt, tp = render_record(record, row, args.pred is not None, min_side=args.min_side,
+            img, n_gt, tp, on_ignore = render_record(record, row, args.pred is not None, min_side=args.min_side,
                                           match_labels=args.match_labels, iou_type=args.iou_type)
         except ImageError as exc:
             print(f"warning: {exc}", file=sys.stderr)
-            views.append(RecordView("", source, len(record.objects), None, None, parse_error, exc.reason))
+            views.append(RecordView("", source, sum(not o.ignore for o in record.objects), None, None, parse_error,
+                                    exc.reason, sum(o.ignore for o in record.objects)))
             continue
         img.save(args.out / name)
         n_pred = len(prediction_objects(row)[0]) if args.pred else None
-        views.append(RecordView(name, source, n_gt, n_pred, tp, parse_error))
+        views.append(RecordView(name, source, n_gt, n_pred, tp, parse_error,
+                                n_ignore=len(record.objects) - n_gt, on_ignore=on_ignore))
     index = write_index(args.out, views, f"{args.gt.name}" + (f" vs {args.pred.name}" if args.pred else ""))
     print(f"wrote {sum(1 for v in views if not v.error)} images and {index}")
     return EXIT_OK

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from src.evaluation.pictures import BLUE, GREEN, ORANGE, RED, scale_factor
+from src.evaluation.pictures import BLUE, GREEN, GREY, ORANGE, RED, scale_factor
 from src.training.curves import plot_loss_curves, read_loss_rows
 from src.vis import main
 
@@ -76,6 +76,37 @@ def test_vis_with_predictions(data, tmp_path: Path):
     linked = set(re.findall(r'href="([^"]+\.png)"', index))
     assert linked == {p.name for p in pngs}
     assert "TP 1" in index and "FP 1" in index and "FN 1" in index and "parse error" in index
+
+
+def test_vis_draws_ignore_regions_grey_and_dashed(tmp_path: Path):
+    Image.new("RGB", (64, 48), (255, 255, 255)).save(tmp_path / "a.png")
+    region = [30, 4, 60, 44]
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text(json.dumps({"images": ["a.png"], "width": 64, "height": 48, "objects": [
+        {"bbox_2d": BOX, "desc": "dog"}, {"bbox_2d": region, "ignore": True}]}) + "\n", encoding="utf-8")
+    pred = tmp_path / "pred.jsonl"
+    on_region = [34, 8, 44, 18]  # inside the region: IoU 1 against it (intersection over its own area)
+    pred.write_text(json.dumps({"image": "a.png", "parse_error": None, "objects": [
+        {"kind": "bbox_2d", "points": BOX, "desc": "dog", "score": 0.9},
+        {"kind": "bbox_2d", "points": on_region, "desc": "dog", "score": 0.8}]}) + "\n", encoding="utf-8")
+    out = tmp_path / "vis"
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(out)]) == 0
+    img = Image.open(next(out.glob("*.png"))).convert("RGB")
+    # the region's left edge: grey dashes with gaps between them
+    edge = [img.getpixel((region[0] * 8, y)) for y in range(region[1] * 8 + 20, region[3] * 8 - 20)]
+    assert GREY in edge and (255, 255, 255) in edge
+    assert _colour_near(img, on_region[0] * 8, (on_region[1] + on_region[3]) * 4, GREY)  # prediction on it
+    assert not _colour_near(img, on_region[0] * 8, (on_region[1] + on_region[3]) * 4, RED, radius=3)
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert "ignore region" in index and "ignore 1" in index and "on ignore 1" in index and "FP 0" in index
+
+
+def test_vis_refuses_predictions_that_pair_with_nothing(data, tmp_path: Path):
+    gt, _ = data
+    pred = tmp_path / "elsewhere.jsonl"
+    pred.write_text(json.dumps({"image": "/nowhere/a.png", "objects": []}) + "\n", encoding="utf-8")
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "vis")]) == 2
+    assert not (tmp_path / "vis" / "index.html").exists()
 
 
 def test_vis_refuses_non_empty_out(data, tmp_path: Path):

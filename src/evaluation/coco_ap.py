@@ -3,21 +3,26 @@
 `COCOeval` ranks, matches and accumulates exactly as every COCO number users know; only its
 `computeIoU` is replaced, so that a pair involving a quad is scored by polygon IoU (see
 `src.evaluation.metrics.pairwise_iou`). Evaluation is on area range "all" with `maxDets = [max_dets]`.
+A ground-truth object marked as an ignore region becomes a crowd annotation (`iscrowd: 1`): COCOeval
+then lets any number of detections match it, counts none of them as a true or a false positive, and
+the IoU against it is intersection over the detection's own area (the IoU function is told which
+ground-truth objects are crowd).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-# A pairwise IoU (detections x ground truth) of any objects carried in the annotations' "obj" field.
-IouFn = Callable[[Sequence[Any], Sequence[Any]], np.ndarray]
+# A pairwise IoU (detections x ground truth) of any objects carried in the annotations' "obj" field; the
+# third argument flags the crowd (ignore) ground-truth objects, whose IoU divides by the detection's area.
+IouFn = Callable[[Sequence[Any], Sequence[Any], np.ndarray], np.ndarray]
 AREA_ALL = [0.0, 1e10]
 
 
@@ -37,7 +42,8 @@ class GroundingCOCOeval(COCOeval):
             return []
         order = np.argsort([-d["score"] for d in dt], kind="mergesort")
         dt = [dt[i] for i in order][: p.maxDets[-1]]
-        return np.asarray(self.iou_fn([d["obj"] for d in dt], [g["obj"] for g in gt]), dtype=np.float64)
+        crowd = np.array([bool(g["iscrowd"]) for g in gt], dtype=bool)
+        return np.asarray(self.iou_fn([d["obj"] for d in dt], [g["obj"] for g in gt], crowd), dtype=np.float64)
 
 
 def _coco(images: int, categories: int, annotations: list[dict]) -> COCO:
@@ -50,30 +56,35 @@ def _coco(images: int, categories: int, annotations: list[dict]) -> COCO:
 
 
 def _annotation(ann_id: int, image_id: int, category: int, xyxy: Sequence[float], obj: Any,
-                score: float | None) -> dict:
+                score: float | None, crowd: bool = False) -> dict:
     x1, y1, x2, y2 = (float(v) for v in xyxy)
     ann = {"id": ann_id, "image_id": image_id, "category_id": category, "bbox": [x1, y1, x2 - x1, y2 - y1],
-           "area": max(0.0, (x2 - x1) * (y2 - y1)), "iscrowd": 0, "obj": obj}
+           "area": max(0.0, (x2 - x1) * (y2 - y1)), "iscrowd": int(crowd), "obj": obj}
     if score is not None:
         ann["score"] = float(score)
     return ann
 
 
-def coco_precision(images: Sequence[tuple[Sequence[Any], Sequence[Any]]], category_of: Callable[[Any], int | None],
-                   n_categories: int, xyxy_of: Callable[[Any], Sequence[float]], score_of: Callable[[Any], float],
-                   iou_fn: IouFn, max_dets: int) -> np.ndarray:
+def coco_precision(images: Sequence[tuple[Sequence[Any], Sequence[Any]]],
+                   categories_of: Callable[[Any], Iterable[int]], n_categories: int,
+                   xyxy_of: Callable[[Any], Sequence[float]], score_of: Callable[[Any], float],
+                   iou_fn: IouFn, max_dets: int, crowd_of: Callable[[Any], bool] = lambda obj: False) -> np.ndarray:
     """COCOeval's precision `(T, R, K)` (IoU thresholds x 101 recall points x categories; -1 where a
-    category has no ground truth) for `images`, a list of (detections, ground truth) per image.
+    category has no ground truth that is not crowd) for `images`, a list of (detections, ground truth)
+    per image, evaluated in that order (it decides how score ties across images rank, as COCOeval's
+    sorted image ids do).
 
-    `category_of` gives an object's category (1..n_categories), or None to leave it out.
+    `categories_of` gives an object's categories (1..n_categories): none leaves it out, several put a
+    ground-truth object in each (an ignore region that applies to every category). `crowd_of` marks the
+    ground-truth objects that are crowd (ignore) regions.
     """
     gts, dts = [], []
     for image_id, (dets, truths) in enumerate(images, start=1):
         for obj in truths:
-            if (category := category_of(obj)) is not None:
-                gts.append(_annotation(len(gts) + 1, image_id, category, xyxy_of(obj), obj, None))
+            for category in categories_of(obj):
+                gts.append(_annotation(len(gts) + 1, image_id, category, xyxy_of(obj), obj, None, crowd_of(obj)))
         for obj in dets:
-            if (category := category_of(obj)) is not None:
+            for category in categories_of(obj):
                 dts.append(_annotation(len(dts) + 1, image_id, category, xyxy_of(obj), obj, score_of(obj)))
     evaluator = GroundingCOCOeval(_coco(len(images), n_categories, gts), _coco(len(images), n_categories, dts),
                                   iou_fn)

@@ -4,8 +4,15 @@ Predictions (the JSONL written by `python -m src.infer`, see src/inference/predi
 matched to ground-truth records by image path. Reported: COCO-style AP@[.5:.95], AP50 and AP75,
 class-agnostic (every description one class) and per description (category = ``desc``); precision,
 recall and F1 at IoU 0.5; the parse-failure rate. AP is pycocotools' own COCOeval (area range
-"all", maxDets=100, no crowd) with its IoU replaced (src/evaluation/coco_ap.py): box IoU for box
-pairs, polygon IoU (shapely) for any pair involving a quad.
+"all", maxDets=100) with its IoU replaced (src/evaluation/coco_ap.py): box IoU for box pairs,
+polygon IoU (shapely) for any pair involving a quad. Images are evaluated in the order of their
+COCO image id (`image_ids`), as COCOeval does, which decides how score ties across images rank.
+
+Ground-truth objects marked ``ignore`` (crowd, illegible text, don't care) are COCO's crowd
+regions: a prediction matched to one (only when no other object is free to match it; IoU =
+intersection over the prediction's own area) is neither a true nor a false positive, any number
+of predictions may match it, and it is never a miss. An ignore region without a desc applies to
+every desc.
 
 Everything that bends the numbers is reported, not hidden: GT records without a prediction line
 (counted as parse failures with no objects), prediction lines for unknown images, objects without
@@ -22,15 +29,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from src.datasets.contract import Record
-from src.datasets.geometry import box_iou_xyxy, quad8_to_xyxy, xyxy_to_quad8
+from src.datasets.geometry import quad8_to_xyxy, xyxy_to_quad8
 from src.evaluation.coco_ap import ap_summary, coco_precision
+from src.evaluation.coco_files import coco_sort_key, jsonl_image_ids
 from src.inference.predictions import PredictedObject, PredictionLine
 
 __all__ = [
     "IOU_TYPES",
+    "PAIR_BY",
     "Obj",
     "evaluate",
     "format_table",
+    "gt_objects",
     "match_greedy",
     "pair_predictions",
     "pairwise_iou",
@@ -60,11 +70,12 @@ def _as_boxes(objs: Sequence[Obj]) -> np.ndarray:
                     dtype=np.float64).reshape(-1, 4)
 
 
-def polygon_iou(quads_a: np.ndarray, quads_b: np.ndarray) -> np.ndarray:
+def polygon_iou(quads_a: np.ndarray, quads_b: np.ndarray, crowd: Sequence[bool] | None = None) -> np.ndarray:
     """Pairwise IoU ``(N, M)`` of 4-vertex polygons ``(N, 8)`` and ``(M, 8)`` by exact polygon clipping.
 
     Self-crossing (bow-tie) polygons are repaired with ``shapely.make_valid`` so they count with
-    their geometric area; a pair whose union is 0 gets IoU 0.
+    their geometric area; a pair whose union is 0 gets IoU 0. For a column ``j`` with ``crowd[j]``
+    the union is the area of ``a``'s polygon alone (COCO's IoU against a crowd region).
     """
     import shapely  # only needed when a quad is involved
 
@@ -79,31 +90,53 @@ def polygon_iou(quads_a: np.ndarray, quads_b: np.ndarray) -> np.ndarray:
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)))
     inter = shapely.area(shapely.intersection(a[:, None], b[None, :]))
-    union = shapely.area(a)[:, None] + shapely.area(b)[None, :] - inter
+    area_a = np.broadcast_to(shapely.area(a)[:, None], inter.shape)
+    union = area_a + shapely.area(b)[None, :] - inter
+    if crowd is not None:
+        union = np.where(np.asarray(crowd, dtype=bool)[None, :], area_a, union)
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def pairwise_iou(dets: Sequence[Obj], gts: Sequence[Obj], iou_type: str = "auto") -> np.ndarray:
+def _box_iou(a: np.ndarray, b: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    # pycocotools' bbIou in xyxy form: an overlap <= 0 on either axis is IoU 0; a crowd column's union is
+    # the detection's area.
+    def area(boxes: np.ndarray) -> np.ndarray:
+        return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
+    area_a = np.broadcast_to(area(a)[:, None], inter.shape)
+    union = np.where(crowd[None, :], area_a, area_a + area(b)[None, :] - inter)
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def pairwise_iou(dets: Sequence[Obj], gts: Sequence[Obj], iou_type: str = "auto",
+                 crowd: Sequence[bool] | None = None) -> np.ndarray:
     """IoU ``(len(dets), len(gts))`` between predicted and GT objects.
 
     ``auto``: box IoU for box/box pairs (the same formula as COCO's bbox IoU), polygon IoU for
     any pair involving a quad (a box taken as its 4-corner polygon). ``bbox``: every object as
-    its axis-aligned bounding box. ``polygon``: every object as a polygon.
+    its axis-aligned bounding box. ``polygon``: every object as a polygon. ``crowd`` flags GT
+    objects that are ignore (crowd) regions: against them IoU is the intersection over the
+    prediction's own area, as COCOeval computes it for ``iscrowd`` regions.
     """
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
     if not dets or not gts:
         return np.zeros((len(dets), len(gts)))
+    crowd_flags = np.zeros(len(gts), dtype=bool) if crowd is None else np.asarray(crowd, dtype=bool)
     if iou_type == "polygon":
-        return polygon_iou(_as_quads(dets), _as_quads(gts))
-    ious = box_iou_xyxy(_as_boxes(dets), _as_boxes(gts))
+        return polygon_iou(_as_quads(dets), _as_quads(gts), crowd_flags)
+    ious = _box_iou(_as_boxes(dets), _as_boxes(gts), crowd_flags)
     if iou_type == "auto":
         det_quad = np.array([o.kind == "quad" for o in dets])
         gt_quad = np.array([o.kind == "quad" for o in gts])
         mixed = det_quad[:, None] | gt_quad[None, :]
         if mixed.any():
             rows, cols = np.flatnonzero(mixed.any(1)), np.flatnonzero(mixed.any(0))
-            poly = polygon_iou(_as_quads([dets[i] for i in rows]), _as_quads([gts[j] for j in cols]))
+            poly = polygon_iou(_as_quads([dets[i] for i in rows]), _as_quads([gts[j] for j in cols]),
+                               crowd_flags[cols])
             sub = mixed[np.ix_(rows, cols)]
             block = ious[np.ix_(rows, cols)]
             block[sub] = poly[sub]
@@ -114,17 +147,22 @@ def pairwise_iou(dets: Sequence[Obj], gts: Sequence[Obj], iou_type: str = "auto"
 # ---------------------------------------------------------------------------- matching and AP
 
 
-def match_greedy(ious: np.ndarray, scores: np.ndarray, iou_thr: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def match_greedy(ious: np.ndarray, scores: np.ndarray, iou_thr: float = 0.5,
+                 ignore: Sequence[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """COCO's greedy matching at one IoU threshold; returns ``(det_to_gt, gt_to_det)`` index arrays.
 
     Detections are visited by descending score (stable: ties keep input order); each takes the
     still-unmatched GT with the highest IoU >= ``iou_thr`` (ties: the later GT, as COCOeval
-    does). ``-1`` means unmatched. Indices refer to the input order.
+    does). With ``ignore`` (COCO's crowd regions), a detection that finds no ordinary GT takes the
+    ignore region with the highest IoU >= ``iou_thr``, which stays free for others: the caller
+    counts such a detection as neither true nor false positive. ``-1`` means unmatched;
+    ``gt_to_det`` of an ignore region holds its first detection. Indices refer to the input order.
     """
     ious = np.asarray(ious, dtype=np.float64)
     if ious.ndim != 2 or ious.shape[0] != len(scores):
         raise ValueError(f"ious must be (len(scores), n_gt), got {ious.shape} for {len(scores)} scores")
     n_det, n_gt = ious.shape
+    crowd = np.zeros(n_gt, dtype=bool) if ignore is None else np.asarray(ignore, dtype=bool)
     det_to_gt = np.full(n_det, -1, dtype=np.int64)
     gt_to_det = np.full(n_gt, -1, dtype=np.int64)
     # COCOeval starts from min(t, 1 - 1e-10) so that a threshold of 1.0 can still be met.
@@ -132,12 +170,16 @@ def match_greedy(ious: np.ndarray, scores: np.ndarray, iou_thr: float = 0.5) -> 
     for d in np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort"):
         if n_gt == 0:
             break
-        vals = np.where(gt_to_det < 0, ious[d], -np.inf)
-        best = vals.max()
-        if best < thr:
-            continue
-        g = n_gt - 1 - int(np.argmax(vals[::-1] == best))  # the last GT reaching the best IoU
-        det_to_gt[d], gt_to_det[g] = g, d
+        # Ordinary GT first (COCOeval sorts ignored GT last and stops at them once it has a match).
+        for candidates in (~crowd & (gt_to_det < 0), crowd):
+            vals = np.where(candidates, ious[d], -np.inf)
+            best = vals.max()
+            if best >= thr:
+                g = n_gt - 1 - int(np.argmax(vals[::-1] == best))  # the last GT reaching the best IoU
+                det_to_gt[d] = g
+                if gt_to_det[g] < 0:
+                    gt_to_det[g] = d
+                break
     return det_to_gt, gt_to_det
 
 
@@ -152,26 +194,37 @@ def _prf(tp: int, n_pred: int, n_gt: int) -> dict[str, float | int | None]:
 # ---------------------------------------------------------------------------- inputs
 
 
+PAIR_BY = ("path", "name")
+
+
 def _norm_path(path: str) -> str:
     return os.path.normpath(path)
 
 
-def pair_predictions(pred_rows: Sequence[dict], gt_records: Sequence[Record]) -> tuple[list[dict | None], dict]:
+def _pair_key(path: str, pair_by: str) -> str:
+    return os.path.basename(path) if pair_by == "name" else _norm_path(path)
+
+
+def pair_predictions(pred_rows: Sequence[dict], gt_records: Sequence[Record],
+                     pair_by: str = "path") -> tuple[list[dict | None], dict]:
     """The prediction row of each GT record (``None`` when it has none), and what did not pair.
 
-    Rows pair with records by normalised image path; when several records share an image, the
-    row's ``source`` (``file:line``) picks among them, else the first record still free. The
-    second value lists ``unknown_images`` (rows for images not in the GT) and ``duplicates``
-    (rows for an image whose records all have a row already); both kinds are not used.
+    Rows pair with records by normalised image path (``pair_by="name"``: by file name alone);
+    when several records share an image, the row's ``source`` (``file:line``) picks among them,
+    else the first record still free. The second value lists ``unknown_images`` (rows for images
+    not in the GT) and ``duplicates`` (rows for an image whose records all have a row already);
+    both kinds are not used.
     """
+    if pair_by not in PAIR_BY:
+        raise ValueError(f"pair_by must be one of {PAIR_BY}, got {pair_by!r}")
     by_image: dict[str, list[int]] = {}
     for i, rec in enumerate(gt_records):
-        by_image.setdefault(_norm_path(rec.image), []).append(i)
+        by_image.setdefault(_pair_key(rec.image, pair_by), []).append(i)
     paired: list[dict | None] = [None] * len(gt_records)
     unknown, duplicates = [], []
     for row in pred_rows:
         image = row.get("image")
-        candidates = by_image.get(_norm_path(image)) if isinstance(image, str) else None
+        candidates = by_image.get(_pair_key(image, pair_by)) if isinstance(image, str) else None
         if not candidates:
             unknown.append(str(image))
             continue
@@ -197,6 +250,12 @@ def prediction_objects(row: dict | None) -> tuple[list[Obj], int, int]:
     return list(line.objects), line.invalid_objects, line.scores_missing
 
 
+def gt_objects(record: Record) -> tuple[list[Obj], np.ndarray]:
+    """A record's GT objects as matching objects (score 1.0), and which of them are ignore regions."""
+    objs = [Obj(o.kind, tuple(o.points), o.desc) for o in record.objects]
+    return objs, np.array([o.ignore for o in record.objects], dtype=bool)
+
+
 @dataclass(frozen=True, slots=True)
 class _Ref:
     """An object of one evaluated image, by position: its IoUs are looked up, not computed again."""
@@ -204,6 +263,7 @@ class _Ref:
     image: int
     index: int
     obj: Obj
+    ignore: bool = False
 
 
 def _xyxy(ref: _Ref) -> np.ndarray:
@@ -214,38 +274,50 @@ def _score(ref: _Ref) -> float:
     return ref.obj.score
 
 
-def _gt_objects(record: Record) -> list[Obj]:
-    return [Obj(o.kind, tuple(o.points), o.desc) for o in record.objects]
+def _match_counts(ious: np.ndarray, scores: np.ndarray, ignore: np.ndarray) -> tuple[int, int]:
+    """(true positives, predictions on ignore regions) at IoU 0.5."""
+    det_to_gt, _ = match_greedy(ious, scores, 0.5, ignore)
+    matched = det_to_gt >= 0
+    on_ignore = matched & ignore[np.maximum(det_to_gt, 0)] if len(ignore) else np.zeros(len(det_to_gt), bool)
+    return int((matched & ~on_ignore).sum()), int(on_ignore.sum())
 
 
 # ---------------------------------------------------------------------------- evaluation
 
 
 def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "auto",
-             max_dets: int = MAX_DETS, track: Callable[[Iterable], Iterable] | None = None) -> dict:
+             max_dets: int = MAX_DETS, track: Callable[[Iterable], Iterable] | None = None, *,
+             image_ids: Sequence[int | str] | None = None, pair_by: str = "path") -> dict:
     """All metrics for predictions against GT records, as a JSON-ready dict (pure: no I/O).
 
     Keys: ``n_records``, ``parse_failures`` / ``parse_failure_rate`` (a record fails when its row
     has a ``parse_error`` or it has no row), ``missing_predictions`` (their sources),
-    ``unpaired_rows``, object counts, ``scores_missing``, ``class_agnostic`` and ``mean_over_descs``
-    (AP, AP50, AP75 as COCOeval computes them with one class / one class per desc; precision,
-    recall, F1 at IoU 0.5 with greedy score-ordered matching, labels ignored / required to be equal),
-    ``per_desc`` (the same per GT description), ``pred_descs_not_in_gt`` and ``per_record``.
-    An undefined metric (e.g. AP without any GT object) is ``None``. ``track`` wraps the loop over
-    records (a progress bar).
+    ``unpaired_rows``, object counts (``n_gt_objects`` without ignore regions, ``n_ignore_regions``,
+    ``ignored_pred_objects``: predictions on ignore regions), ``scores_missing``, ``class_agnostic``
+    and ``mean_over_descs`` (AP, AP50, AP75 as COCOeval computes them with one class / one class
+    per desc; precision, recall, F1 at IoU 0.5 with greedy score-ordered matching, labels ignored /
+    required to be equal, predictions on ignore regions left out), ``per_desc`` (the same per GT
+    description), ``pred_descs_not_in_gt`` and ``per_record``. An undefined metric (e.g. AP without
+    any GT object) is ``None``. ``image_ids`` (one per record; default `jsonl_image_ids`) order the
+    images for COCOeval as its sorted image ids do. ``pair_by`` is `pair_predictions`'. ``track``
+    wraps the loop over records (a progress bar).
     """
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+    if image_ids is None:
+        image_ids = jsonl_image_ids(gt_records)
+    if len(image_ids) != len(gt_records):
+        raise ValueError(f"image_ids must give one id per record: {len(image_ids)} ids for {len(gt_records)} records")
 
-    paired, unpaired = pair_predictions(pred_rows, gt_records)
-    descs = sorted({o.desc for rec in gt_records for o in rec.objects})
+    paired, unpaired = pair_predictions(pred_rows, gt_records, pair_by)
+    descs = sorted({o.desc for rec in gt_records for o in rec.objects if o.desc})
     images: list[tuple[list[_Ref], list[_Ref]]] = []
     ious_by_image: list[np.ndarray] = []
-    tp_any = tp_label = 0
+    tp_any = tp_label = on_ignore_any = on_ignore_label = 0
     desc_counts: dict[str, Counter] = {d: Counter() for d in descs}
     foreign: Counter = Counter()
     per_record, missing = [], []
-    failures = invalid_total = no_score_total = n_pred_total = n_gt_total = over_max = 0
+    failures = invalid_total = no_score_total = n_pred_total = n_gt_total = n_ignore_total = over_max = 0
     pairs = zip(gt_records, paired, strict=True)
     for rec, row in (track(pairs) if track else pairs):
         source = str(rec.source)
@@ -254,46 +326,66 @@ def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "a
         parse_error = "no prediction line" if row is None else row.get("parse_error")
         failures += parse_error is not None
         dets, invalid, no_score = prediction_objects(row)
-        gts = _gt_objects(rec)
+        gts, ignore = gt_objects(rec)
         invalid_total += invalid
         no_score_total += no_score
         n_pred_total += len(dets)
-        n_gt_total += len(gts)
+        n_gt = int((~ignore).sum())
+        n_gt_total += n_gt
+        n_ignore_total += len(gts) - n_gt
         over_max += len(dets) > max_dets
-        ious = np.asarray(pairwise_iou(dets, gts, iou_type), dtype=np.float64).reshape(len(dets), len(gts))
+        ious = np.asarray(pairwise_iou(dets, gts, iou_type, ignore), dtype=np.float64).reshape(len(dets), len(gts))
         scores = np.array([d.score for d in dets], dtype=np.float64)
         image = len(images)
-        images.append(([_Ref(image, i, d) for i, d in enumerate(dets)], [_Ref(image, j, g) for j, g in enumerate(gts)]))
+        images.append(([_Ref(image, i, d) for i, d in enumerate(dets)],
+                       [_Ref(image, j, g, bool(ignore[j])) for j, g in enumerate(gts)]))
         ious_by_image.append(ious)
-        det_to_gt, _ = match_greedy(ious, scores, 0.5)
-        tp = int((det_to_gt >= 0).sum())
+        tp, on_ignore = _match_counts(ious, scores, ignore)
         tp_any += tp
-        # Label-aware P/R/F1: a match needs the same description, so match within each desc.
+        on_ignore_any += on_ignore
+        # Label-aware P/R/F1: a match needs the same description, so match within each desc; an ignore
+        # region without a desc applies to every desc.
         rec_tp_label = 0
-        for desc in {d.desc for d in dets} | {g.desc for g in gts}:
+        for desc in {d.desc for d in dets} | {g.desc for g in gts if g.desc}:
             di = [i for i, d in enumerate(dets) if d.desc == desc]
-            gi = [j for j, g in enumerate(gts) if g.desc == desc]
-            sub = ious[np.ix_(di, gi)]
-            n_tp = int((match_greedy(sub, scores[di], 0.5)[0] >= 0).sum())
+            gi = [j for j, g in enumerate(gts) if g.desc == desc or (ignore[j] and not g.desc)]
+            n_tp, n_on_ignore = _match_counts(ious[np.ix_(di, gi)], scores[di], ignore[gi])
             rec_tp_label += n_tp
+            on_ignore_label += n_on_ignore
             if desc in desc_counts:
-                desc_counts[desc].update(tp=n_tp, pred=len(di), gt=len(gi))
+                desc_counts[desc].update(tp=n_tp, pred=len(di) - n_on_ignore,
+                                         gt=sum(not ignore[j] for j in gi), ignore=sum(bool(ignore[j]) for j in gi))
             else:
                 foreign[desc] += len(di)
         tp_label += rec_tp_label
-        per_record.append({"source": source, "image": rec.image, "parse_error": parse_error, "n_gt": len(gts),
-                           "n_pred": len(dets), "tp": tp, "fp": len(dets) - tp, "fn": len(gts) - tp,
+        per_record.append({"source": source, "image": rec.image, "parse_error": parse_error, "n_gt": n_gt,
+                           "n_ignore": len(gts) - n_gt, "n_pred": len(dets), "tp": tp,
+                           "fp": len(dets) - tp - on_ignore, "fn": n_gt - tp, "on_ignore": on_ignore,
                            "tp_label": rec_tp_label, "invalid_objects": invalid})
-    def known_iou(dets: Sequence[_Ref], gts: Sequence[_Ref]) -> np.ndarray:  # computed once above, per image
+
+    def known_iou(dets: Sequence[_Ref], gts: Sequence[_Ref], crowd: np.ndarray) -> np.ndarray:
+        # Computed once above, per image, with every GT's crowd flag: a subset's flags are the same.
         if not dets or not gts:
             return np.zeros((len(dets), len(gts)))
         return ious_by_image[dets[0].image][np.ix_([d.index for d in dets], [g.index for g in gts])]
 
-    agnostic = coco_precision(images, lambda r: 1, 1, _xyxy, _score, known_iou, max_dets)
+    # COCOeval evaluates images in sorted-id order, and ranks tied scores across images in that order.
+    order = sorted(range(len(images)), key=lambda i: coco_sort_key(image_ids[i]))
+    in_order = [images[i] for i in order]
+    agnostic = coco_precision(in_order, lambda r: (1,), 1, _xyxy, _score, known_iou, max_dets,
+                              lambda r: r.ignore)
     desc_ids = {d: k for k, d in enumerate(descs, start=1)}
-    by_desc = coco_precision(images, lambda r: desc_ids.get(r.obj.desc), len(descs), _xyxy, _score, known_iou,
-                             max_dets)
+    all_descs = tuple(desc_ids.values())
+
+    def categories_of(ref: _Ref) -> Iterable[int]:
+        if ref.ignore and not ref.obj.desc:
+            return all_descs
+        return (desc_ids[ref.obj.desc],) if ref.obj.desc in desc_ids else ()
+
+    by_desc = coco_precision(in_order, categories_of, len(descs), _xyxy, _score, known_iou, max_dets,
+                             lambda r: r.ignore)
     n = len(gt_records)
+    n_scored = n_pred_total - on_ignore_any
     return {
         "n_records": n,
         "n_pred_rows": len(pred_rows),
@@ -304,13 +396,16 @@ def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "a
         "missing_predictions": missing,
         "unpaired_rows": unpaired,
         "n_gt_objects": n_gt_total,
+        "n_ignore_regions": n_ignore_total,
         "n_pred_objects": n_pred_total,
+        "ignored_pred_objects": on_ignore_any,
         "invalid_pred_objects": invalid_total,
         "scores_missing": no_score_total,
         "images_over_max_dets": over_max,
-        "class_agnostic": {**ap_summary(agnostic), **_prf(tp_any, n_pred_total, n_gt_total)},
-        "mean_over_descs": {**ap_summary(by_desc), **_prf(tp_label, n_pred_total, n_gt_total)},
-        "per_desc": {d: {"n_gt": desc_counts[d]["gt"], "n_pred": desc_counts[d]["pred"],
+        "class_agnostic": {**ap_summary(agnostic), **_prf(tp_any, n_scored, n_gt_total)},
+        "mean_over_descs": {**ap_summary(by_desc), **_prf(tp_label, n_pred_total - on_ignore_label, n_gt_total)},
+        "per_desc": {d: {"n_gt": desc_counts[d]["gt"], "n_ignore": desc_counts[d]["ignore"],
+                         "n_pred": desc_counts[d]["pred"],
                          **ap_summary(by_desc[:, :, desc_ids[d] - 1]),
                          **_prf(desc_counts[d]["tp"], desc_counts[d]["pred"], desc_counts[d]["gt"])}
                      for d in descs},
@@ -337,6 +432,9 @@ def format_table(metrics: dict, max_descs: int = 15) -> str:
         + f" | GT objects {metrics['n_gt_objects']} | predicted {metrics['n_pred_objects']}"
         + f" | IoU {metrics['iou_type']}",
     ]
+    if metrics.get("n_ignore_regions"):
+        lines.append(f"ignore regions {metrics['n_ignore_regions']} (not counted as GT); "
+                     f"{metrics['ignored_pred_objects']} predictions on them, neither true nor false positives")
     if metrics["scores_missing"]:
         lines.append(f"note: {metrics['scores_missing']} predicted objects had no score; scored 1.0, so AP ranks "
                      "them in file order")

@@ -5,7 +5,9 @@ and quads drawn as polygons with their labels, and, given predictions, those too
 they match at IoU 0.5 (the greedy, score-ordered matching of src/evaluation/metrics.py):
 
 * matched prediction: green; false-positive prediction: red;
-* missed GT: orange (thick); matched GT: blue (thin). Without predictions every GT is blue.
+* missed GT: orange (thick); matched GT: blue (thin). Without predictions every GT is blue;
+* an ignore region (crowd, illegible text, don't care) of the GT: grey, dashed, labelled
+  "ignore"; a prediction on one (neither true nor false positive): grey.
 
 Small images are scaled up by a whole factor (nearest neighbour) until the shorter side reaches
 ``--min_side``, and coordinates with them. ``index.html`` is a contact sheet linking every PNG with
@@ -25,14 +27,17 @@ from PIL import Image, ImageDraw, ImageFont
 
 from src.datasets.contract import Record
 from src.datasets.images import load_image
-from src.evaluation.metrics import Obj, match_greedy, pairwise_iou, prediction_objects
+from src.evaluation.metrics import Obj, gt_objects, match_greedy, pairwise_iou, prediction_objects
 
-__all__ = ["BLUE", "GREEN", "ORANGE", "RED", "RecordView", "png_name", "render_record", "scale_factor", "write_index"]
+__all__ = ["BLUE", "GREEN", "GREY", "ORANGE", "RED", "RecordView", "png_name", "render_record", "scale_factor",
+           "write_index"]
 
 GREEN = (0, 200, 0)
 RED = (230, 0, 0)
 ORANGE = (255, 140, 0)
 BLUE = (0, 90, 255)
+GREY = (150, 150, 150)
+_DASH = 6  # pixels drawn, then as many skipped, along an ignore region's outline
 MIN_SIDE = 384
 _MATCH_IOU = 0.5
 
@@ -49,6 +54,10 @@ class RecordView:
     parse_error: str | None
     error: str | None = None
     """Why no PNG was written (unreadable image), else None."""
+    n_ignore: int = 0
+    """Ignore regions of the GT (not in ``n_gt``)."""
+    on_ignore: int = 0
+    """Predictions on ignore regions: neither true nor false positives."""
 
 
 def scale_factor(width: int, height: int, min_side: int = MIN_SIDE) -> int:
@@ -66,6 +75,18 @@ def _polygon(obj: Obj, sx: float, sy: float, size: tuple[int, int]) -> list[tupl
         xs, ys = list(pts[0::2] * sx), list(pts[1::2] * sy)
     # Clamped so an edge on the image border stays visible.
     return [(min(max(x, 0.0), size[0] - 1.0), min(max(y, 0.0), size[1] - 1.0)) for x, y in zip(xs, ys, strict=True)]
+
+
+def _dashed_polygon(draw: ImageDraw.ImageDraw, poly: list[tuple[float, float]], colour: tuple[int, int, int],
+                    width: int) -> None:
+    # PIL has no dash pattern: each edge is cut into pieces of _DASH pixels, every other one drawn.
+    for (x1, y1), (x2, y2) in zip(poly, poly[1:] + poly[:1], strict=True):
+        length = math.hypot(x2 - x1, y2 - y1)
+        steps = max(1, int(length // _DASH))
+        for k in range(0, steps, 2):
+            t1, t2 = k / steps, min(1.0, (k + 1) / steps)
+            draw.line((x1 + (x2 - x1) * t1, y1 + (y2 - y1) * t1, x1 + (x2 - x1) * t2, y1 + (y2 - y1) * t2),
+                      fill=colour, width=width)
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -89,8 +110,9 @@ def _label(draw: ImageDraw.ImageDraw, poly: list[tuple[float, float]], text: str
 
 
 def render_record(record: Record, row: dict | None, with_pred: bool, *, min_side: int = MIN_SIDE,
-                  match_labels: bool = False, iou_type: str = "auto") -> tuple[Image.Image, int, int | None]:
-    """The annotated image of one record, its GT count and (with predictions) its match count.
+                  match_labels: bool = False, iou_type: str = "auto") -> tuple[Image.Image, int, int | None, int]:
+    """The annotated image of one record, its GT count (ignore regions left out), and (with predictions) its
+    match count and the number of predictions on ignore regions (0 without predictions).
 
     Raises :class:`ImageError` when the image cannot be read. ``match_labels`` makes a match
     need equal descriptions (default: geometry only, like class-agnostic AP).
@@ -102,30 +124,37 @@ def render_record(record: Record, row: dict | None, with_pred: bool, *, min_side
     sx, sy = img.width / record.width, img.height / record.height
     draw = ImageDraw.Draw(img)
     font = _font(max(11, min(img.size) // 32))
-    gts = [Obj(o.kind, tuple(o.points), o.desc) for o in record.objects]
+    gts, ignore = gt_objects(record)
     dets = prediction_objects(row)[0] if with_pred else []
     tp = None
+    on_ignore = np.zeros(len(dets), dtype=bool)
     gt_colour, gt_width = [BLUE] * len(gts), [2] * len(gts)
     if with_pred:
-        ious = pairwise_iou(dets, gts, iou_type)
-        if match_labels:
-            same = np.array([[d.desc == g.desc for g in gts] for d in dets], dtype=bool).reshape(ious.shape)
+        ious = pairwise_iou(dets, gts, iou_type, ignore)
+        if match_labels:  # an ignore region without a desc applies to every desc
+            same = np.array([[d.desc == g.desc or (ig and not g.desc) for g, ig in zip(gts, ignore, strict=True)]
+                             for d in dets], dtype=bool).reshape(ious.shape)
             ious = np.where(same, ious, 0.0)
-        det_to_gt, gt_to_det = match_greedy(ious, np.array([d.score for d in dets]), _MATCH_IOU)
-        tp = int((det_to_gt >= 0).sum())
+        det_to_gt, gt_to_det = match_greedy(ious, np.array([d.score for d in dets]), _MATCH_IOU, ignore)
+        on_ignore = np.array([m >= 0 and bool(ignore[m]) for m in det_to_gt], dtype=bool)
+        tp = int(((det_to_gt >= 0) & ~on_ignore).sum())
         gt_colour = [BLUE if m >= 0 else ORANGE for m in gt_to_det]
         gt_width = [1 if m >= 0 else 3 for m in gt_to_det]
-    for obj, colour, width in zip(gts, gt_colour, gt_width, strict=True):
+    for obj, colour, width, is_ignore in zip(gts, gt_colour, gt_width, ignore, strict=True):
         poly = _polygon(obj, sx, sy, img.size)
+        if is_ignore:
+            _dashed_polygon(draw, poly, GREY, 2)
+            _label(draw, poly, f"ignore {obj.desc}".strip(), GREY, True, font, img.size)
+            continue
         draw.polygon(poly, outline=colour, width=width)
         _label(draw, poly, obj.desc, colour, True, font, img.size)
     if with_pred:
-        for obj, m in zip(dets, det_to_gt, strict=True):
-            colour = GREEN if m >= 0 else RED
+        for obj, m, ignored in zip(dets, det_to_gt, on_ignore, strict=True):
+            colour = GREY if ignored else GREEN if m >= 0 else RED
             poly = _polygon(obj, sx, sy, img.size)
             draw.polygon(poly, outline=colour, width=2)
             _label(draw, poly, f"{obj.desc} {obj.score:.2f}", colour, False, font, img.size)
-    return img, len(gts), tp
+    return img, int((~ignore).sum()), tp, int(on_ignore.sum())
 
 
 def png_name(index: int, image: str) -> str:
@@ -138,12 +167,16 @@ def write_index(out_dir: Path, views: list[RecordView], title: str) -> Path:
     esc = html.escape
     legend = "".join(f'<span style="color:rgb{c}">&#9632; {esc(name)}</span> '
                      for c, name in ((GREEN, "matched pred"), (RED, "false-positive pred"),
-                                     (ORANGE, "missed GT"), (BLUE, "matched GT / GT")))
+                                     (ORANGE, "missed GT"), (BLUE, "matched GT / GT"),
+                                     (GREY, "ignore region (dashed; crowd / don't care) and predictions on it: "
+                                            "neither true nor false positives")))
     cells = []
     for v in views:
-        counts = f"GT {v.n_gt}"
+        counts = f"GT {v.n_gt}" + (f" &middot; ignore {v.n_ignore}" if v.n_ignore else "")
         if v.n_pred is not None:
-            counts += f" &middot; pred {v.n_pred} &middot; TP {v.tp} &middot; FP {v.n_pred - (v.tp or 0)}"
+            counts += f" &middot; pred {v.n_pred} &middot; TP {v.tp}"
+            counts += f" &middot; FP {v.n_pred - (v.tp or 0) - v.on_ignore}"
+            counts += f" &middot; on ignore {v.on_ignore}" if v.on_ignore else ""
             counts += f" &middot; FN {v.n_gt - (v.tp or 0)}"
         note = f'<div class="err">parse error: {esc(v.parse_error)}</div>' if v.parse_error else ""
         if v.error:

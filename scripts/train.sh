@@ -93,9 +93,19 @@ device_args=()
 output_dir=$("$python" -m src.config get --config "$config" ${base_config:+--base_config "$base_config"} "${device_args[@]}" training.output_dir) || exit $?
 log_dir="$output_dir/logs"
 mkdir -p "$log_dir"
-log="$log_dir/train-$(date +%Y%m%d-%H%M%S)-rank$node_rank.log"
+# Never two launches on one log: the second, this shell's pid, and noclobber (an existing name is an error).
+log="$log_dir/train-$(date +%Y%m%d-%H%M%S)-$$-rank$node_rank.log"
+( set -o noclobber; : > "$log" ) 2>/dev/null || { echo "train.sh: log $log exists already; not overwriting it" >&2; exit 2; }
 echo "log:         $log"
 set +e
-env "${env_vars[@]}" "${cmd[@]}" 2>&1 | tee "$log"
+# Ctrl-C reaches the training (it prints where it stopped and how to resume), not tee: tee ignores SIGINT so
+# that message still reaches the terminal and the log; this shell waits for the training, then reports.
+interrupted=false
+trap 'interrupted=true' INT
+env "${env_vars[@]}" "${cmd[@]}" 2>&1 | (trap '' INT; exec tee -a "$log")
 status=${PIPESTATUS[0]}
+trap - INT
+if [ "$interrupted" = true ]; then
+  echo "train.sh: interrupted (exit $status); the whole log: $log" | (trap '' INT; exec tee -a "$log") >&2
+fi
 exit "$status"

@@ -14,7 +14,10 @@ import os
 import sys
 
 from src.cli import add_config_args, make_parser, run_main
+from src.config.errors import EXIT_FAILED
 from src.training.distributed import Job, JobFailed, job_from_env
+from src.training.run_dir import stopped_report, write_fault
+from src.training.run_lock import release_run_locks
 from src.training.setup import prepare_run
 
 
@@ -69,6 +72,7 @@ def _train(run, job: Job) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     job = job_from_env()
+    run = None
     try:
         run = prepare_run(args.config, args.base_config, on_cpu=args.device == "cpu", debug=args.debug,
                           dry_run=args.dry_run, job=job, revalidate=args.revalidate)
@@ -77,6 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     except JobFailed as failed:
         job.close()  # every rank is here: agree() ended with a barrier
         return failed.code
+    except KeyboardInterrupt:
+        if job.is_main:
+            where = stopped_report(run.output_dir) if run is not None else "before training started"
+            print(f"\ninterrupted (Ctrl-C): {where}", file=sys.stderr, flush=True)
+        raise
+    except Exception as err:
+        fault = write_fault(err, run.output_dir if run is not None else None)
+        if fault is None:
+            raise
+        print(f"error: {fault}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    finally:
+        release_run_locks()  # the process may go on (a command run in process): the directory is free again
     # Any other exception leaves without closing: the launcher stops the other ranks, which may be
     # waiting in a collective that this rank will never join.
     job.close()

@@ -1,18 +1,38 @@
-"""The run directory guard and `resume_from_checkpoint: auto`."""
+"""The run directory: the guard, `resume_from_checkpoint: auto` over whole checkpoints only, the run lock,
+and the messages for a run that cannot write."""
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 from src.config import ConfigError
-from src.training.run_dir import complete_checkpoints, guard_output_dir, resolve_resume
+from src.training.checkpoint_guard import checkpoint_problem
+from src.training.run_dir import (
+    complete_checkpoints,
+    guard_output_dir,
+    resolve_resume,
+    skipped_notes,
+    stopped_report,
+    write_fault,
+)
+from src.training.run_lock import LOCK_NAME, release_run_locks, stale_note, take_run_lock
 
 
 def _checkpoint(root, step, complete=True):
     path = root / f"checkpoint-{step}"
     path.mkdir(parents=True)
     if complete:
-        (path / "trainer_state.json").write_text("{}")
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        save_file({"a.lora_A.weight": np.ones((4, 4), dtype=np.float32)}, str(path / "adapter_model.safetensors"))
     return path
 
 
@@ -25,6 +45,33 @@ def test_auto_resume_picks_the_newest_complete_checkpoint(tmp_path):
     assert resolve_resume(tmp_path, "auto") == str(newest)
 
 
+def test_auto_resume_skips_torn_checkpoints_and_says_which(tmp_path):
+    """Issue 21: an empty trainer_state.json (a torn write) was picked, then JSONDecodeError."""
+    whole = _checkpoint(tmp_path, 10)
+    empty = _checkpoint(tmp_path, 20)
+    (empty / "trainer_state.json").write_text("")
+    torn_json = _checkpoint(tmp_path, 30)
+    (torn_json / "trainer_state.json").write_text('{"global_step": 3')
+    no_weights = _checkpoint(tmp_path, 40)
+    (no_weights / "adapter_model.safetensors").unlink()
+    cut = _checkpoint(tmp_path, 50)
+    data = (cut / "adapter_model.safetensors").read_bytes()
+    (cut / "adapter_model.safetensors").write_bytes(data[: len(data) - 10])  # a full disk cut the last tensor
+    index = _checkpoint(tmp_path, 60)
+    (index / "adapter_model.safetensors").unlink()
+    (index / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "model-00001.safetensors"}}))
+    assert resolve_resume(tmp_path, "auto") == str(whole)
+    notes = skipped_notes(tmp_path, str(whole))
+    assert [n.split(" (")[0] for n in notes] == [f"resume: skipped {tmp_path / f'checkpoint-{s}'}"
+                                                 for s in (20, 30, 40, 50, 60)]
+    assert "trainer_state.json is empty (a torn write)" in notes[0]
+    assert "not whole JSON" in notes[1] and "no model or adapter weights" in notes[2]
+    assert "cut short while written" in notes[3] and "model-00001.safetensors" in notes[4]
+    assert checkpoint_problem(whole) is None
+    report = stopped_report(tmp_path)
+    assert f"last whole checkpoint: {whole}" in report and "resume_from_checkpoint: auto" in report
+
+
 def test_auto_resume_without_checkpoints_starts_fresh_and_paths_pass_through(tmp_path):
     assert resolve_resume(tmp_path / "missing", "auto") is None
     assert resolve_resume(tmp_path, "/some/ckpt") == "/some/ckpt"
@@ -32,11 +79,29 @@ def test_auto_resume_without_checkpoints_starts_fresh_and_paths_pass_through(tmp
 
 
 def test_guard_refuses_a_directory_holding_a_run(tmp_path):
-    (tmp_path / "args.json").write_text("{}")
+    _checkpoint(tmp_path, 2)
     with pytest.raises(ConfigError, match="already holds a run"):
         guard_output_dir(tmp_path, overwrite=False, resuming=False)
+    with pytest.raises(ConfigError, match="already holds a run"):  # auto found nothing whole: still a run
+        guard_output_dir(tmp_path, overwrite=False, resuming=False, auto=True)
     guard_output_dir(tmp_path, overwrite=True, resuming=False)
     guard_output_dir(tmp_path, overwrite=False, resuming=True)
+
+
+def test_a_failed_start_is_refused_with_advice_that_works(tmp_path):
+    """Issue 21: after a run that failed at start, the refusal said to resume with `auto`, and `auto` gave
+    the same refusal. Now `auto` starts it again there (nothing was saved), and says so."""
+    for name in ("resolved_config.yaml", "args.json", "skipped_records.jsonl", "swift_plugin_ab12.py"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "logs").mkdir()
+    with pytest.raises(ConfigError) as refused:
+        guard_output_dir(tmp_path, overwrite=False, resuming=False)
+    assert "saved no checkpoint" in str(refused.value) and "resume_from_checkpoint: auto" in str(refused.value)
+    note = guard_output_dir(tmp_path, overwrite=False, resuming=False, auto=True)
+    assert "starts again from step 0" in note
+    (tmp_path / "notes.txt").write_text("mine")  # not something a start writes: a run (or the user's)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        guard_output_dir(tmp_path, overwrite=False, resuming=False, auto=True)
 
 
 def test_guard_accepts_new_empty_or_launcher_log_only_directories(tmp_path):
@@ -44,4 +109,57 @@ def test_guard_accepts_new_empty_or_launcher_log_only_directories(tmp_path):
     guard_output_dir(tmp_path, overwrite=False, resuming=False)
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "train.log").write_text("x")
+    (tmp_path / LOCK_NAME).write_text("{}")
     guard_output_dir(tmp_path, overwrite=False, resuming=False)
+
+
+def test_a_second_lock_on_a_directory_is_refused_naming_the_holder(tmp_path):
+    lock = take_run_lock(tmp_path / "run")
+    try:
+        with pytest.raises(ConfigError) as refused:
+            take_run_lock(tmp_path / "run")  # another open file: flock refuses it, as for another process
+        message = str(refused.value)
+        assert f"pid {os.getpid()} on host {socket.gethostname()} since " in message
+        assert "in use by another run" in message and "choose another output_dir" in message
+    finally:
+        release_run_locks()
+    assert lock.fd is None
+    again = take_run_lock(tmp_path / "run")  # released: free again, and not called stale (it was released)
+    assert again.stale is None and stale_note(again) is None
+    release_run_locks()
+
+
+def test_a_lock_file_left_by_a_dead_process_is_stale_and_taken_over(tmp_path):
+    code = ("import os, sys; from pathlib import Path; from src.training.run_lock import take_run_lock; "
+            "take_run_lock(Path(sys.argv[1])); os._exit(0)")  # ends without releasing: the kernel frees it
+    dead = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert dead.returncode == 0, dead.stderr
+    holder = json.loads((tmp_path / LOCK_NAME).read_text())
+    lock = take_run_lock(tmp_path)
+    try:
+        note = stale_note(lock)
+        assert f"pid {holder['pid']} on host" in note and "has ended" in note and "stale, taken over" in note
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    finally:
+        release_run_locks()
+
+
+def test_a_failed_write_is_one_message_naming_the_directory_and_the_last_checkpoint(tmp_path):
+    whole = _checkpoint(tmp_path, 4)
+    _checkpoint(tmp_path, 6, complete=False)
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "checkpoint-6" / "x"))
+        except OSError as err:
+            raise RuntimeError("saving failed") from err
+    except RuntimeError as err:
+        message = write_fault(err, tmp_path)
+    assert f"cannot write to the run directory {tmp_path}: no space is left on its device" in message
+    assert f"last whole checkpoint: {whole}" in message and "checkpoint-6" in message
+    assert "first free space" in message
+    torch_style = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+    assert "a write failed (torch.save)" in write_fault(torch_style, tmp_path)
+    read_only = write_fault(OSError(errno.EROFS, "Read-only file system", str(tmp_path / LOCK_NAME)), None)
+    assert f"run directory {tmp_path}: it is on a read-only file system" in read_only
+    assert write_fault(ValueError("something else"), tmp_path) is None

@@ -208,7 +208,8 @@ def test_real_run_into_a_used_output_dir_exits_2_before_training(tree, body):
     assert f"`training.output_dir` = {t.output_dir} already holds a run" in proc.stderr
     assert "run.overwrite: true" in proc.stderr and "resume_from_checkpoint: auto" in proc.stderr
     assert not torch_imported(proc)
-    assert sorted(p.name for p in t.output_dir.iterdir()) == ["checkpoint-3", "notes.txt"]
+    # only the run lock (emptied when released) is added: nothing of the earlier run is touched
+    assert sorted(p.name for p in t.output_dir.iterdir() if p.name != ".run.lock") == ["checkpoint-3", "notes.txt"]
     assert (t.output_dir / "notes.txt").read_text() == "earlier run"
 
 
@@ -232,6 +233,7 @@ def test_resume_auto_picks_the_newest_complete_checkpoint(tmp_path):
         ckpt.mkdir()
         if complete:
             (ckpt / "trainer_state.json").write_text("{}")
+            (ckpt / "pytorch_model.bin").write_bytes(b"")  # weights present (a whole checkpoint)
     assert resolve_resume(tmp_path, "auto") == str(tmp_path / "checkpoint-10")  # numeric, not lexicographic
     assert resolve_resume(tmp_path, "/x/checkpoint-1") == "/x/checkpoint-1"
     assert resolve_resume(tmp_path, None) is None

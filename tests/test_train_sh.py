@@ -114,7 +114,7 @@ def test_cpu_run_propagates_the_exit_code_and_tees_the_log(tmp_path):
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     logs = list((out / "logs").glob("train-*-rank0.log"))
     assert len(logs) == 1
-    assert "already holds a run" in logs[0].read_text()
+    assert "holds a run that saved no checkpoint" in logs[0].read_text()  # args.json only: a failed start
 
 
 def test_dry_run_through_the_launcher_succeeds(tmp_path):
@@ -127,3 +127,56 @@ def test_dry_run_through_the_launcher_succeeds(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "dry run: config and data are valid" in proc.stdout
     assert not (tmp_path / "out").exists() or not any(p.name != "logs" for p in (tmp_path / "out").iterdir())
+
+
+@pytest.mark.slow
+def test_a_second_run_into_a_busy_directory_is_refused_and_ctrl_c_says_where_the_run_stopped(tmp_path):
+    """Issue 21: two runs into one output_dir both trained (logging.jsonl had every entry twice, one log lost);
+    Ctrl-C through train.sh lost the final message (tee died of the same SIGINT)."""
+    import json
+    import os
+    import signal
+    import time
+
+    model = build_tiny_model(tmp_path / "model")
+    write_synthetic_dataset(tmp_path / "data", n=4)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"extends: {REPO / 'configs' / 'cpu.yaml'}\nmodel:\n  model: {model}\n"
+                      "custom:\n  train_jsonl: data/train.jsonl\n  health_check_samples: 0\n"
+                      "training:\n  output_dir: out\n  max_steps: 500\n  save_strategy: steps\n  save_steps: 2\n"
+                      "  logging_steps: 1\n  eval_strategy: 'no'\n")
+    out = tmp_path / "out"
+    first = subprocess.Popen(["bash", str(TRAIN_SH), f"config={config}", "gpus=cpu"], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        marker, deadline = out / "checkpoint-2" / "trainer_state.json", time.monotonic() + 300
+        while not marker.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert first.poll() is None, first.stderr.read()[-3000:]
+        holder = json.loads((out / ".run.lock").read_text())
+
+        second = _run([f"config={config}", "gpus=cpu"], cwd=tmp_path)
+        assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
+        assert f"is in use by another run: pid {holder['pid']} on host {holder['host']} since" in second.stdout
+        assert "choose another output_dir" in second.stdout
+        assert first.poll() is None  # the first run goes on
+
+        os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+        stdout, stderr = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert first.returncode == 130, stdout[-2000:] + stderr[-2000:]
+    logs = sorted((out / "logs").glob("train-*-rank0.log"))
+    assert len(logs) == 2  # one per launch, neither overwritten
+    first_log = next(log for log in logs if "interrupted" in log.read_text())
+    text = first_log.read_text()
+    assert "interrupted (Ctrl-C): last whole checkpoint: " in text and "resume_from_checkpoint: auto" in text
+    assert f"train.sh: interrupted (exit 130); the whole log: {first_log}" in stderr
+    assert "interrupted (Ctrl-C): last whole checkpoint" in stdout  # tee lived to pass it on
+    from src.training.curves import _step
+
+    rows = [json.loads(line) for line in (out / "logging.jsonl").read_text().splitlines() if line.strip()]
+    steps = [_step(row) for row in rows if "loss" in row]
+    assert steps and len(steps) == len(set(steps))  # every entry once: the second run wrote nothing
+    assert (out / ".run.lock").read_text() == ""  # released

@@ -6,21 +6,43 @@ import re
 from pathlib import Path
 
 from src.config import ConfigError
+from src.training.checkpoint_guard import checkpoint_problem
+from src.training.run_lock import LOCK_NAME
+from src.training.swift_plugin import PLUGIN_PREFIX
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 LAUNCHER_LOG_DIR = "logs"  # scripts/train.sh tees into <output_dir>/logs before the run starts
+NOT_A_RUN = frozenset({LAUNCHER_LOG_DIR, LOCK_NAME})  # what a directory may hold before any run wrote there
+# What a run writes before it trains (src/training/setup.py, ms-swift's start): a directory holding only
+# these (and NOT_A_RUN) saw a start that failed before its first save.
+START_FILES = ("resolved_config.yaml", "skipped_records.jsonl", "args.json", "logging.jsonl", "runs", "images",
+               "val_dataset.jsonl", "init_merged")
+
+
+def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    if not output_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), child) for child in output_dir.iterdir()
+             if (m := CHECKPOINT_RE.match(child.name)) and child.is_dir()]
+    return sorted(found)
+
+
+def scan_checkpoints(output_dir: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(whole checkpoints oldest first, [(incomplete checkpoint, what is wrong)]) under `output_dir`
+    (see `checkpoint_problem`: a parsable trainer_state.json and whole weights)."""
+    whole, incomplete = [], []
+    for _, path in _checkpoints(output_dir):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            whole.append(path)
+        else:
+            incomplete.append((path, problem))
+    return whole, incomplete
 
 
 def complete_checkpoints(output_dir: Path) -> list[Path]:
-    """Checkpoints under `output_dir` that finished saving (trainer_state.json written), oldest first."""
-    if not output_dir.is_dir():
-        return []
-    found = []
-    for child in output_dir.iterdir():
-        match = CHECKPOINT_RE.match(child.name)
-        if match and (child / "trainer_state.json").is_file():
-            found.append((int(match.group(1)), child))
-    return [path for _, path in sorted(found)]
+    """Checkpoints under `output_dir` that finished saving (whole state and weights), oldest first."""
+    return scan_checkpoints(output_dir)[0]
 
 
 def resolve_resume(output_dir: Path, resume: str | None) -> str | None:
@@ -31,13 +53,106 @@ def resolve_resume(output_dir: Path, resume: str | None) -> str | None:
     return str(checkpoints[-1]) if checkpoints else None
 
 
-def guard_output_dir(output_dir: Path, *, overwrite: bool, resuming: bool) -> None:
-    """Refuse to start into a non-empty `output_dir` unless resuming or `run.overwrite: true`."""
+def skipped_notes(output_dir: Path, chosen: str | None) -> list[str]:
+    """One line per incomplete checkpoint newer than `chosen` (the ones `auto` passed over), saying why."""
+    newest = int(CHECKPOINT_RE.match(Path(chosen).name).group(1)) if chosen and CHECKPOINT_RE.match(
+        Path(chosen).name) else -1
+    return [f"resume: skipped {path} ({problem}); it stays there, unused"
+            for path, problem in scan_checkpoints(output_dir)[1]
+            if int(CHECKPOINT_RE.match(path.name).group(1)) > newest]
+
+
+def saved_nothing(output_dir: Path) -> bool:
+    """True when `output_dir` holds only what a run writes before it trains (`START_FILES`, its image-budget
+    plugin, the launcher's logs, the run lock): a run that failed (or was stopped) before its first save.
+    Starting it again there loses nothing."""
+    return all(p.name in NOT_A_RUN or p.name in START_FILES or p.name.startswith(PLUGIN_PREFIX)
+               for p in output_dir.iterdir())
+
+
+def guard_output_dir(output_dir: Path, *, overwrite: bool, resuming: bool, auto: bool = False) -> str | None:
+    """Refuse to start into a non-empty `output_dir` unless resuming or `run.overwrite: true`.
+
+    With `auto` (`resume_from_checkpoint: auto`) and nothing saved there yet (`saved_nothing`), the run starts
+    again from step 0 in that directory: the returned note says so. Otherwise None."""
     if resuming or overwrite or not output_dir.exists():
-        return
-    if output_dir.is_dir() and all(p.name == LAUNCHER_LOG_DIR for p in output_dir.iterdir()):
-        return
+        return None
+    if output_dir.is_dir() and all(p.name in NOT_A_RUN for p in output_dir.iterdir()):
+        return None
+    if output_dir.is_dir() and saved_nothing(output_dir):
+        if auto:
+            return (f"resume: {output_dir} holds a run that saved no checkpoint (it stopped before its first "
+                    f"save); nothing to resume, so it starts again from step 0 there")
+        raise ConfigError(
+            f"`training.output_dir` = {output_dir} holds a run that saved no checkpoint (it failed or was stopped "
+            f"before its first save). Start it again there with `tuner.resume_from_checkpoint: auto`, choose a "
+            f"new output_dir, or set `run.overwrite: true`.")
     raise ConfigError(
         f"`training.output_dir` = {output_dir} already holds a run. Choose a new output_dir, resume it "
         f"with `tuner.resume_from_checkpoint: auto`, or set `run.overwrite: true` to write into it anyway."
     )
+
+
+def stopped_report(output_dir: Path) -> str:
+    """Where a run in `output_dir` stopped and how to continue it: its newest whole checkpoint (incomplete
+    ones named) and the setting that resumes from it."""
+    whole, incomplete = scan_checkpoints(output_dir)
+    torn = "".join(f"\n  incomplete, skipped on resume: {path} ({problem})" for path, problem in incomplete)
+    if not whole:
+        return (f"no checkpoint of {output_dir} was saved whole yet{torn}\n  to start it again there: set "
+                f"`tuner.resume_from_checkpoint: auto` and run the same command")
+    return (f"last whole checkpoint: {whole[-1]}{torn}\n  to continue from it: set "
+            f"`tuner.resume_from_checkpoint: auto` and run the same command")
+
+
+_WRITE_ERRNOS = {"ENOSPC": "no space is left on its device", "EDQUOT": "the disk quota is exceeded",
+                 "EROFS": "it is on a read-only file system", "EACCES": "permission to write there is denied",
+                 "EPERM": "permission to write there is denied", "EFBIG": "a file grew past the size allowed"}
+# torch.save reports a failed write as this RuntimeError, without the errno (PyTorch's inline_container.cc).
+_TORCH_WRITE_FAILURES = ("PytorchStreamWriter failed", "inline_container.cc", "file write failed")
+
+
+def _chain(err: BaseException):
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def write_fault(err: BaseException, output_dir: Path | None) -> str | None:
+    """A one-paragraph message when `err` (or what caused it) is a failure to write the run's files: a full
+    disk, a quota, a read-only or unwritable `output_dir`; None for any other error. It says what the disk
+    says now, the last whole checkpoint and how to continue."""
+    import errno
+    import shutil
+
+    reason, where = None, output_dir
+    for link in _chain(err):
+        if isinstance(link, OSError) and link.errno is not None:
+            name = errno.errorcode.get(link.errno, "")
+            if name in _WRITE_ERRNOS:
+                reason = _WRITE_ERRNOS[name]
+                if output_dir is None and link.filename:
+                    where = Path(link.filename)
+                    where = where if where.is_dir() else where.parent  # the folder written into
+                break
+        if isinstance(link, RuntimeError) and any(s in str(link) for s in _TORCH_WRITE_FAILURES):
+            reason = "a write failed (torch.save)"
+            break
+    if reason is None:
+        return None
+    if where is None:
+        return f"cannot write the run's files: {reason} ({err})."
+    probe = where if where.exists() else where.parent
+    try:
+        free = f"{shutil.disk_usage(probe).free / (1 << 20):.1f} MB free there now"
+    except OSError:
+        free = "free space unknown"
+    if reason.startswith("a write failed"):
+        reason += f"; {free} (a full disk gives this)"
+    else:
+        reason += f" ({free})"
+    return (f"cannot write to the run directory {where}: {reason}. Nothing more was saved; "
+            f"{stopped_report(where) if where.is_dir() else 'no checkpoint there'}\n"
+            f"  first free space (or make {where} writable, or choose another `training.output_dir`)")

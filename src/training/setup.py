@@ -31,7 +31,8 @@ from src.datasets.plan import DataPlan, plan_data
 from src.datasets.run_config import load_config_for_run
 from src.datasets.verdicts import CACHE_ENV, VerdictStore
 from src.training.distributed import Failure, Job
-from src.training.run_dir import guard_output_dir, resolve_resume
+from src.training.run_dir import guard_output_dir, resolve_resume, skipped_notes, write_fault
+from src.training.run_lock import stale_note, take_run_lock
 from src.training.swift_plugin import vision_settings, with_plugin, write_plugin
 from src.training.warm_start import StartPlan, merge_adapter, plan_start
 
@@ -66,6 +67,9 @@ def _failure(err: BaseException) -> Failure:
     """Exit 2 with the message for the errors a user fixes in config or data; 3 with the traceback otherwise."""
     if isinstance(err, (ConfigError, DataError)):
         return Failure(EXIT_CONFIG_ERROR, str(err))
+    fault = write_fault(err, None)  # a full disk or read-only folder: one message, not a traceback
+    if fault:
+        return Failure(EXIT_FAILED, fault)
     return Failure(EXIT_FAILED, "".join(traceback.format_exception(err)).rstrip())
 
 
@@ -114,11 +118,17 @@ def _prepare_run_dir(cfg: ProjectConfig, kwargs: dict[str, Any], plan: DataPlan,
                        continuing=kwargs.get("resume_from_checkpoint") == "auto" and resume is not None)
     _print_plan(cfg, {**kwargs, "model": start.model, "resume_from_checkpoint": start.resume_from_checkpoint},
                 plan, start, debug)
+    auto = kwargs.get("resume_from_checkpoint") == "auto"
+    for note in skipped_notes(output_dir, resume) if auto else ():
+        print(f"note: {note}")
     if dry_run:
         print("dry run: config and data are valid; nothing started", flush=True)
         return RunDecision(start.model, start.resume_from_checkpoint, None), start
-    guard_output_dir(output_dir, overwrite=cfg.run.overwrite, resuming=bool(start.resume_from_checkpoint))
-    output_dir.mkdir(parents=True, exist_ok=True)
+    lock = take_run_lock(output_dir)  # held until the process ends: one run per directory
+    for note in (stale_note(lock), guard_output_dir(output_dir, overwrite=cfg.run.overwrite,
+                                                    resuming=bool(start.resume_from_checkpoint), auto=auto)):
+        if note:
+            print(f"note: {note}")
     resolved = dump_resolved_yaml(cfg.merged, output_dir / RESOLVED_CONFIG)
     print(f"resolved config saved: {resolved}")
     write_plugin(output_dir, vision_settings(os.environ))  # the image budget, for `swift infer` on a checkpoint

@@ -3,7 +3,8 @@
 Asks the model the question it was trained on (prompt, builder and image settings from the config) about
 every record of `--jsonl` (default: `custom.val_jsonl`) and writes one prediction line per record
 (src/inference/predictions.py): the raw answer, the objects in pixels with scores, any parse error. An
-existing `--out` is refused unless --overwrite. The engine is src/inference/engine.py's.
+existing `--out` is refused unless --overwrite. The engine is src/inference/engine.py's. `--coco_results PATH`
+also writes them as COCO results (src/evaluation/coco_files.py: ids from `--coco_gt`, else from the records).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from src.config.jsonl import files_to_read
 from src.datasets.loading import load_shards
 from src.datasets.plan import make_preprocessor
 from src.datasets.run_config import load_config_for_run
+from src.evaluation.coco_files import coco_ids_for, coco_results, write_coco_results
 from src.inference.engine import DEFAULT_BATCH_SIZE, choose_engine, make_engine, model_and_adapters, predict
 from src.inference.predictions import write_predictions
 
@@ -53,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="vLLM only: the share of the GPU's memory it takes (weights, KV cache)")
     parser.add_argument("--tensor_parallel_size", type=positive_int, default=1,
                         help="vLLM only: GPUs one model is split over")
+    parser.add_argument("--coco_results", "--coco-results", type=Path,
+                        help="also write the predictions as a COCO results JSON ([{image_id, category_id, bbox, "
+                             "score}]; a quad as its bounding box)")
+    parser.add_argument("--coco_gt", "--coco-gt", type=Path,
+                        help="COCO annotation file whose image ids (by file name) and category ids (by name) "
+                             "--coco_results uses (default: the number ending each image's file name, the records' "
+                             "category_id, else their descs numbered in sorted order: what src.eval reads back)")
     add_overwrite_arg(parser)
     return parser
 
@@ -65,6 +74,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     files = files_to_read(args.jsonl, cfg.custom.val_jsonl, "custom.val_jsonl")
     model_and_adapters(args.checkpoint)  # a wrong checkpoint is refused before anything heavy loads
     records = load_shards(files, cfg.custom.bad_records)[1][: args.limit]
+    if args.coco_results:
+        refuse_existing(args.coco_results, args.overwrite, "COCO results")
+        try:
+            coco_ids = coco_ids_for(records, args.coco_gt)
+        except (ValueError, FileNotFoundError) as err:
+            raise UsageError(f"--coco_results: {err}") from None
     import torch  # only now: the checks above must not pay for it
 
     try:
@@ -79,6 +94,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     write_predictions(lines, args.out)
     failures = sum(line.parse_error is not None for line in lines)
     print(f"predictions: {args.out} ({len(records)} records, {failures} with parse errors, engine {engine_name})")
+    if args.coco_results:
+        results, changed = coco_results(lines, *coco_ids)
+        write_coco_results(results, args.coco_results)
+        print(f"COCO results: {args.coco_results} ({len(results)} detections"
+              + "".join(f", {n} {what}" for what, n in sorted(changed.items())) + ")")
     return EXIT_OK
 
 

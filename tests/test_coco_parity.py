@@ -402,3 +402,25 @@ def test_jsonl_ground_truth_pairs_coco_results_by_file_name_number(tmp_path: Pat
     code, metrics, _ = _run_eval(tmp_path, gt, res)
     assert code == 0 and metrics["parse_failures"] == 0
     assert metrics["class_agnostic"]["recall"] == pytest.approx(2 / 3)
+
+
+def test_infer_refuses_coco_results_it_cannot_map_before_loading_a_model(tree, data_dir, tmp_path, capsys):
+    from src.infer import main as infer_main
+
+    t = tree()
+    model = tmp_path / "checkpoint"
+    model.mkdir()
+    (model / "config.json").write_text("{}", encoding="utf-8")  # a checkpoint to the early checks; never loaded
+    coco = tmp_path / "instances.json"
+    coco.write_text(json.dumps({"images": [{"id": 1, "file_name": "other.png"}], "annotations": [],
+                                "categories": [{"id": 1, "name": "cat"}]}), encoding="utf-8")
+    out, results = tmp_path / "pred.jsonl", tmp_path / "results.json"
+    argv = ["--config", str(t.config), "--checkpoint", str(model), "--jsonl", str(data_dir / "train.jsonl"),
+            "--out", str(out), "--coco_results", str(results)]
+    assert infer_main([*argv, "--coco_gt", str(coco)]) == 2
+    err = capsys.readouterr().err
+    assert "--coco_results:" in err and "images of the records are not in its images (e.g. 000001.png" in err
+    assert not out.exists() and not results.exists()
+    results.write_text("[]", encoding="utf-8")
+    assert infer_main(argv) == 2 and "results.json" in capsys.readouterr().err  # never overwritten
+    assert results.read_text(encoding="utf-8") == "[]"

@@ -150,7 +150,9 @@ def pairing_failure(preds: Predictions, gt: GroundTruth) -> str | None:
     no detection at all, no prediction for any ground-truth image, or no known category. The message names
     the files, counts, examples of what did not match, and how to fix it."""
     if preds.n_items == 0:
-        return f"{preds.path}: no predictions in the file (empty); nothing to evaluate"
+        return (f"{preds.path}: no predictions in the file (empty); nothing to evaluate"
+                + ("; a COCO results list cannot say which images were answered without detections: evaluate "
+                   "src.infer's prediction JSONL instead" if preds.format == "coco_results" else ""))
     if len(preds.bad) * 2 > preds.n_items:
         what = "entries" if preds.format == "coco_results" else "lines"
         return (f"{preds.path}: {len(preds.bad)} of {preds.n_items} {what} cannot be read, e.g. "

@@ -12,7 +12,15 @@ import pytest
 
 from src.datasets.contract import GroundingObject, Record, SourceRef
 from src.eval import main
-from src.evaluation.metrics import Obj, evaluate, match_greedy, pair_predictions, pairwise_iou, prediction_objects
+from src.evaluation.metrics import (
+    Obj,
+    evaluate,
+    format_table,
+    match_greedy,
+    pair_predictions,
+    pairwise_iou,
+    prediction_objects,
+)
 
 GT_FILE = "/data/gt.jsonl"
 
@@ -263,3 +271,19 @@ def test_polygon_iou_of_partly_overlapping_quads_is_intersection_over_union():
     np.testing.assert_allclose(iou, [[1 / 3, 0.2]], atol=1e-12)
     np.testing.assert_allclose(polygon_iou(np.array([diamond], dtype=float), np.array([square], dtype=float)),
                                [[0.2]], atol=1e-12)  # symmetric: not intersection / area of either one
+
+
+def test_an_ignore_region_with_a_desc_ignores_only_that_desc():
+    region = GroundingObject(kind="bbox_2d", points=(0, 0, 100, 100), desc="person", ignore=True)
+    dog = GroundingObject(kind="bbox_2d", points=(120, 120, 180, 180), desc="dog")
+    rec = Record(image="/data/img0.png", width=200, height=200, objects=(region, dog),
+                 source=SourceRef(file=GT_FILE, line=1))
+    dets = [det("bbox_2d", [120, 120, 180, 180], "dog", 0.5), det("bbox_2d", [10, 10, 30, 30], "person", 0.9),
+            det("bbox_2d", [40, 40, 60, 60], "dog", 0.8)]
+    m = evaluate([pred_row(0, dets)], [rec])
+    # class-agnostic: both small boxes fall on the region; by desc only the person does, the dog on it is an FP
+    assert m["class_agnostic"]["fp"] == 0 and m["ignored_pred_objects"] == 2
+    assert m["mean_over_descs"]["fp"] == 1 and m["per_desc"]["dog"]["fp"] == 1
+    assert m["per_desc"]["person"]["n_gt"] == 0 and m["per_desc"]["person"]["AP"] is None  # only a region
+    assert m["per_desc"]["dog"]["AP"] < 1.0 and m["class_agnostic"]["AP"] == pytest.approx(1.0)
+    assert "ignore regions 1" in format_table(m)

@@ -14,7 +14,9 @@ from src.datasets.convert_coco import coco_to_records, convert_coco_file
 from src.datasets.images import ImageError
 from src.datasets.validation import load_records
 
-CATEGORIES = [{"id": 1, "name": "car"}, {"id": 2, "name": "sign"}, {"id": 3, "name": "crowd"}]
+CATEGORIES = [{"id": 1, "name": "car", "supercategory": "vehicle"}, {"id": 2, "name": "sign"},
+              {"id": 3, "name": "crowd"}]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def coco_fixture(root: Path, *, missing: bool = False, bad_ann: bool = False) -> tuple[Path, Path]:
@@ -57,7 +59,7 @@ def coco_fixture(root: Path, *, missing: bool = False, bad_ann: bool = False) ->
                 "iscrowd": 1,
                 "segmentation": {"counts": [0, 5, 10], "size": [40, 32]},
             },
-            # a crowd annotation whose polygon has 4 points still keeps its bbox
+            # a crowd annotation: an ignore region, of the same geometry rule
             {
                 "id": 13,
                 "image_id": 2,
@@ -80,27 +82,42 @@ def coco_fixture(root: Path, *, missing: bool = False, bad_ann: bool = False) ->
     return ann, images
 
 
-def test_converted_file_is_valid_and_faithful(tmp_path):
+@pytest.mark.parametrize("polygons", ["bbox", "quad"])
+def test_converted_file_is_valid_and_faithful(tmp_path, polygons):
     ann, images = coco_fixture(tmp_path)
     out = tmp_path / "out" / "train.jsonl"
-    result = convert_coco_file(ann, images, out)
+    result = convert_coco_file(ann, images, out, polygons=polygons)
     assert not result.skipped_anything and result.problems == []
     assert (result.images_written, result.images_skipped) == (3, 0)
-    assert result.objects_by_kind == {"bbox_2d": 4, "quad": 1}
-    assert result.notes == {"crowd/RLE kept as bbox": 2, "coordinates clamped (within 1 px)": 1}
+    common = {"crowd regions -> ignore regions": 2, "coordinates clamped (within 1 px)": 1,
+              "images without annotations (objects: [])": 1}
+    if polygons == "bbox":  # every mask is kept as its box, and said so
+        assert result.objects_by_kind == {"bbox_2d": 5, "quad": 0}
+        assert result.notes == {"crowd regions -> ignore regions": 2,
+                                "polygon masks kept as their bbox (--polygons bbox)": 3,
+                                "of them 4-point polygons (quads with --polygons quad)": 2,
+                                "RLE masks -> bbox": 1, **common}
+    else:
+        assert result.objects_by_kind == {"bbox_2d": 3, "quad": 2}
+        assert result.notes == {"crowd regions -> ignore regions": 2, "4-point polygons -> quad": 2,
+                                "polygons of more than 4 points -> bbox": 1, "RLE masks -> bbox": 1, **common}
 
     records, problems = load_records(out, check_image=True)
     assert problems == [], [str(p) for p in problems]
     assert [Path(r.image).name for r in records] == ["a.png", "b.png", "empty.png"]
     a, b, empty = records
-    assert [(o.kind, o.points, o.desc) for o in a.objects] == [
-        ("bbox_2d", (2.0, 3.0, 12.0, 8.0), "car"),  # a 5-point polygon keeps its bbox
-        ("quad", (20.0, 10.0, 30.0, 10.0, 30.0, 20.0, 20.0, 20.0), "sign"),  # canonical order
+    sign = (("quad", (20.0, 10.0, 30.0, 10.0, 30.0, 20.0, 20.0, 20.0)) if polygons == "quad"  # canonical order
+            else ("bbox_2d", (20.0, 10.0, 30.0, 20.0)))
+    assert [(o.kind, o.points, o.desc, o.category_id, o.supercategory) for o in a.objects] == [
+        ("bbox_2d", (2.0, 3.0, 12.0, 8.0), "car", 1, "vehicle"),  # a 5-point polygon keeps its bbox
+        (*sign, "sign", 2, None),
     ]
-    assert [(o.kind, o.points, o.desc) for o in b.objects] == [
-        ("bbox_2d", (1.5, 2.0, 11.5, 22.25), "crowd"),
-        ("bbox_2d", (0.0, 0.0, 4.0, 4.0), "car"),
-        ("bbox_2d", (22.0, 30.0, 32.0, 35.0), "car"),
+    crowd_car = ("quad", (0.0, 0.0, 4.0, 0.0, 4.0, 4.0, 0.0, 4.0)) if polygons == "quad" else ("bbox_2d",
+                                                                                               (0.0, 0.0, 4.0, 4.0))
+    assert [(o.kind, o.points, o.desc, o.ignore) for o in b.objects] == [
+        ("bbox_2d", (1.5, 2.0, 11.5, 22.25), "crowd", True),
+        (*crowd_car, "car", True),
+        ("bbox_2d", (22.0, 30.0, 32.0, 35.0), "car", False),
     ]
     assert (empty.width, empty.height, empty.objects) == (20, 20, ())
     lines = [json.loads(line) for line in out.read_text().splitlines()]
@@ -128,7 +145,12 @@ def test_pure_function_with_injected_sizes(tmp_path):
     ("annotation", "expected"),
     [
         ({"image_id": 1, "category_id": 7, "bbox": [0, 0, 5, 5]}, "unknown category_id"),
-        ({"image_id": 9, "category_id": 1, "bbox": [0, 0, 5, 5]}, "unknown image_id"),
+        ({"image_id": 9, "category_id": 1, "bbox": [0, 0, 5, 5]},
+         "unknown image_id (9 (int); the images' ids are int)"),
+        ({"image_id": "a1", "category_id": 1, "bbox": [0, 0, 5, 5]},
+         "unknown image_id ('a1' (str); the images' ids are int)"),
+        ({"image_id": 1, "category_id": "x", "bbox": [0, 0, 5, 5]}, "unknown category_id (or category without a "
+                                                                  "name) ('x' (str))"),
         ({"image_id": 1, "category_id": 1, "bbox": [0, 0, 5]}, "bbox must be [x, y, w, h]"),
         ({"image_id": 1, "category_id": 1, "bbox": [0, 0, 0, 5]}, "zero-area bbox"),
         ({"image_id": 1, "category_id": 1, "bbox": [60, 0, 10, 5]}, "bbox outside the image by more than 1 px"),
@@ -160,8 +182,64 @@ def test_bow_tie_polygon_keeps_bbox():
             }
         ],
     }
-    records, problems = coco_to_records(coco, Path("/d"), Path("/d"), size_fn=lambda p: (64, 48))
-    assert problems == [] and records[0]["objects"] == [{"bbox_2d": [0, 0, 10, 10], "desc": "sign"}]
+    records, problems = coco_to_records(coco, Path("/d"), Path("/d"), size_fn=lambda p: (64, 48), polygons="quad")
+    assert problems == [] and records[0]["objects"] == [{"bbox_2d": [0, 0, 10, 10], "desc": "sign", "category_id": 2}]
+
+
+def test_coordinates_are_written_without_float_noise():
+    # 270.78 + 68.2 is 338.97999999999996 in floats; the file's decimals add up to 338.98
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 640, "height": 480}], "categories": CATEGORIES,
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [270.78, 0.1, 68.2, 0.2]}]}
+    assert 270.78 + 68.2 == 338.97999999999996 and 0.1 + 0.2 == 0.30000000000000004
+    records, _ = coco_to_records(coco, Path("/d"), Path("/d"), size_fn=lambda p: (640, 480))
+    assert records[0]["objects"][0]["bbox_2d"] == [270.78, 0.1, 338.98, 0.3]
+    assert json.dumps(records[0]["objects"][0]["bbox_2d"]) == "[270.78, 0.1, 338.98, 0.3]"
+
+
+def test_masks_of_every_kind_are_counted_in_quad_mode():
+    polygon = [[0, 0, 10, 0, 10, 10, 5, 12, 0, 10]]
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}], "categories": CATEGORIES,
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 12], "segmentation": polygon},
+                            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10],
+                             "segmentation": [[0, 0, 4, 0, 4, 4], [6, 6, 10, 6, 10, 10]]},
+                            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10],
+                             "segmentation": {"counts": "abc", "size": [48, 64]}},
+                            {"id": 4, "image_id": 1, "category_id": 2, "bbox": [0, 0, 10, 10],
+                             "segmentation": [[0, 0, 10, 10, 10, 0, 0, 10]]}]}
+    ann_file = Path("/nowhere/x.json")
+    from src.datasets.convert_coco import _Converter
+
+    result = _Converter(coco, Path("/d"), Path("/d"), lambda p: (64, 48), str(ann_file), "quad").run()
+    assert {k: v for k, v in result.notes.items() if v and k not in ("bbox_2d", "quad")} == {
+        "polygons of more than 4 points -> bbox": 1, "masks of several polygons -> bbox": 1, "RLE masks -> bbox": 1,
+        "4-point polygons not a proper quad -> bbox": 1}
+    with pytest.raises(ValueError, match="polygons must be one of"):
+        coco_to_records(coco, Path("/d"), Path("/d"), size_fn=lambda p: (64, 48), polygons="mask")
+
+
+def test_a_real_coco_file_with_a_string_image_id_and_a_crowd_region(tmp_path, capsys):
+    """faster_coco_eval's ignore test (tests/data/coco_ignore): image id '2299' (a string), 13 of its 14
+    annotations say 2299, one is a crowd region. Every annotation is kept, the crowd one as an ignore region."""
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (500, 302), (90, 90, 90)).save(images / "000000002299.jpg")  # the val2017 image's size
+    ann = REPO / "tests" / "data" / "coco_ignore" / "gt_ignore_test.json"
+    out = tmp_path / "out.jsonl"
+    assert run_cli(ann, images, out) == 0
+    text = capsys.readouterr().out
+    assert "objects: 14 bbox_2d, 0 quad" in text and "annotations skipped: 0" in text
+    assert "crowd regions -> ignore regions: 1" in text
+    assert "image ids matched across string/integer types: 13" in text
+    (record,), problems = load_records(out)
+    assert problems == [] and len(record.objects) == 14
+    coco = json.loads(ann.read_text())
+    crowd = [a for a in coco["annotations"] if a["iscrowd"]]
+    assert [o.ignore for o in record.objects].count(True) == len(crowd) == 1
+    assert all(o.desc == "person" and o.category_id == 1 and o.supercategory == "person" for o in record.objects)
+    written = [json.loads(line) for line in out.read_text().splitlines()][0]["objects"]
+    for obj, annotation in zip(written, coco["annotations"], strict=True):
+        x, y, w, h = annotation["bbox"]
+        assert obj["bbox_2d"][:2] == [x, y] and len(repr(obj["bbox_2d"][2])) <= len(f"{x + w:.2f}")
 
 
 def test_not_coco_is_refused(tmp_path):
@@ -181,7 +259,10 @@ def test_cli_ok(tmp_path, capsys):
     assert run_cli(ann, images, tmp_path / "train.jsonl") == 0
     text = capsys.readouterr().out
     assert "wrote 3 records" in text and "images skipped: 0" in text
-    assert "objects: 4 bbox_2d, 1 quad" in text and "annotations skipped: 0" in text
+    assert "objects: 5 bbox_2d, 0 quad" in text and "annotations skipped: 0" in text
+    assert "polygon masks kept as their bbox (--polygons bbox): 3" in text
+    assert run_cli(ann, images, tmp_path / "quads.jsonl", "--polygons", "quad") == 0
+    assert "objects: 3 bbox_2d, 2 quad" in capsys.readouterr().out
 
 
 def test_cli_missing_image_skipped_exit_1(tmp_path, capsys):

@@ -141,9 +141,24 @@ def _run_convert_coco(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.images}: no such directory")
     refuse_existing(args.out, args.overwrite, "converted records")
     try:
-        result = convert_coco_file(args.ann, args.images, args.out, overwrite=args.overwrite)
+        result = convert_coco_file(args.ann, args.images, args.out, overwrite=args.overwrite, polygons=args.polygons)
     except ValueError as exc:  # the annotation file is not COCO JSON
         raise UsageError(str(exc)) from None
+    for problem in result.problems:
+        print(problem)
+    print(result.summary())
+    return EXIT_PROBLEMS if result.skipped_anything else EXIT_OK
+
+
+def _run_convert_icdar(args: argparse.Namespace) -> int:
+    from .convert_icdar import convert_icdar_file, gt_files
+
+    if not args.gt.exists() or not gt_files(args.gt):
+        raise UsageError(f"{args.gt}: no ground-truth file (a .txt file, or a directory holding *.txt files)")
+    if not args.images.is_dir():
+        raise UsageError(f"{args.images}: no such directory")
+    refuse_existing(args.out, args.overwrite, "converted records")
+    result = convert_icdar_file(args.gt, args.images, args.out, desc=args.desc, overwrite=args.overwrite)
     for problem in result.problems:
         print(problem)
     print(result.summary())
@@ -161,15 +176,37 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     coco = formats.add_parser(
         "coco",
         help="COCO detection JSON",
-        description="COCO detection JSON -> JSONL: category names become desc, bbox becomes bbox_2d, a "
-        "single 4-point polygon segmentation becomes a quad; crowd/RLE annotations keep their bbox. "
-        "Image sizes are checked against the files; a mismatched or missing image is skipped.",
+        description="COCO detection JSON -> JSONL: category names become desc (category_id and supercategory "
+        "ride along), bbox becomes bbox_2d; masks stay boxes unless --polygons quad (a single 4-point polygon "
+        "then becomes a quad); iscrowd regions become ignore regions; image ids '2299' and 2299 match. "
+        "Image sizes are checked against the files; a mismatched or missing image is skipped. The summary "
+        "counts every change.",
     )
     coco.add_argument("--ann", type=Path, required=True, metavar="FILE.json", help="COCO annotation file")
     coco.add_argument("--images", type=Path, required=True, metavar="DIR", help="directory of the file_names")
     coco.add_argument("--out", type=Path, required=True, metavar="OUT.jsonl", help="JSONL to write")
+    coco.add_argument("--polygons", choices=["bbox", "quad"], default="bbox",
+                      help="bbox (default): every object as its COCO bbox; quad: a single 4-point polygon mask as a "
+                           "quad, other masks as their bbox")
     coco.add_argument("--overwrite", action="store_true", help="replace OUT.jsonl if it exists")
     coco.set_defaults(handler=_run_convert_coco)
+    icdar = formats.add_parser(
+        "icdar",
+        help="ICDAR-2015-style text files (x1,y1,...,x4,y4,transcription)",
+        description="One gt_<image>.txt per image, a quad and a transcription per line (a UTF-8 BOM and commas "
+        "in the transcription are fine): each line becomes a quad in canonical order; '###' becomes an ignore "
+        "region. A line that cannot be read is printed and skipped.",
+    )
+    icdar.add_argument("--gt", type=Path, required=True, metavar="DIR_or_FILE",
+                       help="a ground-truth .txt file, or a directory of them")
+    icdar.add_argument("--images", type=Path, required=True, metavar="DIR",
+                       help="directory of the images (gt_img_1.txt -> img_1.jpg/.png/...)")
+    icdar.add_argument("--out", type=Path, required=True, metavar="OUT.jsonl", help="JSONL to write")
+    icdar.add_argument("--desc", default="text",
+                       help="desc of a legible word; {text} is replaced by its transcription (default: text; "
+                            "'text: {text}' keeps the transcription)")
+    icdar.add_argument("--overwrite", action="store_true", help="replace OUT.jsonl if it exists")
+    icdar.set_defaults(handler=_run_convert_icdar)
 
 
 # ---------------------------------------------------------------------------- render / stats

@@ -1,13 +1,21 @@
 """COCO detection JSON -> the grounding JSONL contract (:mod:`src.datasets.contract`).
 
 * one record per COCO image, in the file's order, objects in annotation order; images without
-  annotations get ``objects: []``;
-* the category ``name`` becomes ``desc``;
-* ``bbox`` ``[x, y, w, h]`` becomes ``bbox_2d`` ``[x, y, x + w, y + h]``;
-* a ``segmentation`` that is a single polygon of exactly 4 points becomes a ``quad`` in
-  canonical vertex order; crowd (``iscrowd``) and RLE annotations, and other polygons, keep
-  their bbox; a 4-point polygon that is not a proper quad (a bow-tie, or more than 1 px outside
-  the image) keeps its bbox too, and is counted;
+  annotations get ``objects: []`` (counted);
+* the category ``name`` becomes ``desc``; the annotation's ``category_id`` and the category's
+  ``supercategory`` ride along on the object (``category_id`` only when it is an integer);
+* ``bbox`` ``[x, y, w, h]`` becomes ``bbox_2d`` ``[x, y, x + w, y + h]``; ``x + w`` is added as the
+  decimals the file wrote, then taken to the nearest float, so ``338.98`` comes out as ``338.98``,
+  not ``338.97999999999996`` (no precision is imposed: nothing is rounded beyond that sum);
+* masks are kept as their ``bbox`` unless ``polygons="quad"``: then a ``segmentation`` that is a
+  single polygon of exactly 4 points becomes a ``quad`` in canonical vertex order, and any other
+  mask (more points, several parts, RLE) keeps its bbox. Each kind of reduction is counted; a
+  4-point polygon that is not a proper quad (a bow-tie, or more than 1 px outside the image) keeps
+  its bbox too, and is counted;
+* a crowd annotation (``iscrowd: 1``) becomes an ignore region (``"ignore": true``) with the same
+  geometry rule; an annotation's own ``ignore`` field is disregarded, as pycocotools does;
+* ids are matched by value across JSON types: an image id ``"2299"`` (a string of a decimal integer)
+  and an annotation's ``2299`` are the same image (counted in the summary); other strings stay strings;
 * coordinates up to 1 px outside the image are clamped onto it and counted (the contract's
   tolerance); an annotation further out is skipped;
 * image paths are written relative to the output file's directory; ``width``/``height`` come
@@ -15,18 +23,21 @@
   image is skipped.
 
 Every skipped image or annotation is reported as ``ann_file: image id N (file_name): reason``
-or ``ann_file: annotation id M (image id N): reason``.
+or ``ann_file: annotation id M (image id N): reason``; an id that matches nothing is shown with its
+JSON type (``'abc' (str)``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -34,7 +45,12 @@ from .contract import CLAMP_TOLERANCE_PX
 from .geometry import canonical_quad8, is_finite_number, quad_is_valid
 from .images import ImageError, image_size
 
-__all__ = ["CocoConversion", "coco_to_records", "convert_coco_file"]
+__all__ = ["POLYGON_MODES", "CocoConversion", "coco_to_records", "convert_coco_file"]
+
+PolygonMode = Literal["bbox", "quad"]
+POLYGON_MODES: tuple[str, ...] = ("bbox", "quad")
+"""How masks are written: ``bbox`` (default) every object as its COCO bbox; ``quad`` a single 4-point
+polygon as a quad, every other mask as its bbox."""
 
 SizeFn = Callable[[Path], tuple[int, int]]
 """``(width, height)`` of an image file as displayed; raises :class:`ImageError` if unreadable."""
@@ -64,13 +80,44 @@ def _as_size(value: object) -> int | None:
     return None
 
 
+_DECIMAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+
+# Summary notes: every kind of change the conversion makes, by a fixed text.
+CROWD = "crowd regions -> ignore regions"
+POLYGON_BBOX = "polygon masks kept as their bbox (--polygons bbox)"
+FOUR_POINT_BBOX = "of them 4-point polygons (quads with --polygons quad)"
+QUAD = "4-point polygons -> quad"
+MANY_POINTS = "polygons of more than 4 points -> bbox"
+MULTI_PART = "masks of several polygons -> bbox"
+RLE = "RLE masks -> bbox"
+BAD_QUAD = "4-point polygons not a proper quad -> bbox"
+CLAMPED = "coordinates clamped (within 1 px)"
+EMPTY = "images without annotations (objects: [])"
+MIXED_IDS = "image ids matched across string/integer types"
+
+
 def _key(value: object) -> int | str | None:
-    # COCO ids are ints (sometimes strings); anything else cannot match and must not crash a lookup.
-    return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+    """An id as matched: an int, a string of a decimal integer read as that int ("2299" is 2299), another
+    string as itself; None for anything else (it cannot match and must not crash a lookup)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and _DECIMAL_INT.fullmatch(value):
+        return int(value)
+    return value if isinstance(value, (int, str)) else None
+
+
+def _shown(value: object) -> str:
+    """An id with its JSON type, so '2299' (str) and 2299 (int) are told apart."""
+    return f"{value!r} ({type(value).__name__})"
 
 
 def _json_number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else float(value)
+
+
+def _decimal_sum(a: float, b: float) -> float:
+    """a + b as the decimals the file wrote (repr gives them back), then the nearest float: no float noise."""
+    return float(Decimal(repr(float(a))) + Decimal(repr(float(b))))
 
 
 def _clamp(points: np.ndarray, width: int, height: int) -> tuple[np.ndarray, int] | None:
@@ -83,18 +130,34 @@ def _clamp(points: np.ndarray, width: int, height: int) -> tuple[np.ndarray, int
     return clamped, int(np.count_nonzero(moved))
 
 
-def _quad_from(segmentation: object) -> np.ndarray | None:
-    """The 8 values of a segmentation that is exactly one 4-point polygon, else ``None``."""
-    if not isinstance(segmentation, list) or len(segmentation) != 1:
+def _mask_kind(segmentation: object) -> str | None:
+    """What a segmentation is: "quad" (one polygon of 4 points), "many" (one of more), "parts" (several
+    polygons), "rle", or None (none, or not a usable polygon)."""
+    if isinstance(segmentation, dict):
+        return "rle"
+    if not isinstance(segmentation, list) or not segmentation:
         return None
+    if len(segmentation) > 1:
+        return "parts"
     polygon = segmentation[0]
-    if not isinstance(polygon, list) or len(polygon) != 8 or not all(is_finite_number(v) for v in polygon):
+    if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
         return None
-    return np.array(polygon, dtype=np.float64)
+    return "quad" if len(polygon) == 8 else "many"
+
+
+def _quad_from(segmentation: object) -> np.ndarray | None:
+    """The 8 values of a segmentation that is exactly one 4-point polygon of finite numbers, else ``None``."""
+    if _mask_kind(segmentation) != "quad" or not all(is_finite_number(v) for v in segmentation[0]):
+        return None
+    return np.array(segmentation[0], dtype=np.float64)
 
 
 class _Converter:
-    def __init__(self, coco: dict, images_dir: Path, out_dir: Path, size_fn: SizeFn, ann_file: str) -> None:
+    def __init__(self, coco: dict, images_dir: Path, out_dir: Path, size_fn: SizeFn, ann_file: str,
+                 polygons: PolygonMode = "bbox") -> None:
+        if polygons not in POLYGON_MODES:
+            raise ValueError(f"polygons must be one of {list(POLYGON_MODES)}, got {polygons!r}")
+        self.polygons = polygons
         self.coco = coco
         self.images_dir = Path(os.path.abspath(images_dir))
         self.out_dir = Path(os.path.abspath(out_dir))
@@ -108,13 +171,20 @@ class _Converter:
 
     # ------------------------------------------------------------------ categories
 
-    def categories(self) -> dict[Any, str]:
-        names: dict[Any, str] = {}
+    def categories(self) -> dict[Any, dict]:
+        """Each category (by its matched id) as the object keys it gives: desc, category_id, supercategory."""
+        found: dict[Any, dict] = {}
         for cat in self.coco.get("categories") or []:
             if isinstance(cat, dict) and isinstance(cat.get("name"), str) and cat["name"].strip():
-                if _key(cat.get("id")) is not None:
-                    names[_key(cat.get("id"))] = cat["name"]
-        return names
+                key = _key(cat.get("id"))
+                if key is not None:
+                    keys: dict[str, Any] = {"desc": cat["name"]}
+                    if isinstance(key, int) and -(2**63) < key < 2**63:
+                        keys["category_id"] = key
+                    if isinstance(cat.get("supercategory"), str) and cat["supercategory"].strip():
+                        keys["supercategory"] = cat["supercategory"]
+                    found[key] = keys
+        return found
 
     # ------------------------------------------------------------------ images
 
@@ -127,10 +197,10 @@ class _Converter:
         if _key(image_id) is None:
             self.skip("image", where, "id must be an integer or a string")
             return None
-        if image_id in seen:
-            self.skip("image", where, "duplicate image id")
+        if _key(image_id) in seen:
+            self.skip("image", where, "duplicate image id", f" ({_shown(image_id)}, the same value as an earlier one)")
             return None
-        seen.add(image_id)
+        seen.add(_key(image_id))
         if not isinstance(file_name, str) or not file_name.strip():
             self.skip("image", where, "file_name must be a non-empty string")
             return None
@@ -150,11 +220,11 @@ class _Converter:
             self.skip("image", where, "size mismatch", detail)
             return None
         relative = Path(os.path.relpath(path, self.out_dir)).as_posix()
-        return image_id, {"images": [relative], "objects": [], "width": width, "height": height}
+        return _key(image_id), {"images": [relative], "objects": [], "width": width, "height": height}
 
     # ------------------------------------------------------------------ annotations
 
-    def annotation(self, ann: dict, record: dict, desc: str, where: str) -> dict | None:
+    def annotation(self, ann: dict, record: dict, keys: dict, where: str) -> dict | None:
         width, height = record["width"], record["height"]
         bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_finite_number(v) for v in bbox):
@@ -164,22 +234,29 @@ class _Converter:
         if w <= 0 or h <= 0:
             self.skip("annotation", where, "zero-area bbox", f" (w={w:g}, h={h:g})")
             return None
-        crowd_or_rle = bool(ann.get("iscrowd")) or isinstance(ann.get("segmentation"), dict)
-        quad = None if crowd_or_rle else _quad_from(ann.get("segmentation"))
-        if quad is not None:
-            obj = self.quad_object(quad, width, height, desc)
-            if obj is not None:
-                return obj
-        obj = self.box_object(bbox, width, height, desc, where)
-        if obj is not None and quad is not None:
-            self.result.notes["4-point segmentation not a valid quad, kept bbox"] += 1
-        elif obj is not None and crowd_or_rle:
-            self.result.notes["crowd/RLE kept as bbox"] += 1
+        crowd = bool(ann.get("iscrowd"))
+        extra = {**keys, "ignore": True} if crowd else keys
+        mask = _mask_kind(ann.get("segmentation"))
+        quad = _quad_from(ann.get("segmentation")) if self.polygons == "quad" else None
+        obj = self.quad_object(quad, width, height, extra) if quad is not None else None
+        if obj is None:
+            obj = self.box_object(bbox, width, height, extra, where)
+        if obj is None:
+            return None
+        self.result.notes[CROWD] += crowd
+        if "quad" in obj:
+            self.result.notes[QUAD] += 1
+        elif self.polygons == "bbox" and mask in ("quad", "many", "parts"):
+            self.result.notes[POLYGON_BBOX] += 1
+            self.result.notes[FOUR_POINT_BBOX] += mask == "quad"
+        elif mask is not None:
+            reason = {"quad": BAD_QUAD, "many": MANY_POINTS, "parts": MULTI_PART, "rle": RLE}[mask]
+            self.result.notes[reason] += 1
         return obj
 
-    def box_object(self, bbox: list, width: int, height: int, desc: str, where: str) -> dict | None:
+    def box_object(self, bbox: list, width: int, height: int, keys: dict, where: str) -> dict | None:
         x, y, w, h = (float(v) for v in bbox)
-        clamped = _clamp(np.array([x, y, x + w, y + h]), width, height)
+        clamped = _clamp(np.array([x, y, _decimal_sum(x, w), _decimal_sum(y, h)]), width, height)
         if clamped is None:
             detail = f" (bbox {bbox}, image {width}x{height})"
             self.skip("annotation", where, f"bbox outside the image by more than {CLAMP_TOLERANCE_PX:g} px", detail)
@@ -188,17 +265,17 @@ class _Converter:
         if points[2] <= points[0] or points[3] <= points[1]:
             self.skip("annotation", where, "zero-area bbox after clamping to the image", f" (bbox {bbox})")
             return None
-        self.result.notes["coordinates clamped (within 1 px)"] += moved
-        return {"bbox_2d": [_json_number(v) for v in points], "desc": desc}
+        self.result.notes[CLAMPED] += moved
+        return {"bbox_2d": [_json_number(v) for v in points], **keys}
 
-    def quad_object(self, quad: np.ndarray, width: int, height: int, desc: str) -> dict | None:
+    def quad_object(self, quad: np.ndarray, width: int, height: int, keys: dict) -> dict | None:
         clamped = _clamp(quad, width, height)
         if clamped is None or quad_is_valid(clamped[0]) is not None:
             return None
         points, moved = clamped
-        self.result.notes["coordinates clamped (within 1 px)"] += moved
+        self.result.notes[CLAMPED] += moved
         ordered = canonical_quad8(points[None])[0] + 0.0  # +0.0: no -0.0 in the output
-        return {"quad": [_json_number(v) for v in ordered], "desc": desc}
+        return {"quad": [_json_number(v) for v in ordered], **keys}
 
     # ------------------------------------------------------------------ all
 
@@ -207,10 +284,12 @@ class _Converter:
         records: dict[Any, dict] = {}
         skipped_images: set = set()
         seen: set = set()
+        id_types: dict[Any, type] = {}  # the JSON type each kept image's id was written with
         for image in self.coco.get("images") or []:
             entry = self.image_entry(image, seen)
             if entry is not None:
                 records[entry[0]] = entry[1]
+                id_types[entry[0]] = type(image["id"])
             elif isinstance(image, dict) and _key(image.get("id")) not in records:
                 # A duplicate id's annotations belong to the first entry, which was kept.
                 skipped_images.add(_key(image.get("id")))
@@ -218,31 +297,40 @@ class _Converter:
             if not isinstance(ann, dict):
                 self.skip("annotation", f"annotation {ann!r}"[:80], "annotation must be an object")
                 continue
-            image_id = _key(ann.get("image_id"))
-            where = f"annotation id {ann.get('id')} (image id {image_id})"
+            raw_id = ann.get("image_id")
+            image_id = _key(raw_id)
+            where = f"annotation id {ann.get('id')} (image id {raw_id})"
             if image_id in skipped_images:
                 # One line per skipped image is enough; its annotations are only counted.
                 self.result.skips.append(_Skip(what="annotation", reason=_IMAGE_SKIPPED, message=""))
                 continue
             if image_id not in records:
-                self.skip("annotation", where, "unknown image_id")
+                types = sorted({t.__name__ for t in id_types.values()})
+                known = f"; the images' ids are {' and '.join(types)}" if types else "; the file lists no image"
+                self.skip("annotation", where, "unknown image_id", f" ({_shown(raw_id)}{known})")
                 continue
-            desc = categories.get(_key(ann.get("category_id")))
-            if desc is None:
+            keys = categories.get(_key(ann.get("category_id")))
+            if keys is None:
                 self.skip(
                     "annotation",
                     where,
                     "unknown category_id (or category without a name)",
-                    f" ({ann.get('category_id')!r})",
+                    f" ({_shown(ann.get('category_id'))})",
                 )
                 continue
-            obj = self.annotation(ann, records[image_id], desc, where)
+            obj = self.annotation(ann, records[image_id], keys, where)
             if obj is not None:
                 records[image_id]["objects"].append(obj)
+                self.result.notes[MIXED_IDS] += type(raw_id) is not id_types[image_id]
         self.result.records = list(records.values())
+        self.result.notes[EMPTY] += sum(not r["objects"] for r in self.result.records)
         kinds = Counter("quad" if "quad" in obj else "bbox_2d" for r in self.result.records for obj in r["objects"])
         self.result.notes.update(kinds)
         return self.result
+
+
+_NOTE_ORDER = (CROWD, POLYGON_BBOX, FOUR_POINT_BBOX, QUAD, MANY_POINTS, MULTI_PART, RLE, BAD_QUAD, CLAMPED, EMPTY,
+               MIXED_IDS)
 
 
 def _check_coco(coco: object) -> None:
@@ -262,8 +350,9 @@ def coco_to_records(
     *,
     size_fn: SizeFn = image_size,
     ann_file: str = "coco",
+    polygons: PolygonMode = "bbox",
 ) -> tuple[list[dict], list[str]]:
-    """Convert a loaded COCO detection dict to contract JSONL objects.
+    """Convert a loaded COCO detection dict to contract JSONL objects (`polygons`: see `POLYGON_MODES`).
 
     Returns ``(records, problems)``: one dict per usable COCO image (as written to the JSONL:
     image path relative to ``out_dir``) and one line per skipped image or annotation, prefixed
@@ -273,7 +362,7 @@ def coco_to_records(
     ``images`` / ``annotations`` / ``categories`` lists.
     """
     _check_coco(coco)
-    result = _Converter(coco, images_dir, out_dir, size_fn, ann_file).run()
+    result = _Converter(coco, images_dir, out_dir, size_fn, ann_file, polygons).run()
     return result.records, [skip.message for skip in result.skips if skip.message]
 
 
@@ -293,7 +382,8 @@ class CocoConversion:
     annotations_skipped: dict[str, int]
     """Skipped annotations by reason (``"image skipped"``: their image was skipped)."""
     notes: dict[str, int]
-    """Counts that are not skips, e.g. crowd/RLE annotations kept as bbox, clamped coordinates."""
+    """Every kind of change that is not a skip, counted (crowd regions made ignore regions, masks reduced to
+    boxes or quads, clamped coordinates, images without annotations, ids matched across types)."""
     problems: list[str]
     """One line per skipped image or annotation."""
 
@@ -311,8 +401,7 @@ class CocoConversion:
         skipped = sum(self.annotations_skipped.values())
         reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(self.annotations_skipped.items()))
         lines.append(f"annotations skipped: {skipped}" + (f" ({reasons})" if reasons else ""))
-        if self.notes:
-            lines.append("notes: " + ", ".join(f"{key}: {count}" for key, count in sorted(self.notes.items())))
+        lines += [f"  {key}: {count}" for key, count in self.notes.items()]
         return "\n".join(lines)
 
 
@@ -323,8 +412,10 @@ def convert_coco_file(
     *,
     overwrite: bool = False,
     size_fn: SizeFn = image_size,
+    polygons: PolygonMode = "bbox",
 ) -> CocoConversion:
-    """Read a COCO JSON file, convert it with :func:`coco_to_records` and write ``out`` (JSONL).
+    """Read a COCO JSON file, convert it with :func:`coco_to_records` (`polygons` as there) and write ``out``
+    (JSONL).
 
     Refuses an existing ``out`` with ``FileExistsError`` unless ``overwrite``; creates its
     directory. Raises ``FileNotFoundError`` for a missing ``ann_file`` and ``ValueError`` for
@@ -343,7 +434,7 @@ def convert_coco_file(
         _check_coco(coco)
     except ValueError as exc:
         raise ValueError(f"{ann_file}: {exc}") from exc
-    result = _Converter(coco, Path(images_dir), target.parent, size_fn, str(ann_file)).run()
+    result = _Converter(coco, Path(images_dir), target.parent, size_fn, str(ann_file), polygons).run()
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write next to the target, then rename: an interrupted run never leaves half a file.
     partial = target.with_name(target.name + ".partial")
@@ -361,6 +452,6 @@ def convert_coco_file(
         images_skipped=n_images - len(result.records),
         objects_by_kind=objects,
         annotations_skipped=dict(Counter(s.reason for s in result.skips if s.what == "annotation")),
-        notes={key: count for key, count in notes.items() if count},
+        notes={key: notes[key] for key in _NOTE_ORDER if notes.get(key)},
         problems=[skip.message for skip in result.skips if skip.message],
     )

@@ -13,5 +13,14 @@ class ConfigError(Exception):
     """
 
     def __init__(self, problems: str | list[str]):
+        from .excerpt import bounded
+
         self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("\n".join(self.problems))
+        # Bounded whatever the input: each problem cut at 4,000 characters, at most MAX_SHOWN of them.
+        shown = [bounded(p) for p in self.problems[:MAX_SHOWN]]
+        if len(self.problems) > MAX_SHOWN:
+            shown.append(f"... and {len(self.problems) - MAX_SHOWN:,} more problem(s) of the same run")
+        super().__init__("\n".join(shown))
+
+
+MAX_SHOWN = 50  # problems a ConfigError shows (all stay in `problems`)

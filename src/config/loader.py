@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .excerpt import excerpt
 from .yaml_io import read_yaml_mapping
 
 # Keys whose string values are file-system paths relative to the declaring file.
@@ -150,6 +151,14 @@ def _resolve_paths(values: dict[str, Any], base_dir: Path) -> None:
             block[key] = _resolve_path(dotted, block[key], base_dir)
 
 
+def _leaf_keys(values: dict, prefix: str):
+    """Every dotted key under `values` (mappings and leaves), `prefix` first."""
+    for key, value in values.items():
+        yield f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _leaf_keys(value, f"{prefix}{key}.")
+
+
 def _merge_into(target: MergedConfig, values: dict[str, Any], origins: dict[str, Origin]) -> None:
     def merge(dst: dict, src: dict, prefix: str) -> None:
         for key, value in src.items():
@@ -157,9 +166,11 @@ def _merge_into(target: MergedConfig, values: dict[str, Any], origins: dict[str,
             if isinstance(value, dict) and isinstance(dst.get(key), dict):
                 merge(dst[key], value, dotted + ".")
                 continue
-            # A replaced subtree keeps no origins from the file it replaced.
-            for stale in [k for k in target.origins if k.startswith(dotted + ".")]:
-                del target.origins[stale]
+            # A replaced subtree keeps no origins from the file it replaced. Walking the old subtree, not every
+            # origin, keeps a merge linear (160,000 `env:` keys took a minute when each scanned them all).
+            if isinstance(dst.get(key), dict):
+                for stale in _leaf_keys(dst[key], dotted + "."):
+                    target.origins.pop(stale, None)
             dst[key] = copy.deepcopy(value)
 
     merge(target.values, values, "")
@@ -172,7 +183,7 @@ def _extends_list(value: Any, path: Path, line: int | None) -> list[str]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return list(value)
     where = f"{path}:{line}" if line else str(path)
-    raise ConfigError(f"{where}: `extends` must be a path or a list of paths, got {value!r}")
+    raise ConfigError(f"{where}: `extends` must be a path or a list of paths, got {excerpt(value)}")
 
 
 def _load_chain(path: Path, stack: tuple[Path, ...], merged: MergedConfig) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .excerpt import json_excerpt
 from .loader import MergedConfig
 
 
@@ -20,10 +20,10 @@ def _leaves(values: Any, prefix: str = ""):
 
 
 def format_resolved(merged: MergedConfig) -> str:
-    """One line per leaf key: `key = value   # file:line`, in config order."""
-    rows = [(key, json.dumps(value, ensure_ascii=False), str(merged.origins.get(key, "")))
-            for key, value in _leaves(merged.values)]
-    width = max((len(k) + len(v) for k, v, _ in rows), default=0) + 3
+    """One line per leaf key: `key = value   # file:line`, in config order; a long value cut, its length shown."""
+    rows = [(key, json_excerpt(value), str(merged.origins.get(key, ""))) for key, value in _leaves(merged.values)]
+    # Values are cut (`json_excerpt`) and the padding capped: one long value must not widen every line.
+    width = min(max((len(k) + len(v) for k, v, _ in rows), default=0), 100) + 3
     return "\n".join(f"{k} = {v}".ljust(width + 2) + f"# {o}" for k, v, o in rows)
 
 
@@ -32,7 +32,7 @@ def format_overrides(overrides) -> str:
     rows = []
     for o in overrides:
         reason = o.reason()
-        rows.append(f"{o.key}: {json.dumps(o.before, ensure_ascii=False)} -> {json.dumps(o.after, ensure_ascii=False)}"
+        rows.append(f"{o.key}: {json_excerpt(o.before)} -> {json_excerpt(o.after)}"
                     f"   # {o.origin}{': ' + reason if reason else ''}")
     return "\n".join(rows)
 

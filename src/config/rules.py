@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 from .errors import ConfigError
+from .excerpt import excerpt
 from .families import FAMILIES
 from .jsonl import jsonl_files
 from .prompts import PROMPT_SCHEMES
@@ -76,17 +78,17 @@ def _family_problems(cfg: ProjectConfig) -> list[str]:
     family = FAMILIES.get(model_type or "")
     trained = ", ".join(name for name, f in FAMILIES.items() if f.trained)
     if family is None:
-        return [f"{where(cfg, 'model.model_type')}`model.model_type` = {model_type!r} is not a family this "
+        return [f"{where(cfg, 'model.model_type')}`model.model_type` = {excerpt(model_type)} is not a family this "
                 f"project trains; valid: {trained}"]
     if not family.trained:
-        return [f"{where(cfg, 'model.model_type')}`model.model_type` = {model_type!r} is refused: "
+        return [f"{where(cfg, 'model.model_type')}`model.model_type` = {excerpt(model_type)} is refused: "
                 f"{family.refusal}; valid: {trained}"]
     template = cfg.swift.get("template")
     if template is not None and template != family.template:
         # Another family's template encodes images with the wrong hard-coded token ids (Qwen3.5's image
         # token is 248056, Qwen3-VL's 151655): training would run on images it never sees.
-        return [f"{where(cfg, 'template.template')}`template.template` = {template!r} does not fit "
-                f"`model.model_type` = {model_type!r}: set `template.template: {family.template}`"]
+        return [f"{where(cfg, 'template.template')}`template.template` = {excerpt(template)} does not fit "
+                f"`model.model_type` = {excerpt(model_type)}: set `template.template: {family.template}`"]
     return []
 
 
@@ -103,8 +105,8 @@ def _model_type_problems(cfg: ProjectConfig) -> list[str]:
     if found is None or found == model_type:
         return []
     fix = f"set `model.model_type: {found}`" if found in FAMILIES else "point `model.model` at a model of that family"
-    return [f"{where(cfg, 'model.model_type')}`model.model_type` = {model_type!r}, but {config_file} says "
-            f"model_type {found!r}: {fix}"]
+    return [f"{where(cfg, 'model.model_type')}`model.model_type` = {excerpt(model_type)}, but {config_file} says "
+            f"model_type {excerpt(found)}: {fix}"]
 
 
 def _packing_problems(cfg: ProjectConfig) -> list[str]:
@@ -116,7 +118,8 @@ def _packing_problems(cfg: ProjectConfig) -> list[str]:
     allowed = ", ".join(FLASH_ATTENTION_MODULES)
     if attn not in FLASH_ATTENTION_MODULES:
         return [f"{where(cfg, f'training.{feature}')}`{feature}: true` needs a flash-attention "
-                f"implementation, but `attn_impl` is {attn!r}: set model.attn_impl to one of {allowed} (with its "
+                f"implementation, but `attn_impl` is {excerpt(attn)}: set model.attn_impl to one of {allowed} "
+                f"(with its "
                 f"package installed, see README 'Packing'), or set `training.{feature}: false`"]
     missing = [m for m in FLASH_ATTENTION_MODULES[attn] if not _module_available(m)]
     if missing:
@@ -138,7 +141,7 @@ def _deepspeed_problems(cfg: ProjectConfig) -> list[str]:
     if ds.config not in DEEPSPEED_PRESETS:
         path = Path(ds.config)
         if not path.is_absolute():
-            problems.append(f"{where(cfg, 'deepspeed.config')}`deepspeed.config` = {ds.config!r} is neither a "
+            problems.append(f"{where(cfg, 'deepspeed.config')}`deepspeed.config` = {excerpt(ds.config)} is neither a "
                             f"preset ({', '.join(DEEPSPEED_PRESETS)}) nor a json path")
         elif not path.is_file():
             problems.append(f"{where(cfg, 'deepspeed.config')}`deepspeed.config` = {ds.config}: file does not "
@@ -195,7 +198,7 @@ def _length_problems(cfg: ProjectConfig) -> list[str]:
 def _prompt_problems(cfg: ProjectConfig) -> list[str]:
     if cfg.prompts.scheme in PROMPT_SCHEMES:
         return []
-    return [f"{where(cfg, 'prompts.scheme')}`prompts.scheme` = {cfg.prompts.scheme!r} is not a prompt scheme; "
+    return [f"{where(cfg, 'prompts.scheme')}`prompts.scheme` = {excerpt(cfg.prompts.scheme)} is not a prompt scheme; "
             f"valid: {', '.join(PROMPT_SCHEMES)} (src/config/prompts.py)"]
 
 
@@ -210,6 +213,76 @@ def _custom_problems(cfg: ProjectConfig) -> list[str]:
     if cfg.custom.health_check_samples < 0:
         problems.append(f"{where(cfg, 'custom.health_check_samples')}`custom.health_check_samples` must be "
                         f">= 0, got {cfg.custom.health_check_samples}")
+    return problems
+
+
+# ms-swift / transformers numeric fields and what they accept: (lowest, lowest allowed itself, highest or None,
+# sentinel values with their meaning). transformers' max_steps -1 means "no step limit: num_train_epochs decides".
+NUMERIC_RANGES: dict[str, tuple[float, bool, float | None, dict[float, str]]] = {
+    "learning_rate": (0, False, None, {}),
+    "vit_lr": (0, False, None, {}),
+    "aligner_lr": (0, False, None, {}),
+    "weight_decay": (0, True, None, {}),
+    "max_grad_norm": (0, True, None, {}),
+    "adam_epsilon": (0, True, None, {}),
+    "adam_beta1": (0, True, 1, {}),
+    "adam_beta2": (0, True, 1, {}),
+    "warmup_ratio": (0, True, 1, {}),
+    "warmup_steps": (0, True, None, {}),
+    "lora_dropout": (0, True, 1, {}),
+    "lora_rank": (1, True, None, {}),
+    "lora_alpha": (0, False, None, {}),
+    "num_train_epochs": (0, False, None, {}),
+    "max_steps": (1, True, None, {-1: "no step limit: num_train_epochs decides"}),
+    "save_steps": (0, False, None, {}),
+    "eval_steps": (0, False, None, {}),
+    "logging_steps": (0, False, None, {}),
+    "save_total_limit": (1, True, None, {}),
+    "per_device_train_batch_size": (1, True, None, {}),
+    "per_device_eval_batch_size": (1, True, None, {}),
+    "gradient_accumulation_steps": (1, True, None, {}),
+    "dataloader_num_workers": (0, True, None, {}),
+    "max_length": (1, True, None, {}),
+    "seed": (0, True, None, {}),
+    "data_seed": (0, True, None, {}),
+}
+
+
+def _swift_key(cfg: ProjectConfig, field: str) -> str:
+    """The dotted key (`training.max_steps`) that set ms-swift's `field`, for messages."""
+    for section in ("model", "template", "tuner", "training", "rlhf"):
+        block = cfg.merged.values.get(section)
+        if isinstance(block, dict) and field in block:
+            return f"{section}.{field}"
+    return field
+
+
+def _number_leaves(values, prefix: str = ""):
+    if isinstance(values, dict):
+        for key, value in values.items():
+            yield from _number_leaves(value, f"{prefix}{key}.")
+    elif isinstance(values, float):
+        yield prefix[:-1], values
+
+
+def _numeric_problems(cfg: ProjectConfig) -> list[str]:
+    """NaN and infinities anywhere (no setting means them), then the ranges of NUMERIC_RANGES: each refused with
+    the key and what to write instead. A NaN learning rate otherwise fails after the model loads, naming nothing."""
+    problems = []
+    for dotted, value in _number_leaves({k: v for k, v in cfg.merged.values.items() if k != "env"}):
+        if not math.isfinite(value):
+            problems.append(f"{where(cfg, dotted)}`{dotted}` = {value}: not a finite number; write a number "
+                            f"(`.nan`, `.inf` and numbers too large for a float have no meaning as a setting)")
+    for field, (low, inclusive, high, sentinels) in NUMERIC_RANGES.items():
+        value = cfg.swift.get(field)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            continue
+        if value in sentinels or ((value >= low if inclusive else value > low) and (high is None or value <= high)):
+            continue
+        dotted = _swift_key(cfg, field)
+        allowed = f"{'>=' if inclusive else '>'} {low}" + (f" and <= {high}" if high is not None else "")
+        allowed += "".join(f", or {k:g} ({meaning})" for k, meaning in sentinels.items())
+        problems.append(f"{where(cfg, dotted)}`{dotted}` = {value}: out of range; allowed: {allowed}")
     return problems
 
 
@@ -238,7 +311,7 @@ def _eval_problems(cfg: ProjectConfig) -> list[str]:
                 " (the grounding metrics need the evaluation by generation: `eval.samples` > 0 and "
                 "`custom.val_jsonl`)")
             problems.append(f"{where(cfg, 'training.metric_for_best_model')}`training.metric_for_best_model` = "
-                            f"{metric!r} is not a metric this run's evaluation produces{why}; valid: "
+                            f"{excerpt(metric)} is not a metric this run's evaluation produces{why}; valid: "
                             f"{', '.join(allowed)}")
     return problems
 
@@ -249,7 +322,8 @@ def check_rules(cfg: ProjectConfig, *, check_paths: bool = True) -> None:
     `check_paths=False` skips the checks that need the files to exist (used to resolve shipped
     templates whose model path the user fills in).
     """
-    problems = [*_offline_problems(cfg), *_length_problems(cfg), *_prompt_problems(cfg), *_custom_problems(cfg),
+    problems = [*_numeric_problems(cfg), *_offline_problems(cfg),
+                *_length_problems(cfg), *_prompt_problems(cfg), *_custom_problems(cfg),
                 *_packing_problems(cfg), *_deepspeed_problems(cfg), *_liger_problems(cfg), *_eval_problems(cfg),
                 *_family_problems(cfg)]
     if check_paths:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .excerpt import excerpt
 from .loader import MergedConfig, Origin
 from .swift_fields import rlhf_argument_fields, sft_argument_fields
 from .types import checker_for, describe
@@ -134,15 +135,30 @@ def _check_type(merged: MergedConfig, dotted: str, value: Any, annotation: str, 
         )
     else:
         problems.append(
-            f"{_where(merged, dotted)}`{dotted}` = {value!r} has the wrong type: expected "
-            f"{describe(annotation)}, got {type(value).__name__}"
+            f"{_where(merged, dotted)}`{dotted}` = {excerpt(value)} has the wrong type: expected "
+            f"{describe(annotation)}, got {type(value).__name__}{_yaml11_float_hint(value, annotation)}"
         )
+
+
+def _yaml11_float_hint(value: Any, annotation: str) -> str:
+    """For a string that reads as a number where a float is expected: YAML 1.1 (PyYAML) reads `1e-4` as a
+    string, its floats need a dot (`1.0e-4`); say how to write it."""
+    if not isinstance(value, str) or not checker_for(annotation)(0.5):
+        return ""
+    try:
+        number = float(value.replace("_", ""))
+    except ValueError:
+        return ""
+    exponent = f"{number:.1e}".replace("e-0", "e-").replace("e+0", "e+")
+    written = exponent if "e" in value.lower() or "e" in repr(number) else repr(number)
+    return (f"; YAML 1.1 reads {value} as a string (its floats need a dot, and a sign in an exponent): "
+            f"write {written}")
 
 
 def _own_section(merged: MergedConfig, name: str, cls: type, problems: list[str]) -> Any:
     block = merged.values.get(name)
     if not isinstance(block, dict):
-        problems.append(f"{_where(merged, name)}`{name}` must be a mapping, got {block!r}"
+        problems.append(f"{_where(merged, name)}`{name}` must be a mapping, got {excerpt(block)}"
                         if block is not None else f"section `{name}` is missing: extend configs/base.yaml")
         return None
     fields = {f.name: f.type for f in dataclasses.fields(cls)}
@@ -169,7 +185,7 @@ def _swift_sections(merged: MergedConfig, problems: list[str]) -> dict[str, Any]
         owner = "RLHFArguments fields" if section == "rlhf" else "SftArguments fields"
         block = merged.values.get(section) or {}
         if not isinstance(block, dict):
-            problems.append(f"{_where(merged, section)}`{section}` must be a mapping, got {block!r}")
+            problems.append(f"{_where(merged, section)}`{section}` must be a mapping, got {excerpt(block)}")
             continue
         for key, value in block.items():
             dotted = f"{section}.{key}"
@@ -212,12 +228,12 @@ def _swift_sections(merged: MergedConfig, problems: list[str]) -> dict[str, Any]
 def _env_section(merged: MergedConfig, problems: list[str]) -> dict[str, str]:
     block = merged.values.get("env") or {}
     if not isinstance(block, dict):
-        problems.append(f"{_where(merged, 'env')}`env` must be a mapping of NAME: value, got {block!r}")
+        problems.append(f"{_where(merged, 'env')}`env` must be a mapping of NAME: value, got {excerpt(block)}")
         return {}
     env: dict[str, str] = {}
     for key, value in block.items():
         if not isinstance(value, (str, int, float, bool)) or isinstance(value, bool):
-            problems.append(f"{_where(merged, f'env.{key}')}`env.{key}` = {value!r}: expected a string or "
+            problems.append(f"{_where(merged, f'env.{key}')}`env.{key}` = {excerpt(value)}: expected a string or "
                             f"number")
             continue
         env[str(key)] = str(value)

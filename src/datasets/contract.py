@@ -229,6 +229,11 @@ def parse_line(file: str, number: int, raw: bytes) -> Iterator[tuple[int, dict |
     except json.JSONDecodeError as exc:
         yield problem("line", f"not valid JSON: {exc.msg} at column {exc.colno}", text.strip())
         return
+    except ValueError as exc:  # an integer of over 4,300 digits: Python refuses to convert it (orjson refused it too)
+        digits = "".join(c for c in str(exc).partition("value has ")[2] if c.isdigit()) or "over 4300"
+        yield problem("line", f"holds a number of {digits} digits, too long to read; the contract's numbers are "
+                      f"pixels and ids: write them in at most 19 digits", text.strip())
+        return
     if not isinstance(obj, dict):
         yield problem("line", f"must be a JSON object, got {_type_name(obj)}", obj)
         return

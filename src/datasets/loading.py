@@ -10,8 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .columns import RecordTable, merge_columns
+import numpy as np
+
+from .columns import COLUMNS, RecordTable, merge_columns, record_columns
 from .contract import ImageCheck, Problem, Record
+from .template_tokens import TemplateTokens, default_tokens, record_token_problems
 from .validation import byte_ranges, validate_file, validate_range
 from .verdicts import Verdict, VerdictStore, file_key
 
@@ -75,22 +78,82 @@ def _validate_in_parallel(file: str, check_image: ImageCheck, workers: int, trac
     return RecordTable(merge_columns(parts, os.path.dirname(file)), file), problems
 
 
+def without_records(columns: dict[str, np.ndarray], left_out: np.ndarray) -> dict[str, np.ndarray]:
+    """The columns of a record table (src/datasets/columns.py) less the records at `left_out`, every column
+    rebuilt with numpy (no Record made); the distinct descs stay as they are (ids unchanged)."""
+    keep = np.ones(len(columns["lines"]), dtype=bool)
+    keep[np.asarray(left_out, dtype=np.int64)] = False
+
+    def offsets(counts: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=out[1:])
+        return out
+
+    def spans(key: str) -> tuple[np.ndarray, np.ndarray]:  # (keep mask over the items, new offsets)
+        counts = np.diff(np.asarray(columns[key]))
+        return np.repeat(keep, counts), offsets(counts[keep])
+
+    out: dict[str, np.ndarray] = {}
+    image_keep, out["image_offsets"] = spans("image_offsets")
+    summary_keep, out["summary_offsets"] = spans("summary_offsets")
+    object_keep, out["obj_offsets"] = spans("obj_offsets")
+    point_keep, out["point_starts"] = spans("point_starts")
+    per = {"record": keep, "image": image_keep, "summary": summary_keep, "object": object_keep, "point": point_keep}
+    for name in COLUMNS:
+        if name in out:
+            continue
+        if name in _COLUMN_UNIT:
+            out[name] = np.asarray(columns[name])[per[_COLUMN_UNIT[name]]]
+        elif name in _COLUMN_KEPT:
+            out[name] = columns[name]
+        else:
+            raise KeyError(f"without_records: column {name!r} has no rule; add it to _COLUMN_UNIT or _COLUMN_KEPT")
+    return out
+
+
+# What each column of a record table holds one entry per (without_records drops the entries of a left-out record).
+_COLUMN_UNIT = {"lines": "record", "width": "record", "height": "record", "clamped": "record", "has_summary": "record",
+                "images": "image", "summaries": "summary", "kinds": "object", "desc_ids": "object", "ignore": "object",
+                "category_ids": "object", "super_ids": "object", "points": "point"}
+_COLUMN_KEPT = {"descs", "desc_offsets", "base_dir"}  # the distinct descs (ids stay valid), the folder
+
+
+def _refuse_template_tokens(records: Sequence[Record], problems: list[Problem], tokens: TemplateTokens | None,
+                            path: str | Path) -> tuple[Sequence[Record], list[Problem]]:
+    """`records` less those whose desc or summary holds a template token, and `problems` with theirs, in line
+    order."""
+    file = records[0].source.file if len(records) else os.path.abspath(path)
+    found, bad = record_token_problems(records, tokens or default_tokens(), file)
+    if not found:
+        return records, problems
+    columns = record_columns(records)
+    kept = RecordTable(without_records(columns, bad), file)
+    return kept, sorted([*problems, *found], key=lambda p: p.line)
+
+
 def validated_records(path: str | Path, *, check_image: ImageCheck = "header", store: VerdictStore | None = None,
                       revalidate: bool = False, track=None, workers: int | None = None,
-                      parallel_min_bytes: int = PARALLEL_MIN_BYTES) -> tuple[Sequence[Record], list[Problem], bool]:
+                      parallel_min_bytes: int = PARALLEL_MIN_BYTES,
+                      tokens: TemplateTokens | None = None) -> tuple[Sequence[Record], list[Problem], bool]:
     """(valid records, problems, whether the verdict came from `store`) of `path`.
 
     With a store, an unchanged file's stored verdict is reused (unless `revalidate`), and a fresh
     verdict is stored for the next run (src/datasets/verdicts.py). A file of `parallel_min_bytes` or
     more is validated by `workers` processes (default: every core), each reading byte ranges of it, with the
     result one process gives. The records are a `RecordTable` (numpy columns) either way.
+
+    A record whose `desc` or `summary` holds a template token (`tokens`, default Qwen's control tokens and
+    ms-swift's placeholders: src/datasets/template_tokens.py) is invalid: it gets a problem and leaves the
+    records. That pass runs on every call, stored verdict or not (a verdict never depends on the token set, so
+    another model's tokens are never answered by a stale verdict); it reads only the distinct descs and the
+    summaries.
     """
     # True and "decode" both decode every image: one verdict serves both.
     options = {"check_image": "decode" if check_image is True else check_image}
     if store is not None and not revalidate:
         verdict = store.get(path, options)
         if verdict is not None:
-            return verdict.records, verdict.problems, True
+            return (*_refuse_template_tokens(verdict.records, verdict.problems, tokens, path), True)
     # The content validated is the content the verdict is stored under, even if the file changes meanwhile.
     key = file_key(path, options) if store is not None else None
     file = os.path.abspath(path)
@@ -102,11 +165,12 @@ def validated_records(path: str | Path, *, check_image: ImageCheck = "header", s
     if store is not None and file_key(path, options) == key:  # a file changed while validated is not stored
         # Read back memory-mapped: this process too shares the node's one copy.
         records = store.put(path, options, Verdict(records=records, problems=problems), key=key).records
-    return records, problems, False
+    return (*_refuse_template_tokens(records, problems, tokens, path), False)
 
 
 def load_split(path: str | Path, policy: str, *, check_image: ImageCheck = "header",
-               store: VerdictStore | None = None, revalidate: bool = False) -> LoadedSplit:
+               store: VerdictStore | None = None, revalidate: bool = False,
+               tokens: TemplateTokens | None = None) -> LoadedSplit:
     """Read and validate every record of `path` (through `store` when given, see `validated_records`).
 
     policy "error": raise DataError listing every problem if any record is invalid.
@@ -114,7 +178,8 @@ def load_split(path: str | Path, policy: str, *, check_image: ImageCheck = "head
     """
     if policy not in ("error", "skip"):
         raise ValueError(f"unknown bad-record policy {policy!r}; valid: error, skip")
-    records, problems, stored = validated_records(path, check_image=check_image, store=store, revalidate=revalidate)
+    records, problems, stored = validated_records(path, check_image=check_image, store=store, revalidate=revalidate,
+                                                  tokens=tokens)
     if problems and policy == "error":
         raise DataError(problems, str(path))
     return LoadedSplit(path=str(path), records=records, problems=problems, from_store=stored)
@@ -144,9 +209,11 @@ class ConcatRecords(Sequence[Record]):
 
 
 def load_shards(files: Sequence[str], policy: str, *, store: VerdictStore | None = None,
-                revalidate: bool = False) -> tuple[list[LoadedSplit], Sequence[Record]]:
-    """Each file's LoadedSplit (with `load_split`) and all their records, shard after shard."""
-    splits = [load_split(f, policy, store=store, revalidate=revalidate) for f in files]
+                revalidate: bool = False, tokens: TemplateTokens | None = None,
+                ) -> tuple[list[LoadedSplit], Sequence[Record]]:
+    """Each file's LoadedSplit (with `load_split`, template tokens `tokens`) and all their records, shard after
+    shard."""
+    splits = [load_split(f, policy, store=store, revalidate=revalidate, tokens=tokens) for f in files]
     if len(splits) == 1:
         return splits, splits[0].records
     return splits, ConcatRecords([s.records for s in splits])

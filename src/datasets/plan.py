@@ -16,6 +16,7 @@ from src.datasets.columns import RecordSubset, all_ignored
 from src.datasets.contract import Record
 from src.datasets.loading import LoadedSplit, load_shards
 from src.datasets.preprocessors import BasePreprocessor, GroupingPreprocessor
+from src.datasets.template_tokens import model_tokens
 from src.datasets.verdicts import VerdictStore
 
 
@@ -105,8 +106,15 @@ def plan_data(cfg: ProjectConfig, *, store: VerdictStore | None = None, revalida
         if not value:
             continue
         splits, records = load_shards(jsonl_files(value, key), cfg.custom.bad_records, store=store,
-                                      revalidate=revalidate)
+                                      revalidate=revalidate, tokens=model_tokens(cfg.swift.get("model")))
         plan.splits += splits
+        if key == "custom.train_jsonl" and not len(records):
+            skipped = sum(len(split.skipped_lines) for split in splits)
+            why = (f"all {skipped} record(s) were invalid and skipped: {splits[0].problems[0]}" if skipped
+                   else "the file holds no record (it is empty or only blank lines)")
+            raise ConfigError(f"{where(cfg, key)}`{key}` = {', '.join(s.path for s in splits)}: nothing to train on: "
+                              f"{why}; add records (`python -m src.datasets validate FILE` checks them), or point "
+                              f"`{key}` at the right file")
         plan.builder.check_records(records)
         # An answer for such a record would be `[]`, denying objects its regions hold: it is not trained.
         ignored = all_ignored(records)

@@ -16,6 +16,7 @@ from src.config.prompts import PROMPT_SCHEMES
 from src.config.rules import where
 from src.datasets.augment import parse_augment_ops
 from src.datasets.cache import cache_problems
+from src.datasets.template_tokens import model_tokens, text_problem
 
 
 def cache_rule_problems(cfg: ProjectConfig) -> list[str]:
@@ -53,9 +54,26 @@ def augment_rule_problems(cfg: ProjectConfig) -> list[str]:
     return []
 
 
+def prompt_token_problems(cfg: ProjectConfig) -> list[str]:
+    """Each of `prompts.system` / `prompts.user` holding a token of the model's chat template
+    (src/datasets/template_tokens.py): the key, the token and the fix."""
+    try:
+        tokens = model_tokens(cfg.swift.get("model"))
+    except ValueError as err:
+        return [f"{where(cfg, 'model.model')}{err}"]
+    problems = []
+    for key in ("system", "user"):
+        text = getattr(cfg.prompts, key)
+        found = text_problem(text, tokens) if isinstance(text, str) else None
+        if found:
+            problems.append(f"{where(cfg, f'prompts.{key}')}`prompts.{key}` {found}")
+    return problems
+
+
 def data_rule_problems(cfg: ProjectConfig) -> list[str]:
-    """Every problem of `cfg` that needs the data layer to see (augmentation, cached dataset)."""
-    return augment_rule_problems(cfg) + cache_rule_problems(cfg)
+    """Every problem of `cfg` that needs the data layer to see (augmentation, cached dataset, template tokens in
+    the prompts)."""
+    return augment_rule_problems(cfg) + cache_rule_problems(cfg) + prompt_token_problems(cfg)
 
 
 def load_config_for_run(config, base_config=None, *, check_paths: bool = True, on_cpu: bool = False) -> ProjectConfig:

@@ -22,6 +22,12 @@ def config(tmp_path_factory):
     root = tmp_path_factory.mktemp("render")
     build_tiny_model(root / "model")
     write_synthetic_dataset(root / "data", n=6)
+    train = root / "data" / "train.jsonl"
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    rows[0]["objects"][0]["ignore"] = True  # an ignore region among objects: drawn, never answered
+    for obj in rows[1]["objects"]:
+        obj["ignore"] = True  # only ignore regions: left out of the samples
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     path = root / "run.yaml"
     path.write_text(
         f"extends: {REPO / 'configs' / 'cpu.yaml'}\nmodel:\n  model: ./model\n"
@@ -43,13 +49,15 @@ def test_render_writes_what_the_model_sees_and_the_augmented_records(config, tmp
     samples = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(samples) == 3
     train_jsonl = (config.parent / "data" / "train.jsonl").resolve()
-    assert [s["source"] for s in samples] == [f"{train_jsonl}:{line}" for line in (1, 2, 3)]
+    assert [s["source"] for s in samples] == [f"{train_jsonl}:{line}" for line in (1, 3, 4)]  # 2: all ignored
     for sample in samples:
         assert sample["health_problems"] == []
         assert sample["input_text"].count("<|image_pad|>") == sum(sample["image_tokens"])
         assert sample["target_text"].startswith("[{") and sample["target_text"].rstrip().endswith("<|im_end|>")
     records, problems = load_records(tmp_path / "render.records.jsonl")
     assert problems == []  # augmented geometry stays inside the augmented image, sizes agree
+    assert [o.ignore for o in records[0].objects].count(True) == 1  # the ignore region is drawn, marked
+    assert len(json.loads(samples[0]["messages"][-1]["content"])) == len(records[0].objects) - 1
     original, _ = load_records(config.parent / "data" / "train.jsonl")
     assert (records[0].width, records[0].height) != (original[0].width, original[0].height)  # rotated: expanded
 
@@ -70,7 +78,10 @@ def test_stats_reports_lengths_and_writes_histograms(config, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads((tmp_path / "stats" / "stats.json").read_text())
     train, _ = load_records(config.parent / "data" / "train.jsonl")
-    assert stats["records"] == len(train)
-    assert stats["objects"] == sum(len(r.objects) for r in train)
+    assert stats["records"] == len(train) - 1 and stats["records_all_ignored"] == 1
+    kept = [r for r in train if not all(o.ignore for o in r.objects)]
+    assert stats["objects"] == sum(not o.ignore for r in kept for o in r.objects)
+    assert stats["ignore_regions"] == 1
+    assert "ignore regions: 1; records left out, all objects ignored: 1" in proc.stdout
     assert 0 < stats["token_length"]["min"] <= stats["token_length"]["max"]
     assert all(Path(p).is_file() for p in stats["histograms"])

@@ -157,7 +157,7 @@ def test_a_failed_write_is_one_message_naming_the_directory_and_the_last_checkpo
         message = write_fault(err, tmp_path)
     assert f"cannot write to the run directory {tmp_path}: no space is left on its device" in message
     assert f"last whole checkpoint: {whole}" in message and "checkpoint-6" in message
-    assert "first free space" in message
+    assert "first free space on that device" in message
     torch_style = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
     assert "a write failed (torch.save)" in write_fault(torch_style, tmp_path)
     read_only = write_fault(OSError(errno.EROFS, "Read-only file system", str(tmp_path / LOCK_NAME)), None)

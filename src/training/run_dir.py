@@ -108,6 +108,7 @@ def stopped_report(output_dir: Path) -> str:
 _WRITE_ERRNOS = {"ENOSPC": "no space is left on its device", "EDQUOT": "the disk quota is exceeded",
                  "EROFS": "it is on a read-only file system", "EACCES": "permission to write there is denied",
                  "EPERM": "permission to write there is denied", "EFBIG": "a file grew past the size allowed"}
+_OS_WORDS = {"ENOSPC": "No space left on device", "EDQUOT": "Disk quota exceeded", "EROFS": "Read-only file system"}
 # torch.save reports a failed write as this RuntimeError, without the errno (PyTorch's inline_container.cc).
 _TORCH_WRITE_FAILURES = ("PytorchStreamWriter failed", "inline_container.cc", "file write failed")
 
@@ -140,6 +141,11 @@ def write_fault(err: BaseException, output_dir: Path | None) -> str | None:
         if isinstance(link, RuntimeError) and any(s in str(link) for s in _TORCH_WRITE_FAILURES):
             reason = "a write failed (torch.save)"
             break
+        # Libraries outside Python's OSError (safetensors' Rust writer) carry the OS's words only.
+        said = next((name for name, words in _OS_WORDS.items() if words in str(link)), None)
+        if said:
+            reason = _WRITE_ERRNOS[said]
+            break
     if reason is None:
         return None
     if where is None:
@@ -149,10 +155,12 @@ def write_fault(err: BaseException, output_dir: Path | None) -> str | None:
         free = f"{shutil.disk_usage(probe).free / (1 << 20):.1f} MB free there now"
     except OSError:
         free = "free space unknown"
+    unwritable = reason.startswith(("it is on a read-only", "permission"))
     if reason.startswith("a write failed"):
         reason += f"; {free} (a full disk gives this)"
-    else:
+    elif not unwritable:
         reason += f" ({free})"
+    fix = (f"make {where} writable" if unwritable else "first free space on that device")
     return (f"cannot write to the run directory {where}: {reason}. Nothing more was saved; "
             f"{stopped_report(where) if where.is_dir() else 'no checkpoint there'}\n"
-            f"  first free space (or make {where} writable, or choose another `training.output_dir`)")
+            f"  {fix} (or choose another `training.output_dir`)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -619,6 +620,16 @@ def test_training_leaves_ignore_regions_out_of_answers_and_all_ignored_records_o
     answer = json.loads(row["messages"][-1]["content"])
     assert len(answer) == len(rows[2]["objects"]) - 1
     geometry = json.loads(row[ROW_GEOMETRY_KEY])[0]["objects"]
+    from src.config.prompts import PROMPT_SCHEMES, get_prompt_scheme
+    from src.datasets.builders import make_builder
+
+    described = [name for name, scheme in PROMPT_SCHEMES.items() if scheme.builder == "description"]
+    assert described  # a desc held only by ignore regions is never asked about (its answer would be [])
+    if described:
+        asking = make_builder(get_prompt_scheme(described[0]), "norm1000", "reading")
+        only_ignored = dataclasses.replace(group[0], objects=tuple(
+            dataclasses.replace(o, desc="crowd") if o.ignore else o for o in group[0].objects))
+        assert "crowd" not in [f["desc"] for f in asking.focuses([only_ignored])]
     assert [bool(o.get("ignore")) for o in geometry] == [bool(o.get("ignore")) for o in rows[2]["objects"]]
     # the columns' answer (no Record made) agrees with the records', also across parts
     table, _ = validation_table(train)
@@ -631,3 +642,27 @@ def validation_table(path):
     from src.datasets.validation import validate_file
 
     return validate_file(path, check_image=False)
+
+
+def test_validate_counts_ignore_regions_and_rows_leave_out_records_of_only_ignore_regions(tmp_path, capsys):
+    from tests.config_helpers import make_data, write_config_tree
+
+    data = tmp_path / "data"
+    make_data(data, n=6)
+    train = data / "train.jsonl"
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    for obj in rows[0]["objects"]:
+        obj["ignore"] = True
+    rows[1]["objects"][0]["ignore"] = True
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ignored = len(rows[0]["objects"]) + 1
+    assert main(["validate", str(train)]) == 0
+    text = capsys.readouterr().out
+    assert f"({ignored} of them ignore regions; 1 records of only ignore regions, not trained)" in text
+    config = write_config_tree(tmp_path / "cfg", data_dir=data).config
+    out = tmp_path / "rows.jsonl"
+    assert main(["rows", "--config", str(config), "--split", "train", "--out", str(out)]) == 0
+    assert f"1 record(s) left out, all objects ignored: {train}:1" in capsys.readouterr().out
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(written) == len(rows) - 1
+    assert len(json.loads(written[0]["messages"][-1]["content"])) == len(rows[1]["objects"]) - 1

@@ -71,6 +71,7 @@ def _add_synth(subparsers: argparse._SubParsersAction) -> None:
 
 def _validate_file(path: str, check_images: bool, revalidate: bool) -> tuple[int, int]:
     """Print the problems and summary of one file; return (records, invalid records)."""
+    from .columns import all_ignored
     from .loading import validated_records
     from .verdicts import VerdictStore
 
@@ -89,10 +90,12 @@ def _validate_file(path: str, check_images: bool, revalidate: bool) -> tuple[int
     kinds = dict(zip(GEOMETRY_KINDS, np.bincount(columns["kinds"], minlength=len(GEOMETRY_KINDS)).tolist(),
                      strict=True))
     clamped = int(columns["clamped"].sum())
+    ignored = int(np.count_nonzero(columns["ignore"]))
     total = len(records) + invalid
     print(
         f"{os.path.abspath(path)}: {total} records, {len(records)} valid, {invalid} invalid; "
-        f"objects in valid records: {kinds['bbox_2d']} bbox_2d, {kinds['quad']} quad; "
+        f"objects in valid records: {kinds['bbox_2d']} bbox_2d, {kinds['quad']} quad ({ignored} of them ignore "
+        f"regions; {len(all_ignored(records))} records of only ignore regions, not trained); "
         f"{clamped} coordinates clamped (within 1 px)"
     )
     return total, invalid
@@ -289,6 +292,7 @@ def _add_cache(subparsers: argparse._SubParsersAction) -> None:
 def _run_rows(args: argparse.Namespace) -> int:
     from src.config.jsonl import files_to_read
 
+    from .columns import RecordSubset, all_ignored
     from .loading import load_shards
     from .plan import make_preprocessor
     from .run_config import load_config_for_run
@@ -300,6 +304,11 @@ def _run_rows(args: argparse.Namespace) -> int:
     key, value = (("custom.train_jsonl", cfg.custom.train_jsonl) if args.split == "train"
                   else ("custom.val_jsonl", cfg.custom.val_jsonl))
     records = load_shards(files_to_read(args.jsonl, value, key), cfg.custom.bad_records)[1][: args.limit]
+    ignored = all_ignored(records) if not args.no_answer else []
+    if len(ignored):  # their reference answer would be [], denying what the ignore regions hold
+        print(f"{len(ignored)} record(s) left out, all objects ignored: "
+              + ", ".join(str(records[int(i)].source) for i in ignored[:20]) + (" ..." if len(ignored) > 20 else ""))
+        records = RecordSubset(records, ignored)
     result = write_swift_rows(records, make_preprocessor(cfg).builder, args.out, with_answer=not args.no_answer)
     print(f"wrote {result['rows']} ms-swift row(s) for {result['records']} record(s) to {result['out']}")
     if result["upright_copies"]:

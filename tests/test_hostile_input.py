@@ -261,3 +261,66 @@ def test_tokens_of_a_copied_model_dir_are_reread_when_its_tokenizer_changes(tmp_
     tok.write_text(json.dumps({"added_tokens": [{"content": "<bb_tok>"}, {"content": "<c>"}]}))
     assert "<bb_tok>" in model_tokens(model).tokens
     shutil.rmtree(model)
+
+
+# ---------------------------------------------------------------------------- untrusted model directories
+
+
+PLANTED = """import pathlib
+pathlib.Path({marker!r}).write_text("remote code ran")
+from transformers import PretrainedConfig
+
+
+class EvilConfig(PretrainedConfig):
+    model_type = "qwen3_vl"
+"""
+
+
+def _planted_model(mp_workspace, tmp_path):
+    """A copy of the tiny model whose config.json sends every Auto class to code that writes a marker file."""
+    model = tmp_path / "untrusted_model"
+    shutil.copytree(mp_workspace / "model", model)
+    marker = tmp_path / "REMOTE_CODE_RAN"
+    for module in ("configuration_evil", "modeling_evil", "processing_evil"):
+        (model / f"{module}.py").write_text(PLANTED.format(marker=str(marker)), encoding="utf-8")
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    config["auto_map"] = {"AutoConfig": "configuration_evil.EvilConfig",
+                          "AutoModelForCausalLM": "modeling_evil.EvilConfig",
+                          "AutoModelForImageTextToText": "modeling_evil.EvilConfig",
+                          "AutoProcessor": "processing_evil.EvilConfig"}
+    (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return model, marker
+
+
+LOAD = """import sys
+from src.config.offline import apply_offline_env
+apply_offline_env()
+if sys.argv[2] == "policy":
+    from src.config.remote_code import apply_remote_code_policy
+    apply_remote_code_policy()
+from swift import get_model_processor
+try:
+    get_model_processor(sys.argv[1], model_type="qwen3_vl", load_model=True, torch_dtype="float32")
+except Exception as err:  # without the policy the planted class is no model: the marker is what counts
+    print("load failed:", type(err).__name__)
+"""
+
+
+@pytest.mark.slow
+def test_code_in_an_untrusted_model_directory_never_runs(mp_workspace, tmp_path):
+    """ms-swift's own loaders (config, processor, model) on a model directory with a planted `auto_map`: with the
+    project's policy the marker never appears and the model loads; without it, ms-swift runs the planted code."""
+    import subprocess
+    import sys
+
+    from tests.config_helpers import REPO
+
+    model, marker = _planted_model(mp_workspace, tmp_path)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "GROUNDING_TRUST_REMOTE_CODE"}
+    run = subprocess.run([sys.executable, "-c", LOAD, str(model), "policy"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "load failed" not in run.stdout, run.stdout + run.stderr[-3000:]
+    assert not marker.exists()
+    run = subprocess.run([sys.executable, "-c", LOAD, str(model), "none"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert marker.exists(), run.stdout + run.stderr[-3000:]  # the plant is real: ms-swift alone runs it

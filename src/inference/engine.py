@@ -113,6 +113,10 @@ def make_engine(name: str, cfg, checkpoint: Path, batch_size: int = DEFAULT_BATC
     import torch  # heavy
     from swift import TransformersEngine
 
+    from src.config.remote_code import apply_remote_code_policy
+
+    apply_remote_code_policy()  # no code from the model directory runs unless the config trusts it
+
     model, adapters = model_and_adapters(checkpoint)
     dtype = cfg.swift.get("torch_dtype")  # as trained (float32 on CPU); else ms-swift picks bf16 even there
     return TransformersEngine(model, adapters=adapters, model_type=cfg.swift.get("model_type"),

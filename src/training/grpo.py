@@ -21,6 +21,7 @@ from swift.pipelines.train.sft import SwiftSft
 from swift.rewards import ORM, orms
 
 from src.config import ProjectConfig
+from src.config.remote_code import apply_remote_code_policy
 from src.datasets.builders import ROW_GEOMETRY_KEY, BaseBuilder
 from src.datasets.contract import Record
 from src.datasets.images import model_input
@@ -93,5 +94,6 @@ class GroundingGrpo(GroundingSft, SwiftRLHF):
 def run_grpo(kwargs: dict[str, Any], cfg: ProjectConfig, plan: DataPlan, job: Job) -> dict[str, Any]:
     """Build `RLHFArguments(**kwargs)` and train with GRPO; return ms-swift's result dict."""
     register_rewards()
+    apply_remote_code_policy()  # no code from the model directory runs unless the config trusts it
     args = RLHFArguments(**kwargs)
     return GroundingGrpo(args, cfg, plan, [], job).main()

@@ -16,6 +16,7 @@ from swift.pipelines.train.sft import SwiftSft
 from transformers import TrainerCallback
 
 from src.config import ProjectConfig
+from src.config.remote_code import apply_remote_code_policy
 from src.datasets.builders import ROW_SOURCE_KEY
 from src.datasets.health import check_rows, format_failures
 from src.datasets.plan import DataPlan
@@ -185,5 +186,6 @@ def run_training(sft_kwargs: dict[str, Any], cfg: ProjectConfig, plan: DataPlan,
 
     With `plan.eval_records`, each evaluation also answers them and logs AP (src/training/generation_eval.py).
     Raises JobFailed (on every rank) when the health check fails."""
+    apply_remote_code_policy()  # no code from the model directory runs unless the config trusts it
     args = SftArguments(**sft_kwargs)
     return GroundingSft(args, cfg, plan, augment_ops, job).main()

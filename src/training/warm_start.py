@@ -130,6 +130,10 @@ def merge_adapter(adapter: str, out_dir: Path) -> Path:
 
     from swift import ExportArguments, export_main  # heavy
 
+    from src.config.remote_code import apply_remote_code_policy
+
+    apply_remote_code_policy()  # no code from the model directory runs unless the config trusts it
+
     with tempfile.TemporaryDirectory(prefix=".init_adapter-", dir=out_dir.parent) as tmp:
         copy = Path(tmp) / Path(adapter).name
         shutil.copytree(adapter, copy, ignore=shutil.ignore_patterns("optimizer.pt", "global_step*", "rng_state*",

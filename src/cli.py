@@ -7,7 +7,8 @@ Exit codes (README "Exit codes"):
 - 3: a failure while running, with its traceback (a programming error, a crash of a library).
 argparse's own usage errors exit 2 too. Under torchrun the launcher's code (1) stands for any rank's.
 
-Every output file or folder is refused when it exists (a non-empty folder) unless `--overwrite`.
+Every output file or folder is refused when it exists (a non-empty folder) unless `--overwrite`, and always
+when it is one of the command's inputs (`refuse_existing(..., inputs=...)`).
 Flags are spelled ms-swift's way (`--snake_case`); older spellings stay accepted as aliases.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -73,8 +74,24 @@ def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file or folder")
 
 
-def refuse_existing(path: Path, overwrite: bool, what: str = "output") -> None:
-    """Raise UsageError when `path` is an existing file or a non-empty folder and `overwrite` is off."""
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)  # symlinks and hard links too
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def refuse_existing(path: Path, overwrite: bool, what: str = "output",
+                    inputs: Mapping[str, Path | str | None] | None = None) -> None:
+    """Raise UsageError when `path` is one of `inputs` ({flag or key: path} the command reads; an output never
+    replaces an input, whatever `--overwrite` says), or an existing file or non-empty folder while `overwrite`
+    is off."""
+    for name, given in (inputs or {}).items():
+        if given is not None and str(given) and _same_file(Path(path), Path(given)):
+            raise UsageError(f"{what} {path} is also the input {name}: writing it would replace what this command "
+                             f"reads (with --overwrite too); choose another path for the output")
     if overwrite or not path.exists():
         return
     if path.is_dir() and not any(path.iterdir()):

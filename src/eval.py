@@ -57,7 +57,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     exists."""
     args = build_parser().parse_args(argv)
     out = args.out or args.pred.with_suffix(".metrics.json")
-    refuse_existing(out, args.overwrite, "metrics")
+    refuse_existing(out, args.overwrite, "metrics", {"--gt": args.gt, "--pred": args.pred})
     try:
         gt = load_ground_truth(args.gt)
         preds = load_predictions(args.pred, gt, args.pair_by)

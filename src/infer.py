@@ -66,16 +66,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_torn_weights(checkpoint: Path) -> None:
+    """UsageError naming a safetensors file of `checkpoint` that is cut short or damaged (read from headers)."""
+    from src.training.checkpoint_guard import safetensors_problem
+
+    for weights in sorted(Path(checkpoint).glob("*.safetensors")):
+        problem = safetensors_problem(weights)
+        if problem:
+            raise UsageError(f"--checkpoint {checkpoint}: {weights} {problem}. Copy it again from where it was "
+                             f"saved, or point --checkpoint at another checkpoint (an earlier checkpoint-N)")
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Predict; raises UsageError/ConfigError/DataError before any model loads when an input is wrong."""
     args = build_parser().parse_args(argv)
-    refuse_existing(args.out, args.overwrite, "predictions")
+    refuse_existing(args.out, args.overwrite, "predictions",
+                    {"--config": args.config, "--base_config": args.base_config})
     cfg = load_config_for_run(args.config, args.base_config, check_paths=False)
     files = files_to_read(args.jsonl, cfg.custom.val_jsonl, "custom.val_jsonl")
+    records_read = {f"{'--jsonl' if args.jsonl else 'custom.val_jsonl'} ({f})": f for f in files}
+    refuse_existing(args.out, True, "predictions", records_read)  # only the same-path check: --overwrite was above
     model_and_adapters(args.checkpoint)  # a wrong checkpoint is refused before anything heavy loads
+    _refuse_torn_weights(args.checkpoint)
     records = load_shards(files, cfg.custom.bad_records)[1][: args.limit]
     if args.coco_results:
-        refuse_existing(args.coco_results, args.overwrite, "COCO results")
+        refuse_existing(args.coco_results, args.overwrite, "COCO results",
+                        {"--coco_gt": args.coco_gt, "--out": args.out, **records_read})
         try:
             coco_ids = coco_ids_for(records, args.coco_gt)
         except (ValueError, FileNotFoundError) as err:

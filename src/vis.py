@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str] | None = None) -> int:
     """Draw every record; raises UsageError for an unreadable input or an existing, non-empty out folder."""
     args = build_parser().parse_args(argv)
-    refuse_existing(args.out, args.overwrite, "pictures")
+    refuse_existing(args.out, args.overwrite, "pictures", {"--gt": args.gt, "--pred": args.pred})
     try:
         gt = load_ground_truth(args.gt)
         preds = load_predictions(args.pred, gt, args.pair_by) if args.pred else None

@@ -111,3 +111,70 @@ def test_every_flag_has_help_a_snake_case_name_and_config_comes_with_base_config
                 f"{name}: {action.option_strings[0]} is not --snake_case"
         if "--config" in flags:
             assert "--base_config" in flags, f"{name} takes --config but not --base_config"
+
+
+def test_an_output_equal_to_an_input_is_refused_even_with_overwrite(tmp_path):
+    """Issue 21: `src.eval --out` equal to `--gt` with `--overwrite` replaced the ground truth with metrics."""
+    from src.eval import main, run
+
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text(json.dumps({"images": ["a.png"], "objects": [{"bbox_2d": [1, 1, 5, 5], "desc": "x"}],
+                              "width": 10, "height": 10}) + "\n")
+    pred = tmp_path / "pred.jsonl"
+    pred.write_text(json.dumps({"image": str(tmp_path / "a.png"), "objects": [], "parse_error": None}) + "\n")
+    before = gt.read_bytes(), pred.read_bytes()
+    (tmp_path / "link.jsonl").symlink_to(gt)
+    for out, flag in ((gt, "--gt"), (pred, "--pred"), (tmp_path / "link.jsonl", "--gt")):
+        with pytest.raises(UsageError) as refused:
+            run(["--pred", str(pred), "--gt", str(gt), "--out", str(out), "--overwrite"])
+        assert f"metrics {out} is also the input {flag}" in str(refused.value)
+        assert "choose another path for the output" in str(refused.value)
+    assert main(["--pred", str(pred), "--gt", str(gt), "--out", str(gt), "--overwrite"]) == EXIT_USAGE
+    assert (gt.read_bytes(), pred.read_bytes()) == before  # nothing replaced
+
+
+def test_every_writing_command_refuses_its_own_input_as_output(tree, data_dir, tmp_path, capsys):
+    from src.datasets.__main__ import main as datasets
+    from src.infer import main as infer
+    from src.vis import main as vis
+
+    t = tree()
+    train = t.train_jsonl
+    before = train.read_bytes()
+    runs = [
+        (vis, ["--gt", str(train), "--out", str(train), "--overwrite"], "--gt"),
+        (datasets, ["render", "--config", str(t.config), "--out", str(train), "--overwrite"], "custom.train_jsonl"),
+        (datasets, ["rows", "--config", str(t.config), "--out", str(t.config), "--overwrite"], "--config"),
+        (datasets, ["cache", "--config", str(t.config), "--out", str(train), "--overwrite"], "custom.train_jsonl"),
+        (datasets, ["convert", "coco", "--ann", str(train), "--images", str(data_dir), "--out", str(train),
+                    "--overwrite"], "--ann"),
+        (infer, ["--config", str(t.config), "--checkpoint", str(tmp_path), "--jsonl", str(train), "--out",
+                 str(train), "--overwrite"], "--jsonl"),
+    ]
+    for main, argv, flag in runs:
+        assert main(argv) == EXIT_USAGE, argv
+        assert f"is also the input {flag}" in capsys.readouterr().err, argv
+    assert train.read_bytes() == before
+
+
+def test_infer_names_a_truncated_adapter_file_before_loading(tree, data_dir, tmp_path, capsys):
+    """Issue 21: a truncated adapter file gave a traceback without its path."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from src.infer import main
+
+    t = tree()
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "args.json").write_text(json.dumps({"model": str(tmp_path)}))
+    weights = adapter / "adapter_model.safetensors"
+    save_file({"a.lora_A.weight": np.ones((8, 8), dtype=np.float32)}, str(weights))
+    weights.write_bytes(weights.read_bytes()[:-40])
+    out = tmp_path / "pred.jsonl"
+    assert main(["--config", str(t.config), "--checkpoint", str(adapter), "--jsonl", str(data_dir / "train.jsonl"),
+                 "--out", str(out)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{weights} " in err and "cut short while written" in err and "an earlier checkpoint-N" in err
+    assert "Traceback" not in err and not out.exists()

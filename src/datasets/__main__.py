@@ -29,6 +29,23 @@ from src.cli import (
 )
 from src.datasets.contract import GEOMETRY_KINDS
 
+
+def _config_inputs(args: argparse.Namespace) -> dict[str, Path | None]:
+    """The inputs a config-reading command names itself (its data files too, where the config parses)."""
+    inputs: dict[str, Path | None] = {"--config": args.config, "--base_config": args.base_config}
+    try:
+        from src.config import load_project_config
+        from src.config.jsonl import jsonl_files
+
+        cfg = load_project_config(args.config, args.base_config, check_paths=False)
+        for key in ("train_jsonl", "val_jsonl"):
+            for i, file in enumerate(jsonl_files(getattr(cfg.custom, key), f"custom.{key}")):
+                inputs[f"custom.{key}" + (f" (file {i + 1})" if i else "")] = Path(file)
+    except Exception:  # noqa: BLE001 - the command itself reports a bad config, with its own message
+        pass
+    return inputs
+
+
 # ---------------------------------------------------------------------------- synth
 
 
@@ -142,7 +159,7 @@ def _run_convert_coco(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.ann}: no such file")
     if not args.images.is_dir():
         raise UsageError(f"{args.images}: no such directory")
-    refuse_existing(args.out, args.overwrite, "converted records")
+    refuse_existing(args.out, args.overwrite, "converted records", {"--ann": args.ann})
     try:
         result = convert_coco_file(args.ann, args.images, args.out, overwrite=args.overwrite, polygons=args.polygons)
     except ValueError as exc:  # the annotation file is not COCO JSON
@@ -160,7 +177,7 @@ def _run_convert_icdar(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.gt}: no ground-truth file (a .txt file, or a directory holding *.txt files)")
     if not args.images.is_dir():
         raise UsageError(f"{args.images}: no such directory")
-    refuse_existing(args.out, args.overwrite, "converted records")
+    refuse_existing(args.out, args.overwrite, "converted records", {"--gt": args.gt})
     result = convert_icdar_file(args.gt, args.images, args.out, desc=args.desc, overwrite=args.overwrite)
     for problem in result.problems:
         print(problem)
@@ -218,7 +235,7 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
 def _run_render(args: argparse.Namespace) -> int:
     from .render import render
 
-    refuse_existing(args.out, args.overwrite, "render")
+    refuse_existing(args.out, args.overwrite, "render", _config_inputs(args))
     result = render(args.config, args.out, base_config=args.base_config, split=args.split, limit=args.limit,
                     augment=args.augment, track=functools.partial(progress, desc="rendering", unit="sample"))
     print(f"rendered {result['samples']} sample(s) to {result['out']}")
@@ -246,7 +263,7 @@ def _add_render(subparsers: argparse._SubParsersAction) -> None:
 def _run_stats(args: argparse.Namespace) -> int:
     from .render import stats
 
-    refuse_existing(args.out, args.overwrite, "stats")
+    refuse_existing(args.out, args.overwrite, "stats", _config_inputs(args))
     result = stats(args.config, args.out, base_config=args.base_config, split=args.split, limit=args.limit,
                    track=functools.partial(progress, desc="encoding", unit="sample"))
     lengths = result["token_length"]
@@ -274,7 +291,7 @@ def _run_cache(args: argparse.Namespace) -> int:
     from .cache import build_cache
     from .run_config import load_config_for_run
 
-    refuse_existing(args.out, args.overwrite, "cache")
+    refuse_existing(args.out, args.overwrite, "cache", _config_inputs(args))
     result = build_cache(load_config_for_run(args.config, args.base_config), args.out)
     print(f"cached {result['train_rows']} train and {result['val_rows']} val rows in {result['out']}")
     print(f"use it: custom: {{cached_dataset: {result['out']}}}")
@@ -298,7 +315,7 @@ def _run_rows(args: argparse.Namespace) -> int:
     from .run_config import load_config_for_run
     from .swift_rows import upright_dir, write_swift_rows
 
-    refuse_existing(args.out, args.overwrite, "rows")
+    refuse_existing(args.out, args.overwrite, "rows", {**_config_inputs(args), "--jsonl": args.jsonl})
     refuse_existing(upright_dir(args.out), args.overwrite, "upright images of the rows")
     cfg = load_config_for_run(args.config, args.base_config, check_paths=False)
     key, value = (("custom.train_jsonl", cfg.custom.train_jsonl) if args.split == "train"

@@ -45,3 +45,21 @@ def test_cache_is_built_trained_on_and_refused_once_stale(tmp_path, capsys):
 
     assert datasets_main(["cache", "--config", str(base), "--out", str(tmp_path / "cache")]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_a_cache_built_under_an_earlier_answer_rule_is_stale(tree, tmp_path):
+    """Rounding on the grid or leaving ignore regions out changes the answers of the same data: a cache built
+    before (no or another `answer_version`) is refused, naming that. (Quick, though in this slow module.)"""
+    import json
+
+    from src.config import load_project_config
+    from src.datasets.cache import CACHE_INFO, cache_fingerprint, cache_problems
+
+    cfg = load_project_config(tree().config)
+    cache = tmp_path / "cache"
+    (cache / "train").mkdir(parents=True)
+    fingerprint = cache_fingerprint(cfg)
+    (cache / CACHE_INFO).write_text(json.dumps({"fingerprint": fingerprint}))
+    assert cache_problems(cfg, cache) == []
+    (cache / CACHE_INFO).write_text(json.dumps({"fingerprint": {**fingerprint, "answer_version": 1}}))
+    assert "(answer_version changed)" in cache_problems(cfg, cache)[0]

@@ -33,6 +33,10 @@ import numpy as np
 from src.datasets.contract import POINTS_PER_KIND, GroundingObject, Record
 from src.datasets.geometry import pixel_to_norm
 
+ANSWER_VERSION = 2
+"""Raised whenever the same record gets another answer text: 2 (ties on the grid round to even, as ms-swift;
+ignore regions left out). A pre-encoded cache built under another version is stale (src/datasets/cache.py)."""
+
 FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)(?:```|$)", re.DOTALL)
 
 AnswerFormat = Literal["json", "legacy", "unknown"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from src.config import ConfigError
 from src.config.jsonl import jsonl_files
+from src.datasets.answer import ANSWER_VERSION
 from src.datasets.plan import plan_data
 from src.datasets.rows import GroundingRowsDataset, arrow_rows
 
@@ -49,6 +50,7 @@ def cache_fingerprint(cfg) -> dict[str, Any]:
         "encoding": {k: cfg.swift.get(k) for k in ENCODING_KEYS},
         "global_max_length": cfg.global_max_length,
         "env": dict(sorted(cfg.env.items())),
+        "answer_version": ANSWER_VERSION,  # the same record answered otherwise (rounding, ignore regions)
     }
 
 

@@ -1,34 +1,67 @@
-"""GPU check (not part of CI): stage 1 and stage 2 on a randomly initialised Qwen3-VL of real 2B size.
+"""GPU check in one call: what a GPU does with this project's runs, learnt from one prepared run of minutes.
 
-Runs a few bf16 steps of each recipe, without and with packing (when a flash-attention build is
-installed) and with ZeRO-2 (when deepspeed is installed), and prints samples/s, tokens/s and peak GPU
-memory for each, with the unpacked stage-2 run as the baseline ratio. With several GPUs visible every
-run goes through torchrun across all of them (NCCL), and tokens/s and peak memory are printed per GPU
-(peak memory as the driver reports it, sampled with nvidia-smi, so it includes the CUDA context).
-Needs no weights and no network: `python bench/gpu_check.py [--work DIR] [--steps 10] [--arch qwen3_vl]
-[--size 2b] [--layers N] [--gpus N]`. Budget: under 8 minutes on one H100.
-`--arch` picks the family (qwen3_vl: sizes 2b, 4b; qwen3_vl_moe: 30b-a3b; qwen3_5: 9b; qwen3_5_moe: 35b-a3b).
-`--layers` keeps every width but cuts the language model to N layers: the MoEs' whole weights (62 and 70 GB
-in bf16) do not fit the check machine's 64 GiB disk, so 30b-a3b runs 12 of its 48 layers and 35b-a3b 10 of
-its 40 by default (tokens/s per layer is the real model's; the printout says how many layers ran).
-`--size tiny` runs the same plumbing on CPU with the tiny model (no meaningful speed).
+    python bench/gpu_check.py [--budget_s 420] [--work DIR] [--out FILE.jsonl] [--size 2b] [--steps 10]
+                              [--warmup_steps 2] [--arch qwen3_vl] [--layers N] [--gpus N] [--dense_objects 48]
+
+Runs from any directory, with or without the project pip-installed (it puts the repository on its own
+`sys.path` and on its child processes' PYTHONPATH). Needs no weights and no network: a randomly initialised
+model of the published dimensions (built once per size and arch into `--work`, then reused) trains at the
+speed the real one would. Scenarios, in order of value (each one skipped, saying why, where it cannot run):
+
+ 1. stage 2 dense: LoRA on dense 48-object answers over mixed images (the baseline of the ratios);
+ 2. the same with `custom.answer_only_logits` flipped (logits only where the loss is, off/on);
+ 3. a torch.profiler summary of three dense steps: top operators by self CUDA and self CPU time, data wait;
+ 4. Liger on (`training.use_liger_kernel`), where liger_kernel is installed and a GPU is there;
+ 5. `PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True` (a child process: the variable is read at CUDA start);
+ 6. packing with a flash-attention build, where one is installed;
+ 7. stage 1 (aligner) and 8. stage 2 on small samples (synthetic images, ~230 tokens);
+ 9. generation through ms-swift's transformers engine at batch 8 and at batch 64 (the same 64 questions);
+10. generation through vLLM, where installed; 11. ZeRO-2, where deepspeed is installed (a torchrun child).
+
+Training runs go through `src.sft.main` in this process (start-up paid once: imports, CUDA context; data
+verdicts and the model files are reused), except where a run needs its own process (several GPUs: torchrun;
+DeepSpeed; the allocator variable). Speed is the steady state: the per-step figures of the run's
+logging.jsonl after `--warmup_steps` steps (the project's step accounting: `step_time_s`, `tokens_per_s`,
+`data_wait_share`, ...; without it, step times recovered from ms-swift's cumulative `train_speed(s/it)`).
+
+Budget: everything (model build included) must end within `--budget_s`. Each scenario's figures are printed
+and appended to the JSONL (`--out`; default a new `gpu_check-<run id>.jsonl` in `--work`; an existing `--out`
+is appended to, each line carrying the run id) the moment they are measured; a scenario whose estimate (the
+start-up cost and step times measured so far) exceeds the time left is skipped with both figures. A markdown
+table of every scenario ends the output.
+
+`--size tiny` runs the whole check on CPU with the tiny model (plumbing only: no speed is meaningful there).
+`--arch` picks the family (qwen3_vl: 2b, 4b; qwen3_vl_moe: 30b-a3b; qwen3_5: 9b; qwen3_5_moe: 35b-a3b); the
+MoEs run 12 of 48 / 10 of 40 language-model layers by default (`--layers`): their whole weights do not fit
+the check machine's disk (tokens/s per layer is the real model's).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import importlib.util
+import inspect
 import json
-import shutil
+import os
 import subprocess
 import sys
-import threading
 import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # the project need not be installed: `src` is imported from this checkout
+    sys.path.insert(0, str(REPO))
+
 FLASH_IMPLS = (("flash_attention_2", "flash_attn_2_cuda"), ("flash_attention_3", "flash_attn_interface"),
                ("flash_attention_4", "flash_attn.cute"))
+DEFAULT_LAYERS = {"30b-a3b": 12, "35b-a3b": 10}  # sizes whose whole language model does not fit the check machine
+PROFILED_STEPS = 3
+SUBPROCESS_START_GUESS_S = 45.0  # a child's imports + CUDA start before one was measured (40-60 s seen on an H200)
 
 
 def _available(module: str) -> bool:
@@ -43,31 +76,293 @@ def flash_attention_impl() -> str | None:
     return next((impl for impl, module in FLASH_IMPLS if _available(module)), None)
 
 
-def scenarios(flash: str | None, deepspeed: bool, liger: bool = False) -> list[dict]:
-    """(name, recipe, overrides, launcher) of each run; skipped ones carry the reason."""
-    runs = [
-        {"name": "stage1 bf16", "recipe": "stage_1_full_aligner_only.yaml", "extra": {}},
-        {"name": "stage2 bf16", "recipe": "stage_2_llm_lora.yaml", "extra": {}},
-    ]
-    packing = {"name": "stage2 bf16 packing", "recipe": "stage_2_llm_lora.yaml",
-               "extra": {"training": {"packing": True, "lazy_tokenize": False}, "model": {"attn_impl": flash}}}
-    if flash is None:
-        packing["skip"] = "no flash-attention build installed (flash-attn, flash-attn-3 or flash-attn-4)"
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment with the repository first on PYTHONPATH (and `extra` set): a child process
+    imports `src` from this checkout whether or not the project is installed."""
+    env = dict(os.environ, **(extra or {}))
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
+
+
+# --- scenarios -------------------------------------------------------------------------------------------
+
+@dataclass
+class Scenario:
+    """One measured thing: a training run (`kind` train/profile), or generation (generate/vllm)."""
+
+    name: str
+    kind: str = "train"
+    recipe: str = "stage_2_llm_lora.yaml"
+    data: str = "dense"  # dense | synth
+    extra: dict = field(default_factory=dict)  # config sections merged over the recipe
+    env: dict = field(default_factory=dict)  # set in a child process (allocator settings are read at CUDA start)
+    child: bool = False  # needs its own process
+    torchrun: bool = False
+    batch_sizes: tuple[int, ...] = ()  # generation
+    skip: str | None = None
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the scenarios depend on: a GPU, installed packages, the config keys this checkout knows."""
+
+    cuda: bool
+    n_gpus: int
+    flash: str | None
+    liger: bool
+    vllm: bool
+    deepspeed: bool
+    answer_only_default: bool | None  # None: this checkout has no custom.answer_only_logits key
+
+
+def scenarios(machine: Machine) -> list[Scenario]:
+    """Every scenario in order of value, those that cannot run here carrying the reason (`skip`)."""
+    gpu_only = None if machine.cuda else "needs a CUDA GPU (this is the CPU plumbing run)"
+    several = machine.n_gpus > 1
+    runs = [Scenario("stage2 dense", child=several, torchrun=several)]
+    flipped = Scenario("stage2 dense answer-only flipped", child=several, torchrun=several)
+    if machine.answer_only_default is None:
+        flipped.skip = ("the config key custom.answer_only_logits is unknown to this checkout "
+                        "(src/config/schema.py CustomSection)")
+    else:
+        flipped.name = f"stage2 dense answer_only_logits={str(not machine.answer_only_default).lower()}"
+        flipped.extra = {"custom": {"answer_only_logits": not machine.answer_only_default}}
+    runs.append(flipped)
+    profile = Scenario("profile 3 dense steps", kind="profile")
+    if several:
+        profile.skip = "profiled in one process only (run with --gpus 1)"
+    runs.append(profile)
+    liger = Scenario("stage2 dense liger", extra={"training": {"use_liger_kernel": True}}, child=several,
+                     torchrun=several)
+    liger.skip = gpu_only or (None if machine.liger else "liger_kernel is not installed")
+    runs.append(liger)
+    runs.append(Scenario("stage2 dense expandable_segments", child=True, torchrun=several,
+                         env={"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}, skip=gpu_only))
+    packing = Scenario("stage2 dense packing", child=several, torchrun=several,
+                       extra={"training": {"packing": True, "lazy_tokenize": False},
+                              "model": {"attn_impl": machine.flash}})
+    packing.skip = gpu_only or (None if machine.flash else
+                                "no flash-attention build installed (flash-attn, flash-attn-3 or flash-attn-4)")
     runs.append(packing)
-    zero2 = {"name": "stage2 bf16 ZeRO-2", "recipe": "stage_2_llm_lora.yaml",
-             "extra": {"deepspeed": {"enabled": True, "config": "zero2"}}, "torchrun": True}
-    if not deepspeed:
-        zero2["skip"] = "deepspeed is not installed (pip install -e '.[gpu]')"
+    runs.append(Scenario("stage1 small samples", recipe="stage_1_full_aligner_only.yaml", data="synth",
+                         child=several, torchrun=several))
+    runs.append(Scenario("stage2 small samples", data="synth", child=several, torchrun=several))
+    runs.append(Scenario("generation transformers", kind="generate", batch_sizes=(8, 64)))
+    vllm = Scenario("generation vllm", kind="vllm", batch_sizes=(64,))
+    vllm.skip = gpu_only or (None if machine.vllm else "vllm is not installed")
+    runs.append(vllm)
+    zero2 = Scenario("stage2 dense ZeRO-2", child=True, torchrun=True,
+                     extra={"deepspeed": {"enabled": True, "config": "zero2"}})
+    zero2.skip = gpu_only or (None if machine.deepspeed else "deepspeed is not installed")
     runs.append(zero2)
-    # A long dense answer (48 objects): the logits over the 151,936-token vocabulary dominate a step's
-    # memory; Liger's fused linear cross-entropy never materialises them.
-    runs.append({"name": "stage2 dense48", "recipe": "stage_2_llm_lora.yaml", "extra": {}, "data": "dense"})
-    dense_liger = {"name": "stage2 dense48 liger", "recipe": "stage_2_llm_lora.yaml", "data": "dense",
-                   "extra": {"training": {"use_liger_kernel": True}}}
-    if not liger:
-        dense_liger["skip"] = "liger-kernel is not installed (pip install -e '.[gpu]')"
-    runs.append(dense_liger)
     return runs
+
+
+# --- figures from a run's logging.jsonl --------------------------------------------------------------------
+
+def _step(row: dict) -> int | None:
+    text = row.get("global_step/max_steps")
+    return int(str(text).split("/")[0]) if text else None
+
+
+def _memory(row: dict) -> float | None:
+    for key in ("peak_memory_gib", "memory(GiB)"):
+        if key in row:
+            return float(str(row[key]).split()[0])
+    return None
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def steady_state(rows: list[dict], warmup_steps: int, samples_per_step: int,
+                 mean_tokens: float | None = None) -> dict:
+    """The run's figures over the steps after `warmup_steps` (its training log lines, one per step).
+
+    Step times are the project's `step_time_s` where logged, else the differences of ms-swift's cumulative
+    elapsed time (`train_speed(s/it)` x step). tokens/s is the logged `tokens_per_s` (real tokens), else
+    `samples_per_step * mean_tokens` per second of step (`tokens_source` says which). Peak memory is the
+    largest logged over all steps; `memory_by_step` shows its rise. Shares and MFU are steady-state means of
+    what the run logged (absent keys give None). Raises ValueError when no step is past the warm-up."""
+    # ms-swift stamps its end-of-training summary (train_runtime, ...) with the last step too: not a step.
+    steps = sorted(((_step(r), r) for r in rows if _step(r) is not None and "train_runtime" not in r),
+                   key=lambda pair: pair[0])
+    times: dict[int, float] = {}
+    previous = (0, 0.0)
+    for step, row in steps:
+        if "step_time_s" in row:
+            times[step] = float(row["step_time_s"])
+        elif "train_speed(s/it)" in row:
+            elapsed = float(row["train_speed(s/it)"]) * step
+            times[step] = (elapsed - previous[1]) / max(1, step - previous[0])
+            previous = (step, elapsed)
+    steady = [(s, r) for s, r in steps if s > warmup_steps and s in times]
+    if not steady:
+        raise ValueError(f"no logged step after the {warmup_steps} warm-up steps (steps logged: "
+                         f"{[s for s, _ in steps]}); run more --steps")
+    s_per_step = _mean([times[s] for s, _ in steady])
+    logged_tokens = [float(r["tokens_per_s"]) for _, r in steady if "tokens_per_s" in r]
+    if logged_tokens:
+        tokens_per_s, source = _mean(logged_tokens), "logged real tokens"
+    elif mean_tokens:
+        tokens_per_s, source = samples_per_step * mean_tokens / s_per_step, "estimated: samples x mean length"
+    else:
+        tokens_per_s, source = None, None
+
+    def steady_mean(key: str) -> float | None:
+        values = [float(r[key]) for _, r in steady if r.get(key) is not None]
+        return round(_mean(values), 4) if values else None
+
+    memory = [m for m in (_memory(r) for _, r in steps) if m is not None]
+    return {"steady_steps": len(steady), "first_step_s": round(times[steps[0][0]], 3) if steps[0][0] in times else None,
+            "s_per_step": round(s_per_step, 4), "samples_per_s": round(samples_per_step / s_per_step, 3),
+            "tokens_per_s": round(tokens_per_s, 1) if tokens_per_s else None, "tokens_source": source,
+            "data_wait_share": steady_mean("data_wait_share"), "padding_share": steady_mean("padding_share"),
+            "loss_token_share": steady_mean("loss_token_share"), "mfu": steady_mean("mfu"),
+            "peak_memory_gib": max(memory) if memory else None, "memory_by_step": memory,
+            "train_time_s": round(sum(times.values()), 2)}
+
+
+def read_logging(run_dir: Path) -> list[dict]:
+    """The JSON lines of `run_dir/logging.jsonl` (ms-swift's training log)."""
+    path = run_dir / "logging.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# --- the budget --------------------------------------------------------------------------------------------
+
+@dataclass
+class Budget:
+    """Time left, and estimates of a scenario from what the scenarios so far took."""
+
+    total_s: float
+    started: float = field(default_factory=time.monotonic)
+    start_up_s: dict[str, float] = field(default_factory=dict)  # "process" / "child" / "generate": measured
+    step_s: dict[str, float] = field(default_factory=dict)  # data kind -> steady s/step
+
+    def left(self) -> float:
+        """Seconds left of the budget (negative once spent)."""
+        return self.total_s - (time.monotonic() - self.started)
+
+    def estimate(self, run: Scenario, steps: int) -> tuple[float | None, str]:
+        """(seconds, how) this scenario should take, or (None, why) before anything comparable was measured:
+        the start-up cost of its kind of process plus `steps` steps at the step time of its data."""
+        if run.kind in ("generate", "vllm"):
+            if "generate" in self.start_up_s:
+                return self.start_up_s["generate"], "as the generation measured before"
+            if "process" not in self.start_up_s:
+                return None, "nothing measured yet"
+            return 2 * self.start_up_s["process"], "twice a training run's start-up (engine load + generation)"
+        step = self.step_s.get(run.data) or max(self.step_s.values(), default=None)
+        if step is None or "process" not in self.start_up_s:
+            return None, "nothing measured yet"
+        if run.child:
+            start = self.start_up_s.get("child", self.start_up_s["process"] + SUBPROCESS_START_GUESS_S)
+            how = "child start-up " + ("measured" if "child" in self.start_up_s else
+                                       f"guessed: in-process start-up + {SUBPROCESS_START_GUESS_S:.0f} s")
+        else:
+            start, how = self.start_up_s["process"], "in-process start-up measured"
+        return start + steps * step, f"{how} + {steps} steps x {step:.2f} s"
+
+
+def budget_skip(estimate_s: float | None, how: str, left_s: float) -> str | None:
+    """The reason to skip a scenario estimated at `estimate_s` with `left_s` seconds left, or None to run it.
+    With nothing measured yet a scenario runs while any time is left."""
+    if left_s <= 0:
+        return f"budget spent ({-left_s:.0f} s over)"
+    if estimate_s is not None and estimate_s > left_s:
+        return f"would not finish in the {left_s:.0f} s left (estimate {estimate_s:.0f} s: {how})"
+    return None
+
+
+# --- output ------------------------------------------------------------------------------------------------
+
+class Results:
+    """Each result printed and appended to the JSONL the moment it is known; the table at the end."""
+
+    def __init__(self, path: Path, run_id: str):
+        self.path, self.run_id, self.rows = path, run_id, []
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def add(self, row: dict) -> None:
+        """Print `row` and append it (with the run id and the time) to the JSONL, flushed at once."""
+        row = {"run_id": self.run_id, "time_utc": datetime.now(UTC).isoformat(timespec="seconds"), **row}
+        self.rows.append(row)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        shown = {k: v for k, v in row.items() if k not in ("run_id", "time_utc", "memory_by_step", "top_ops")}
+        print(f"[gpu_check] {json.dumps(shown, ensure_ascii=False)}", flush=True)
+
+
+def _cell(value, fmt: str = "{}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Every scenario's figures as a markdown table; ratios against the first measured `stage2 dense`."""
+    base = next((r.get("tokens_per_s") for r in rows if r.get("scenario") == "stage2 dense"
+                 and r.get("status") == "measured"), None)
+    lines = ["| scenario | status | s/step | tokens/s | vs stage2 dense | samples/s | peak GiB | memory by step | "
+             "data wait | padding | loss tokens | MFU | wall s | note |",
+             "|" + "---|" * 14]
+    for r in rows:
+        if r.get("scenario") == "environment":
+            continue
+        ratio = (f"{r['tokens_per_s'] / base:.2f}x" if base and r.get("tokens_per_s") and r.get("kind") == "train"
+                 else "-")
+        memory = r.get("memory_by_step") or []
+        rise = " -> ".join(f"{m:.1f}" for m in (memory if len(memory) <= 4 else [memory[0], *memory[-3:]]))
+        note = r.get("reason") or r.get("note") or ""
+        lines.append(f"| {r['scenario']} | {r['status']} | {_cell(r.get('s_per_step'), '{:.3f}')} | "
+                     f"{_cell(r.get('tokens_per_s') or r.get('generated_tokens_per_s'), '{:.0f}')} | {ratio} | "
+                     f"{_cell(r.get('samples_per_s'), '{:.2f}')} | "
+                     f"{_cell(r.get('peak_memory_gib'), '{:.1f}')} | {rise or '-'} | "
+                     f"{_cell(r.get('data_wait_share'), '{:.1%}')} | {_cell(r.get('padding_share'), '{:.1%}')} | "
+                     f"{_cell(r.get('loss_token_share'), '{:.1%}')} | {_cell(r.get('mfu'), '{:.1%}')} | "
+                     f"{_cell(r.get('wall_s'), '{:.0f}')} | {note.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def output_to(path: Path):
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so C code and loggers too) to
+    `path` for the duration: a run's own output goes to its log file, the check's lines stay readable."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("ab") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(encoding="utf-8", errors="replace")[-chars:] if path.is_file() else ""
+
+
+# --- preparing the model, the data and the configs ---------------------------------------------------------
+
+def ensure_model(folder: Path, size: str, arch: str, layers: int | None) -> bool:
+    """Build the random model of `size`/`arch`/`layers` into `folder` unless the one there is it (its
+    tiny_model.json says so); True when it built. A folder without that marker is always built into."""
+    marker = folder / "tiny_model.json"
+    if marker.is_file():
+        built = json.loads(marker.read_text())
+        if (built.get("arch", "qwen3_vl"), built.get("size", "tiny"), built.get("layers")) == (arch, size, layers):
+            return False
+    from src.tiny_model.model import build_tiny_model  # heavy: torch, transformers
+
+    build_tiny_model(folder, size=size, arch=arch, layers=layers, overwrite=True)
+    return True
 
 
 def write_dense_data(folder: Path, n: int = 64, objects: int = 48) -> Path:
@@ -90,7 +385,18 @@ def write_dense_data(folder: Path, n: int = 64, objects: int = 48) -> Path:
     return path
 
 
-DEFAULT_LAYERS = {"30b-a3b": 12, "35b-a3b": 10}  # sizes whose whole language model does not fit the check machine
+def ensure_data(work: Path, tiny: bool, dense_objects: int) -> dict[str, Path]:
+    """The training JSONL of each data kind under `work`, written once and reused (its objects count is in
+    the dense folder's name)."""
+    from src.datasets.synth import write_synthetic_dataset
+
+    synth = work / "data" / "train.jsonl"
+    if not synth.is_file():
+        write_synthetic_dataset(work / "data", n=16 if tiny else 256, overwrite=True)
+    dense = work / f"dense{dense_objects}" / "train.jsonl"
+    if not dense.is_file():
+        write_dense_data(dense.parent, n=8 if tiny else 64, objects=dense_objects)
+    return {"synth": synth, "dense": dense}
 
 
 def family_keys(arch: str) -> dict:
@@ -100,79 +406,190 @@ def family_keys(arch: str) -> dict:
     return {"model": {"model_type": arch}, "template": {"template": FAMILIES[arch].template}}
 
 
-def write_config(work: Path, run: dict, steps: int, cpu: bool = False, arch: str = "qwen3_vl") -> Path:
-    """A run config extending the recipe, pointing at the work dir's model and data, for the family `arch`."""
-    name = run["name"].replace(" ", "_")
+def write_config(path: Path, run: Scenario, model: Path, train_jsonl: Path, output_dir: Path, steps: int,
+                 cpu: bool = False, arch: str = "qwen3_vl") -> Path:
+    """A run config at `path` extending the recipe (and configs/cpu.yaml when `cpu`) with the work dir's model
+    and data, bf16 batch 4 on a GPU (float32 batch 1 on CPU), a log line per step, no saving, no evaluation."""
+    recipe = str(REPO / "configs" / run.recipe)
     config = {
-        "extends": str(REPO / "configs" / run["recipe"]),
-        "model": {"model": str(work / "model"), "torch_dtype": "bfloat16", "attn_impl": "sdpa",
-                  **family_keys(arch)["model"]},
+        "extends": [recipe, str(REPO / "configs" / "cpu.yaml")] if cpu else recipe,
+        "model": {"model": str(model), **family_keys(arch)["model"],
+                  **({} if cpu else {"torch_dtype": "bfloat16", "attn_impl": "sdpa"})},
         "template": family_keys(arch)["template"],
-        "custom": {"train_jsonl": str(work / ("dense" if run.get("data") == "dense" else "data") / "train.jsonl"),
-                   "health_check_samples": 2},
-        "training": {"output_dir": str(work / "runs" / name), "max_steps": steps, "logging_steps": 1,
-                     "per_device_train_batch_size": 4, "bf16": True, "eval_strategy": "no",
-                     "save_strategy": "no", "report_to": [], "dataloader_num_workers": 2},
-        "env": {"IMAGE_MAX_TOKEN_NUM": 1024},
+        "custom": {"train_jsonl": str(train_jsonl), "val_jsonl": None, "health_check_samples": 2},
+        "training": {"output_dir": str(output_dir), "max_steps": steps, "logging_steps": 1,
+                     "per_device_train_batch_size": 1 if cpu else 4, "gradient_accumulation_steps": 1,
+                     "eval_strategy": "no", "save_strategy": "no", "report_to": [],
+                     **({} if cpu else {"bf16": True, "dataloader_num_workers": 2})},
+        "env": {"IMAGE_MAX_TOKEN_NUM": 64 if cpu else 1024},
     }
-    if cpu:  # plumbing smoke test only: no speed is measured on CPU
-        config["model"]["torch_dtype"] = "float32"
-        config["training"].update({"bf16": False, "fp16": False, "use_cpu": True, "dataloader_num_workers": 0,
-                                   "per_device_train_batch_size": 1})
-        config["env"]["IMAGE_MAX_TOKEN_NUM"] = 64
-    for section, values in run["extra"].items():
+    for section, values in run.extra.items():
         config.setdefault(section, {}).update(values)
-    path = work / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
     return path
 
 
+def mean_tokens_of(config: Path, out: Path) -> float | None:
+    """Mean tokens per training sample of the config's data (the project's stats over its first 16 samples),
+    kept in `out` and reused; None when it cannot be measured."""
+    stats = out / "stats.json"
+    if not stats.is_file():
+        from src.datasets.__main__ import run as datasets_run
+
+        with output_to(out.parent / f"{out.name}.log"):
+            datasets_run(["stats", "--config", str(config), "--out", str(out), "--limit", "16", "--overwrite"])
+    return json.loads(stats.read_text())["token_length"].get("mean")
+
+
 def launcher(n_gpus: int, force_torchrun: bool = False) -> list[str]:
-    """The command prefix of one run: plain python on one GPU, torchrun across `n_gpus` otherwise
+    """The command prefix of a child run: plain python on one GPU, torchrun across `n_gpus` otherwise
     (DeepSpeed runs always go through torchrun)."""
     if n_gpus <= 1 and not force_torchrun:
         return [sys.executable]
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={max(1, n_gpus)}"]
 
 
-def measure(run_dir: Path, mean_tokens: float, n_gpus: int) -> dict:
-    """samples/s and tokens/s in all and per GPU, and rank 0's peak memory, from ms-swift's logging.jsonl
-    (its samples/s counts every rank's samples)."""
-    rows = [json.loads(x) for x in (run_dir / "logging.jsonl").read_text().splitlines() if x.strip()]
-    final = next((r for r in reversed(rows) if "train_samples_per_second" in r), {})
-    memory = max((float(str(r.get("memory(GiB)", 0)).split()[0]) for r in rows if "memory(GiB)" in r), default=0)
-    samples = float(final.get("train_samples_per_second", 0))
-    world = max(1, n_gpus)
-    return {"samples_per_s": samples, "tokens_per_s": samples * mean_tokens,
-            "tokens_per_s_per_gpu": samples * mean_tokens / world, "peak_memory_gib": memory}
+# --- running the scenarios ---------------------------------------------------------------------------------
+
+def _reset_device() -> None:
+    """Free what the previous in-process run left and restart the peak counters: each run's peak is its own."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
 
 
-class GpuMemoryPeaks:
-    """Samples `nvidia-smi`'s used memory of every GPU while a run goes; `peaks` is GiB per GPU index."""
+def train_in_process(config: Path, log: Path, callback=None) -> None:
+    """`python -m src.sft --config CONFIG` in this process, its output to `log`; `callback` (a TrainerCallback)
+    joins the trainer's. Raises RuntimeError naming the log on a non-zero exit."""
+    from src import sft
+    from src.training import pipeline
 
-    def __init__(self, interval_s: float = 0.5):
-        self.interval_s = interval_s
-        self.peaks: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
+    original = pipeline.GroundingSft.train
+    if callback is not None:
+        def train(self, trainer):
+            trainer.add_callback(callback)
+            return original(self, trainer)
 
-    def __enter__(self):
-        if shutil.which("nvidia-smi"):
-            self._thread.start()
-        return self
+        pipeline.GroundingSft.train = train
+    try:
+        _reset_device()
+        with output_to(log):
+            code = sft.main(["--config", str(config)])
+    finally:
+        pipeline.GroundingSft.train = original
+    if code != 0:
+        raise RuntimeError(f"src.sft exited {code}; its output: {log}\n{_tail(log)}")
 
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
 
-    def _poll(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True).stdout
-            for line in out.splitlines():
-                index, used = (part.strip() for part in line.split(","))
-                self.peaks[int(index)] = max(self.peaks.get(int(index), 0.0), float(used) / 1024)
+def train_in_child(config: Path, log: Path, run: Scenario, n_gpus: int) -> None:
+    """The run in its own process (torchrun across the GPUs where asked), with the scenario's environment."""
+    with log.open("ab") as fh:
+        proc = subprocess.run([*launcher(n_gpus, run.torchrun), "-m", "src.sft", "--config", str(config)],
+                              cwd=REPO, env=child_env(run.env), stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"src.sft exited {proc.returncode}; its output: {log}\n{_tail(log)}")
+
+
+def profiler_callback(profiler):
+    """A TrainerCallback that starts `profiler` when training begins (model load and data set-up stay out of
+    it), steps its schedule at the end of each optimizer step and stops it when training ends."""
+    from transformers import TrainerCallback
+
+    class StepTheProfiler(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            profiler.start()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            profiler.step()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            profiler.stop()
+
+    return StepTheProfiler()
+
+
+def profile_summary(events, cuda: bool, top: int = 8) -> dict:
+    """Top operators by self CUDA time (on a GPU) and by self CPU time, and the share of the profiled
+    wall time spent in the DataLoader's `__next__`, from a profiler's `key_averages()`."""
+    def ranked(attr: str) -> list[dict]:
+        rows = sorted(events, key=lambda e: getattr(e, attr, 0) or 0, reverse=True)[:top]
+        return [{"op": e.key, "self_ms": round((getattr(e, attr, 0) or 0) / 1000, 2), "calls": e.count} for e in rows]
+
+    return {"top_self_cpu": ranked("self_cpu_time_total"),
+            **({"top_self_cuda": ranked("self_device_time_total")} if cuda else {})}
+
+
+def run_profile(config: Path, log: Path, warmup_steps: int, cuda: bool) -> dict:
+    """Three steady dense steps under torch.profiler (after `warmup_steps`): the top operators and the
+    data-wait share (time blocked in the DataLoader's `__next__` over the three steps' wall time)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    # The profiler's step k is training step k+1. Steps 1..warmup_steps-1 wait, step `warmup_steps` warms the
+    # profiler up (its events are dropped), the next PROFILED_STEPS are recorded.
+    prof = profile(activities=activities, schedule=schedule(wait=warmup_steps - 1, warmup=1, active=PROFILED_STEPS,
+                                                            repeat=1))
+    started = time.perf_counter()
+    train_in_process(config, log, profiler_callback(prof))
+    wall = time.perf_counter() - started
+    if cuda:
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    waits = [e for e in events if "DataLoader" in e.key and "__next__" in e.key]
+    wait_us = sum(e.cpu_time_total for e in waits)
+    # The three profiled steps' span: from the trace's events (the whole call also holds start-up).
+    span_us = max((e.time_range.end for e in prof.events()), default=0) - min(
+        (e.time_range.start for e in prof.events()), default=0)
+    return {**profile_summary(events, cuda), "data_wait_share": round(wait_us / span_us, 4) if span_us else None,
+            "profiled_span_s": round(span_us / 1e6, 3), "wall_s_run": round(wall, 1)}
+
+
+def run_generation(config: Path, model: Path, batch_sizes: tuple[int, ...], max_new_tokens: int,
+                   backend: str, questions: int) -> list[dict]:
+    """The same `questions` dense questions (the config's records, repeated) answered at each batch size
+    through one engine, loaded once: generated tokens per second and peak memory per batch size (the same
+    work at each size, so their ratio is what batching gains)."""
+    import torch
+    from swift import RequestConfig
+
+    from src.datasets.loading import load_shards
+    from src.datasets.plan import make_preprocessor
+    from src.datasets.run_config import load_config_for_run
+    from src.inference import engine as inference
+
+    cfg = load_config_for_run(config)
+    records = load_shards([Path(cfg.custom.train_jsonl)], cfg.custom.bad_records)[1]
+    records = [records[i % len(records)] for i in range(questions)]
+    _, requests = inference.questions(records, make_preprocessor(cfg).builder)
+    requests = [inference.as_seen(r) for r in requests]
+    started = time.perf_counter()
+    batch_kwarg = ({"batch_size": max(batch_sizes)}
+                   if "batch_size" in inspect.signature(inference.make_engine).parameters else {})
+    engine = inference.make_engine(backend, cfg, model, **batch_kwarg)
+    load_s = time.perf_counter() - started
+    request_config = RequestConfig(max_tokens=max_new_tokens, temperature=0.0)
+    out = []
+    for batch in batch_sizes:
+        _reset_device()
+        if hasattr(engine, "max_batch_size"):
+            engine.max_batch_size = batch  # the transformers engine: questions per generate() call
+        started = time.perf_counter()
+        responses = []
+        for start in range(0, len(requests), batch):
+            responses += engine.infer(requests[start:start + batch], request_config, use_tqdm=False)
+        seconds = time.perf_counter() - started
+        tokens = sum(r.usage.completion_tokens for r in responses)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+        out.append({"batch_size": batch, "questions": len(requests), "generated_tokens": tokens,
+                    "generation_s": round(seconds, 2), "generated_tokens_per_s": round(tokens / seconds, 1),
+                    "peak_memory_gib": round(peak, 2) if peak else None, "engine_load_s": round(load_s, 1)})
+    del engine
+    return out
 
 
 def visible_gpus() -> int:
@@ -182,76 +599,145 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--work", type=Path, default=REPO / "output" / "gpu_check")
-    parser.add_argument("--steps", type=int, default=10)
+def answer_only_default(config: Path) -> bool | None:
+    """The config's `custom.answer_only_logits` (None where this checkout has no such key)."""
+    from src.config import load_project_config
+
+    return getattr(load_project_config(config, check_paths=False).custom, "answer_only_logits", None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The check's flags."""
+    parser = argparse.ArgumentParser(prog="python bench/gpu_check.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--budget_s", type=float, default=420, help="seconds for everything, start-up included")
+    parser.add_argument("--work", type=Path, default=REPO / "output" / "gpu_check",
+                        help="model, data and runs (reused across calls)")
+    parser.add_argument("--out", type=Path, help="results JSONL, appended to (default: a new file in --work)")
+    parser.add_argument("--steps", type=int, default=10, help="optimizer steps per training run")
+    parser.add_argument("--warmup_steps", type=int, default=2, help="first steps left out of the speed")
+    parser.add_argument("--max_new_tokens", type=int, help="tokens generated per question (default 256; tiny 8)")
+    parser.add_argument("--generation_questions", type=int,
+                        help="questions answered at each generation batch size (default 64; tiny 16)")
+    parser.add_argument("--dense_objects", type=int, default=48, help="objects per dense record")
     parser.add_argument("--arch", default="qwen3_vl", choices=["qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"])
-    parser.add_argument("--size", default=None, help="tiny (a CPU smoke test), 2b, 4b (qwen3_vl), 30b-a3b "
+    parser.add_argument("--size", default=None, help="tiny (the CPU plumbing run), 2b, 4b (qwen3_vl), 30b-a3b "
                                                      "(qwen3_vl_moe), 9b (qwen3_5), 35b-a3b (qwen3_5_moe); default: "
                                                      "the arch's smallest published size")
     parser.add_argument("--layers", type=int, default=None, help="cut the language model to N layers")
     parser.add_argument("--gpus", type=int, default=None, help="GPUs to use (default: every visible one)")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every scenario that fits the budget; 0 when the check itself ran (a failed scenario is a result)."""
+    args = build_parser().parse_args(argv)
+    budget = Budget(args.budget_s)
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{os.getpid()}"
+    work = args.work.resolve()
+    out = (args.out or work / f"gpu_check-{run_id}.jsonl").resolve()
+    if args.warmup_steps < 1 or args.steps <= args.warmup_steps:
+        build_parser().error(f"--steps {args.steps} must exceed --warmup_steps {args.warmup_steps} (>= 1)")
+    os.environ["PYTHONPATH"] = child_env()["PYTHONPATH"]  # children of children (torchrun's) find `src` too
+    from src.config.offline import apply_offline_env
+
+    apply_offline_env()
     from src.tiny_model.model import ARCHS, tiny_config
 
     sizes = ARCHS[args.arch].sizes
     size = args.size or (sizes[1] if len(sizes) > 1 else "tiny")
     if size not in sizes:
-        parser.error(f"--size {size} for --arch {args.arch}: valid {', '.join(sizes)}")
+        build_parser().error(f"--size {size} for --arch {args.arch}: valid {', '.join(sizes)}")
+    cpu = size == "tiny"
+    args.max_new_tokens = args.max_new_tokens or (8 if cpu else 256)
+    args.generation_questions = args.generation_questions or (16 if cpu else 64)
     layers = args.layers or DEFAULT_LAYERS.get(size)
     full_layers = tiny_config(size, args.arch).text_config.num_hidden_layers
-    print(f"model: {args.arch} {size}, {layers or full_layers} of {full_layers} language-model layers")
-    cpu = size == "tiny"
+    results = Results(out, run_id)
+    print(f"[gpu_check] results: {out}; budget {args.budget_s:.0f} s", flush=True)
+
+    started = time.monotonic()
+    built = ensure_model(work / "model", size, args.arch, layers)
+    data = ensure_data(work, cpu, args.dense_objects)
     n_gpus = 0 if cpu else (args.gpus if args.gpus is not None else visible_gpus())
-    print(f"GPUs: {n_gpus} ({'torchrun across them, NCCL' if n_gpus > 1 else 'one process'})")
-    work = args.work.resolve()
-    marker = work / "model" / "tiny_model.json"
-    built = json.loads(marker.read_text()) if marker.is_file() else {}
-    if (built.get("arch", "qwen3_vl"), built.get("size", "tiny"), built.get("layers")) != (args.arch, size, layers):
-        subprocess.run([sys.executable, "-m", "src.tiny_model", "--out", str(work / "model"), "--size", size,
-                        "--arch", args.arch, "--overwrite", *(["--layers", str(layers)] if layers else [])],
-                       cwd=REPO, check=True)
-    if not (work / "data" / "train.jsonl").is_file():
-        subprocess.run([sys.executable, "-m", "src.datasets", "synth", "--out", str(work / "data"), "--n", "256",
-                        "--overwrite"], cwd=REPO, check=True)
-    if not (work / "dense" / "train.jsonl").is_file():
-        write_dense_data(work / "dense")
-    flash, deepspeed, liger = flash_attention_impl(), _available("deepspeed"), _available("liger_kernel")
-    print(f"flash attention: {flash or 'none installed: packing is not measured'}; "
-          f"deepspeed: {'installed' if deepspeed else 'not installed: ZeRO-2 is not measured'}")
-    results = {}
-    for run in scenarios(flash, deepspeed, liger):
-        if "skip" in run:
-            print(f"skip {run['name']}: {run['skip']}")
+    runs_dir = work / "runs" / run_id
+    probe = write_config(runs_dir / "configs" / "probe.yaml", Scenario("probe"), work / "model", data["dense"],
+                         runs_dir / "probe", args.steps, cpu, args.arch)
+    machine = Machine(cuda=n_gpus > 0, n_gpus=n_gpus, flash=flash_attention_impl(), liger=_available("liger_kernel"),
+                      vllm=_available("vllm"), deepspeed=_available("deepspeed"),
+                      answer_only_default=answer_only_default(probe))
+    import torch
+
+    results.add({"scenario": "environment", "status": "info", "arch": args.arch, "size": size,
+                 "layers": f"{layers or full_layers} of {full_layers}", "python": sys.version.split()[0],
+                 "torch": torch.__version__, "device": torch.cuda.get_device_name(0) if n_gpus else "cpu",
+                 "gpus": n_gpus, "flash_attention": machine.flash, "liger": machine.liger, "vllm": machine.vllm,
+                 "deepspeed": machine.deepspeed, "answer_only_logits_default": machine.answer_only_default,
+                 "model_built_s": round(time.monotonic() - started, 1) if built else 0.0, "steps": args.steps,
+                 "warmup_steps": args.warmup_steps, "work": str(work)})
+    samples_per_step = (1 if cpu else 4) * max(1, n_gpus)
+    mean_tokens: dict[str, float | None] = {}
+    for run in scenarios(machine):
+        row = {"scenario": run.name, "kind": "train" if run.kind == "train" else run.kind}
+        steps = args.warmup_steps + PROFILED_STEPS if run.kind == "profile" else args.steps
+        if run.skip:
+            results.add({**row, "status": "skipped", "reason": run.skip})
             continue
-        config = write_config(work, run, args.steps, cpu, args.arch)
-        stats_dir = work / f"stats_{run.get('data', 'synth')}"  # token lengths of the data this run trains on
-        if not (stats_dir / "stats.json").is_file():
-            subprocess.run([sys.executable, "-m", "src.datasets", "stats", "--config", str(config), "--out",
-                            str(stats_dir), "--limit", "64"], cwd=REPO, check=True, capture_output=True)
-        mean_tokens = json.loads((stats_dir / "stats.json").read_text())["token_length"]["mean"]
+        estimate, how = budget.estimate(run, steps)
+        reason = budget_skip(estimate, how, budget.left())
+        if reason:
+            results.add({**row, "status": "skipped", "reason": reason})
+            continue
+        slug = run.name.replace(" ", "_").replace("=", "-")
+        log = runs_dir / f"{slug}.log"
+        config = write_config(runs_dir / "configs" / f"{slug}.yaml", run, work / "model", data[run.data],
+                              runs_dir / slug, steps, cpu, args.arch)
         started = time.monotonic()
-        with GpuMemoryPeaks() as peaks:
-            proc = subprocess.run([*launcher(n_gpus, bool(run.get("torchrun"))), "-m", "src.sft", "--config",
-                                   str(config)], cwd=REPO, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"FAILED {run['name']} (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-            continue
-        results[run["name"]] = {**measure(Path(json.loads(config.read_text())["training"]["output_dir"]),
-                                          mean_tokens, n_gpus), "wall_s": time.monotonic() - started,
-                                "gpu_peaks_gib": dict(sorted(peaks.peaks.items()))}
-    baseline = results.get("stage2 bf16", {}).get("tokens_per_s") or None
-    print(f"\n{'run':<24}{'samples/s':>10}{'tokens/s':>11}{'tok/s/GPU':>11}{'peak GiB':>10}{'wall s':>8}"
-          f"{'vs stage2':>11}")
-    for name, r in results.items():
-        ratio = f"{r['tokens_per_s'] / baseline:.2f}x" if baseline else "-"
-        print(f"{name:<24}{r['samples_per_s']:>10.2f}{r['tokens_per_s']:>11.0f}{r['tokens_per_s_per_gpu']:>11.0f}"
-              f"{r['peak_memory_gib']:>10.1f}{r['wall_s']:>8.0f}{ratio:>11}")
-        if r["gpu_peaks_gib"]:
-            peaks = ", ".join(f"GPU{i} {gib:.1f} GiB" for i, gib in r["gpu_peaks_gib"].items())
-            print(f"    peak per GPU (nvidia-smi): {peaks}")
+        try:
+            if run.kind in ("generate", "vllm"):
+                for figures in run_generation(config, work / "model", run.batch_sizes, args.max_new_tokens,
+                                              "vllm" if run.kind == "vllm" else "transformers",
+                                              args.generation_questions):
+                    results.add({**row, "scenario": f"{run.name} batch {figures['batch_size']}",
+                                 "status": "measured", **figures, "wall_s": round(figures["generation_s"], 1),
+                                 "note": f"{figures['generated_tokens_per_s']:.0f} generated tokens/s over "
+                                         f"{figures['questions']} questions"})
+                budget.start_up_s.setdefault("generate", time.monotonic() - started)
+                continue
+            if run.kind == "profile":
+                figures = run_profile(config, log, args.warmup_steps, machine.cuda)
+                steady = steady_state(read_logging(runs_dir / slug), args.warmup_steps, samples_per_step)
+                figures.update({k: v for k, v in steady.items()
+                                if k in ("s_per_step", "peak_memory_gib")})
+                figures["data_wait_share_logged"] = steady["data_wait_share"]
+                top = figures["top_self_cuda" if machine.cuda else "top_self_cpu"][:3]
+                results.add({**row, "status": "measured", **figures, "wall_s": round(time.monotonic() - started, 1),
+                             "note": "top self " + ("CUDA" if machine.cuda else "CPU") + ": "
+                                     + ", ".join(f"{t['op']} {t['self_ms']:.0f} ms" for t in top)})
+                continue
+            (train_in_child if run.child else train_in_process)(
+                *((config, log, run, n_gpus) if run.child else (config, log)))
+            wall = time.monotonic() - started
+            if run.data not in mean_tokens:
+                mean_tokens[run.data] = (None if "tokens_per_s" in (read_logging(runs_dir / slug) or [{}])[0]
+                                         else mean_tokens_of(config, work / f"stats_{data[run.data].parent.name}"))
+            figures = steady_state(read_logging(runs_dir / slug), args.warmup_steps, samples_per_step,
+                                   mean_tokens[run.data])
+            budget.step_s.setdefault(run.data, figures["s_per_step"])
+            budget.start_up_s.setdefault("child" if run.child else "process",
+                                         max(0.0, wall - figures["train_time_s"]))
+            results.add({**row, "status": "measured", **figures, "wall_s": round(wall, 1),
+                         "start_up_s": round(max(0.0, wall - figures["train_time_s"]), 1),
+                         **({"env": run.env} if run.env else {}), **({"config": run.extra} if run.extra else {})})
+        except Exception as err:  # a failed scenario is a result; the next ones still run
+            results.add({**row, "status": "failed", "wall_s": round(time.monotonic() - started, 1),
+                         "reason": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300],
+                         "log": str(log), "traceback": traceback.format_exc()[-2000:]})
+    print(f"\n## GPU check {run_id} ({args.arch} {size}, {machine.n_gpus} GPU; {budget.total_s - budget.left():.0f} s "
+          f"of {budget.total_s:.0f} s)\n")
+    print(markdown_table(results.rows))
+    print(f"\nresults: {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

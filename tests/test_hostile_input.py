@@ -237,8 +237,10 @@ def test_a_prompt_holding_a_template_token_is_refused_with_its_key(tmp_path):
     assert "run.yaml:3: `prompts.user` holds '<|im_end|>'" in str(err.value)
 
 
-def test_the_dry_run_refuses_an_injected_desc(tmp_path):
-    """`python -m src.sft --dry-run` (in process): exit 2, the record named, nothing written."""
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "training"])
+def test_the_dry_run_and_training_refuse_an_injected_desc(tmp_path, capsys, dry_run):
+    """`python -m src.sft` (in process), with and without `--dry-run`: exit 2 before any model loads, the
+    record, field and token named, nothing written."""
     from src.cli import run_main
     from src.sft import main
 
@@ -247,8 +249,9 @@ def test_the_dry_run_refuses_an_injected_desc(tmp_path):
     records[1]["objects"][0]["desc"] = INJECTION
     _write(tree, records)
     before = tree.train_jsonl.read_bytes()
-    code = run_main(main, ["--config", str(tree.config), "--dry-run"])
+    code = run_main(main, ["--config", str(tree.config), *(["--dry-run"] if dry_run else [])])
     assert code == 2
+    assert f"{tree.train_jsonl}:2: objects[0].desc: holds '<|im_end|>'" in capsys.readouterr().err
     assert tree.train_jsonl.read_bytes() == before and not tree.output_dir.exists()
 
 

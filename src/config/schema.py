@@ -32,6 +32,7 @@ class CustomSection:
     bad_records: Literal["error", "skip"]  # stop on an invalid record, or skip it and report it
     object_order: Literal["reading", "given"]  # order of objects in the answer
     health_check_samples: int  # first samples encoded and checked before training (0 = off)
+    decode_images: bool  # validation decodes every image fully (truncated files found before step 1), not headers only
     cached_dataset: str | None  # a cache from `python -m src.datasets cache`: train on its encodings
 
 

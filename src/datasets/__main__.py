@@ -138,12 +138,16 @@ def _add_validate(subparsers: argparse._SubParsersAction) -> None:
         "summary. Exit 0 if every record is valid, 1 if not, 2 if a file is missing.",
     )
     parser.add_argument("files", nargs="+", metavar="FILE.jsonl", help="JSONL files in the grounding contract")
-    parser.add_argument(
+    images = parser.add_mutually_exclusive_group()
+    images.add_argument(
         "--no_image_check",
         "--no-image-check",
         action="store_true",
         help="skip opening images (faster; sizes and decodability are not checked)",
     )
+    images.add_argument("--decode", action="store_true",
+                        help="decode every image fully, so a truncated or corrupt file is found (validate's default; "
+                             "a run does it with `custom.decode_images: true`); the verdict remembers it")
     parser.add_argument("--revalidate", action="store_true",
                         help="validate every record again even where a stored verdict on the unchanged file exists")
     parser.set_defaults(handler=_run_validate)

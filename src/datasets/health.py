@@ -1,12 +1,15 @@
 """Health checks of encoded samples: what ms-swift's template made of a row is what we meant.
 
-Run on the first samples of every training run (src/training/pipeline.py) and on every sample that
-`python -m src.datasets render` writes. Each check returns problems as text; a failure names the
+Run in full on the first `custom.health_check_samples` samples of every training run (src/training/pipeline.py)
+and on every sample that `python -m src.datasets render` writes; the cheap token invariants
+(`token_invariant_problems`: image-pad tokens against the grid, no control token in the answer but its final
+`<|im_end|>`) on every sample the dataloader encodes (`checking_every_sample`). Each check returns problems as text; a failure names the
 row's records (file:line) and what differs. Pure functions over the encoded dict; no model needed.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from typing import Any
@@ -108,6 +111,47 @@ def check_sample(row: dict[str, Any], encoded: dict[str, Any], tokenizer, *, mer
     if grounding:
         problems += coordinate_problems(encoded, tokenizer, row, emit_norm)
     return problems
+
+
+# Added tokens the chat template itself may put in an answer (a thinking template's empty <think></think>).
+_TEMPLATE_OWN = frozenset({"<think>", "</think>"})
+
+
+def token_invariant_problems(encoded: dict[str, Any], image_pad_id: int, merge_size: int, control_ids: frozenset[int],
+                             im_end_id: int) -> list[str]:
+    """The cheap invariants of one encoded sample: image-pad tokens match the image grid, and the trained span
+    holds no control token but its final `<|im_end|>` (a label that became template tokens). Linear in the
+    sample's tokens, no decoding: run on every sample the dataloader encodes."""
+    problems = vision_token_problems(encoded, image_pad_id, merge_size)
+    controls = [lab for lab in _as_list(encoded["labels"]) if lab != IGNORE_INDEX and lab in control_ids]
+    if controls[-1:] == [im_end_id]:
+        controls.pop()
+    if controls:
+        problems.append(f"the trained answer holds control token id(s) {controls[:5]} besides its final <|im_end|>: "
+                        f"a label was read as template tokens")
+    return problems
+
+
+def checking_every_sample(encode, tokenizer, merge_size: int):
+    """`encode` that checks `token_invariant_problems` on each sample it encodes and raises ValueError naming the
+    row's records (file:line) when one fails: the check of the first `health_check_samples` samples, cheap
+    enough for all of them (a list scan per sample: ~0.1 ms for 2,000 tokens, against milliseconds to encode)."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    control_ids = frozenset(i for i, tok in added.items() if str(tok) not in _TEMPLATE_OWN)
+    image_pad_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD_TOKEN)
+    im_end_id = tokenizer.convert_tokens_to_ids(IM_END_TOKEN)
+
+    @functools.wraps(encode)
+    def encode_and_check(row, *args, **kwargs):
+        encoded = encode(row, *args, **kwargs)
+        if isinstance(encoded, dict) and "input_ids" in encoded and "labels" in encoded:
+            problems = token_invariant_problems(encoded, image_pad_id, merge_size, control_ids, im_end_id)
+            if problems:
+                raise ValueError(f"health check of the sample built from {row.get(ROW_SOURCE_KEY, '?')}: "
+                                 + "; ".join(problems))
+        return encoded
+
+    return encode_and_check
 
 
 def format_failures(failures: list[tuple[str, list[str]]]) -> str:

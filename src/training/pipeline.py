@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 from src.config import ProjectConfig
 from src.config.remote_code import apply_remote_code_policy
 from src.datasets.builders import ROW_SOURCE_KEY
-from src.datasets.health import check_rows, format_failures
+from src.datasets.health import check_rows, checking_every_sample, format_failures
 from src.datasets.plan import DataPlan
 from src.datasets.rows import GroundingRowsDataset, SampleLog, arrow_rows
 from src.training.checkpoint_guard import check_adapter_checkpoint
@@ -113,7 +113,9 @@ class GroundingSft(SwiftSft):
 
     def _get_dataset(self):
         plan, custom = self._plan, self._cfg.custom
-        self.template.encode = naming_the_record(self.template.encode)
+        # Every sample the dataloader encodes is checked cheaply (image tokens, no control token in the answer).
+        self.template.encode = naming_the_record(checking_every_sample(
+            self.template.encode, self.template.tokenizer, self.processor.image_processor.merge_size))
         if self.args.lazy_tokenize:
             train = GroundingRowsDataset(plan.train_samples, plan.builder, augment_ops=self._augment_ops,
                                          augment_prob=custom.augment_prob, seed=self.args.data_seed,

@@ -69,7 +69,7 @@ class _Skip:
 class _Converted:
     records: list[dict] = field(default_factory=list)
     skips: list[_Skip] = field(default_factory=list)
-    # Counts that are not skips: "quad", "bbox_2d", "crowd/RLE kept as bbox", clamped coords, ...
+    # Counts that are not skips: "quad", "bbox_2d" and the change notes (CROWD, POLYGON_BBOX, ...)
     notes: Counter = field(default_factory=Counter)
 
 

@@ -165,11 +165,8 @@ def _step(row: dict) -> int | None:
     return int(str(text).split("/")[0]) if text else None
 
 
-def _memory(row: dict) -> float | None:
-    for key in ("peak_memory_gib", "memory(GiB)"):
-        if key in row:
-            return float(str(row[key]).split()[0])
-    return None
+def _gib(row: dict, key: str) -> float | None:
+    return float(str(row[key]).split()[0]) if row.get(key) is not None else None
 
 
 def _mean(values: list[float]) -> float | None:
@@ -182,8 +179,9 @@ def steady_state(rows: list[dict], warmup_steps: int, samples_per_step: int,
 
     Step times are the project's `step_time_s` where logged, else the differences of ms-swift's cumulative
     elapsed time (`train_speed(s/it)` x step). tokens/s is the logged `tokens_per_s` (real tokens), else
-    `samples_per_step * mean_tokens` per second of step (`tokens_source` says which). Peak memory is the
-    largest logged over all steps; `memory_by_step` shows its rise. Shares and MFU are steady-state means of
+    `samples_per_step * mean_tokens` per second of step (`tokens_source` says which). `peak_memory_gib` is the
+    largest logged `peak_memory_gib` (else ms-swift's `memory(GiB)`, CUDA reserved), `peak_reserved_gib`
+    ms-swift's; `memory_by_step` shows the rise (reserved where logged). Shares and MFU are steady-state means of
     what the run logged (absent keys give None). Raises ValueError when no step is past the warm-up."""
     # ms-swift stamps its end-of-training summary (train_runtime, ...) with the last step too: not a step.
     steps = sorted(((_step(r), r) for r in rows if _step(r) is not None and "train_runtime" not in r),
@@ -214,13 +212,18 @@ def steady_state(rows: list[dict], warmup_steps: int, samples_per_step: int,
         values = [float(r[key]) for _, r in steady if r.get(key) is not None]
         return round(_mean(values), 4) if values else None
 
-    memory = [m for m in (_memory(r) for _, r in steps) if m is not None]
+    # The project's peak (CUDA max allocated; on CPU the process's peak resident set) and ms-swift's (CUDA max
+    # reserved, GPU only): the allocator's growth as longer batches arrive shows in the reserved figure.
+    allocated = [m for m in (_gib(r, "peak_memory_gib") for _, r in steps) if m is not None]
+    reserved = [m for m in (_gib(r, "memory(GiB)") for _, r in steps) if m is not None]
+    memory = reserved or allocated
     return {"steady_steps": len(steady), "first_step_s": round(times[steps[0][0]], 3) if steps[0][0] in times else None,
             "s_per_step": round(s_per_step, 4), "samples_per_s": round(samples_per_step / s_per_step, 3),
             "tokens_per_s": round(tokens_per_s, 1) if tokens_per_s else None, "tokens_source": source,
             "data_wait_share": steady_mean("data_wait_share"), "padding_share": steady_mean("padding_share"),
             "loss_token_share": steady_mean("loss_token_share"), "mfu": steady_mean("mfu"),
-            "peak_memory_gib": max(memory) if memory else None, "memory_by_step": memory,
+            "peak_memory_gib": max(allocated or reserved) if memory else None,
+            "peak_reserved_gib": max(reserved) if reserved else None, "memory_by_step": memory,
             "train_time_s": round(sum(times.values()), 2)}
 
 
@@ -303,7 +306,7 @@ def markdown_table(rows: list[dict]) -> str:
     """Every scenario's figures as a markdown table; ratios against the first measured `stage2 dense`."""
     base = next((r.get("tokens_per_s") for r in rows if r.get("scenario") == "stage2 dense"
                  and r.get("status") == "measured"), None)
-    lines = ["| scenario | status | s/step | tokens/s | vs stage2 dense | samples/s | peak GiB | memory by step | "
+    lines = ["| scenario | status | s/step | tokens/s | vs stage2 dense | samples/s | peak GiB | GiB by step | "
              "data wait | padding | loss tokens | MFU | wall s | note |",
              "|" + "---|" * 14]
     for r in rows:
@@ -672,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
                  "torch": torch.__version__, "device": torch.cuda.get_device_name(0) if n_gpus else "cpu",
                  "gpus": n_gpus, "flash_attention": machine.flash, "liger": machine.liger, "vllm": machine.vllm,
                  "deepspeed": machine.deepspeed, "answer_only_logits_default": machine.answer_only_default,
+                 "pytorch_cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
                  "model_built_s": round(time.monotonic() - started, 1) if built else 0.0, "steps": args.steps,
                  "warmup_steps": args.warmup_steps, "work": str(work)})
     samples_per_step = (1 if cpu else 4) * max(1, n_gpus)

@@ -96,13 +96,15 @@ def test_steady_state_leaves_out_the_first_steps_of_ms_swifts_cumulative_log():
 
 def test_steady_state_prefers_the_projects_step_accounting():
     rows = [{"global_step/max_steps": f"{s}/4", "train_speed(s/it)": 50.0, "step_time_s": t, "tokens_per_s": k,
-             "data_wait_share": w, "peak_memory_gib": m}
+             "data_wait_share": w, "peak_memory_gib": m, "memory(GiB)": m + s}
             for s, t, k, w, m in ((1, 30.0, 10.0, 0.9, 5.0), (2, 2.0, 800.0, 0.1, 6.0), (3, 4.0, 600.0, 0.3, 7.5),
                                   (4, 3.0, 700.0, 0.2, 7.0))]
     figures = gpu_check.steady_state(rows, warmup_steps=1, samples_per_step=4, mean_tokens=1.0)
     assert figures["s_per_step"] == pytest.approx(3.0) and figures["tokens_per_s"] == pytest.approx(700.0)
     assert figures["data_wait_share"] == pytest.approx(0.2) and figures["peak_memory_gib"] == 7.5
     assert figures["tokens_source"] == "logged real tokens" and figures["mfu"] is None
+    # ms-swift's reserved figure shows the allocator's growth step by step; the peak is the allocated one
+    assert figures["memory_by_step"] == [6.0, 8.0, 10.5, 11.0] and figures["peak_reserved_gib"] == 11.0
 
 
 def test_a_scenario_that_would_not_finish_in_the_time_left_is_skipped_with_the_figures():

@@ -327,3 +327,16 @@ def test_code_in_an_untrusted_model_directory_never_runs(mp_workspace, tmp_path)
     run = subprocess.run([sys.executable, "-c", LOAD, str(model), "none"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     assert marker.exists(), run.stdout + run.stderr[-3000:]  # the plant is real: ms-swift alone runs it
+
+
+def test_the_dry_run_print_stays_short_with_a_900k_prompt(tmp_path, capsys):
+    """The dry run prints the resolved config and ms-swift's arguments: a 900,000-character prompt is shown cut
+    (the print was 64 times the value when every line was padded to the longest)."""
+    from src.cli import run_main
+    from src.sft import main
+
+    tree = write_config_tree(tmp_path, f"prompts:\n  system: {'s' * 900_000}\ntraining:\n  run_name: {'r' * 5000}\n")
+    assert run_main(main, ["--config", str(tree.config), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert len(out) < 50_000, len(out)
+    assert "(900,000 chars)" in out and "(5,000 chars)" in out

@@ -24,6 +24,7 @@ from typing import Any
 
 from src.config import EXIT_CONFIG_ERROR, ConfigError, ProjectConfig, to_sft_kwargs
 from src.config.errors import EXIT_FAILED
+from src.config.excerpt import excerpt
 from src.config.report import dump_resolved_yaml, format_overrides, format_resolved
 from src.config.swift_fields import swift_defaults
 from src.datasets.loading import DataError, write_skipped
@@ -99,7 +100,7 @@ def _print_plan(cfg: ProjectConfig, kwargs: dict, plan: DataPlan, start: StartPl
         print(format_overrides(cfg.merged.overrides))
     print("== ms-swift SftArguments")
     for key in sorted(kwargs):
-        print(f"{key} = {kwargs[key]!r}")
+        print(f"{key} = {excerpt(kwargs[key], 160)}")  # a long value cut, its length shown
     print("== data")
     print(plan.summary())
     if debug and plan.train_samples:

@@ -4,6 +4,7 @@ the curve picture. The runs themselves are in tests/test_eval_during_training.py
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -32,6 +33,12 @@ def test_evaluation_on_plans_its_records_in_the_dry_run(tree, capsys):
                                "valid: 0 (off) to 1"),
     ({"eval": {"samples": -1}}, "`eval.samples` must be >= 0"),
     ({"eval": {"samples": 1, "max_new_tokens": 0}}, "`eval.max_new_tokens` must be >= 1, got 0"),
+    ({"eval": {"samples": 1, "batch_size": 0}}, "`eval.batch_size` must be >= 1, got 0"),
+    ({"eval": {"vllm_gpu_memory_utilization": 1.0}}, "`eval.vllm_gpu_memory_utilization` = 1.0: the share of the "
+                                                     "GPU vLLM takes beside the training; allowed: more than 0, "
+                                                     "less than 1"),
+    ({"eval": {"samples": 1, "backend": "vllm"}}, "`eval.backend: vllm` needs a CUDA GPU, but `use_cpu` is on"),
+    ({"eval": {"samples": 1, "backend": "tgi"}}, "`eval.backend` = 'tgi'"),
     ({"training": {"metric_for_best_model": "ap50"}},
      "`training.metric_for_best_model` = 'ap50' is not a metric this run's evaluation produces (the grounding "
      "metrics need the evaluation by generation: `eval.samples` > 0 and `custom.val_jsonl`); valid: loss"),
@@ -107,3 +114,58 @@ def test_a_step_evaluated_again_gets_a_new_predictions_file(tmp_path):
     assert first.name == "step-4.jsonl"
     first.write_text("earlier run\n")
     assert new_predictions_path(tmp_path, 4).name == "step-4.2.jsonl"  # a resumed run never overwrites it
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
+def test_the_vllm_backend_without_vllm_stops_before_anything_starts_with_the_install_line(tree, capsys):
+    made = tree({"eval": {"samples": 1, "backend": "vllm"}, "training": {"use_cpu": False}})
+    code, out = _dry_run(made.config, capsys)
+    assert code == 2 and "`eval.backend: vllm` needs the vllm package, which is not installed: pip install vllm" in out
+    assert f"{made.config}:" in out and not made.output_dir.exists()
+
+
+def test_the_vllm_engine_of_the_evaluation_starts_from_the_runs_model_one_per_process(tree):
+    from src.datasets.run_config import load_config_for_run
+    from src.training.distributed import Job
+    from src.training.vllm_eval import eval_engine_kwargs
+    from tests.test_infer_engine import _vllm_engine_parameters
+
+    made = tree({"eval": {"samples": 1, "batch_size": 8, "max_new_tokens": 300, "vllm_gpu_memory_utilization": 0.25},
+                 "global_max_length": 2048})
+    cfg = load_config_for_run(made.config, check_paths=False)
+    alone, second = eval_engine_kwargs(cfg, Job()), eval_engine_kwargs(cfg, Job(rank=1, world_size=2))
+    assert set(alone) <= _vllm_engine_parameters() and set(second) <= _vllm_engine_parameters()
+    assert alone["model_id_or_path"] == str(cfg.swift["model"]) and "adapters" not in alone  # weights come later
+    assert (alone["max_num_seqs"], alone["gpu_memory_utilization"], alone["max_model_len"]) == (8, 0.25, 2048 + 300)
+    assert "distributed_executor_backend" not in alone and alone["seed"] == 0
+    assert (second["distributed_executor_backend"], second["seed"]) == ("external_launcher", 1)
+
+
+@pytest.mark.slow
+def test_the_weights_given_to_vllm_are_the_merged_models_and_the_trained_model_is_untouched(tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    from src.tiny_model import build_tiny_model
+    from src.training.vllm_eval import merged_weights
+
+    build_tiny_model(tmp_path / "model")
+    base = AutoModelForImageTextToText.from_pretrained(tmp_path / "model", dtype=torch.float32)
+    original = {k: v.clone() for k, v in base.state_dict().items()}
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                            modules_to_save=["merger"], init_lora_weights=False))
+    with torch.no_grad():  # the saved aligner trained away from the frozen copy peft keeps
+        for name, param in model.named_parameters():
+            if ".modules_to_save.default." in name:
+                param.add_(0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    given = dict(merged_weights(model))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing merged in place
+    assert set(given) == set(original)  # the checkpoint's names, no LoRA factor, no frozen copy
+    changed = {k for k in original if not torch.allclose(given[k], original[k])}
+    assert any("q_proj" in k for k in changed) and any(".merger." in k for k in changed)
+    assert not any("k_proj" in k for k in changed)
+    merged = model.merge_and_unload().state_dict()
+    for k in original:
+        assert torch.allclose(given[k], merged[k], atol=1e-6), k

@@ -302,6 +302,19 @@ def _eval_problems(cfg: ProjectConfig) -> list[str]:
     if cfg.eval.max_new_tokens < 1:
         problems.append(f"{where(cfg, 'eval.max_new_tokens')}`eval.max_new_tokens` must be >= 1, got "
                         f"{cfg.eval.max_new_tokens}")
+    if cfg.eval.batch_size < 1:
+        problems.append(f"{where(cfg, 'eval.batch_size')}`eval.batch_size` must be >= 1, got {cfg.eval.batch_size}")
+    if not 0 < cfg.eval.vllm_gpu_memory_utilization < 1:
+        problems.append(f"{where(cfg, 'eval.vllm_gpu_memory_utilization')}`eval.vllm_gpu_memory_utilization` = "
+                        f"{cfg.eval.vllm_gpu_memory_utilization}: the share of the GPU vLLM takes beside the "
+                        f"training; allowed: more than 0, less than 1")
+    if cfg.eval.backend == "vllm" and evaluation_on(cfg):
+        prefix = f"{where(cfg, 'eval.backend')}`eval.backend: vllm` needs"
+        if cfg.swift.get("use_cpu"):
+            problems.append(f"{prefix} a CUDA GPU, but `use_cpu` is on: set eval.backend: transformers for CPU runs")
+        elif not _module_available("vllm"):
+            problems.append(f"{prefix} the vllm package, which is not installed: pip install vllm (ms-swift 4.6 is "
+                            f"tested with vllm 0.11.0 and 0.23.0), or set eval.backend: transformers")
     metric = cfg.swift.get("metric_for_best_model")
     if metric is not None:
         name = metric.removeprefix("eval_")

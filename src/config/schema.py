@@ -69,6 +69,9 @@ class EvalSection:
     pick: Literal["first", "sample"]  # the first `samples` records, or `samples` drawn with training.data_seed
     max_new_tokens: int  # longest answer generated (dense answers are long; the share cut off is reported)
     iou_type: Literal["auto", "bbox", "polygon"]  # as `python -m src.eval --iou_type`
+    batch_size: int  # questions generated together per engine call (`src.infer --batch_size`)
+    backend: Literal["transformers", "vllm"]  # ms-swift engine: transformers on the trained model, or vLLM beside it
+    vllm_gpu_memory_utilization: float  # eval.backend vllm: the share of the GPU the vLLM engine takes
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -3,6 +3,9 @@ validation records, and AP is computed, with the code `python -m src.infer` and 
 (`src.inference.engine.predict`, `src.evaluation.metrics.evaluate`), not a copy of it.
 
 - Greedy decoding with `eval.max_new_tokens`; the share of answers cut off is reported.
+- Questions go to the engine `eval.batch_size` at a time. `eval.backend: transformers` generates with the
+  trained model itself; `vllm` with a vLLM engine beside it given the trained weights each time
+  (src/training/vllm_eval.py).
 - In a job of several processes each rank answers every world_size-th record, the answers are gathered on
   every rank and each computes the same metrics (so every rank takes the same best-checkpoint decision);
   rank 0 writes them to `eval_predictions/step-N.jsonl` for `python -m src.vis`.
@@ -27,7 +30,7 @@ import numpy as np
 from src.datasets.builders import BaseBuilder
 from src.datasets.contract import Record
 from src.evaluation.metrics import evaluate
-from src.inference.engine import predict
+from src.inference.engine import DEFAULT_BATCH_SIZE, predict
 from src.inference.predictions import PredictionLine, write_predictions
 from src.training.distributed import Job
 
@@ -103,16 +106,44 @@ class GroundingEvaluation:
     iou_type: str
     job: Job
     output_dir: Path
-    _engine: Any = None  # ms-swift's TransformersEngine on the trained model, made at the first evaluation
+    batch_size: int = DEFAULT_BATCH_SIZE  # questions per engine call (`eval.batch_size`)
+    vllm_kwargs: dict[str, Any] | None = None  # `eval.backend: vllm`: VllmEngine's (vllm_eval.eval_engine_kwargs)
+    _engine: Any = None  # ms-swift's engine, made at the first evaluation
 
     def share(self) -> list[int]:
         """Indices of the records this rank answers: every world_size-th, starting at its rank."""
         return list(range(self.job.rank, len(self.records), self.job.world_size))
 
-    def __call__(self, trainer, step: int) -> dict[str, float]:  # noqa: ANN001 - ms-swift's trainer
-        """Generate, gather, score; write the predictions (rank 0); return the logged metrics."""
+    @classmethod
+    def for_run(cls, cfg, plan, job: Job, output_dir: Path) -> GroundingEvaluation:  # noqa: ANN001
+        """The evaluation a run's config asks for (`eval:`), on the plan's evaluation records."""
+        vllm_kwargs = None
+        if cfg.eval.backend == "vllm":
+            from src.training.vllm_eval import eval_engine_kwargs
+
+            vllm_kwargs = eval_engine_kwargs(cfg, job)
+        return cls(plan.eval_records, plan.builder, cfg.custom.emit_norm, cfg.eval.max_new_tokens,
+                   cfg.eval.iou_type, job, output_dir, batch_size=cfg.eval.batch_size, vllm_kwargs=vllm_kwargs)
+
+    def engine_for(self, trainer, model):  # noqa: ANN001 - ms-swift's trainer, the model ready to generate
+        """The engine that answers this evaluation: ms-swift's TransformersEngine on `model`, generating
+        `batch_size` questions at once (remade when the trainer's model object changes); or the vLLM engine,
+        made once, with `model`'s current weights loaded."""
+        if self.vllm_kwargs is not None:
+            from src.training.vllm_eval import load_trained_weights, make_eval_engine
+
+            if self._engine is None:
+                self._engine = make_eval_engine(self.vllm_kwargs)
+            load_trained_weights(self._engine, model)
+            return self._engine
         from swift import TransformersEngine
 
+        if self._engine is None or self._engine.model is not model:
+            self._engine = TransformersEngine(model, template=trainer.template, max_batch_size=self.batch_size)
+        return self._engine
+
+    def __call__(self, trainer, step: int) -> dict[str, float]:  # noqa: ANN001 - ms-swift's trainer
+        """Generate, gather, score; write the predictions (rank 0); return the logged metrics."""
         start = time.perf_counter()
         mine = self.share()
         # Every rank makes the same number of generate calls: under ZeRO-3 transformers generates with
@@ -120,10 +151,9 @@ class GroundingEvaluation:
         # without a record of its own answers the first one; the extra answers are dropped.
         asked = [self.records[i] for i in mine] or self.records[:1]
         with random_state_kept(), generation_mode(trainer) as model:
-            if self._engine is None or self._engine.model is not model:
-                self._engine = TransformersEngine(model, template=trainer.template, max_batch_size=1)
-            lines = predict(asked, self.builder, self._engine, self.max_new_tokens, self.emit_norm,
-                            use_tqdm=False, agree_on_calls=lambda n: max(self.job.gather(n)))[:len(mine)]
+            engine = self.engine_for(trainer, model)
+            lines = predict(asked, self.builder, engine, self.max_new_tokens, self.emit_norm, use_tqdm=False,
+                            agree_on_calls=lambda n: max(self.job.gather(n)), batch_size=self.batch_size)[:len(mine)]
         answered = sorted(((i, line) for part in self.job.gather(list(zip(mine, lines, strict=True)))
                            for i, line in part), key=lambda pair: pair[0])
         lines = [line for _, line in answered]

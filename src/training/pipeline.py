@@ -105,9 +105,7 @@ class GroundingSft(SwiftSft):
                  job: Job | None = None):
         self._cfg, self._plan, self._augment_ops, self._job = cfg, plan, augment_ops, job or Job()
         self._lazy_datasets: list[GroundingRowsDataset] = []
-        self.evaluation = (GroundingEvaluation(plan.eval_records, plan.builder, cfg.custom.emit_norm,
-                                               cfg.eval.max_new_tokens, cfg.eval.iou_type, self._job,
-                                               Path(args.output_dir))
+        self.evaluation = (GroundingEvaluation.for_run(cfg, plan, self._job, Path(args.output_dir))
                            if plan.eval_records else None)
         super().__init__(args)
 

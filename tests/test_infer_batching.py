@@ -60,8 +60,11 @@ def test_questions_go_in_chunks_of_the_batch_size_with_the_answers_of_one_at_a_t
     root, cfg, records, builder = setting
     assert len(records) == 5
     answers = {}
+    engine, calls = _spied_engine(cfg, root / "model", 2)  # one model load for the three sizes
+    assert engine.max_batch_size == 2  # make_engine: the engine generates the whole chunk at once
     for batch_size in (1, 2, 64):
-        engine, calls = _spied_engine(cfg, root / "model", batch_size)
+        engine.max_batch_size = batch_size  # what make_engine sets from the batch size
+        calls["infer"].clear(), calls["generate"].clear()
         lines = predict(records, builder, engine, TOKENS, cfg.custom.emit_norm, use_tqdm=False,
                         batch_size=batch_size)
         expected = {1: [1] * 5, 2: [2, 2, 1], 64: [5]}[batch_size]

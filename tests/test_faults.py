@@ -1,6 +1,7 @@
 """Faults end cleanly (issue 21): a full disk and a read-only run directory give one message naming the
 directory, the reason and the last whole checkpoint (exit 3, no `inline_container.cc` traceback), and leave
-that checkpoint whole.
+that checkpoint whole; a truncated image is found before step 1 when asked (`validate --decode`,
+`custom.decode_images`), and one met during training follows `custom.bad_records`.
 
 The full disk is real: a tmpfs of 800 KB mounted on the run directory in a private mount namespace
 (`unshare -rm`), so every write of the run (torch.save, safetensors, the logs) meets ENOSPC as it would on
@@ -23,7 +24,6 @@ from src.tiny_model import build_tiny_model
 from src.training.checkpoint_guard import checkpoint_problem
 from src.training.run_dir import resolve_resume, skipped_notes
 
-pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -69,6 +69,7 @@ def full_disk_run(tmp_path_factory):
     return result, copy, config
 
 
+@pytest.mark.slow
 def test_a_full_disk_ends_with_one_message_and_the_last_whole_checkpoint_intact(full_disk_run):
     result, left, _ = full_disk_run
     assert result.returncode == 3, result.stdout[-3000:] + result.stderr[-3000:]
@@ -87,6 +88,7 @@ def test_a_full_disk_ends_with_one_message_and_the_last_whole_checkpoint_intact(
     assert torn and f"checkpoint-{step + 1} " in torn[0] and f"checkpoint-{step + 1} " in text
 
 
+@pytest.mark.slow
 def test_a_read_only_run_directory_gives_one_message_and_changes_nothing(full_disk_run, tmp_path):
     _, left, config = full_disk_run
     out = Path(config.read_text().split("output_dir: ")[1].splitlines()[0])
@@ -99,3 +101,126 @@ def test_a_read_only_run_directory_gives_one_message_and_changes_nothing(full_di
     assert f"make {out} writable" in result.stderr
     assert "last whole checkpoint: " in result.stderr and "Traceback" not in result.stdout + result.stderr
     assert _digests(left) == before
+
+
+# ---------------------------------------------------------------------------- images that do not decode
+
+
+def _truncated_jpeg(path: Path, size: tuple[int, int], mode: str = "RGB") -> Path:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(buffer, format="JPEG", quality=90)
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # the header intact, the pixels cut
+    return path
+
+
+def _with_truncated_images(data: Path) -> tuple[Path, list[int]]:
+    """Append two records whose JPEGs are cut in half (one RGB: handed to ms-swift as a path and decoded
+    there; one grey: decoded by the project's loader when the row is built); (train.jsonl, their lines)."""
+    import json
+
+    train = data / "train.jsonl"
+    lines = train.read_text().splitlines()
+    record = json.loads(lines[0])
+    size = (record["width"], record["height"])
+    for name, mode in (("cut_rgb.jpg", "RGB"), ("cut_grey.jpg", "L")):
+        _truncated_jpeg(data / "images" / name, size, mode)
+        lines.append(json.dumps({**record, "images": [f"images/{name}"]}))
+    train.write_text("\n".join(lines) + "\n")
+    return train, [len(lines) - 1, len(lines)]
+
+
+def test_validate_decode_finds_a_truncated_jpeg_that_the_header_check_passes(tmp_path, capsys):
+    from src.datasets.__main__ import main
+
+    write_synthetic_dataset(tmp_path / "data", n=3, val_fraction=0.0)
+    train, bad = _with_truncated_images(tmp_path / "data")
+    assert main(["validate", "--decode", str(train)]) == 1
+    out = capsys.readouterr().out
+    for line in bad:
+        assert f"{train}:{line}: images[0]: cannot decode image: image file is truncated" in out
+    with pytest.raises(SystemExit) as usage:  # one or the other: argparse's usage error
+        main(["validate", "--decode", "--no_image_check", str(train)])
+    assert usage.value.code == 2 and "not allowed with argument --decode" in capsys.readouterr().err
+
+
+def test_decode_images_finds_them_before_training_and_the_verdict_remembers_it(tree, tmp_path, capsys):
+    from src.sft import main
+
+    t = tree("custom:\n  bad_records: skip\n  decode_images: true\n")
+    train, bad = _with_truncated_images(t.train_jsonl.parent)
+    assert main(["--config", str(t.config), "--dry-run"]) == 0
+    first = capsys.readouterr().out
+    for line in bad:
+        assert f"{train}:{line}: images[0]: cannot decode image" in first
+    assert main(["--config", str(t.config), "--dry-run"]) == 0
+    second = capsys.readouterr().out
+    assert "stored verdict" in second and f"{train}:{bad[0]}: images[0]: cannot decode image" in second
+    header_only = tree("custom:\n  bad_records: error\n  decode_images: false\n")
+    assert main(["--config", str(header_only.config), "--dry-run", "--revalidate"]) == 0  # headers pass
+    capsys.readouterr()
+
+
+def test_an_image_that_fails_to_decode_while_building_a_row_follows_bad_records(tmp_path):
+    from src.config.prompts import get_prompt_scheme
+    from src.datasets.builders import make_builder
+    from src.datasets.loading import DataError, load_split
+    from src.datasets.rows import BadImages, GroundingRowsDataset
+
+    write_synthetic_dataset(tmp_path / "data", n=3, val_fraction=0.0)
+    train, bad = _with_truncated_images(tmp_path / "data")
+    records = list(load_split(train, "error").records)  # headers only: every record passes
+    builder = make_builder(get_prompt_scheme("dense"), "norm1000", "reading")
+    samples = [([r], {}) for r in records]
+    grey = len(records) - 1  # the grey JPEG: decoded by the project's loader while its row is built
+    listing = tmp_path / "out" / "skipped_records.jsonl"
+    dataset = GroundingRowsDataset(samples, builder)
+    dataset.bad_images = BadImages("skip", listing)
+    row = dataset[grey]
+    assert row["source"] == str(records[0].source)  # the next sample, wrapping round
+    import json
+    listed = [json.loads(line) for line in listing.read_text().splitlines()]
+    assert [(e["file"], e["line"], e["stage"]) for e in listed] == [(str(train), bad[1], "training")]
+    assert dataset[grey]["source"] == str(records[0].source) and len(listing.read_text().splitlines()) == 1
+    dataset.bad_images = BadImages("error", listing)
+    with pytest.raises(DataError) as stopped:
+        dataset[grey]
+    assert f"{train}:{bad[1]}: images[0]: cannot be decoded during training" in str(stopped.value)
+    assert "custom.bad_records: skip" in str(stopped.value)
+
+
+@pytest.mark.slow
+def test_training_goes_on_past_a_truncated_image_under_skip(tmp_path, capsys):
+    """Issue 21: a truncated JPEG passed the header check and killed the run mid-epoch even with `skip`."""
+    import json
+
+    from src.sft import main
+
+    build_tiny_model(tmp_path / "model")
+    write_synthetic_dataset(tmp_path / "data", n=3, val_fraction=0.0)
+    train, bad = _with_truncated_images(tmp_path / "data")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"extends: {REPO / 'configs' / 'cpu.yaml'}\nmodel:\n  model: {tmp_path / 'model'}\n"
+                      f"custom:\n  train_jsonl: {train}\n  bad_records: skip\n  health_check_samples: 0\n"
+                      f"training:\n  output_dir: {tmp_path / 'out'}\n  max_steps: 5\n  save_strategy: 'no'\n"
+                      "  eval_strategy: 'no'\n  logging_steps: 1\n  train_dataloader_shuffle: false\n")
+    assert main(["--config", str(config), "--device", "cpu"]) == 0, capsys.readouterr().err[-3000:]
+    listed = [json.loads(line) for line in (tmp_path / "out" / "skipped_records.jsonl").read_text().splitlines()]
+    assert sorted((e["line"], e["stage"]) for e in listed) == [(line, "training") for line in bad]
+    err = capsys.readouterr().err
+    assert all(f"skipped during training (custom.bad_records: skip): {train}:{line}" in err for line in bad)
+
+    from src.datasets.loading import DataError
+
+    strict = config.read_text().replace("bad_records: skip", "bad_records: error").replace("/out", "/strict")
+    config.write_text(strict)
+    with pytest.raises(DataError) as stopped:  # src.sft's run_main prints it: exit 2, the message only
+        main(["--config", str(config), "--device", "cpu"])
+    assert f"{train}:{bad[0]}: images[0]: cannot be decoded during training" in str(stopped.value)
+    assert "custom.bad_records: skip" in str(stopped.value)

@@ -209,11 +209,12 @@ class ConcatRecords(Sequence[Record]):
 
 
 def load_shards(files: Sequence[str], policy: str, *, store: VerdictStore | None = None,
-                revalidate: bool = False, tokens: TemplateTokens | None = None,
+                revalidate: bool = False, tokens: TemplateTokens | None = None, check_image: ImageCheck = "header",
                 ) -> tuple[list[LoadedSplit], Sequence[Record]]:
-    """Each file's LoadedSplit (with `load_split`, template tokens `tokens`) and all their records, shard after
-    shard."""
-    splits = [load_split(f, policy, store=store, revalidate=revalidate, tokens=tokens) for f in files]
+    """Each file's LoadedSplit (with `load_split`, template tokens `tokens`, images checked as `check_image`
+    says) and all their records, shard after shard."""
+    splits = [load_split(f, policy, store=store, revalidate=revalidate, tokens=tokens, check_image=check_image)
+              for f in files]
     if len(splits) == 1:
         return splits, splits[0].records
     return splits, ConcatRecords([s.records for s in splits])

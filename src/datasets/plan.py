@@ -106,7 +106,8 @@ def plan_data(cfg: ProjectConfig, *, store: VerdictStore | None = None, revalida
         if not value:
             continue
         splits, records = load_shards(jsonl_files(value, key), cfg.custom.bad_records, store=store,
-                                      revalidate=revalidate, tokens=model_tokens(cfg.swift.get("model")))
+                                      revalidate=revalidate, tokens=model_tokens(cfg.swift.get("model")),
+                                      check_image="decode" if cfg.custom.decode_images else "header")
         plan.splits += splits
         if key == "custom.train_jsonl" and not len(records):
             skipped = sum(len(split.skipped_lines) for split in splits)

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from src.datasets.builders import BaseBuilder
-from src.datasets.contract import Record
-from src.datasets.images import is_plain_rgb, load_image
+from src.datasets.builders import ROW_SOURCE_KEY, BaseBuilder
+from src.datasets.contract import Problem, Record
+from src.datasets.images import ImageError, is_plain_rgb, load_image
 
 _PLAIN_MEMO_SIZE = 1 << 16  # header answers remembered per process (about 10 MB at most)
 
@@ -56,6 +56,7 @@ class GroundingRowsDataset:
         self.epoch = 0
         self.world_size = max(1, world_size)
         self.sample_log: SampleLog | None = None  # set when training starts (src/training/pipeline.py)
+        self.bad_images: BadImages | None = None  # what an image that fails to decode leads to (set by the pipeline)
         self._plain: dict[str, bool] = {}
 
     def __len__(self) -> int:
@@ -83,7 +84,15 @@ class GroundingRowsDataset:
         if not 0 <= position < len(self):
             raise IndexError(f"index {position} out of range for {len(self)} rows")
         index = position % len(self.samples)
-        row = self.row(index)
+        try:
+            row = self.row(index)
+        except ImageError as err:
+            if self.bad_images is None:
+                err.add_note(f"while building the sample from {_sources(self.samples[index][0])}")
+                raise
+            return self.bad_images.failed(self, index, err.path, err.reason)
+        if self.bad_images is not None:
+            self.bad_images.last = (self, index, row)
         if self.sample_log is not None:
             self.sample_log.write(self.epoch, index, row)
         return row
@@ -107,6 +116,84 @@ class GroundingRowsDataset:
                 self._plain.clear()
             found = self._plain[path] = is_plain_rgb(path)
         return found
+
+
+def _sources(records: Sequence[Record]) -> str:
+    return ", ".join(str(r.source) for r in records)
+
+
+def undecodable(images: Sequence[Any]) -> tuple[str, str] | None:
+    """(path, reason) of the first image path in `images` that the project's loader cannot decode fully, or None."""
+    for image in images:
+        if isinstance(image, str):
+            try:
+                load_image(image)
+            except ImageError as err:
+                return err.path, err.reason
+    return None
+
+
+class BadImages:
+    """What training does with a sample whose image cannot be decoded (validation read its header only):
+    `custom.bad_records` decides. `error`: the run stops with a DataError naming the record's file:line.
+    `skip`: the record is listed in `listing` (`skipped_records.jsonl`, one JSON line, `"stage": "training"`)
+    and on stderr, once per process, and another sample (the next one not known bad) is trained instead.
+
+    Failures show up in two places: building the row (an image the project's loader decodes) and ms-swift's
+    encoding of a plain image handed on as its path (`recover`, called by the pipeline's encode wrapper).
+    `last` is the sample this process built last (the dataloader encodes each right after building it)."""
+
+    def __init__(self, policy: str, listing: Path | None, rank: int = 0):
+        self.policy = policy
+        self.listing = listing
+        self.rank = rank
+        self.skipped: set[tuple[int, int]] = set()  # (id of the dataset, index) known bad in this process
+        self.last: tuple[GroundingRowsDataset, int, dict[str, Any]] | None = None
+
+    def recover(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """After encoding `row` failed: a replacement row when one of its images cannot be decoded (skip), a
+        DataError (error); None when no image is at fault (the failure is someone else's)."""
+        if self.last is None or self.last[2].get(ROW_SOURCE_KEY) != row.get(ROW_SOURCE_KEY):
+            return None
+        bad = undecodable(row.get("images", []))
+        if bad is None:
+            return None
+        dataset, index, _ = self.last
+        return self.failed(dataset, index, *bad)
+
+    def failed(self, dataset: GroundingRowsDataset, index: int, path: str, reason: str) -> dict[str, Any]:
+        """Sample `index` of `dataset` has an image (`path`) that cannot be decoded: raise DataError (error) or
+        list it and return another sample's row (skip)."""
+        from src.datasets.loading import DataError  # same layer; loading imports heavier modules
+
+        records = dataset.samples[index][0]
+        at_fault = [r for r in records if r.image == path] or list(records)
+        problems = [Problem(file=r.source.file, line=r.source.line, field="images[0]",
+                            message=f"cannot be decoded during training: {reason}", value=path) for r in at_fault]
+        if self.policy != "skip":
+            raise DataError(problems, problems[0].file)
+        if (id(dataset), index) not in self.skipped:
+            self.skipped.add((id(dataset), index))
+            self._list(problems)
+        for step in range(1, len(dataset.samples)):
+            other = (index + step) % len(dataset.samples)
+            if (id(dataset), other) not in self.skipped:
+                return dataset[other]  # itself handled the same way should its image fail too
+        raise DataError(problems, problems[0].file)  # no sample left whose images decode
+
+    def _list(self, problems: list[Problem]) -> None:
+        import sys
+
+        for p in problems:
+            print(f"warning: skipped during training (custom.bad_records: skip): {p}", file=sys.stderr, flush=True)
+        if self.listing is None:
+            return
+        self.listing.parent.mkdir(parents=True, exist_ok=True)
+        with self.listing.open("a", encoding="utf-8") as fh:  # one short line per write: ranks may share the file
+            for p in problems:
+                fh.write(json.dumps({"file": p.file, "line": p.line, "field": p.field, "message": p.message,
+                                     "value": repr(p.value), "stage": "training", "rank": self.rank},
+                                    ensure_ascii=False) + "\n")
 
 
 SAMPLE_LOG_ENV = "GROUNDING_SAMPLE_LOG"

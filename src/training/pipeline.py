@@ -20,7 +20,7 @@ from src.config.remote_code import apply_remote_code_policy
 from src.datasets.builders import ROW_SOURCE_KEY
 from src.datasets.health import check_rows, checking_every_sample, format_failures
 from src.datasets.plan import DataPlan
-from src.datasets.rows import GroundingRowsDataset, SampleLog, arrow_rows
+from src.datasets.rows import BadImages, GroundingRowsDataset, SampleLog, arrow_rows
 from src.training.checkpoint_guard import check_adapter_checkpoint
 from src.training.distributed import Failure, Job
 from src.training.generation_eval import GroundingEvaluation, with_grounding_metrics
@@ -77,18 +77,26 @@ def naming_the_record(encode):
 
     ms-swift encodes rows in the dataloader (lazy tokenisation); an image that passed the header check
     but cannot be decoded fails there, on whichever rank drew it, with no word of which record it was.
+    With the wrapper's `bad_images` set (src/datasets/rows.py `BadImages`), such an image follows
+    `custom.bad_records` instead: skip lists the record and encodes another sample, error names it.
     """
 
     @functools.wraps(encode)
     def encode_naming_the_record(row, *args, **kwargs):
-        try:
-            return encode(row, *args, **kwargs)
-        except Exception as err:
-            images = [im for im in row.get("images", []) if isinstance(im, str)]
-            err.add_note(f"while encoding the sample built from {row.get(ROW_SOURCE_KEY, '?')}"
-                         + (f" (images: {', '.join(images)})" if images else ""))
-            raise
+        while True:
+            try:
+                return encode(row, *args, **kwargs)
+            except Exception as err:
+                bad_images = encode_naming_the_record.bad_images
+                replacement = bad_images.recover(row) if bad_images is not None else None
+                if replacement is None:
+                    images = [im for im in row.get("images", []) if isinstance(im, str)]
+                    err.add_note(f"while encoding the sample built from {row.get(ROW_SOURCE_KEY, '?')}"
+                                 + (f" (images: {', '.join(images)})" if images else ""))
+                    raise
+                row = replacement
 
+    encode_naming_the_record.bad_images = None
     return encode_naming_the_record
 
 
@@ -122,6 +130,12 @@ class GroundingSft(SwiftSft):
             val = (GroundingRowsDataset(plan.val_samples, plan.builder)
                    if plan.val_samples else None)
             self._lazy_datasets = [d for d in (train, val) if d is not None]
+            # An image that fails to decode in training follows custom.bad_records (skip: listed, another sample).
+            bad_images = BadImages(custom.bad_records, Path(self.args.output_dir) / "skipped_records.jsonl",
+                                   self._job.rank)
+            for dataset in self._lazy_datasets:
+                dataset.bad_images = bad_images
+            self.template.encode.bad_images = bad_images
             self._check_health(train)
             return train, val
         # ms-swift encodes these up front (packing): images as the project loader reads them. The health

@@ -3,8 +3,9 @@
 Run in full on the first `custom.health_check_samples` samples of every training run (src/training/pipeline.py)
 and on every sample that `python -m src.datasets render` writes; the cheap token invariants
 (`token_invariant_problems`: image-pad tokens against the grid, no control token in the answer but its final
-`<|im_end|>`) on every sample the dataloader encodes (`checking_every_sample`). Each check returns problems as text; a failure names the
-row's records (file:line) and what differs. Pure functions over the encoded dict; no model needed.
+`<|im_end|>`) on every sample the dataloader encodes (`checking_every_sample`). Each check returns problems as
+text; a failure names the row's records (file:line) and what differs. Pure functions over the encoded dict; no
+model needed.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from src.datasets.rows import BadImages, GroundingRowsDataset, SampleLog, arrow_
 from src.training.checkpoint_guard import check_adapter_checkpoint
 from src.training.distributed import Failure, Job
 from src.training.generation_eval import GroundingEvaluation, with_grounding_metrics
+from src.training.step_accounting import StepAccounting
 from src.training.swift_plugin import copy_into_checkpoint
 
 EXIT_HEALTH_CHECK = 2
@@ -190,6 +191,9 @@ class GroundingSft(SwiftSft):
         trainer.add_callback(PluginIntoCheckpoint(self.args.external_plugins))
         if self.evaluation is not None:
             trainer.evaluate = with_grounding_metrics(trainer.evaluate, trainer, self.evaluation)
+        # Step time, data wait, tokens, memory and MFU on every training log line (src/training/step_accounting.py).
+        StepAccounting(self._print, bool(self.args.gradient_checkpointing),
+                       bool(getattr(self.args, "vit_gradient_checkpointing", False))).install(trainer)
         return super().train(trainer)
 
 

@@ -34,6 +34,7 @@ class CustomSection:
     health_check_samples: int  # first samples encoded and checked before training (0 = off)
     decode_images: bool  # validation decodes every image fully (truncated files found before step 1), not headers only
     cached_dataset: str | None  # a cache from `python -m src.datasets cache`: train on its encodings
+    answer_only_logits: bool  # SFT: LM head and loss only on labelled positions (src/training/answer_logits.py)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -191,6 +191,11 @@ class GroundingSft(SwiftSft):
         trainer.add_callback(PluginIntoCheckpoint(self.args.external_plugins))
         if self.evaluation is not None:
             trainer.evaluate = with_grounding_metrics(trainer.evaluate, trainer, self.evaluation)
+        if self._cfg.custom.answer_only_logits and not self._cfg.reinforcement:
+            from src.training.answer_logits import install
+
+            self.answer_head, decision = install(trainer)  # SFT only: GRPO computes its own log-probabilities
+            self._print(decision)
         # Step time, data wait, tokens, memory and MFU on every training log line (src/training/step_accounting.py).
         StepAccounting(self._print, bool(self.args.gradient_checkpointing),
                        bool(getattr(self.args, "vit_gradient_checkpointing", False))).install(trainer)

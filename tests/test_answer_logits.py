@@ -1,0 +1,79 @@
+"""Answer-only logits (src/training/answer_logits.py): the chunked head against plain cross-entropy, the
+decisions, and a real ms-swift run whose loss and token accuracy equal ms-swift's own path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from src.training.answer_logits import choose_kernel, chunk_rows, labelled_rows, linear_cross_entropy, why_not
+
+
+def _reference(hidden, weight, bias, targets):
+    logits = torch.nn.functional.linear(hidden, weight, bias).float()
+    return torch.nn.functional.cross_entropy(logits, targets, reduction="sum"), logits.argmax(-1) == targets
+
+
+@pytest.mark.parametrize("rows", [1, 3, 64])
+def test_chunked_head_gives_the_loss_hits_and_gradients_of_full_logits(rows):
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(10, 8, generator=gen)
+    weight, bias = torch.randn(50, 8, generator=gen), torch.randn(50, generator=gen)
+    targets = torch.randint(0, 50, (10,), generator=gen)
+    leaves = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
+    loss, hits = linear_cross_entropy(*leaves, targets, rows)
+    (loss * 0.5).backward()
+    refs = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
+    ref_loss, ref_hits = _reference(*refs, targets)
+    (ref_loss * 0.5).backward()
+    assert torch.allclose(loss, ref_loss, rtol=1e-6) and torch.equal(hits, ref_hits)
+    for mine, theirs in zip(leaves, refs, strict=True):
+        assert torch.allclose(mine.grad, theirs.grad, atol=1e-6)
+
+
+def test_labelled_rows_pick_positions_whose_next_token_is_labelled_per_row():
+    labels = torch.tensor([[-100, -100, 5, 6, -100], [-100, 7, -100, -100, -100]])
+    rows, positions, targets = labelled_rows(labels)
+    assert rows.tolist() == [0, 0, 1] and positions.tolist() == [1, 2, 0] and targets.tolist() == [5, 6, 7]
+
+
+def test_decisions():
+    ok = {"head": "Linear", "acc_strategy": "token"}
+    assert why_not(ok) is None
+    assert "loss_type" in why_not({**ok, "compute_loss_func": True})
+    assert "sequence" in why_not({**ok, "sequence_parallel_size": 2})
+    assert "not a plain Linear" in why_not({**ok, "head": "ModulesToSaveWrapper"})
+    assert "seq" in why_not({**ok, "acc_strategy": "seq"})
+    assert choose_kernel(True, True, "cuda") == "liger"
+    assert choose_kernel(True, True, "cpu") == "torch" and choose_kernel(True, False, "cuda") == "torch"
+    assert choose_kernel(False, True, "cuda") == "torch"
+    assert chunk_rows(151936) >= 1 and chunk_rows(10) > chunk_rows(151936)
+
+
+def _log_rows(run):
+    rows = [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
+    return [(r["loss"], r["token_acc"]) for r in rows if "loss" in r and "token_acc" in r]
+
+
+@pytest.mark.slow
+def test_same_loss_and_token_accuracy_as_ms_swift_with_padding_and_two_images_per_turn(mp_workspace, tmp_path,
+                                                                                         capsys):
+    from src.sft import main
+    from tests.support.multiprocess import write_run_config
+
+    runs = {}
+    for on in (False, True):
+        name = f"answer_only_{on}"
+        config = write_run_config(tmp_path, name, workspace=mp_workspace,
+                                  custom={"answer_only_logits": on, "images_per_user_turn": 2},
+                                  training={"per_device_train_batch_size": 2, "max_steps": 3,
+                                            "save_strategy": "no", "report_to": []})
+        assert main(["--config", str(config)]) == 0
+        runs[on] = _log_rows(tmp_path / name)
+    out = capsys.readouterr().out
+    assert "answer-only logits: on" in out
+    assert len(runs[True]) == 3
+    for (loss, acc), (ref_loss, ref_acc) in zip(runs[True], runs[False], strict=True):
+        assert loss == pytest.approx(ref_loss, abs=1e-5) and acc == pytest.approx(ref_acc, abs=1e-5)

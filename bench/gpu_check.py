@@ -148,6 +148,8 @@ def scenarios(machine: Machine) -> list[Scenario]:
                          child=several, torchrun=several))
     runs.append(Scenario("stage2 small samples", data="synth", child=several, torchrun=several))
     runs.append(Scenario("generation transformers", kind="generate", batch_sizes=(8, 64)))
+    runs.append(Scenario("raw ms-swift stage2 dense", kind="raw", child=several, torchrun=several,
+                         skip="torchrun across several GPUs: run with --gpus 1" if several else None))
     vllm = Scenario("generation vllm", kind="vllm", batch_sizes=(64,))
     vllm.skip = gpu_only or (None if machine.vllm else "vllm is not installed")
     runs.append(vllm)
@@ -497,6 +499,24 @@ def train_in_child(config: Path, log: Path, run: Scenario, n_gpus: int) -> None:
         raise RuntimeError(f"src.sft exited {proc.returncode}; its output: {log}\n{_tail(log)}")
 
 
+def train_raw_swift(config: Path, rows: Path, output_dir: Path, log: Path) -> None:
+    """ms-swift's own `sft_main` in this process on the config's training records written as ms-swift rows
+    (`python -m src.datasets rows`: the same prompts, answers and upright images), with the arguments the
+    project would pass (`to_sft_kwargs`): what the project's data path and callbacks cost per sample."""
+    from src.config import to_sft_kwargs
+    from src.datasets.__main__ import run as datasets_run
+    from src.datasets.run_config import load_config_for_run
+
+    cfg = load_config_for_run(config)
+    _reset_device()
+    with output_to(log):
+        datasets_run(["rows", "--config", str(config), "--split", "train", "--out", str(rows)])
+        from swift import SftArguments, sft_main
+
+        sft_main(SftArguments(**{**to_sft_kwargs(cfg), "dataset": [str(rows)], "val_dataset": [],
+                                 "output_dir": str(output_dir)}))
+
+
 def profiler_callback(profiler):
     """A TrainerCallback that starts `profiler` when training begins (model load and data set-up stay out of
     it), steps its schedule at the end of each optimizer step and stops it when training ends."""
@@ -681,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     samples_per_step = (1 if cpu else 4) * max(1, n_gpus)
     mean_tokens: dict[str, float | None] = {}
     for run in scenarios(machine):
-        row = {"scenario": run.name, "kind": "train" if run.kind == "train" else run.kind}
+        row = {"scenario": run.name, "kind": "train" if run.kind in ("train", "raw") else run.kind}
         steps = args.warmup_steps + PROFILED_STEPS if run.kind == "profile" else args.steps
         if run.skip:
             results.add({**row, "status": "skipped", "reason": run.skip})
@@ -718,8 +738,11 @@ def main(argv: list[str] | None = None) -> int:
                              "note": "top self " + ("CUDA" if machine.cuda else "CPU") + ": "
                                      + ", ".join(f"{t['op']} {t['self_ms']:.0f} ms" for t in top)})
                 continue
-            (train_in_child if run.child else train_in_process)(
-                *((config, log, run, n_gpus) if run.child else (config, log)))
+            if run.kind == "raw":
+                train_raw_swift(config, runs_dir / "raw_rows" / "train.jsonl", runs_dir / slug, log)
+            else:
+                (train_in_child if run.child else train_in_process)(
+                    *((config, log, run, n_gpus) if run.child else (config, log)))
             wall = time.monotonic() - started
             if run.data not in mean_tokens:
                 mean_tokens[run.data] = (None if "tokens_per_s" in (read_logging(runs_dir / slug) or [{}])[0]
@@ -729,6 +752,11 @@ def main(argv: list[str] | None = None) -> int:
             budget.step_s.setdefault(run.data, figures["s_per_step"])
             budget.start_up_s.setdefault("child" if run.child else "process",
                                          max(0.0, wall - figures["train_time_s"]))
+            project = next((r for r in results.rows if r["scenario"] == "stage2 dense" and r["status"] == "measured"),
+                           None)
+            if run.kind == "raw" and project:
+                ratio = project["samples_per_s"] / figures["samples_per_s"]
+                row["note"] = f"the project's stage2 dense: {ratio:.2f}x raw ms-swift's samples/s on the same records"
             results.add({**row, "status": "measured", **figures, "wall_s": round(wall, 1),
                          "start_up_s": round(max(0.0, wall - figures["train_time_s"]), 1),
                          **({"env": run.env} if run.env else {}), **({"config": run.extra} if run.extra else {})})

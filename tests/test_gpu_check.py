@@ -48,7 +48,7 @@ def test_scenarios_come_in_order_of_value_and_those_that_cannot_run_here_say_why
                      "generation vllm", "stage2 dense ZeRO-2"):
         assert "CUDA GPU" in by_name[gpu_only].skip
     for runs_on_cpu in ("stage2 dense", "profile 3 dense steps", "stage1 small samples", "stage2 small samples",
-                        "generation transformers"):
+                        "generation transformers", "raw ms-swift stage2 dense"):
         assert by_name[runs_on_cpu].skip is None
     assert by_name["stage2 dense expandable_segments"].child  # the allocator reads its variable at CUDA start
     assert by_name["stage2 dense expandable_segments"].env == {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}

@@ -77,3 +77,22 @@ def test_same_loss_and_token_accuracy_as_ms_swift_with_padding_and_two_images_pe
     assert len(runs[True]) == 3
     for (loss, acc), (ref_loss, ref_acc) in zip(runs[True], runs[False], strict=True):
         assert loss == pytest.approx(ref_loss, abs=1e-5) and acc == pytest.approx(ref_acc, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_same_loss_under_ddp_on_two_cpu_processes(mp_workspace, tmp_path):
+    from tests.support.multiprocess import free_port, losses_by_step, train_sh, write_run_config
+
+    losses = {}
+    for on in (False, True):
+        name = f"ddp_answer_only_{on}"
+        config = write_run_config(tmp_path, name, workspace=mp_workspace, custom={"answer_only_logits": on},
+                                  training={"per_device_train_batch_size": 2, "max_steps": 2,
+                                            "save_strategy": "no", "report_to": []})
+        proc = train_sh([f"config={config}", "gpus=cpu", "nproc=2", f"master_port={free_port()}"], cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout[-4000:]
+        assert ("answer-only logits: on" in proc.stdout) == on
+        losses[on] = losses_by_step(tmp_path / name)
+    assert len(losses[True]) == 2
+    for step, loss in losses[False].items():
+        assert losses[True][step] == pytest.approx(loss, abs=1e-5)

@@ -80,13 +80,16 @@ def test_same_loss_and_token_accuracy_as_ms_swift_with_padding_and_two_images_pe
 
 
 @pytest.mark.slow
-def test_same_loss_under_ddp_on_two_cpu_processes(mp_workspace, tmp_path):
+@pytest.mark.parametrize("zero", [None, "zero3"])
+def test_same_loss_on_two_cpu_processes_ddp_and_zero3(mp_workspace, tmp_path, zero):
     from tests.support.multiprocess import free_port, losses_by_step, train_sh, write_run_config
 
     losses = {}
+    deepspeed = {"deepspeed": {"enabled": True, "config": zero}} if zero else {}
     for on in (False, True):
-        name = f"ddp_answer_only_{on}"
+        name = f"{zero or 'ddp'}_answer_only_{on}"
         config = write_run_config(tmp_path, name, workspace=mp_workspace, custom={"answer_only_logits": on},
+                                  **deepspeed,
                                   training={"per_device_train_batch_size": 2, "max_steps": 2,
                                             "save_strategy": "no", "report_to": []})
         proc = train_sh([f"config={config}", "gpus=cpu", "nproc=2", f"master_port={free_port()}"], cwd=tmp_path)

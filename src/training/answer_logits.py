@@ -233,7 +233,7 @@ def install(trainer) -> tuple[AnswerOnlyHead | None, str]:
     answer_head = AnswerOnlyHead(head, kernel)
     trainer.compute_loss = _answer_only_compute_loss(trainer, trainer.compute_loss, answer_head)
     how = "Liger's fused linear cross-entropy" if kernel == "liger" else (
-        f"chunks of {chunk_rows(head.weight.shape[0])} rows")
+        f"chunks of {chunk_rows(head.out_features)} rows")  # out_features: ZeRO-3 leaves weight empty here
     return answer_head, f"answer-only logits: on (the LM head runs on labelled positions only, {how})"
 
 

@@ -29,4 +29,5 @@ demo: $(STAMP)
 test: setup
 	$(PY) -m ruff check src tests bench
 	$(OPENSPEC) validate --all --strict --no-interactive
-	$(PY) -m pytest -q
+	# stdin closed: a command a test starts that would wait for a terminal fails instead of waiting forever.
+	$(PY) -m pytest -q < /dev/null

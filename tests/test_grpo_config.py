@@ -111,3 +111,57 @@ def test_a_scheme_whose_answers_hold_no_boxes_is_refused(tree):
     cfg = stage3(tree, prompts={"scheme": "summary"})
     (problem,) = reinforcement_problems(cfg, world_size=1, vllm_installed=False)
     assert "`prompts.scheme` = 'summary'" in problem and "no boxes to reward" in problem
+
+
+def test_on_cpu_the_grpo_bounds_shorten_the_shipped_recipe_and_say_why(tree, capsys):
+    from src.config import CPU_GRPO_OVERLAY
+    from src.config.__main__ import main as config_main
+    from src.config.report import dump_resolved_yaml, format_overrides
+
+    t = tree(START, extends=[STAGE3, "base.yaml"])
+    cfg = load_project_config(t.config, on_cpu=True)
+    changed = {o.key: o for o in cfg.merged.overrides if o.origin.file == CPU_GRPO_OVERLAY}
+    assert {key: (o.before, o.after) for key, o in changed.items()} == {
+        "rlhf.num_generations": (8, 4), "rlhf.max_completion_length": (2048, 1024),
+        "training.per_device_train_batch_size": (8, 4)}
+    assert cfg.swift["num_generations"] == 4 and cfg.swift["max_completion_length"] == 1024
+    assert cfg.swift["per_device_train_batch_size"] == 4
+    assert reinforcement_problems(cfg, world_size=1, vllm_installed=False) == []  # still divisible
+    assert reinforcement_problems(cfg, world_size=2, vllm_installed=False) == []
+    text = format_overrides(cfg.merged.overrides)
+    assert f"rlhf.num_generations: 8 -> 4   # {CPU_GRPO_OVERLAY}:" in text
+    assert "CPU rollouts run token by token" in changed["rlhf.max_completion_length"].reason()
+    assert "one prompt's group" in changed["training.per_device_train_batch_size"].reason()
+    # Kept in resolved_config.yaml, which reloads alone (no overlay) to the same run.
+    resolved = dump_resolved_yaml(cfg.merged, t.config.parent / "resolved.yaml").read_text()
+    assert "#   rlhf.max_completion_length: 2048 -> 1024" in resolved
+    assert load_project_config(t.config.parent / "resolved.yaml").swift == cfg.swift
+    # `python -m src.config get --device cpu` resolves what `--device cpu` trains with; without it, the recipe.
+    assert config_main(["get", "--config", str(t.config), "--device", "cpu", "rlhf.num_generations"]) == 0
+    assert config_main(["get", "--config", str(t.config), "rlhf.num_generations"]) == 0
+    assert capsys.readouterr().out.split() == ["4", "8"]
+    assert load_project_config(t.config).swift["max_completion_length"] == 2048  # on a GPU: the recipe's
+
+
+def test_the_grpo_bounds_never_lengthen_and_never_touch_sft(tree):
+    from src.config import CPU_GRPO_OVERLAY
+
+    short = stage3(tree, training={"per_device_train_batch_size": 2}, rlhf={"num_generations": 2,
+                                                                             "max_completion_length": 24})
+    on_cpu = load_project_config(short.merged.files[-1], on_cpu=True)
+    assert on_cpu.swift["num_generations"] == 2 and on_cpu.swift["max_completion_length"] == 24
+    assert on_cpu.swift["per_device_train_batch_size"] == 2
+    assert not [o for o in on_cpu.merged.overrides if o.origin.file == CPU_GRPO_OVERLAY]
+    sft = load_project_config(tree().config, on_cpu=True)
+    assert CPU_GRPO_OVERLAY not in sft.merged.files and "rlhf" not in sft.merged.values
+    assert sft.merged.overrides == []
+
+
+def test_an_upper_bound_that_is_not_a_number_is_refused(tmp_path, tree):
+    from src.config.loader import apply_overlay, load_merged_config
+
+    bounds = tmp_path / "bounds.yaml"
+    bounds.write_text("rlhf:\n  num_generations: 4\n  use_vllm: false\n")
+    merged = load_merged_config(tree(START, extends=[STAGE3, "base.yaml"]).config)
+    with pytest.raises(ConfigError, match=r"bounds.yaml:3: `rlhf.use_vllm` = false: an upper bound must be a number"):
+        apply_overlay(merged, bounds, at_most=True)

@@ -7,7 +7,8 @@ Rules (also in openspec/specs/config/spec.md):
 - Mappings merge key by key, at any depth; lists and scalars replace.
 - `--base_config` is merged under the whole chain.
 - An overlay (the CPU overrides of `configs/cpu.yaml` for `gpus=cpu`) is merged on top of the whole
-  chain: its own keys only, not its `extends`; every value it changes is recorded.
+  chain: its own keys only, not its `extends`; every value it changes is recorded. An overlay of upper
+  bounds (`configs/cpu_grpo.yaml`, `at_most`) changes a number only where the chain's is larger or unset.
 - A file reached twice (two bases that extend the same file) is merged once, at its first place.
 - Path-valued keys are resolved against the directory of the file that declared them.
 - `data:` is another name for `custom:`, and `tuner.tuner_type` for `tuner.train_type`.
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .excerpt import excerpt
+from .excerpt import excerpt, json_excerpt
 from .yaml_io import read_yaml_mapping
 
 # Keys whose string values are file-system paths relative to the declaring file.
@@ -221,13 +222,28 @@ def _leaf_values(values: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _apply_overlay(merged: MergedConfig, overlay: Path) -> None:
+def apply_overlay(merged: MergedConfig, overlay: Path, *, at_most: bool = False) -> None:
+    """Merge `overlay`'s own keys (not its `extends`) on top of `merged`, recording each value it changes in
+    `merged.overrides`. `at_most`: the overlay's values are upper bounds, all numbers; a key changes only where
+    the chain's value is unset or larger (a chain that already asks for less keeps its own).
+
+    Raises ConfigError for a missing or invalid file, or a bound that is not a number."""
     path = overlay.resolve()
     data, lines = read_yaml_mapping(path)
     data.pop("extends", None)  # the overlay's own keys only: its bases are already under the chain
     data = _normalise(data, lines, path)
     _resolve_paths(data, path.parent)
     before = _leaf_values(merged.values)
+    if at_most:
+        bounds = _leaf_values(data)
+        for key, bound in bounds.items():
+            if isinstance(bound, bool) or not isinstance(bound, int | float):
+                raise ConfigError(f"{path}:{lines.get(key, 1)}: `{key}` = {json_excerpt(bound)}: an upper bound "
+                                  "must be a number")
+        kept = {key for key, bound in bounds.items()
+                if isinstance(before.get(key), int | float) and not isinstance(before.get(key), bool)
+                and before[key] <= bound}
+        data = _without(data, kept)
     origins: dict[str, Origin] = {}
     _flatten_origins(data, "", path, lines, origins)
     _merge_into(merged, data, origins)
@@ -235,6 +251,20 @@ def _apply_overlay(merged: MergedConfig, overlay: Path) -> None:
     for key, value in _leaf_values(data).items():
         if before.get(key, None) != value or key not in before:
             merged.overrides.append(Override(key, before.get(key), value, origins[key]))
+
+
+def _without(values: dict[str, Any], dotted_keys: set[str], prefix: str = "") -> dict[str, Any]:
+    """`values` less the leaves named in `dotted_keys` (and the mappings they leave empty)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rest = _without(value, dotted_keys, dotted + ".")
+            if rest:
+                out[key] = rest
+        elif dotted not in dotted_keys:
+            out[key] = value
+    return out
 
 
 def load_merged_config(config: Path, base_config: Path | None = None, overlay: Path | None = None) -> MergedConfig:
@@ -248,5 +278,5 @@ def load_merged_config(config: Path, base_config: Path | None = None, overlay: P
         _load_chain(Path(base_config), (), merged)
     _load_chain(Path(config), (), merged)
     if overlay is not None:
-        _apply_overlay(merged, Path(overlay))
+        apply_overlay(merged, Path(overlay))
     return merged

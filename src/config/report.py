@@ -45,7 +45,7 @@ def dump_resolved_yaml(merged: MergedConfig, path: Path) -> Path:
     header = "# Resolved config. Loading this file alone reproduces the run's arguments.\n# From:\n"
     header += "".join(f"#   {f}\n" for f in merged.files)
     if merged.overrides:
-        header += "# CPU overrides (values the last file changed on top of the others):\n"
+        header += "# CPU overrides (values the CPU overlays changed on top of the others):\n"
         header += "".join(f"#   {line}\n" for line in format_overrides(merged.overrides).splitlines())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + yaml.safe_dump(merged.values, sort_keys=False, allow_unicode=True), encoding="utf-8")

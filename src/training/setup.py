@@ -96,7 +96,8 @@ def _print_plan(cfg: ProjectConfig, kwargs: dict, plan: DataPlan, start: StartPl
     print("== resolved config (value  # where it was set)")
     print(format_resolved(cfg.merged))
     if cfg.merged.overrides:
-        print("== CPU overrides (gpus=cpu / --device cpu): what configs/cpu.yaml changed, and why")
+        print("== CPU overrides (gpus=cpu / --device cpu): what configs/cpu.yaml (and configs/cpu_grpo.yaml for "
+              "GRPO) changed, and why")
         print(format_overrides(cfg.merged.overrides))
     print("== ms-swift SftArguments")
     for key in sorted(kwargs):

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from src.config.errors import EXIT_CONFIG_ERROR, EXIT_FAILED, ConfigError
+from src.config.errors import EXIT_CONFIG_ERROR, EXIT_FAILED, UserError
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -30,15 +30,14 @@ EXIT_USAGE = EXIT_CONFIG_ERROR
 T = TypeVar("T")
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A bad argument or input a user can fix: exit 2 with the message, no traceback."""
 
 
 def user_errors() -> tuple[type[Exception], ...]:
-    """The exception types that mean "fix your input" (exit 2, message only)."""
-    from src.datasets.loading import DataError  # the data layer's own error type
-
-    return UsageError, ConfigError, DataError
+    """The exception types that mean "fix your input" (exit 2, message only): every `UserError` (src/config/errors.py),
+    the config's, the data layer's and the command lines' alike."""
+    return (UserError,)
 
 
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:

@@ -135,6 +135,10 @@ BAD_INPUTS = [
                  {}, "base.yaml", id="project-owned-field"),
     pytest.param("training:\n  deepspeed: zero2\n", ["`training.deepspeed` is set by the project: use `deepspeed."],
                  {}, "base.yaml", id="project-owned-deepspeed"),
+    pytest.param("template:\n  system: Be brief.\n",
+                 ["{config}:3: `template.system` = 'Be brief.': the project writes ms-swift's `system` from "
+                  "`prompts.system`", "write `prompts: {{system: 'Be brief.'}}` instead and remove `template.system`"],
+                 {}, "base.yaml", id="template-system-refused"),
     pytest.param("model:\n  max_length: 512\ntemplate:\n  max_length: 512\n",
                  ["{config}:5: `template.max_length` and `model.max_length` both set ms-swift's `max_length`"],
                  {}, "base.yaml", id="field-set-twice"),

@@ -1,4 +1,8 @@
-"""The one error type of the config layer: a message a user can act on, and exit code 2."""
+"""The user errors of every command: a message a user can act on, and exit code 2.
+
+`UserError` is the base of every such error (the config's `ConfigError`, the data layer's `DataError`, the
+command lines' `UsageError`), so `src/cli.py` catches them all while importing nothing but this layer.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,11 @@ EXIT_CONFIG_ERROR = 2  # bad usage, config or data: nothing started (src/cli.py 
 EXIT_FAILED = 3  # a failure while running, reported with its traceback
 
 
-class ConfigError(Exception):
+class UserError(Exception):
+    """An error a user fixes in a config, a data file or an argument: exit 2 with its message, no traceback."""
+
+
+class ConfigError(UserError):
     """A bad configuration. `str(err)` names the file, the key or line, the value and what is allowed.
 
     Several problems found in one pass are joined into one error so the user fixes them at once.

@@ -16,7 +16,7 @@ from .excerpt import excerpt
 from .families import FAMILIES
 from .jsonl import jsonl_files
 from .prompts import PROMPT_SCHEMES
-from .schema import ProjectConfig
+from .schema import ProjectConfig, where
 
 DEEPSPEED_PRESETS = ("zero0", "zero1", "zero2", "zero2_offload", "zero3", "zero3_offload")
 # attn_impl values ms-swift accepts for packing / padding_free, and the modules each one needs.
@@ -34,12 +34,6 @@ def _module_available(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
-
-
-def where(cfg: ProjectConfig, dotted: str) -> str:
-    """`file:line: ` of the value at `dotted`, or '' for a value the project derived."""
-    origin = cfg.origin(dotted)
-    return f"{origin}: " if origin else ""
 
 
 def _existing_path_problems(cfg: ProjectConfig) -> list[str]:

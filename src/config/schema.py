@@ -114,14 +114,19 @@ OWNED_SWIFT_FIELDS = {
     "deepspeed": "deepspeed.enabled / deepspeed.config",
     "tuner_type": "tuner.train_type",
 }
+# ms-swift fields refused in favour of one of our keys, which sets them with the rest of a run: ms-swift's
+# `system` is written from `prompts.system` (or the scheme's), so the rows, args.json and inference agree.
+REFUSED_SWIFT_FIELDS = {"system": "prompts.system"}
 # ms-swift fields the project needs a value for (ms-swift itself would fall back to a default).
 REQUIRED_SWIFT_KEYS = {"model.model": "a local model directory", "training.output_dir": "the run's directory"}
 # Our name for a ms-swift field: (section, our key) -> (ms-swift field, annotation).
 RENAMED_SWIFT_KEYS = {("tuner", "train_type"): ("tuner_type", "str")}
 
 
-def _where(merged: MergedConfig, dotted: str) -> str:
-    origin = merged.origins.get(dotted)
+def where(config: ProjectConfig | MergedConfig, dotted: str) -> str:
+    """`file:line: ` of the value at `dotted` in a config (typed or merged), or '' for a value the project derived."""
+    origins = config.merged.origins if isinstance(config, ProjectConfig) else config.origins
+    origin = origins.get(dotted)
     return f"{origin}: " if origin else ""
 
 
@@ -135,12 +140,12 @@ def _check_type(merged: MergedConfig, dotted: str, value: Any, annotation: str, 
         return
     if value is None:
         problems.append(
-            f"{_where(merged, dotted)}`{dotted}` is required and has no value: set it in your config "
+            f"{where(merged, dotted)}`{dotted}` is required and has no value: set it in your config "
             f"(expected {describe(annotation)})"
         )
     else:
         problems.append(
-            f"{_where(merged, dotted)}`{dotted}` = {excerpt(value)} has the wrong type: expected "
+            f"{where(merged, dotted)}`{dotted}` = {excerpt(value)} has the wrong type: expected "
             f"{describe(annotation)}, got {type(value).__name__}{_yaml11_float_hint(value, annotation)}"
         )
 
@@ -163,13 +168,13 @@ def _yaml11_float_hint(value: Any, annotation: str) -> str:
 def _own_section(merged: MergedConfig, name: str, cls: type, problems: list[str]) -> Any:
     block = merged.values.get(name)
     if not isinstance(block, dict):
-        problems.append(f"{_where(merged, name)}`{name}` must be a mapping, got {excerpt(block)}"
+        problems.append(f"{where(merged, name)}`{name}` must be a mapping, got {excerpt(block)}"
                         if block is not None else f"section `{name}` is missing: extend configs/base.yaml")
         return None
     fields = {f.name: f.type for f in dataclasses.fields(cls)}
     for key in block:
         if key not in fields:
-            problems.append(f"{_where(merged, f'{name}.{key}')}unknown key `{name}.{key}`"
+            problems.append(f"{where(merged, f'{name}.{key}')}unknown key `{name}.{key}`"
                             f"{_did_you_mean(key, fields)} (allowed: {', '.join(fields)})")
     for key, annotation in fields.items():
         dotted = f"{name}.{key}"
@@ -190,13 +195,20 @@ def _swift_sections(merged: MergedConfig, problems: list[str]) -> dict[str, Any]
         owner = "RLHFArguments fields" if section == "rlhf" else "SftArguments fields"
         block = merged.values.get(section) or {}
         if not isinstance(block, dict):
-            problems.append(f"{_where(merged, section)}`{section}` must be a mapping, got {excerpt(block)}")
+            problems.append(f"{where(merged, section)}`{section}` must be a mapping, got {excerpt(block)}")
             continue
         for key, value in block.items():
             dotted = f"{section}.{key}"
             renamed = RENAMED_SWIFT_KEYS.get((section, key))
+            if renamed is None and key in REFUSED_SWIFT_FIELDS:
+                ours = REFUSED_SWIFT_FIELDS[key]
+                section_of, key_of = ours.split(".")
+                problems.append(f"{where(merged, dotted)}`{dotted}` = {excerpt(value)}: the project writes ms-swift's "
+                                f"`{key}` from `{ours}` (the same text in the rows, args.json and at inference); "
+                                f"write `{section_of}: {{{key_of}: {excerpt(value)}}}` instead and remove `{dotted}`")
+                continue
             if renamed is None and key in OWNED_SWIFT_FIELDS:
-                problems.append(f"{_where(merged, dotted)}`{dotted}` is set by the project: use "
+                problems.append(f"{where(merged, dotted)}`{dotted}` is set by the project: use "
                                 f"`{OWNED_SWIFT_FIELDS[key]}` instead")
                 continue
             if renamed is None and key not in fields:
@@ -205,7 +217,7 @@ def _swift_sections(merged: MergedConfig, problems: list[str]) -> dict[str, Any]
                     hint = "; it is an RLHF field: set it in `rlhf:`"
                 else:
                     hint = _did_you_mean(key, candidates)
-                problems.append(f"{_where(merged, dotted)}unknown key `{dotted}`{hint} (keys here are ms-swift "
+                problems.append(f"{where(merged, dotted)}unknown key `{dotted}`{hint} (keys here are ms-swift "
                                 f"{owner})")
                 continue
             field_name, annotation = renamed or (key, fields[key].annotation)
@@ -214,18 +226,18 @@ def _swift_sections(merged: MergedConfig, problems: list[str]) -> dict[str, Any]
             else:
                 _check_type(merged, dotted, value, annotation, problems)
             if field_name in set_by:
-                problems.append(f"{_where(merged, dotted)}`{dotted}` and `{set_by[field_name]}` both set "
+                problems.append(f"{where(merged, dotted)}`{dotted}` and `{set_by[field_name]}` both set "
                                 f"ms-swift's `{field_name}`; keep one")
             set_by[field_name] = dotted
             kwargs[field_name] = value
     if isinstance(merged.values.get("rlhf"), dict) and merged.values["rlhf"] and kwargs.get("rlhf_type") is None:
-        problems.append(f"{_where(merged, 'rlhf')}`rlhf:` is set but `rlhf.rlhf_type` is not: a stage-3 config names "
+        problems.append(f"{where(merged, 'rlhf')}`rlhf:` is set but `rlhf.rlhf_type` is not: a stage-3 config names "
                         f"its method (`rlhf_type: grpo`); an SFT config has no `rlhf:` section")
     for dotted, what in REQUIRED_SWIFT_KEYS.items():
         section, key = dotted.split(".")
         block = merged.values.get(section)
         if not isinstance(block, dict) or block.get(key) is None:
-            problems.append(f"{_where(merged, dotted)}`{dotted}` is required and has no value: set it to {what} "
+            problems.append(f"{where(merged, dotted)}`{dotted}` is required and has no value: set it to {what} "
                             f"in your config ({section}: {{{key}: ...}})")
     return kwargs
 
@@ -233,12 +245,12 @@ def _swift_sections(merged: MergedConfig, problems: list[str]) -> dict[str, Any]
 def _env_section(merged: MergedConfig, problems: list[str]) -> dict[str, str]:
     block = merged.values.get("env") or {}
     if not isinstance(block, dict):
-        problems.append(f"{_where(merged, 'env')}`env` must be a mapping of NAME: value, got {excerpt(block)}")
+        problems.append(f"{where(merged, 'env')}`env` must be a mapping of NAME: value, got {excerpt(block)}")
         return {}
     env: dict[str, str] = {}
     for key, value in block.items():
         if not isinstance(value, (str, int, float, bool)) or isinstance(value, bool):
-            problems.append(f"{_where(merged, f'env.{key}')}`env.{key}` = {excerpt(value)}: expected a string or "
+            problems.append(f"{where(merged, f'env.{key}')}`env.{key}` = {excerpt(value)}: expected a string or "
                             f"number")
             continue
         env[str(key)] = str(value)
@@ -254,7 +266,7 @@ def validate_config(merged: MergedConfig) -> ProjectConfig:
     problems: list[str] = []
     for key in merged.values:
         if key not in ALL_SECTIONS:
-            problems.append(f"{_where(merged, key)}unknown section `{key}`{_did_you_mean(key, ALL_SECTIONS)} "
+            problems.append(f"{where(merged, key)}unknown section `{key}`{_did_you_mean(key, ALL_SECTIONS)} "
                             f"(allowed: {', '.join(ALL_SECTIONS)}, extends)")
     sections = {name: _own_section(merged, name, cls, problems) for name, cls in OWN_SECTIONS.items()}
     swift_kwargs = _swift_sections(merged, problems)

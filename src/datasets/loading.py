@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from src.config.errors import UserError
+
 from .columns import COLUMNS, RecordTable, merge_columns, record_columns
 from .contract import ImageCheck, Problem, Record
 from .template_tokens import TemplateTokens, default_tokens, record_token_problems
@@ -30,7 +32,7 @@ def validation_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-class DataError(Exception):
+class DataError(UserError):
     """Invalid records under the `error` policy. `str(err)` lists every problem as file:line: field: ..."""
 
     def __init__(self, problems: list[Problem], path: str):

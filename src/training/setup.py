@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from src.config import EXIT_CONFIG_ERROR, ConfigError, ProjectConfig, to_sft_kwargs
-from src.config.errors import EXIT_FAILED
+from src.config.errors import EXIT_FAILED, UserError
 from src.config.excerpt import excerpt
 from src.config.report import dump_resolved_yaml, format_overrides, format_resolved
 from src.config.swift_fields import swift_defaults
-from src.datasets.loading import DataError, write_skipped
+from src.datasets.loading import write_skipped
 from src.datasets.plan import DataPlan, plan_data
 from src.datasets.run_config import load_config_for_run
 from src.datasets.verdicts import CACHE_ENV, VerdictStore
@@ -66,7 +66,7 @@ class RunDecision:
 
 def _failure(err: BaseException) -> Failure:
     """Exit 2 with the message for the errors a user fixes in config or data; 3 with the traceback otherwise."""
-    if isinstance(err, (ConfigError, DataError)):
+    if isinstance(err, UserError):
         return Failure(EXIT_CONFIG_ERROR, str(err))
     fault = write_fault(err, None)  # a full disk or read-only folder: one message, not a traceback
     if fault:

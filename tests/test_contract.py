@@ -252,9 +252,9 @@ BAD_OBJECTS = [
     (
         {"bbox_2d": [1, 2, 3, 4], "quad": [0, 0, 5, 0, 5, 5, 0, 5], "desc": "a"},
         "objects[0]",
-        "exactly one of bbox_2d or quad, found both",
+        "exactly one of bbox_2d, quad, point_2d or polygon, found both",
     ),
-    ({"desc": "a"}, "objects[0]", "exactly one of bbox_2d or quad, found neither"),
+    ({"desc": "a"}, "objects[0]", "exactly one of bbox_2d, quad, point_2d or polygon, found neither"),
     ({"bbox_2d": [1, 2, 3, 4], "desc": ""}, "objects[0].desc", "non-empty string"),
     ({"bbox_2d": [1, 2, 3, 4], "desc": "  "}, "objects[0].desc", "non-empty string"),
     ({"bbox_2d": [1, 2, 3, 4], "desc": 5}, "objects[0].desc", "non-empty string"),
@@ -262,7 +262,7 @@ BAD_OBJECTS = [
     (
         {"bbox_2d": [1, 2, 3, 4], "desc": "a", "label": "a"},
         "objects[0].label",
-        "unknown key; allowed keys are: bbox_2d, quad, desc, ignore, category_id, supercategory",
+        "unknown key; allowed keys are: bbox_2d, quad, point_2d, polygon, desc, ignore, category_id, supercategory",
     ),
     ({"bbox_2d": [1, 2, 3, 4], "desc": "a", "ignore": 1}, "objects[0].ignore", "must be true or false"),
     ({"bbox_2d": [1, 2, 3, 4], "ignore": False}, "objects[0].desc", "only an object with \"ignore\": true"),
@@ -451,7 +451,7 @@ def test_cli_prints_every_problem_in_the_exact_format(data_dir: Path, capsys):
     assert lines[:3] == [
         f"{abs_path}:2: objects[0].bbox_2d: x2 < x1: corners are swapped; write [x1, y1, x2, y2] "
         "with x1 < x2 and y1 < y2 ([9, 2, 3, 8])",
-        f"{abs_path}:2: objects[1]: needs exactly one of bbox_2d or quad, found neither",
+        f"{abs_path}:2: objects[1]: needs exactly one of bbox_2d, quad, point_2d or polygon, found neither",
         f'{abs_path}:3: line: not valid JSON: Expecting value at column 1 ("oops")',
     ]
     assert lines[3].startswith(f"{abs_path}: 3 records, 1 valid, 2 invalid")

@@ -1,7 +1,8 @@
 """Qwen3-VL's answer format, in one place: writing it (training targets), reading it back (predictions,
 health checks) and finding each entry in the text (per-object scores).
 
-Written: one JSON line, `[{"bbox_2d": [x1, y1, x2, y2], "label": "..."}, {"quad": [...], "label": "..."}]`,
+Written: one JSON line, `[{"bbox_2d": [x1, y1, x2, y2], "label": "..."}, {"quad": [...], "label": "..."}]`
+(each entry keyed by its geometry kind's key, `src/datasets/kinds/`: also `point_2d`, `polygon`),
 coordinates in `emit_norm` space of each record's original image, objects in reading order (top edge,
 then left edge, then label) or as given; with several images per turn each entry starts with
 `"image": k`. Ignore regions (`"ignore": true` in the contract) are never written.
@@ -11,7 +12,9 @@ Read back: Qwen3-VL JSON (fenced or not), the legacy Qwen token form, truncated 
 Two answer formats are read:
 
 * ``json``: a JSON list of ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}`` /
-  ``{"quad": [x1, y1, ..., x4, y4], "label": ...}`` entries, bare or inside ```json fences (Qwen3-VL);
+  ``{"quad": [x1, y1, ..., x4, y4], "label": ...}`` / ``{"point_2d": [x, y], "label": ...}`` /
+  ``{"polygon": [x1, y1, ..., xN, yN], "label": ...}`` entries (every kind of the registry), bare or inside
+  ```json fences (Qwen3-VL);
 * ``legacy``: the Qwen2-VL special-token form
   ``<|object_ref_start|>label<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>`` and
   ``<|quad_start|>(x1,y1),...,(x4,y4)<|quad_end|>`` (also the Qwen-VL spelling ``<ref>..</ref><box>..</box>``).
@@ -30,7 +33,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from src.datasets.contract import POINTS_PER_KIND, GroundingObject, Record
+from src.datasets import kinds
+from src.datasets.contract import GroundingObject, Record
 from src.datasets.geometry import pixel_to_norm
 
 ANSWER_VERSION = 2
@@ -41,24 +45,25 @@ FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)(?:```|$)", re.DOTALL)
 
 AnswerFormat = Literal["json", "legacy", "unknown"]
 
-# Legacy spans, both spellings: Qwen2-VL special tokens and Qwen-VL tags. Group names say what was read.
+# Legacy spans, both spellings: Qwen2-VL special tokens and Qwen-VL tags, for every kind that has a token
+# (`GeometryKind.legacy_token`: box, quad). Group names say what was read.
+_LEGACY_KINDS = {k.legacy_token: k.key for k in kinds.KINDS.values() if k.legacy_token}
 _LEGACY_SPAN_RE = re.compile(
     r"<\|object_ref_start\|>(?P<ref>.*?)<\|object_ref_end\|>"
     r"|<ref>(?P<ref_v1>.*?)</ref>"
-    r"|<\|box_start\|>(?P<box>.*?)<\|box_end\|>"
-    r"|<box>(?P<box_v1>.*?)</box>"
-    r"|<\|quad_start\|>(?P<quad>.*?)<\|quad_end\|>"
-    r"|<quad>(?P<quad_v1>.*?)</quad>",
+    + "".join(rf"|<\|{t}_start\|>(?P<{t}>.*?)<\|{t}_end\|>|<{t}>(?P<{t}_v1>.*?)</{t}>" for t in _LEGACY_KINDS),
     re.DOTALL,
 )
-_LEGACY_OPEN_RE = re.compile(r"<\|(?:object_ref|box|quad)_start\|>|<(?:ref|box|quad)>")
+_LEGACY_OPEN_RE = re.compile(r"<\|(?:object_ref|" + "|".join(_LEGACY_KINDS) + r")_start\|>|<(?:ref|"
+                             + "|".join(_LEGACY_KINDS) + ")>")
 _POINT_RE = re.compile(r"\(\s*([-+]?\d+(?:\.\d+)?)\s*,\s*([-+]?\d+(?:\.\d+)?)\s*\)")
 # What may sit between two point tuples (or between legacy spans) without being junk.
 _SEPARATORS_RE = re.compile(r"[\s,;]*")
 
 
 # Where an entry starts: its geometry key, or a legacy box/quad token.
-ENTRY_START_RE = re.compile(r'"(?:bbox_2d|quad)"|<\|box_start\|>|<\|quad_start\|>')
+ENTRY_START_RE = re.compile('"(?:' + "|".join(map(re.escape, kinds.KEYS)) + ')"'
+                            + "".join(rf"|<\|{t}_start\|>" for t in _LEGACY_KINDS))
 # A leading reasoning block, which Qwen3.5's template puts before every answer: not part of the answer.
 _THINKING = re.compile(r"\A\s*<think>.*?</think>", re.DOTALL)
 
@@ -153,21 +158,16 @@ def _strip_fence(text: str) -> tuple[str, int]:
     return match.group(1), len("".join(outside.split()))
 
 
-def _valid_coords(coords: Any, kind: str) -> bool:
-    return (isinstance(coords, list) and len(coords) == POINTS_PER_KIND[kind]
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in coords))
-
-
 def _entry_to_object(entry: Any) -> dict[str, Any] | None:
     if not isinstance(entry, dict):
         return None
-    kinds = [k for k in POINTS_PER_KIND if k in entry]
-    if len(kinds) != 1:
+    present = [k for k in kinds.KEYS if k in entry]
+    if len(present) != 1:
         return None
-    coords = entry[kinds[0]]
-    if not _valid_coords(coords, kinds[0]):
+    coords = kinds.get(present[0]).read_values(entry[present[0]])
+    if coords is None:
         return None
-    obj = {"kind": kinds[0], "coords": [float(v) for v in coords], "label": str(entry.get("label", ""))}
+    obj = {"kind": present[0], "coords": coords, "label": str(entry.get("label", ""))}
     if isinstance(entry.get("image"), int):
         obj["image"] = entry["image"]
     return obj
@@ -202,7 +202,7 @@ def _legacy_points(span: str, kind: str) -> list[float] | None:
     """Coordinates of ``(x,y),(x,y)...`` when the span is exactly that with the right count, else None."""
     points = _POINT_RE.findall(span)
     leftover = _SEPARATORS_RE.sub("", _POINT_RE.sub("", span))
-    if leftover or 2 * len(points) != POINTS_PER_KIND[kind]:
+    if leftover or not kinds.get(kind).count_ok(2 * len(points)):
         return None
     return [float(v) for xy in points for v in xy]
 
@@ -219,7 +219,7 @@ def _parse_legacy(text: str, result: ParsedAnswer) -> None:
         if group.startswith("ref"):
             label = value.strip()
             continue
-        kind = "bbox_2d" if group.startswith("box") else "quad"
+        kind = _LEGACY_KINDS[group.removesuffix("_v1")]
         coords = _legacy_points(value, kind)
         if coords is None:
             result.bad_entries += 1
@@ -269,6 +269,6 @@ def parse_answer(text: str) -> ParsedAnswer:
         problems.append("answer cut off")
     if result.bad_entries:
         n = result.bad_entries
-        problems.append(f"{n} entr{'y' if n == 1 else 'ies'} without a valid bbox_2d/quad")
+        problems.append(f"{n} entr{'y' if n == 1 else 'ies'} without a valid {'/'.join(kinds.KEYS)}")
     result.error = "; ".join(problems) or None
     return result

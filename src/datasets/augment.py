@@ -13,16 +13,16 @@ by :func:`augment` in list order, each with its own probability ``p``:
   pixels only.
 
 Geometry follows the pixels exactly (the transforms of :mod:`src.datasets.geometry`, which
-match PIL's). A ``bbox_2d`` stays a box: after a rotation it becomes the axis-aligned bounds of
+match PIL's); each geometry kind says how it follows (`GeometryKind.transform` in
+`src/datasets/kinds/`). A box stays a box: after a rotation it becomes the axis-aligned bounds of
 its four rotated corners, so it grows to enclose the tilted object (it cannot be tighter without
-the object's mask). A ``quad`` stays a quad, its vertices re-ordered canonically
-(:func:`~src.datasets.geometry.canonical_quad8`) after every geometric op.
+the object's mask). A quad or polygon keeps its vertices, re-ordered canonically
+(:func:`~src.datasets.geometry.canonical_polygon`) after every geometric op; a point moves.
 
-Visibility (``rotate``, ``scale_crop``): an object whose area inside the image divided by its
-whole area is below ``min_visibility``, or zero, is dropped. Survivors are clipped: boxes
-clamped to the image, quads' vertices clamped; a quad that clamping makes invalid
-(:func:`~src.datasets.geometry.quad_is_valid`) is dropped too. Every drop is counted in the
-report by reason.
+Visibility (``rotate``, ``scale_crop``, each kind's `GeometryKind.clip`): an object whose area inside the
+image divided by its whole area is below ``min_visibility``, or zero, is dropped; a point outside the image
+is dropped. Survivors are clipped: boxes clamped to the image, quads' and polygons' vertices clamped; one that
+clamping makes invalid (the kind's rules) is dropped too. Every drop is counted in the report by reason.
 
 ``summary`` is carried over unchanged: it is free text that may name dropped objects or
 positions a flip has moved, so augment records used with a summary target with care.
@@ -39,21 +39,16 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from . import kinds as geometry_kinds
 from .contract import GroundingObject, Record
 from .geometry import (
-    canonical_quad8,
-    clamp_points,
     crop_points,
     hflip_points,
     is_finite_number,
-    polygon_area,
-    quad8_to_xyxy,
-    quad_is_valid,
     resize_points,
     rot90_points,
     rotate_points,
     vflip_points,
-    xyxy_to_quad8,
 )
 
 __all__ = ["AUGMENT_OPS", "FILL_RGB", "AugmentOp", "augment", "parse_augment_ops"]
@@ -179,35 +174,29 @@ def parse_augment_ops(spec: list, *, where: str = "custom.augment") -> list[Augm
 
 @dataclass(frozen=True, slots=True)
 class _Geometry:
-    """The objects' coordinates as arrays, with their indices into ``record.objects``."""
+    """The objects' coordinates as arrays, one per (kind, value count), with their indices into
+    ``record.objects``. What each kind does under a transform and a clip is its own (`src/datasets/kinds/`)."""
 
-    boxes: np.ndarray  # (Nb, 4) xyxy
-    box_ids: np.ndarray  # (Nb,)
-    quads: np.ndarray  # (Nq, 8)
-    quad_ids: np.ndarray  # (Nq,)
+    groups: tuple[tuple[str, np.ndarray, np.ndarray], ...]  # (kind key, rows (N, 2k), ids (N,))
 
     @classmethod
     def of(cls, record: Record) -> _Geometry:
-        def rows(kind: str, cols: int) -> tuple[np.ndarray, np.ndarray]:
-            ids = [i for i, obj in enumerate(record.objects) if obj.kind == kind]
-            points = np.array([record.objects[i].points for i in ids], dtype=np.float64).reshape(-1, cols)
-            return points, np.array(ids, dtype=np.int64)
-
-        boxes, box_ids = rows("bbox_2d", 4)
-        quads, quad_ids = rows("quad", 8)
-        # canonical from the start: a record made in code (not read from a file) comes out canonical too
-        return cls(boxes, box_ids, canonical_quad8(quads), quad_ids)
+        by_group: dict[tuple[str, int], list[int]] = {}
+        for i, obj in enumerate(record.objects):
+            by_group.setdefault((obj.kind, len(obj.points)), []).append(i)
+        groups = []
+        for (key, size), ids in by_group.items():
+            rows = np.array([record.objects[i].points for i in ids], dtype=np.float64).reshape(-1, size)
+            # canonical from the start: a record made in code (not read from a file) comes out canonical too
+            groups.append((key, geometry_kinds.get(key).canonical(rows), np.array(ids, dtype=np.int64)))
+        return cls(tuple(groups))
 
     def mapped(self, transform: Callable[[np.ndarray], np.ndarray]) -> _Geometry:
-        # Boxes go through their corners so that any transform (flip, rotation) gives the
-        # axis-aligned bounds of where the box's corners land.
-        boxes = quad8_to_xyxy(transform(xyxy_to_quad8(self.boxes)).reshape(-1, 8))
-        quads = canonical_quad8(transform(self.quads).reshape(-1, 8))
-        return dataclasses.replace(self, boxes=boxes, quads=quads)
+        return _Geometry(tuple((key, geometry_kinds.get(key).transform(rows, transform), ids)
+                               for key, rows, ids in self.groups))
 
     def objects(self, record: Record) -> tuple[GroundingObject, ...]:
-        points = {int(i): row for i, row in zip(self.box_ids, self.boxes, strict=True)}
-        points.update({int(i): row for i, row in zip(self.quad_ids, self.quads, strict=True)})
+        points = {int(i): row for _, rows, ids in self.groups for i, row in zip(ids, rows, strict=True)}
         return tuple(
             # +0.0 turns -0.0 into 0.0
             dataclasses.replace(record.objects[i], points=tuple(float(v) + 0.0 for v in points[i]))
@@ -215,47 +204,16 @@ class _Geometry:
         )
 
 
-def _box_area(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-
-
-def _quad_visible_area(quads: np.ndarray, width: float, height: float) -> np.ndarray:
-    """Area of each quad ``(N, 8)`` inside ``[0, width] x [0, height]`` (shapely's clipping, as evaluation uses)."""
-    import shapely
-
-    if len(quads) == 0:
-        return np.zeros(0)
-    polygons = shapely.polygons(np.asarray(quads, dtype=np.float64).reshape(-1, 4, 2))
-    return np.asarray(shapely.area(shapely.clip_by_rect(polygons, 0.0, 0.0, float(width), float(height))),
-                      dtype=np.float64)
-
-
 def _clip_to_image(geom: _Geometry, width: int, height: int, min_visibility: float) -> tuple[_Geometry, Counter]:
-    """Drop objects less than ``min_visibility`` visible (or not at all), clip the rest."""
+    """Drop objects less than ``min_visibility`` visible (or not at all), clip the rest (each kind's `clip`)."""
     dropped: Counter = Counter()
-
-    clipped_boxes = clamp_points(geom.boxes, width, height)  # for boxes, clamping is clipping
-    before, after = _box_area(geom.boxes), _box_area(clipped_boxes)
-    keep_boxes = (after > 0) & (after >= min_visibility * before)
-    dropped[DROP_LOW_VISIBILITY] += int(np.count_nonzero(~keep_boxes))
-
-    before = polygon_area(geom.quads) if len(geom.quads) else np.zeros(0)
-    after = _quad_visible_area(geom.quads, width, height)
-    keep_quads = (after > 0) & (after >= min_visibility * before)
-    dropped[DROP_LOW_VISIBILITY] += int(np.count_nonzero(~keep_quads))
-    clamped_quads = clamp_points(geom.quads, width, height)
-    valid = np.array([quad_is_valid(q) is None for q in clamped_quads], dtype=bool).reshape(-1)
-    dropped[DROP_INVALID_AFTER_CLIP] += int(np.count_nonzero(keep_quads & ~valid))
-    keep_quads &= valid
-
-    result = _Geometry(
-        boxes=clipped_boxes[keep_boxes],
-        box_ids=geom.box_ids[keep_boxes],
-        # Clamping can change the vertex order's start (a vertex moves onto an edge).
-        quads=canonical_quad8(clamped_quads[keep_quads].reshape(-1, 8)),
-        quad_ids=geom.quad_ids[keep_quads],
-    )
-    return result, +dropped
+    groups = []
+    for key, rows, ids in geom.groups:
+        kept, keep, invalid = geometry_kinds.get(key).clip(rows, width, height, min_visibility)
+        dropped[DROP_LOW_VISIBILITY] += int(np.count_nonzero(~keep & ~invalid))
+        dropped[DROP_INVALID_AFTER_CLIP] += int(np.count_nonzero(invalid))
+        groups.append((key, kept, ids[keep]))
+    return _Geometry(tuple(groups)), +dropped
 
 
 # ---------------------------------------------------------------------------- ops

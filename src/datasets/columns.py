@@ -15,15 +15,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from src.datasets.contract import GEOMETRY_KINDS, POINTS_PER_KIND, GroundingObject, Record, SourceRef
+from src.datasets import kinds as geometry_kinds
+from src.datasets.contract import GroundingObject, Record, SourceRef
 
 __all__ = ["COLUMNS", "NO_CATEGORY", "ColumnBuilder", "RecordSubset", "RecordTable", "all_ignored", "merge_columns",
            "record_columns"]
 
 COLUMNS = ("lines", "width", "height", "clamped", "has_summary", "images", "image_offsets", "summaries",
-           "summary_offsets", "descs", "desc_offsets", "obj_offsets", "point_starts", "kinds", "desc_ids", "points",
-           "ignore", "category_ids", "super_ids", "base_dir")
+           "summary_offsets", "descs", "desc_offsets", "obj_offsets", "point_starts", "kinds", "value_counts",
+           "desc_ids", "points", "ignore", "category_ids", "super_ids", "base_dir")
 """The arrays of a record table (what `ColumnBuilder.columns` makes and a verdict stores, one file each)."""
+_KEYS = geometry_kinds.KEYS
+# Values per object of the kinds with a fixed count, by stored index (-1: the count varies, given per object).
+_FIXED_COUNTS = tuple(-1 if k.values is None else k.values for k in geometry_kinds.KINDS.values())
 NO_CATEGORY = np.iinfo(np.int64).min
 """`category_ids` of an object without one (the contract refuses this value as a category id)."""
 
@@ -57,6 +61,7 @@ class ColumnBuilder:
         self.summaries: list[str | None] = []
         self.object_counts: list[int] = []
         self.kinds: list[int] = []
+        self.value_counts: list[int] = []
         self.desc_ids: list[int] = []
         self.descs: dict[str, int] = {}
         self.points: list[np.ndarray | list[float]] = []
@@ -66,10 +71,12 @@ class ColumnBuilder:
 
     def add(self, line: int, image: str, width: int, height: int, summary: str | None, kinds: list[int],
             descs: list[str], points: np.ndarray | list[float], clamped: int,
-            extras: tuple[list[bool], list[int | None], list[str | None]] | None = None) -> None:
-        """One valid record: `image` as written in the file, `kinds` as indices of GEOMETRY_KINDS, `points`
-        every object's coordinates one after the other (already clamped), `extras` each object's (ignore,
-        category_id, supercategory), None when no object has any of them."""
+            extras: tuple[list[bool], list[int | None], list[str | None]] | None = None,
+            value_counts: list[int] | np.ndarray | None = None) -> None:
+        """One valid record: `image` as written in the file, `kinds` as the registry's indices (`order`),
+        `points` every object's coordinates one after the other (already clamped), `extras` each object's
+        (ignore, category_id, supercategory), None when no object has any of them, `value_counts` each
+        object's number of values (None: every kind of the record has a fixed count)."""
         self.lines.append(line)
         self.widths.append(width)
         self.heights.append(height)
@@ -78,6 +85,8 @@ class ColumnBuilder:
         self.summaries.append(summary)
         self.object_counts.append(len(kinds))
         self.kinds.extend(kinds)
+        self.value_counts.extend(map(_FIXED_COUNTS.__getitem__, kinds) if value_counts is None
+                                 else map(int, value_counts))
         ids = self.descs
         self.desc_ids.extend([ids.setdefault(d, len(ids)) for d in descs])
         self.points.append(points)
@@ -98,10 +107,10 @@ class ColumnBuilder:
         if image.startswith(self.base_dir + os.sep):
             image = image[len(self.base_dir) + 1:]
         self.add(record.source.line, image, record.width, record.height, record.summary,
-                 [GEOMETRY_KINDS.index(o.kind) for o in record.objects], [o.desc for o in record.objects],
+                 [geometry_kinds.index_of(o.kind) for o in record.objects], [o.desc for o in record.objects],
                  [v for o in record.objects for v in o.points], record.clamped,
                  ([o.ignore for o in record.objects], [o.category_id for o in record.objects],
-                  [o.supercategory for o in record.objects]))
+                  [o.supercategory for o in record.objects]), [len(o.points) for o in record.objects])
 
     def columns(self) -> dict[str, np.ndarray]:
         """The collected records as numpy columns (see `RecordTable`)."""
@@ -124,6 +133,7 @@ class ColumnBuilder:
             "descs": descs, "desc_offsets": desc_offsets,
             "obj_offsets": obj_offsets, "point_starts": point_starts,
             "kinds": np.array(self.kinds, dtype=np.uint8),
+            "value_counts": np.array(self.value_counts, dtype=np.int32),
             "desc_ids": np.array(self.desc_ids, dtype=np.int32),
             "points": np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64),
             "ignore": np.array(self.ignore, dtype=bool),
@@ -174,7 +184,7 @@ def merge_columns(parts: list[dict[str, np.ndarray]], base_dir: str) -> dict[str
     desc_blob, desc_offsets = _blob(list(index))
     merged = {key: np.concatenate([p[key] for p in parts])
               for key in ("lines", "width", "height", "clamped", "has_summary", "images", "summaries", "kinds",
-                          "points", "ignore", "category_ids")}
+                          "value_counts", "points", "ignore", "category_ids")}
     merged.update(image_offsets=_offsets_after([p["image_offsets"] for p in parts]),
                   summary_offsets=_offsets_after([p["summary_offsets"] for p in parts]),
                   obj_offsets=_offsets_after([p["obj_offsets"] for p in parts]),
@@ -223,15 +233,16 @@ class RecordTable(Sequence[Record]):
         image_offsets, summary_offsets, obj_offsets = c["image_offsets"], c["summary_offsets"], c["obj_offsets"]
         first, last = int(obj_offsets[i]), int(obj_offsets[i + 1])
         kinds = c["kinds"][first:last].tolist()
+        counts = c["value_counts"][first:last].tolist()
         descs = c["desc_ids"][first:last].tolist()
         ignores = c["ignore"][first:last].tolist()
         categories = c["category_ids"][first:last].tolist()
         supers = c["super_ids"][first:last].tolist()
         values = c["points"][int(c["point_starts"][i]):int(c["point_starts"][i + 1])].tolist()
         objects, pos = [], 0
-        for kind, desc, ignore, category, sup in zip(kinds, descs, ignores, categories, supers, strict=True):
-            size = POINTS_PER_KIND[GEOMETRY_KINDS[kind]]
-            objects.append(GroundingObject(kind=GEOMETRY_KINDS[kind], points=tuple(values[pos:pos + size]),
+        for kind, size, desc, ignore, category, sup in zip(kinds, counts, descs, ignores, categories, supers,
+                                                           strict=True):
+            objects.append(GroundingObject(kind=_KEYS[kind], points=tuple(values[pos:pos + size]),
                                            desc=self._descs[desc], ignore=ignore,
                                            category_id=None if category == NO_CATEGORY else category,
                                            supercategory=None if sup < 0 else self._descs[sup]))

@@ -4,17 +4,21 @@ One JSON object per line::
 
     {"images": ["images/000001.png"],
      "objects": [{"bbox_2d": [x1, y1, x2, y2], "desc": "red circle"},
-                 {"quad": [x1, y1, x2, y2, x3, y3, x4, y4], "desc": "text: ABC"}],
+                 {"quad": [x1, y1, x2, y2, x3, y3, x4, y4], "desc": "text: ABC"},
+                 {"point_2d": [x, y], "desc": "dot"},
+                 {"polygon": [x1, y1, x2, y2, x3, y3, ...], "desc": "leaf"}],
      "width": 640, "height": 480,
      "summary": "2 objects: red circle, text: ABC"}
 
 * exactly one image; a relative path is relative to the JSONL file's directory;
 * coordinates are float pixels of the displayed (EXIF-oriented) image, in the conventions of
-  :mod:`src.datasets.geometry` (``x2``/``y2`` are exclusive edges, like ``getbbox()``); a quad's
-  vertices may come in any order and direction: they are stored in the canonical order
-  (:func:`~src.datasets.geometry.canonical_quad8`: clockwise on screen from the top-left-most vertex);
+  :mod:`src.datasets.geometry` (``x2``/``y2`` are exclusive edges, like ``getbbox()``); a quad's or a
+  polygon's vertices may come in any order and direction: they are stored in the canonical order
+  (:func:`~src.datasets.geometry.canonical_polygon`: clockwise on screen from the top-left-most vertex);
 * ``width``/``height`` are that displayed image's size;
-* each object has exactly one of ``bbox_2d`` / ``quad`` and a non-empty ``desc``;
+* each object has exactly one geometry key, one of the registry's kinds (:mod:`src.datasets.kinds`: a box
+  ``bbox_2d``, a ``quad``, a point ``point_2d``, a ``polygon`` of 3 or more vertices; each kind's module
+  states its rules), and a non-empty ``desc``;
 * an object may say ``"ignore": true``: a region to ignore (a COCO ``iscrowd`` region, an ICDAR ``###``
   line, any don't-care area), kept with its geometry; its ``desc`` is then optional. Training leaves it out
   of the answer, evaluation and the rewards neither reward nor punish a prediction on it;
@@ -37,9 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import orjson
 
-from .geometry import canonical_quad8, quad_is_valid
+from . import kinds
 from .images import ImageError, image_size, load_image
 
 __all__ = [
@@ -60,14 +65,13 @@ __all__ = [
     "write_records",
 ]
 
-GeometryKind = Literal["bbox_2d", "quad"]
+GeometryKind = str  # a key of the geometry-kind registry (src.datasets.kinds.KEYS)
 ImageCheck = Literal["decode", "header"] | bool  # how far parse_record checks the image file
-GEOMETRY_KINDS: tuple[str, ...] = ("bbox_2d", "quad")
-POINTS_PER_KIND = {"bbox_2d": 4, "quad": 8}  # coordinate values per geometry kind
-_GEOMETRY_LAYOUT = {"bbox_2d": "[x1, y1, x2, y2]", "quad": "[x1, y1, x2, y2, x3, y3, x4, y4]"}
+GEOMETRY_KINDS: tuple[str, ...] = kinds.KEYS
+"""The geometry keys an object may carry, in the registry's order (the index record tables store)."""
 RECORD_KEYS: tuple[str, ...] = ("images", "objects", "width", "height", "summary")
 _REQUIRED_RECORD_KEYS = ("images", "objects", "width", "height")
-OBJECT_KEYS: tuple[str, ...] = ("bbox_2d", "quad", "desc", "ignore", "category_id", "supercategory")
+OBJECT_KEYS: tuple[str, ...] = (*kinds.KEYS, "desc", "ignore", "category_id", "supercategory")
 CLAMP_TOLERANCE_PX = 1.0
 """Coordinates at most this far outside the image are clamped onto its edge, not rejected."""
 
@@ -90,12 +94,12 @@ NO_VALUE: Any = _NoValue()
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GroundingObject:
-    """One annotated object: a box or a quad in pixels, and its description."""
+    """One annotated object: its geometry (a kind of the registry) in pixels, and its description."""
 
     kind: GeometryKind
-    """``"bbox_2d"`` (``points`` = x1, y1, x2, y2) or ``"quad"`` (x1, y1, ..., x4, y4)."""
+    """The geometry's key in the registry (`src.datasets.kinds`), which says what `points` hold."""
     points: tuple[float, ...]
-    """4 or 8 pixel coordinates of the displayed image, already clamped into it."""
+    """The kind's pixel coordinates of the displayed image (interleaved x, y), already clamped into it."""
     desc: str
     """Non-empty description, e.g. ``"red circle"``; ``""`` only for an ignore region written without one."""
     ignore: bool = False
@@ -107,10 +111,12 @@ class GroundingObject:
     """The source annotation's supercategory (COCO), when the record gave one."""
 
     def __post_init__(self) -> None:
-        if self.kind not in POINTS_PER_KIND:
+        if self.kind not in kinds.KINDS:
             raise ValueError(f"kind must be one of {list(GEOMETRY_KINDS)}, got {self.kind!r}")
-        if len(self.points) != POINTS_PER_KIND[self.kind]:
-            raise ValueError(f"{self.kind} needs {POINTS_PER_KIND[self.kind]} values, got {len(self.points)}")
+        if not kinds.KINDS[self.kind].count_ok(len(self.points)):
+            spec = kinds.KINDS[self.kind]
+            need = spec.values if spec.values is not None else f"at least {spec.min_values} (an even count of)"
+            raise ValueError(f"{self.kind} needs {need} values, got {len(self.points)}")
         if not self.desc and not self.ignore:
             raise ValueError("desc may be empty only on an ignore region")
 
@@ -371,12 +377,12 @@ def _parse_object(
     ignore = _parse_ignore(field, item, report)
     desc = _parse_desc(field, item, report, optional=ignore is True)
     category_id, supercategory = _parse_category(field, item, report)
-    kinds = [kind for kind in GEOMETRY_KINDS if kind in item]
-    if len(kinds) != 1:
-        found = "both" if kinds else "neither"
-        report.add(field, f"needs exactly one of bbox_2d or quad, found {found}")
+    present = [kind for kind in GEOMETRY_KINDS if kind in item]
+    if len(present) != 1:
+        found = "neither" if not present else "both" if len(present) == 2 else ", ".join(present)
+        report.add(field, f"needs exactly one of {kinds.keys_text()}, found {found}")
         return None, 0
-    kind = kinds[0]
+    kind = present[0]
     points, clamped = _parse_points(f"{field}.{kind}", kind, item[kind], width, height, report)
     if points is None or desc is None or ignore is None or category_id is _BAD or supercategory is _BAD:
         return None, clamped
@@ -429,9 +435,9 @@ def _parse_points(
     height: int | None,
     report: _Problems,
 ) -> tuple[tuple[float, ...] | None, int]:
-    size = POINTS_PER_KIND[kind]
-    if not isinstance(value, list) or len(value) != size:
-        report.add(field, f"must be a list of {size} numbers {_GEOMETRY_LAYOUT[kind]}", value)
+    spec = kinds.get(kind)
+    if not isinstance(value, list) or not spec.count_ok(len(value)):
+        report.add(field, f"must be {spec.count_text()}", value)
         return None, 0
     if not all(_is_number(v) for v in value):
         report.add(field, "must contain only numbers", value)
@@ -451,12 +457,12 @@ def _parse_points(
         points, clamped = _clamp_into_image(field, points, width, height, report)
     if points is None:
         return None, 0
-    reason = _box_problem(points) if kind == "bbox_2d" else _quad_problem(points)
+    reason = spec.problem(points)
     if reason is not None:
         report.add(field, reason, value)
         return None, clamped
-    if kind == "quad":  # one vertex order for every quad, whatever order the file wrote
-        points = canonical_quad8([points])[0].tolist()
+    # The stored form (one vertex order for every quad and polygon, whatever order the file wrote).
+    points = spec.canonical(np.asarray([points], dtype=np.float64))[0].tolist()
     return tuple(points), clamped
 
 
@@ -480,21 +486,6 @@ def _clamp_into_image(
         )
         return None, 0
     return out, clamped
-
-
-def _box_problem(box: list[float]) -> str | None:
-    x1, y1, x2, y2 = box
-    for lo, hi, axis in ((x1, x2, "x"), (y1, y2, "y")):
-        if hi < lo:
-            return f"{axis}2 < {axis}1: corners are swapped; write [x1, y1, x2, y2] with x1 < x2 and y1 < y2"
-        if hi == lo:
-            return f"zero-area box ({axis}1 == {axis}2)"
-    return None
-
-
-def _quad_problem(quad: list[float]) -> str | None:
-    reason = quad_is_valid(quad)
-    return None if reason is None else f"invalid quad: {reason}"
 
 
 def check_image_file(image: str, width: int | None, height: int | None, *, decode: bool,

@@ -36,15 +36,21 @@ __all__ = [
     "NORM_MODES",
     "NormMode",
     "box_iou_xyxy",
+    "POLYGON_PROBLEMS",
+    "QUAD_PROBLEMS",
+    "canonical_polygon",
     "canonical_quad8",
     "clamp_points",
     "crop_points",
     "hflip_points",
     "norm_to_pixel",
     "pixel_to_norm",
+    "points_xyxy",
     "polygon_area",
+    "polygon_problem_codes",
     "quad8_to_xyxy",
     "quad_is_valid",
+    "quads_are_valid",
     "resize_points",
     "rot90_points",
     "rotate_points",
@@ -200,6 +206,29 @@ def polygon_area(polygon: object) -> np.ndarray | float:
     return float(area) if area.ndim == 0 else area
 
 
+def canonical_polygon(polygons: object) -> np.ndarray:
+    """Reorder the vertices of polygons ``(N, 2k)`` (``k >= 3``) into our canonical order.
+
+    Canonical order: clockwise as seen on screen (y down, i.e. positive shoelace area),
+    starting from the top-left-most vertex, the one with the smallest ``x + y`` (ties: smallest
+    ``y``, then the first in clockwise order). The result does not depend on which vertex the input
+    started from or on its direction, so equal shapes compare equal. Only meaningful for valid
+    polygons (see :func:`polygon_problem_codes`); degenerate ones keep their direction.
+    """
+    rows = np.array(polygons, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] < 6 or rows.shape[1] % 2:
+        raise ValueError(f"polygons must have shape (N, 2k) with k >= 3, got {rows.shape}")
+    k = rows.shape[1] // 2
+    pts = rows.reshape(-1, k, 2)
+    ccw = _signed_area(pts[..., 0], pts[..., 1]) < 0
+    pts[ccw] = pts[ccw][:, ::-1]
+    key = pts[..., 0] + pts[..., 1]
+    tied = key == key.min(axis=1, keepdims=True)
+    start = np.argmin(np.where(tied, pts[..., 1], np.inf), axis=1)
+    order = (start[:, None] + np.arange(k)) % k
+    return np.take_along_axis(pts, order[..., None], axis=1).reshape(-1, 2 * k)
+
+
 def canonical_quad8(quad8: object) -> np.ndarray:
     """Reorder the vertices of quads ``(N, 8)`` into our canonical order.
 
@@ -207,28 +236,69 @@ def canonical_quad8(quad8: object) -> np.ndarray:
     starting from the top-left-most vertex, the one with the smallest ``x + y`` (ties: smallest
     ``y``). The result does not depend on which vertex the input started from or on its
     direction, so equal shapes compare equal. Only meaningful for valid quads (see
-    :func:`quad_is_valid`); degenerate ones keep their direction.
+    :func:`quad_is_valid`); degenerate ones keep their direction. (:func:`canonical_polygon` for 4 vertices.)
     """
-    quads = _as_rows(quad8, "quad8", 8)
-    pts = quads.reshape(-1, 4, 2)
-    ccw = _signed_area(pts[..., 0], pts[..., 1]) < 0
-    pts[ccw] = pts[ccw][:, ::-1]
-    key = pts[..., 0] + pts[..., 1]
-    tied = key == key.min(axis=1, keepdims=True)
-    start = np.argmin(np.where(tied, pts[..., 1], np.inf), axis=1)
-    order = (start[:, None] + np.arange(4)) % 4
-    return np.take_along_axis(pts, order[..., None], axis=1).reshape(-1, 8)
+    return canonical_polygon(_as_rows(quad8, "quad8", 8))
 
 
-def _cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    return float((a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]))
+def points_xyxy(points: object) -> np.ndarray:
+    """Rows of points ``(N, 2k)`` (a box's two corners, a quad's or polygon's vertices, a point) -> their
+    axis-aligned bounding boxes ``(N, 4)`` ``[x1, y1, x2, y2]``."""
+    rows = np.array(points, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] == 0 or rows.shape[1] % 2:
+        raise ValueError(f"points must have shape (N, 2k), got {rows.shape}")
+    xs, ys = rows[:, 0::2], rows[:, 1::2]
+    return np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], axis=1).reshape(-1, 4)
 
 
-def _segments_cross(p1: np.ndarray, p2: np.ndarray, q1: np.ndarray, q2: np.ndarray) -> bool:
-    # Proper crossing only: each segment's ends lie strictly on both sides of the other.
-    d1, d2 = _cross(q1, q2, p1), _cross(q1, q2, p2)
-    d3, d4 = _cross(p1, p2, q1), _cross(p1, p2, q2)
-    return d1 * d2 < 0 and d3 * d4 < 0
+# Why a polygon is unusable, by code (polygon_problem_codes): 0 means nothing is wrong.
+POLYGON_OK, POLYGON_NON_FINITE, POLYGON_REPEATED, POLYGON_CROSSING, POLYGON_ZERO_AREA = 0, 1, 2, 3, 4
+POLYGON_PROBLEMS: tuple[str | None, ...] = (None, "non-finite coordinates", "repeated vertices",
+                                            "self-crossing edges", "zero area")
+_PAIR_BUDGET = 2_000_000  # polygons x vertex pairs handled in one numpy step (bounds the memory of a chunk)
+
+
+def polygon_problem_codes(polygons: object) -> np.ndarray:
+    """For polygons ``(N, 2k)`` (``k >= 3``), an int ``(N,)``: what is wrong with each, 0 for nothing.
+
+    Checked in this order (the first found is the code): 1 non-finite coordinates, 2 repeated vertices (any two
+    equal), 3 self-crossing edges (two edges that are not neighbours cross properly: each one's ends strictly on
+    both sides of the other), 4 zero area (``|shoelace| < 1e-6`` px^2). Concave but simple polygons are fine.
+    For ``k = 4`` these are exactly the quad rules (:func:`quad_is_valid`, :func:`quads_are_valid`), with the
+    same arithmetic; :data:`POLYGON_PROBLEMS` names each code.
+    """
+    rows = np.asarray(polygons, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] < 6 or rows.shape[1] % 2:
+        raise ValueError(f"polygons must have shape (N, 2k) with k >= 3, got {rows.shape}")
+    k = rows.shape[1] // 2
+    codes = np.zeros(len(rows), dtype=np.int64)
+    if not len(rows):
+        return codes
+    pts = rows.reshape(-1, k, 2)
+    finite = np.all(np.isfinite(rows), axis=1)
+    i, j = np.triu_indices(k, 1)
+    # Edges e = (v_e, v_e+1); the pairs that are not neighbours (for k = 4: (0, 2) and (1, 3), the quad rule).
+    ei, ej = np.triu_indices(k, 2)
+    apart = ~((ei == 0) & (ej == k - 1))
+    ei, ej = ei[apart], ej[apart]
+    step = max(1, _PAIR_BUDGET // max(1, len(i) + len(ei)))
+    repeated = np.zeros(len(rows), dtype=bool)
+    crossing = np.zeros(len(rows), dtype=bool)
+
+    def cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a[..., 0] - o[..., 0]) * (b[..., 1] - o[..., 1]) - (a[..., 1] - o[..., 1]) * (b[..., 0] - o[..., 0])
+
+    for start in range(0, len(rows), step):
+        p = pts[start:start + step]
+        repeated[start:start + step] = np.any(np.all(p[:, i] == p[:, j], axis=2), axis=1)
+        p1, p2, q1, q2 = p[:, ei], p[:, (ei + 1) % k], p[:, ej], p[:, (ej + 1) % k]
+        proper = (cross(q1, q2, p1) * cross(q1, q2, p2) < 0) & (cross(p1, p2, q1) * cross(p1, p2, q2) < 0)
+        crossing[start:start + step] = np.any(proper, axis=1)
+    zero = np.abs(_signed_area(pts[..., 0], pts[..., 1])) < _AREA_EPS
+    for code, bad in ((POLYGON_ZERO_AREA, zero), (POLYGON_CROSSING, crossing), (POLYGON_REPEATED, repeated),
+                      (POLYGON_NON_FINITE, ~finite)):
+        codes[bad] = code  # the earliest check last, so it wins
+    return codes
 
 
 def quad_is_valid(quad8: object) -> str | None:
@@ -236,22 +306,18 @@ def quad_is_valid(quad8: object) -> str | None:
 
     Reasons, checked in this order: ``"non-finite coordinates"``, ``"repeated vertices"``,
     ``"self-crossing edges (bow-tie)"``, ``"zero area"``. Concave but simple quads are valid.
+    (:func:`polygon_problem_codes` on one 4-vertex polygon.)
     """
     quad = np.array(quad8, dtype=np.float64)
     if quad.shape != (8,):
         raise ValueError(f"quad8 must have shape (8,), got {quad.shape}")
-    if not np.all(np.isfinite(quad)):
-        return "non-finite coordinates"
-    pts = quad.reshape(4, 2)
-    for i in range(4):
-        for j in range(i + 1, 4):
-            if np.array_equal(pts[i], pts[j]):
-                return "repeated vertices"
-    if _segments_cross(pts[0], pts[1], pts[2], pts[3]) or _segments_cross(pts[1], pts[2], pts[3], pts[0]):
-        return "self-crossing edges (bow-tie)"
-    if abs(float(_signed_area(pts[:, 0], pts[:, 1]))) < _AREA_EPS:
-        return "zero area"
-    return None
+    code = int(polygon_problem_codes(quad[None])[0])
+    return None if code == POLYGON_OK else QUAD_PROBLEMS[code]
+
+
+QUAD_PROBLEMS: tuple[str | None, ...] = (None, "non-finite coordinates", "repeated vertices",
+                                         "self-crossing edges (bow-tie)", "zero area")
+"""What :func:`quad_is_valid` says for each code of :func:`polygon_problem_codes`."""
 
 
 def quads_are_valid(quad8: object) -> np.ndarray:
@@ -261,22 +327,7 @@ def quads_are_valid(quad8: object) -> np.ndarray:
     quads together); use :func:`quad_is_valid` to learn why one is not valid.
     """
     quads = np.asarray(quad8, dtype=np.float64).reshape(-1, 8)
-    pts = quads.reshape(-1, 4, 2)
-    ok = np.all(np.isfinite(quads), axis=1)
-    for i in range(4):
-        for j in range(i + 1, 4):
-            ok &= ~np.all(pts[:, i] == pts[:, j], axis=1)
-
-    def cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return (a[:, 0] - o[:, 0]) * (b[:, 1] - o[:, 1]) - (a[:, 1] - o[:, 1]) * (b[:, 0] - o[:, 0])
-
-    def crossing(p1, p2, q1, q2) -> np.ndarray:
-        return (cross(q1, q2, p1) * cross(q1, q2, p2) < 0) & (cross(p1, p2, q1) * cross(p1, p2, q2) < 0)
-
-    p0, p1, p2, p3 = pts[:, 0], pts[:, 1], pts[:, 2], pts[:, 3]
-    ok &= ~(crossing(p0, p1, p2, p3) | crossing(p1, p2, p3, p0))
-    ok &= np.abs(_signed_area(pts[..., 0], pts[..., 1])) >= _AREA_EPS
-    return ok
+    return polygon_problem_codes(quads) == POLYGON_OK
 
 
 def box_iou_xyxy(boxes_a: object, boxes_b: object) -> np.ndarray:

@@ -115,8 +115,9 @@ def without_records(columns: dict[str, np.ndarray], left_out: np.ndarray) -> dic
 
 # What each column of a record table holds one entry per (without_records drops the entries of a left-out record).
 _COLUMN_UNIT = {"lines": "record", "width": "record", "height": "record", "clamped": "record", "has_summary": "record",
-                "images": "image", "summaries": "summary", "kinds": "object", "desc_ids": "object", "ignore": "object",
-                "category_ids": "object", "super_ids": "object", "points": "point"}
+                "images": "image", "summaries": "summary", "kinds": "object", "value_counts": "object",
+                "desc_ids": "object", "ignore": "object", "category_ids": "object", "super_ids": "object",
+                "points": "point"}
 _COLUMN_KEPT = {"descs", "desc_offsets", "base_dir"}  # the distinct descs (ids stay valid), the folder
 
 

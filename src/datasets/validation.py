@@ -6,9 +6,10 @@ chunk of lines is checked in two passes instead:
 
 1. a structural pass in plain Python (keys, types, lengths: the cheapest checks there are), which
    collects the coordinates of every well-formed record of the chunk into one flat list;
-2. the numeric checks (finite, inside the image within the clamp tolerance, box corners in order, quads
-   simple and of non-zero area, image size) with numpy over the whole chunk; quads are put in the
-   canonical vertex order (`geometry.canonical_quad8`).
+2. the numeric checks (finite, inside the image within the clamp tolerance, then each geometry kind's own
+   rules, `GeometryKind.problem_codes` of the registry in `src/datasets/kinds/`: box corners in order, quads
+   and polygons simple and of non-zero area) with numpy over the whole chunk, a kind's objects of one value
+   count at once; quads and polygons are put in the canonical vertex order (`GeometryKind.canonical`).
 
 A record either check doubts goes through `parse_record`, which reports exactly what is wrong, so the
 problems, the clamping and the records are the same as checking record by record (a test holds them
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import kinds as geometry_kinds
 from .columns import ColumnBuilder, RecordTable, merge_columns
 from .contract import (
     CLAMP_TOLERANCE_PX,
@@ -38,7 +40,6 @@ from .contract import (
     parse_line,
     parse_record,
 )
-from .geometry import canonical_quad8, quads_are_valid
 from .images import ImageError
 
 __all__ = ["CHUNK_LINES", "byte_ranges", "load_records", "numbered_range", "validate_file", "validate_lines",
@@ -47,10 +48,20 @@ __all__ = ["CHUNK_LINES", "byte_ranges", "load_records", "numbered_range", "vali
 CHUNK_LINES = 1000  # lines per chunk: the unit of the numpy pass (a parallel worker checks its piece chunk by chunk)
 _RECORD_KEYS = frozenset({"images", "objects", "width", "height", "summary"})
 _REQUIRED_KEYS = frozenset({"images", "objects", "width", "height"})
-_BOX, _QUAD = 0, 1  # indices of GEOMETRY_KINDS
+_KIND_INDEX = {key: kind.order for key, kind in geometry_kinds.KINDS.items()}  # geometry key -> stored index
 _NUMBER_TYPES = frozenset({int, float})  # bool is neither
 _DICT, _TWO, _STR, _LIST = {dict}, {2}, {str}, {list}
-_VALUES = (4, 8)  # coordinate values per kind index
+_FIXED = tuple(-1 if k.values is None else k.values for k in geometry_kinds.KINDS.values())  # values per index
+_KIND_BY_INDEX = tuple(geometry_kinds.KINDS.values())
+
+
+def _counts_ok(kinds: list[int], counts: list[int]) -> bool:
+    """Whether each object's number of values suits its kind (a fixed count, or a variable one's rule)."""
+    fixed = [_FIXED[k] for k in kinds]
+    if counts == fixed:
+        return True
+    return all(f == n or (f < 0 and _KIND_BY_INDEX[k].count_ok(n)) for k, f, n in zip(kinds, fixed, counts,
+                                                                                         strict=True))
 
 
 _OBJECT_KEYS = frozenset(OBJECT_KEYS)
@@ -63,14 +74,17 @@ def _rich_objects(objects: list[dict]) -> tuple | None:
     `parse_record` would; None at the first doubt."""
     kinds, descs, points, ignores, categories, supers = [], [], [], [], [], []
     for item in objects:
-        if not item.keys() <= _OBJECT_KEYS or ("bbox_2d" in item) == ("quad" in item):
+        if not item.keys() <= _OBJECT_KEYS:
             return None
-        kind = _BOX if "bbox_2d" in item else _QUAD
-        value = item["bbox_2d"] if kind == _BOX else item["quad"]
+        present = [key for key in item if key in _KIND_INDEX]
+        if len(present) != 1:
+            return None
+        kind = _KIND_INDEX[present[0]]
+        value = item[present[0]]
         ignore = item.get("ignore", False)
         desc = item.get("desc", "" if ignore is True else None)
         category, supercategory = item.get("category_id"), item.get("supercategory")
-        if (type(value) is not list or len(value) != _VALUES[kind] or type(ignore) is not bool
+        if (type(value) is not list or not _KIND_BY_INDEX[kind].count_ok(len(value)) or type(ignore) is not bool
                 or type(desc) is not str or ("desc" in item and not desc.strip())
                 or ("category_id" in item and (type(category) is not int or not _INT64[0] < category < _INT64[1]))
                 or ("supercategory" in item and (type(supercategory) is not str or not supercategory.strip()))):
@@ -85,10 +99,10 @@ def _rich_objects(objects: list[dict]) -> tuple | None:
 
 
 def _structure(obj: dict) -> tuple | None:
-    """(image, width, height, summary, kinds, descs, values, extras) of a record whose keys, types and lengths
-    are all as the contract says, else None (the record then goes through `parse_record`). `extras` is None
-    when every object is a plain geometry + desc, else (ignores, category_ids, supercategories). Numbers are
-    not checked here beyond their type."""
+    """(image, width, height, summary, kinds, descs, values, extras, counts) of a record whose keys, types and
+    lengths are all as the contract says, else None (the record then goes through `parse_record`). `extras` is
+    None when every object is a plain geometry + desc, else (ignores, category_ids, supercategories); `counts`
+    each object's number of values. Numbers are not checked here beyond their type."""
     keys = obj.keys()
     if not (_REQUIRED_KEYS <= keys <= _RECORD_KEYS):
         return None
@@ -99,7 +113,7 @@ def _structure(obj: dict) -> tuple | None:
             or (summary is not None and type(summary) is not str) or type(objects) is not list):
         return None
     if not objects:
-        return images[0], width, height, summary, [], [], [], None
+        return images[0], width, height, summary, [], [], [], None, []
     # Whole-list checks run in C (map, set, list comparison): a loop with a branch per object costs 3x more.
     if set(map(type, objects)) != _DICT:
         return None
@@ -108,16 +122,22 @@ def _structure(obj: dict) -> tuple | None:
         if rich is None:
             return None
         kinds, descs, points, extras = rich
-        return images[0], width, height, summary, kinds, descs, list(chain.from_iterable(points)), extras
+        return (images[0], width, height, summary, kinds, descs, list(chain.from_iterable(points)), extras,
+                list(map(len, points)))
+    # Two keys each: the one that is not "desc" is the geometry (an object without a desc fails below).
+    keys = [second if first == "desc" else first for first, second in objects]
+    kinds = list(map(_KIND_INDEX.get, keys))
+    if None in kinds:
+        return None
     descs = [item.get("desc") for item in objects]
-    boxes = [item.get("bbox_2d") for item in objects]
-    points = [box if box is not None else item.get("quad") for box, item in zip(boxes, objects, strict=True)]
-    kinds = [_QUAD if box is None else _BOX for box in boxes]
-    if (set(map(type, descs)) != _STR or not all(map(str.strip, descs)) or set(map(type, points)) != _LIST
-            or list(map(len, points)) != [_VALUES[k] for k in kinds]):
+    points = list(map(dict.__getitem__, objects, keys))
+    if set(map(type, descs)) != _STR or not all(map(str.strip, descs)) or set(map(type, points)) != _LIST:
+        return None
+    counts = list(map(len, points))
+    if not _counts_ok(kinds, counts):
         return None
     values = list(chain.from_iterable(points))
-    return images[0], width, height, summary, kinds, descs, values, None
+    return images[0], width, height, summary, kinds, descs, values, None, counts
 
 
 def _geometry_ok(candidates: list[tuple], flat: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -126,7 +146,7 @@ def _geometry_ok(candidates: list[tuple], flat: list) -> tuple[np.ndarray, np.nd
     n = len(candidates)
     object_counts = np.array([len(c[4]) for c in candidates], dtype=np.int64)
     kinds = np.fromiter((k for c in candidates for k in c[4]), dtype=np.int64, count=int(object_counts.sum()))
-    sizes = np.where(kinds == _BOX, 4, 8)
+    sizes = np.fromiter((n for c in candidates for n in c[8]), dtype=np.int64, count=len(kinds))
     object_record = np.repeat(np.arange(n), object_counts)
     value_record = np.repeat(object_record, sizes)
     object_starts = np.cumsum(sizes) - sizes
@@ -148,17 +168,21 @@ def _geometry_ok(candidates: list[tuple], flat: list) -> tuple[np.ndarray, np.nd
         clipped = np.minimum(np.maximum(values, 0.0), limit)
         bad_value |= np.abs(clipped - values) > CLAMP_TOLERANCE_PX
     bad = np.bincount(value_record[bad_value], minlength=n) > 0
-    box_starts, quad_starts = object_starts[kinds == _BOX], object_starts[kinds == _QUAD]
-    boxes = clipped[box_starts[:, None] + np.arange(4)]
-    quads = clipped[quad_starts[:, None] + np.arange(8)]
     bad_object = np.zeros(len(kinds), dtype=bool)
-    bad_object[kinds == _BOX] = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-    bad_object[kinds == _QUAD] = ~quads_are_valid(quads)
-    bad |= np.bincount(object_record[bad_object], minlength=n) > 0
     clamped = np.bincount(value_record, weights=clipped != values, minlength=n).astype(np.int64)
-    if len(quads):  # stored in the canonical vertex order, as parse_record stores them
-        clipped[quad_starts[:, None] + np.arange(8)] = canonical_quad8(quads)
-    return ~bad, clipped, clamped
+    stored = clipped.copy()
+    # One numpy pass per (kind, value count): each kind's own rules, then its stored (canonical) form.
+    group = kinds * (int(sizes.max(initial=0)) + 1) + sizes
+    for key in np.unique(group):
+        members = np.flatnonzero(group == key)
+        kind, size = _KIND_BY_INDEX[int(kinds[members[0]])], int(sizes[members[0]])
+        at = object_starts[members][:, None] + np.arange(size)
+        rows = clipped[at]
+        with np.errstate(invalid="ignore"):
+            bad_object[members] = kind.problem_codes(rows) != 0
+            stored[at] = kind.canonical(rows)
+    bad |= np.bincount(object_record[bad_object], minlength=n) > 0
+    return ~bad, stored, clamped
 
 
 def validate_lines(file: str, check_image: ImageCheck, numbered: list[tuple[int, bytes]],
@@ -195,7 +219,7 @@ def validate_lines(file: str, check_image: ImageCheck, numbered: list[tuple[int,
             continue
         index = candidate_of.get(position)
         if index is not None and ok[index]:
-            image, width, height, summary, kinds, descs, _, extras = candidates[index]
+            image, width, height, summary, kinds, descs, _, extras, counts = candidates[index]
             if check_image:
                 path = joined.get(image)
                 if path is None:
@@ -204,7 +228,7 @@ def validate_lines(file: str, check_image: ImageCheck, numbered: list[tuple[int,
                     index = None  # parse_record names what is wrong with the image
             if index is not None:
                 builder.add(line, image, width, height, summary, kinds, descs,
-                            clipped[starts[index]:starts[index + 1]], int(clamped[index]), extras)
+                            clipped[starts[index]:starts[index + 1]], int(clamped[index]), extras, counts)
                 continue
         record, found = parse_record(obj, SourceRef(file=file, line=line), Path(base_dir), check_image=check_image,
                                      image_sizes=sizes)

@@ -38,7 +38,8 @@ import numpy as np
 from src.datasets.columns import COLUMNS, RecordTable, record_columns
 from src.datasets.contract import NO_VALUE, Problem, Record
 
-CONTRACT_VERSION = 5  # 3: .npy columns, mmapped; 4: ignore, category_id, supercategory; 5: quads in canonical order
+CONTRACT_VERSION = 6  # 3: .npy columns, mmapped; 4: ignore, category_id, supercategory; 5: quads in canonical order;
+# 6: point_2d and polygon kinds, a value_counts column
 CACHE_ENV = "GROUNDING_CACHE_DIR"
 MAX_MB_ENV = "GROUNDING_CACHE_MAX_MB"
 MAX_AGE_ENV = "GROUNDING_CACHE_MAX_AGE_DAYS"

@@ -4,8 +4,11 @@ Predictions (the JSONL written by `python -m src.infer`, see src/inference/predi
 matched to ground-truth records by image path. Reported: COCO-style AP@[.5:.95], AP50 and AP75,
 class-agnostic (every description one class) and per description (category = ``desc``); precision,
 recall and F1 at IoU 0.5; the parse-failure rate. AP is pycocotools' own COCOeval (area range
-"all", maxDets=100) with its IoU replaced (src/evaluation/coco_ap.py): box IoU for box pairs,
-polygon IoU (shapely) for any pair involving a quad. Images are evaluated in the order of their
+"all", maxDets=100) with its IoU replaced (src/evaluation/coco_ap.py) by the geometry registry's
+similarity (src/datasets/kinds/): box IoU for box pairs, polygon IoU (shapely) for any other pair of
+regions (quads, polygons), and for points the point rules (a point in a region matches it; two points
+by their distance relative to the image size, 1 - d / 0.1 image sizes, so IoU 0.5 means within 5% of
+it). Images are evaluated in the order of their
 COCO image id (`image_ids`), as COCOeval does, which decides how score ties across images rank.
 
 Ground-truth objects marked ``ignore`` (crowd, illegible text, don't care) are COCO's crowd
@@ -25,20 +28,24 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
+from src.datasets import kinds as geometry_kinds
 from src.datasets.contract import Record
-from src.datasets.geometry import quad8_to_xyxy, xyxy_to_quad8
+from src.datasets.objects import GeoObject, read_objects
 from src.evaluation.coco_ap import ap_summary, coco_precision
 from src.evaluation.coco_files import coco_sort_key, jsonl_image_ids
-from src.inference.predictions import PredictedObject, PredictionLine
 
 __all__ = [
     "IOU_TYPES",
     "PAIR_BY",
+    "ImagePair",
     "Obj",
+    "Prediction",
     "evaluate",
+    "evaluate_images",
     "format_table",
     "gt_objects",
     "match_greedy",
@@ -49,25 +56,33 @@ __all__ = [
 ]
 
 MAX_DETS = 100
-IOU_TYPES = ("auto", "bbox", "polygon")
+IOU_TYPES = geometry_kinds.SIMILARITY_MODES
+_QUAD = "quad"  # polygon_iou compares quads
 
 
-# One box or quad in pixels with its description and score (1.0 for ground truth): the prediction
-# record's object, used for both sides of the matching.
-Obj = PredictedObject
+# The object record (src/datasets/objects.py) in pixels, used for both sides of the matching: a prediction's
+# score, 1.0 for ground truth.
+Obj = GeoObject
+
+
+class Prediction(Protocol):
+    """A prediction line as read by the evaluation: `src.inference.predictions.PredictionLine` is one, so the
+    evaluation during training hands its lines over as they are. A JSON row (a dict, as the prediction JSONL or
+    COCO results give it) is read as one by `prediction_objects`."""
+
+    source: str
+    image: str | None
+    parse_error: str | None
+    objects: list[GeoObject]
+    invalid_objects: int
+    scores_missing: int
+
+
+def _field(row: dict | Prediction, name: str) -> Any:
+    return row.get(name) if isinstance(row, dict) else getattr(row, name, None)
 
 
 # ---------------------------------------------------------------------------- IoU
-
-
-def _as_quads(objs: Sequence[Obj]) -> np.ndarray:
-    return np.array([xyxy_to_quad8([o.points])[0] if o.kind == "bbox_2d" else o.points for o in objs],
-                    dtype=np.float64).reshape(-1, 8)
-
-
-def _as_boxes(objs: Sequence[Obj]) -> np.ndarray:
-    return np.array([o.points if o.kind == "bbox_2d" else quad8_to_xyxy([o.points])[0] for o in objs],
-                    dtype=np.float64).reshape(-1, 4)
 
 
 def polygon_iou(quads_a: np.ndarray, quads_b: np.ndarray, crowd: Sequence[bool] | None = None) -> np.ndarray:
@@ -76,48 +91,23 @@ def polygon_iou(quads_a: np.ndarray, quads_b: np.ndarray, crowd: Sequence[bool] 
     Self-crossing (bow-tie) polygons are repaired with ``shapely.make_valid`` so they count with
     their geometric area; a pair whose union is 0 gets IoU 0. For a column ``j`` with ``crowd[j]``
     the union is the area of ``a``'s polygon alone (COCO's IoU against a crowd region).
+    (The geometry registry's `pairwise_similarity` in polygon mode, for quads.)
     """
-    import shapely  # only needed when a quad is involved
-
-    def polys(quads: np.ndarray) -> np.ndarray:
-        geoms = shapely.polygons(quads.reshape(-1, 4, 2))
-        bad = ~shapely.is_valid(geoms)
-        if bad.any():
-            geoms[bad] = shapely.make_valid(geoms[bad])
-        return geoms
-
-    a, b = polys(np.asarray(quads_a, dtype=np.float64)), polys(np.asarray(quads_b, dtype=np.float64))
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    inter = shapely.area(shapely.intersection(a[:, None], b[None, :]))
-    area_a = np.broadcast_to(shapely.area(a)[:, None], inter.shape)
-    union = area_a + shapely.area(b)[None, :] - inter
-    if crowd is not None:
-        union = np.where(np.asarray(crowd, dtype=bool)[None, :], area_a, union)
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-def _box_iou(a: np.ndarray, b: np.ndarray, crowd: np.ndarray) -> np.ndarray:
-    # pycocotools' bbIou in xyxy form: an overlap <= 0 on either axis is IoU 0; a crowd column's union is
-    # the detection's area.
-    def area(boxes: np.ndarray) -> np.ndarray:
-        return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area_a = np.broadcast_to(area(a)[:, None], inter.shape)
-    union = np.where(crowd[None, :], area_a, area_a + area(b)[None, :] - inter)
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    a, b = np.asarray(quads_a, dtype=np.float64).reshape(-1, 8), np.asarray(quads_b, dtype=np.float64).reshape(-1, 8)
+    return geometry_kinds.pairwise_similarity([_QUAD] * len(a), a.tolist(), [_QUAD] * len(b), b.tolist(),
+                                              crowd=crowd, mode="polygon")
 
 
 def pairwise_iou(dets: Sequence[Obj], gts: Sequence[Obj], iou_type: str = "auto",
-                 crowd: Sequence[bool] | None = None) -> np.ndarray:
-    """IoU ``(len(dets), len(gts))`` between predicted and GT objects.
+                 crowd: Sequence[bool] | None = None, size: tuple[float, float] | None = None) -> np.ndarray:
+    """IoU ``(len(dets), len(gts))`` between predicted and GT objects: the geometry registry's
+    `src.datasets.kinds.pairwise_similarity` (its rules for every pair of kinds).
 
     ``auto``: box IoU for box/box pairs (the same formula as COCO's bbox IoU), polygon IoU for
-    any pair involving a quad (a box taken as its 4-corner polygon). ``bbox``: every object as
-    its axis-aligned bounding box. ``polygon``: every object as a polygon. ``crowd`` flags GT
+    any other pair of regions (a box taken as its 4-corner polygon). ``bbox``: every region as
+    its axis-aligned bounding box. ``polygon``: every region as a polygon. A point against a region
+    is 1 inside it (edge included), else 0; two points score by their distance relative to ``size``
+    (``(width, height)`` of the space the points are in; needed only then). ``crowd`` flags GT
     objects that are ignore (crowd) regions: against them IoU is the intersection over the
     prediction's own area, as COCOeval computes it for ``iscrowd`` regions.
     """
@@ -125,23 +115,9 @@ def pairwise_iou(dets: Sequence[Obj], gts: Sequence[Obj], iou_type: str = "auto"
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
     if not dets or not gts:
         return np.zeros((len(dets), len(gts)))
-    crowd_flags = np.zeros(len(gts), dtype=bool) if crowd is None else np.asarray(crowd, dtype=bool)
-    if iou_type == "polygon":
-        return polygon_iou(_as_quads(dets), _as_quads(gts), crowd_flags)
-    ious = _box_iou(_as_boxes(dets), _as_boxes(gts), crowd_flags)
-    if iou_type == "auto":
-        det_quad = np.array([o.kind == "quad" for o in dets])
-        gt_quad = np.array([o.kind == "quad" for o in gts])
-        mixed = det_quad[:, None] | gt_quad[None, :]
-        if mixed.any():
-            rows, cols = np.flatnonzero(mixed.any(1)), np.flatnonzero(mixed.any(0))
-            poly = polygon_iou(_as_quads([dets[i] for i in rows]), _as_quads([gts[j] for j in cols]),
-                               crowd_flags[cols])
-            sub = mixed[np.ix_(rows, cols)]
-            block = ious[np.ix_(rows, cols)]
-            block[sub] = poly[sub]
-            ious[np.ix_(rows, cols)] = block
-    return ious
+    return geometry_kinds.pairwise_similarity([o.kind for o in dets], [o.points for o in dets],
+                                              [o.kind for o in gts], [o.points for o in gts], size=size,
+                                              crowd=crowd, mode=iou_type)
 
 
 # ---------------------------------------------------------------------------- matching and AP
@@ -205,8 +181,8 @@ def _pair_key(path: str, pair_by: str) -> str:
     return os.path.basename(path) if pair_by == "name" else _norm_path(path)
 
 
-def pair_predictions(pred_rows: Sequence[dict], gt_records: Sequence[Record],
-                     pair_by: str = "path") -> tuple[list[dict | None], dict]:
+def pair_predictions(pred_rows: Sequence[dict | Prediction], gt_records: Sequence[Record],
+                     pair_by: str = "path") -> tuple[list[dict | Prediction | None], dict]:
     """The prediction row of each GT record (``None`` when it has none), and what did not pair.
 
     Rows pair with records by normalised image path (``pair_by="name"``: by file name alone);
@@ -220,16 +196,16 @@ def pair_predictions(pred_rows: Sequence[dict], gt_records: Sequence[Record],
     by_image: dict[str, list[int]] = {}
     for i, rec in enumerate(gt_records):
         by_image.setdefault(_pair_key(rec.image, pair_by), []).append(i)
-    paired: list[dict | None] = [None] * len(gt_records)
+    paired: list[dict | Prediction | None] = [None] * len(gt_records)
     unknown, duplicates = [], []
     for row in pred_rows:
-        image = row.get("image")
+        image = _field(row, "image")
         candidates = by_image.get(_pair_key(image, pair_by)) if isinstance(image, str) else None
         if not candidates:
             unknown.append(str(image))
             continue
         free = [i for i in candidates if paired[i] is None]
-        source = row.get("source")
+        source = _field(row, "source")
         exact = [i for i in free if source == str(gt_records[i].source)]
         if exact or free:
             paired[(exact or free)[0]] = row
@@ -238,22 +214,48 @@ def pair_predictions(pred_rows: Sequence[dict], gt_records: Sequence[Record],
     return paired, {"unknown_images": unknown, "duplicates": duplicates}
 
 
-def prediction_objects(row: dict | None) -> tuple[list[Obj], int, int]:
+def prediction_objects(row: dict | Prediction | None) -> tuple[list[Obj], int, int]:
     """A prediction row's usable objects, and counts of (malformed objects dropped, scores missing).
 
-    The rules are the prediction record's (`PredictionLine.from_json`): an object needs `kind`
-    bbox_2d/quad with 4/8 finite `points`; a missing or non-numeric `score` becomes 1.0 and is counted.
+    A JSON row's objects are read by `src.datasets.objects.read_objects` (the prediction record's rules: a
+    registered `kind` with its count of finite `points`; a missing or non-numeric `score` becomes 1.0 and is
+    counted); a typed line (`Prediction`) gives its own objects and counts.
     """
     if row is None:
         return [], 0, 0
-    line = PredictionLine.from_json(row)
-    return list(line.objects), line.invalid_objects, line.scores_missing
+    if isinstance(row, dict):
+        return read_objects(row.get("objects"))
+    return list(row.objects), row.invalid_objects, row.scores_missing
 
 
 def gt_objects(record: Record) -> tuple[list[Obj], np.ndarray]:
-    """A record's GT objects as matching objects (score 1.0), and which of them are ignore regions."""
-    objs = [Obj(o.kind, tuple(o.points), o.desc) for o in record.objects]
+    """A record's GT objects (score 1.0), and which of them are ignore regions."""
+    objs = [o if isinstance(o, GeoObject) else
+            GeoObject(o.kind, tuple(o.points), o.desc, ignore=o.ignore, category_id=o.category_id,
+                      supercategory=o.supercategory) for o in record.objects]
     return objs, np.array([o.ignore for o in record.objects], dtype=bool)
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePair:
+    """One evaluated image: its predicted objects against its ground truth (`evaluate_images`' input)."""
+
+    source: str
+    """Where the ground truth came from (a record's file:line), as `per_record` reports it."""
+    image: str
+    dets: Sequence[Obj]
+    gts: Sequence[Obj]
+    ignore: np.ndarray
+    """Which of `gts` are ignore regions (bool per GT object)."""
+    parse_error: str | None = None
+    invalid: int = 0
+    """Predicted objects dropped as malformed."""
+    no_score: int = 0
+    """Predicted objects that came without a score (scored 1.0)."""
+    size: tuple[float, float] | None = None
+    """``(width, height)`` of the space the objects are in (points are compared relative to it)."""
+    missing: bool = False
+    """True when no prediction line paired with the record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +269,7 @@ class _Ref:
 
 
 def _xyxy(ref: _Ref) -> np.ndarray:
-    return _as_boxes([ref.obj])[0]
+    return geometry_kinds.get(ref.obj.kind).xyxy(np.asarray([ref.obj.points], dtype=np.float64))[0]
 
 
 def _score(ref: _Ref) -> float:
@@ -285,10 +287,11 @@ def _match_counts(ious: np.ndarray, scores: np.ndarray, ignore: np.ndarray) -> t
 # ---------------------------------------------------------------------------- evaluation
 
 
-def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "auto",
+def evaluate(pred_rows: Sequence[dict | Prediction], gt_records: Sequence[Record], iou_type: str = "auto",
              max_dets: int = MAX_DETS, track: Callable[[Iterable], Iterable] | None = None, *,
              image_ids: Sequence[int | str] | None = None, pair_by: str = "path") -> dict:
-    """All metrics for predictions against GT records, as a JSON-ready dict (pure: no I/O).
+    """All metrics for predictions (JSON rows, or typed lines: `Prediction`) against GT records, as a JSON-ready
+    dict (pure: no I/O).
 
     Keys: ``n_records``, ``parse_failures`` / ``parse_failure_rate`` (a record fails when its row
     has a ``parse_error`` or it has no row), ``missing_predictions`` (their sources),
@@ -310,23 +313,45 @@ def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "a
         raise ValueError(f"image_ids must give one id per record: {len(image_ids)} ids for {len(gt_records)} records")
 
     paired, unpaired = pair_predictions(pred_rows, gt_records, pair_by)
-    descs = sorted({o.desc for rec in gt_records for o in rec.objects if o.desc})
+    pairs = []
+    for rec, row in zip(gt_records, paired, strict=True):
+        dets, invalid, no_score = prediction_objects(row)
+        gts, ignore = gt_objects(rec)
+        pairs.append(ImagePair(str(rec.source), rec.image, dets, gts, ignore,
+                               "no prediction line" if row is None else _field(row, "parse_error"), invalid, no_score,
+                               (rec.width, rec.height), missing=row is None))
+    scored = evaluate_images(pairs, iou_type, max_dets, track, image_ids=image_ids)
+    head = ("n_records", "n_pred_rows", "iou_type", "max_dets", "parse_failures", "parse_failure_rate")
+    scored["n_pred_rows"] = len(pred_rows)
+    return {**{k: scored[k] for k in head}, "missing_predictions": [p.source for p in pairs if p.missing],
+            "unpaired_rows": unpaired, **{k: v for k, v in scored.items() if k not in head}}
+
+
+def evaluate_images(pairs: Sequence[ImagePair], iou_type: str = "auto", max_dets: int = MAX_DETS,
+                    track: Callable[[Iterable], Iterable] | None = None, *,
+                    image_ids: Sequence[int | str] | None = None) -> dict:
+    """`evaluate`'s metrics for images already paired with their predictions (`ImagePair`s), less the keys of
+    the pairing (``n_pred_rows``, ``missing_predictions``, ``unpaired_rows``): what the GRPO reward
+    `grounding_ap50` computes for one answer. ``image_ids`` (default 1, 2, ... in the given order) order the
+    images for COCOeval as its sorted image ids do."""
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+    if image_ids is None:
+        image_ids = list(range(1, len(pairs) + 1))
+    if len(image_ids) != len(pairs):
+        raise ValueError(f"image_ids must give one id per image: {len(image_ids)} ids for {len(pairs)} images")
+    descs = sorted({o.desc for pair in pairs for o in pair.gts if o.desc})
     images: list[tuple[list[_Ref], list[_Ref]]] = []
     ious_by_image: list[np.ndarray] = []
     tp_any = tp_label = on_ignore_any = on_ignore_label = 0
     desc_counts: dict[str, Counter] = {d: Counter() for d in descs}
     foreign: Counter = Counter()
-    per_record, missing = [], []
+    per_record = []
     failures = invalid_total = no_score_total = n_pred_total = n_gt_total = n_ignore_total = over_max = 0
-    pairs = zip(gt_records, paired, strict=True)
-    for rec, row in (track(pairs) if track else pairs):
-        source = str(rec.source)
-        if row is None:
-            missing.append(source)
-        parse_error = "no prediction line" if row is None else row.get("parse_error")
+    for pair in (track(pairs) if track else pairs):
+        source, parse_error, dets, gts, ignore = pair.source, pair.parse_error, pair.dets, pair.gts, pair.ignore
+        invalid, no_score = pair.invalid, pair.no_score
         failures += parse_error is not None
-        dets, invalid, no_score = prediction_objects(row)
-        gts, ignore = gt_objects(rec)
         invalid_total += invalid
         no_score_total += no_score
         n_pred_total += len(dets)
@@ -334,7 +359,8 @@ def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "a
         n_gt_total += n_gt
         n_ignore_total += len(gts) - n_gt
         over_max += len(dets) > max_dets
-        ious = np.asarray(pairwise_iou(dets, gts, iou_type, ignore), dtype=np.float64).reshape(len(dets), len(gts))
+        ious = np.asarray(pairwise_iou(dets, gts, iou_type, ignore, pair.size),
+                          dtype=np.float64).reshape(len(dets), len(gts))
         scores = np.array([d.score for d in dets], dtype=np.float64)
         image = len(images)
         images.append(([_Ref(image, i, d) for i, d in enumerate(dets)],
@@ -358,7 +384,7 @@ def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "a
             else:
                 foreign[desc] += len(di)
         tp_label += rec_tp_label
-        per_record.append({"source": source, "image": rec.image, "parse_error": parse_error, "n_gt": n_gt,
+        per_record.append({"source": source, "image": pair.image, "parse_error": parse_error, "n_gt": n_gt,
                            "n_ignore": len(gts) - n_gt, "n_pred": len(dets), "tp": tp,
                            "fp": len(dets) - tp - on_ignore, "fn": n_gt - tp, "on_ignore": on_ignore,
                            "tp_label": rec_tp_label, "invalid_objects": invalid})
@@ -384,17 +410,14 @@ def evaluate(pred_rows: list[dict], gt_records: list[Record], iou_type: str = "a
 
     by_desc = coco_precision(in_order, categories_of, len(descs), _xyxy, _score, known_iou, max_dets,
                              lambda r: r.ignore)
-    n = len(gt_records)
+    n = len(pairs)
     n_scored = n_pred_total - on_ignore_any
     return {
         "n_records": n,
-        "n_pred_rows": len(pred_rows),
         "iou_type": iou_type,
         "max_dets": max_dets,
         "parse_failures": failures,
         "parse_failure_rate": failures / n if n else None,
-        "missing_predictions": missing,
-        "unpaired_rows": unpaired,
         "n_gt_objects": n_gt_total,
         "n_ignore_regions": n_ignore_total,
         "n_pred_objects": n_pred_total,

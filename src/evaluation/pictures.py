@@ -1,7 +1,8 @@
 """Pictures of ground truth and predictions (`python -m src.vis` draws them).
 
-One PNG per record: the image (read by the project's one loader, EXIF applied) with its GT boxes
-and quads drawn as polygons with their labels, and, given predictions, those too, coloured by how
+One PNG per record: the image (read by the project's one loader, EXIF applied) with its GT objects
+drawn as each geometry kind draws itself (`GeometryKind.draw`, src/datasets/kinds/: boxes, quads and polygons
+as outlines, points as dots) with their labels, and, given predictions, those too, coloured by how
 they match at IoU 0.5 (the greedy, score-ordered matching of src/evaluation/metrics.py):
 
 * matched prediction: green; false-positive prediction: red;
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from src.datasets import kinds as geometry_kinds
 from src.datasets.contract import Record
 from src.datasets.images import load_image
 from src.evaluation.metrics import Obj, gt_objects, match_greedy, pairwise_iou, prediction_objects
@@ -66,15 +68,9 @@ def scale_factor(width: int, height: int, min_side: int = MIN_SIDE) -> int:
 
 
 def _polygon(obj: Obj, sx: float, sy: float, size: tuple[int, int]) -> list[tuple[float, float]]:
-    pts = np.asarray(obj.points, dtype=np.float64)
-    if obj.kind == "bbox_2d":
-        x1, y1, x2, y2 = pts
-        # x2/y2 are exclusive edges: the box's last pixel column is x2 * sx - 1 after scaling.
-        xs, ys = [x1 * sx, x2 * sx - 1, x2 * sx - 1, x1 * sx], [y1 * sy, y1 * sy, y2 * sy - 1, y2 * sy - 1]
-    else:
-        xs, ys = list(pts[0::2] * sx), list(pts[1::2] * sy)
+    outline = geometry_kinds.get(obj.kind).outline(obj.points, sx, sy)
     # Clamped so an edge on the image border stays visible.
-    return [(min(max(x, 0.0), size[0] - 1.0), min(max(y, 0.0), size[1] - 1.0)) for x, y in zip(xs, ys, strict=True)]
+    return [(min(max(x, 0.0), size[0] - 1.0), min(max(y, 0.0), size[1] - 1.0)) for x, y in outline]
 
 
 def _dashed_polygon(draw: ImageDraw.ImageDraw, poly: list[tuple[float, float]], colour: tuple[int, int, int],
@@ -130,7 +126,7 @@ def render_record(record: Record, row: dict | None, with_pred: bool, *, min_side
     on_ignore = np.zeros(len(dets), dtype=bool)
     gt_colour, gt_width = [BLUE] * len(gts), [2] * len(gts)
     if with_pred:
-        ious = pairwise_iou(dets, gts, iou_type, ignore)
+        ious = pairwise_iou(dets, gts, iou_type, ignore, (record.width, record.height))
         if match_labels:  # an ignore region without a desc applies to every desc
             same = np.array([[d.desc == g.desc or (ig and not g.desc) for g, ig in zip(gts, ignore, strict=True)]
                              for d in dets], dtype=bool).reshape(ious.shape)
@@ -142,17 +138,18 @@ def render_record(record: Record, row: dict | None, with_pred: bool, *, min_side
         gt_width = [1 if m >= 0 else 3 for m in gt_to_det]
     for obj, colour, width, is_ignore in zip(gts, gt_colour, gt_width, ignore, strict=True):
         poly = _polygon(obj, sx, sy, img.size)
+        kind = geometry_kinds.get(obj.kind)
         if is_ignore:
-            _dashed_polygon(draw, poly, GREY, 2)
+            kind.draw(draw, poly, GREY, 2, dashed=_dashed_polygon)
             _label(draw, poly, f"ignore {obj.desc}".strip(), GREY, True, font, img.size)
             continue
-        draw.polygon(poly, outline=colour, width=width)
+        kind.draw(draw, poly, colour, width)
         _label(draw, poly, obj.desc, colour, True, font, img.size)
     if with_pred:
         for obj, m, ignored in zip(dets, det_to_gt, on_ignore, strict=True):
             colour = GREY if ignored else GREEN if m >= 0 else RED
             poly = _polygon(obj, sx, sy, img.size)
-            draw.polygon(poly, outline=colour, width=2)
+            geometry_kinds.get(obj.kind).draw(draw, poly, colour, 2)
             _label(draw, poly, f"{obj.desc} {obj.score:.2f}", colour, False, font, img.size)
     return img, int((~ignore).sum()), tp, int(on_ignore.sum())
 

@@ -3,12 +3,14 @@ expected values. The truth: a cat box and a sign quad on the 0..1000 grid."""
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 
 import pytest
 
 from src.inference.predictions import PredictedObject
-from src.rewards.grounding import REWARDS, GroundTruth, ignore_regions, truth_from_answer
+from src.rewards.grounding import REWARDS, GroundTruth, truth_for, truth_from_answer
 
 CAT = {"bbox_2d": [100, 100, 300, 300], "label": "cat"}
 SIGN = {"quad": [500, 500, 700, 500, 700, 700, 500, 700], "label": "sign"}
@@ -75,8 +77,9 @@ def test_a_reasoning_block_before_the_answer_is_not_penalised():
     assert rewards("<think>\n\n</think>\n\n" + answer(CAT, SIGN)) == rewards(answer(CAT, SIGN))
 
 
-def test_the_ground_truth_travels_as_json_unchanged():
-    assert GroundTruth.from_json(TRUTH.to_json()) == TRUTH
+def test_the_ground_truth_travels_unchanged():
+    # What ms-swift does to a dataset column on its way to the rewards: deep copies, pickles across ranks.
+    assert pickle.loads(pickle.dumps(TRUTH)) == copy.deepcopy(TRUTH) == TRUTH
     assert [o.kind for o in TRUTH.objects] == ["bbox_2d", "quad"]
     with pytest.raises(ValueError, match="does not parse"):
         truth_from_answer('[{"bbox_2d": [1, 2')
@@ -119,9 +122,9 @@ def test_a_true_object_is_matched_before_ignore_regions_and_an_image_of_only_ign
     assert rewards(answer(CAT), only)["grounding_f1"] == 0
 
 
-def test_ignore_regions_travel_with_the_truth_from_the_row_geometry():
+def test_ignore_regions_travel_with_the_truth_from_the_records():
     from src.config.prompts import get_prompt_scheme
-    from src.datasets.builders import ROW_GEOMETRY_KEY, make_builder
+    from src.datasets.builders import make_builder
     from src.datasets.contract import GroundingObject, Record, SourceRef
 
     record = Record(image="/d/a.png", width=200, height=100, source=SourceRef(file="/d/t.jsonl", line=1),
@@ -129,11 +132,13 @@ def test_ignore_regions_travel_with_the_truth_from_the_row_geometry():
                              GroundingObject(kind="bbox_2d", points=(120, 10, 180, 60), desc="cat", ignore=True),
                              GroundingObject(kind="quad", points=(0, 60, 50, 60, 50, 100, 0, 100), desc="",
                                              ignore=True)))
-    row = make_builder(get_prompt_scheme("dense"), "norm1000", "reading").build([record])
-    answer_text = row["messages"][-1]["content"]
-    truth = truth_from_answer(answer_text, ignore_regions(row[ROW_GEOMETRY_KEY], "norm1000"))
+    builder = make_builder(get_prompt_scheme("dense"), "norm1000", "reading")
+    answer_text = builder.build([record])["messages"][-1]["content"]
+    truth = truth_for([record], builder.codec)
     assert json.loads(answer_text) == [{"bbox_2d": [100, 100, 300, 300], "label": "cat"}]
-    assert truth.ignore == (PredictedObject(kind="bbox_2d", points=(600.0, 100.0, 900.0, 600.0), desc="cat"),
+    assert truth == truth_from_answer(answer_text, truth.ignore)  # the codec's objects are what the answer says
+    assert truth.ignore == (PredictedObject(kind="bbox_2d", points=(600.0, 100.0, 900.0, 600.0), desc="cat",
+                                            ignore=True),
                             PredictedObject(kind="quad", points=(0.0, 600.0, 250.0, 600.0, 250.0, 1000.0, 0.0, 1000.0),
-                                            desc=""))
-    assert GroundTruth.from_json(truth.to_json()) == truth
+                                            desc="", ignore=True))
+    assert pickle.loads(pickle.dumps(truth)) == truth

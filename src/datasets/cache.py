@@ -69,12 +69,14 @@ def cache_problems(cfg, cache_dir: Path) -> list[str]:
     return []
 
 
-def build_cache(cfg, out_dir: Path) -> dict[str, Any]:
-    """Encode every row of the config's splits with ms-swift's template and save them as its cached dataset."""
+def build_cache(run, out_dir: Path) -> dict[str, Any]:
+    """Encode every row of the splits of `run` (a `LoadedRun`: the config and its preprocessor, resolved once)
+    with ms-swift's template and save them as its cached dataset."""
+    cfg = run.cfg
     if cfg.custom.cached_dataset:
         raise ConfigError(f"{cfg.merged.files[-1]}: unset `custom.cached_dataset` to build the cache the config "
                           f"describes")
-    plan = plan_data(cfg)
+    plan = plan_data(cfg, preprocessor=run.preprocessor)
 
     from datasets import Dataset as HfDataset  # heavy
     from swift import ExportArguments
@@ -92,7 +94,8 @@ def build_cache(cfg, out_dir: Path) -> dict[str, Any]:
     args = ExportArguments(
         model=swift["model"], model_type=swift.get("model_type"), template=swift.get("template"),
         max_length=cfg.global_max_length or swift.get("max_length"), strict=True, to_cached_dataset=True,
-        dataset=jsonl_files(cfg.custom.train_jsonl), output_dir=str(out_dir), exist_ok=True)
+        dataset=jsonl_files(cfg.custom.train_jsonl), output_dir=str(out_dir), exist_ok=True,
+        dataset_num_proc=swift.get("dataset_num_proc", 0))  # base.yaml says why 0
     GroundingCacheExport(args).main()
     info = {"fingerprint": cache_fingerprint(cfg), "train_rows": len(plan.train_samples),
             "val_rows": len(plan.val_samples)}

@@ -11,15 +11,13 @@ model needed.
 from __future__ import annotations
 
 import functools
-import json
 from collections import Counter
 from typing import Any
 
 import numpy as np
 
-from src.datasets.answer import parse_answer
-from src.datasets.builders import ROW_GEOMETRY_KEY, ROW_SOURCE_KEY
-from src.datasets.geometry import pixel_to_norm
+from src.datasets.builders import ROW_SOURCE_KEY, AnswerCodec, read_answer, row_geometry
+from src.datasets.objects import GeoObject
 
 IMAGE_PAD_TOKEN = "<|image_pad|>"
 IM_END_TOKEN = "<|im_end|>"
@@ -72,30 +70,22 @@ def label_problems(encoded: dict[str, Any], tokenizer, row: dict[str, Any], imag
     return problems
 
 
-def _expected_objects(row: dict[str, Any], emit_norm: str) -> Counter:
-    expected: Counter = Counter()
-    images = json.loads(row[ROW_GEOMETRY_KEY])
-    grouped = len(images) > 1
-    for image in images:
-        for obj in image["objects"]:
-            if obj.get("ignore"):  # never in the answer
-                continue
-            coords = pixel_to_norm(np.asarray(obj["points"], dtype=float), image["width"], image["height"], emit_norm)
-            key = (obj["kind"], tuple(int(v) for v in np.asarray(coords).ravel()), obj["desc"])
-            expected[(image["image"] if grouped else None, *key)] += 1
-    return expected
+def _counted(objects: list[GeoObject] | tuple[GeoObject, ...]) -> Counter:
+    # Compared as a multiset: the order of the entries is the builder's business, their content is checked.
+    return Counter((o.image, o.kind, tuple(int(v) for v in o.points), o.desc) for o in objects)
 
 
 def coordinate_problems(encoded: dict[str, Any], tokenizer, row: dict[str, Any], emit_norm: str) -> list[str]:
-    """The coordinates decoded from the trained labels equal the normalised pixel geometry of the row."""
+    """The objects decoded from the trained labels equal the row's pixel geometry in the answer's space
+    `emit_norm`, both through the answer codec (src/datasets/builders/codec.py): the labels read back by
+    `read_answer`, the geometry (`row_geometry`) taken to the grid by `AnswerCodec.answer_objects`."""
     labels = [lab for lab in _as_list(encoded["labels"]) if lab != IGNORE_INDEX]
     text = tokenizer.decode(labels, skip_special_tokens=True)
-    parsed = parse_answer(text)
+    parsed, found = read_answer(text)
     if parsed.error:
         return [f"the trained answer does not parse back ({parsed.error}): {text[:200]!r}"]
-    decoded: Counter = Counter(
-        (o.get("image"), o["kind"], tuple(int(v) for v in o["coords"]), o["label"]) for o in parsed.objects)
-    expected = _expected_objects(row, emit_norm)
+    decoded = _counted(found)
+    expected = _counted(AnswerCodec(emit_norm).answer_objects(row_geometry(row)))
     if decoded != expected:
         missing, extra = expected - decoded, decoded - expected
         return [f"coordinates in the labels differ from the pixel geometry: missing {sorted(missing)[:3]}, "

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from src.config import ConfigError
-from src.datasets.answer import parse_answer
-from src.datasets.geometry import norm_to_pixel
+from src.datasets.builders import read_answer
 from src.datasets.images import model_input
-from src.inference.predictions import PredictedObject, PredictionLine
+from src.inference.predictions import PredictionLine
 from src.inference.scoring import object_scores, response_token_logprobs
 
 # Questions per engine call (`--batch_size`, `eval.batch_size`): their images are decoded just before, so a
@@ -50,17 +48,6 @@ def model_and_adapters(checkpoint: Path) -> tuple[str, list[str]]:
     if not (checkpoint / "config.json").is_file():
         raise ConfigError(f"--checkpoint {checkpoint}: not a checkpoint (no adapter_config.json or config.json)")
     return str(checkpoint), []
-
-
-def to_pixel_objects(parsed_objects: list[dict], scores: list[float], width: int, height: int,
-                     norm: str) -> list[PredictedObject]:
-    """Parsed objects with their coordinates mapped from the answer's space back to image pixels, and scores."""
-    out = []
-    for obj, score in zip(parsed_objects, scores, strict=True):
-        pixels = norm_to_pixel(np.asarray(obj["coords"], dtype=float), width, height, norm)
-        out.append(PredictedObject(obj["kind"], tuple(round(float(v), 2) for v in np.asarray(pixels).ravel()),
-                                   obj["label"], round(score, 6)))
-    return out
 
 
 VLLM_INSTALL = ("pip install vllm (ms-swift 4.6 is tested with vllm 0.11.0 and 0.23.0; take the release built "
@@ -148,11 +135,12 @@ def as_seen(request):
 
 
 
-def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str, use_tqdm: bool = True,
+def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str | None = None, use_tqdm: bool = True,
             agree_on_calls: Callable[[int], int] | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
             infer_kwargs: dict | None = None) -> list[PredictionLine]:
     """One prediction line per record: every question the builder asks about it (one for dense
-    grounding, one per description for the grounding scheme), answers parsed, objects in pixels. Greedy.
+    grounding, one per description for the grounding scheme), answers read back to pixels by the builder's answer
+    codec (`builder.codec`; `emit_norm`, when given, must be its space). Greedy.
     Questions go to `engine.infer` `batch_size` at a time (the last call may hold fewer), their images loaded
     just before; the answers are those of asking one question at a time. `infer_kwargs` go to every
     `engine.infer` call (the evaluation during training names its adapter there).
@@ -163,6 +151,9 @@ def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str,
 
     from .fast_logprobs import install
 
+    codec = builder.codec
+    if emit_norm is not None and emit_norm != codec.emit_norm:
+        raise ValueError(f"emit_norm {emit_norm!r} differs from the builder's answers ({codec.emit_norm!r})")
     install()  # the scores' log-probabilities without sorting the vocabulary per token (see that module)
     asked, requests = questions(records, builder)
     extra = agree_on_calls(len(requests)) - len(requests) if agree_on_calls else 0
@@ -182,8 +173,8 @@ def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str,
     for (i, _), response in zip(asked, responses, strict=True):
         choice, record, line = response.choices[0], records[i], lines[i]
         text = choice.message.content or ""
-        parsed = parse_answer(text)
-        scores = object_scores(text, *response_token_logprobs(choice.logprobs), len(parsed.objects))
+        parsed, found = read_answer(text)
+        scores = object_scores(text, *response_token_logprobs(choice.logprobs), len(found))
         answers[i].append(text)
         formats[i].add(parsed.format)
         if parsed.error:
@@ -191,7 +182,9 @@ def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str,
         # Cut off: the list left open, or generation stopped by max_new_tokens (whatever it had written).
         line.truncated = line.truncated or parsed.truncated or choice.finish_reason == "length"
         line.bad_entries += parsed.bad_entries
-        line.objects += to_pixel_objects(parsed.objects, scores, record.width, record.height, emit_norm)
+        # One image per question: an entry's "image" index names nothing here.
+        line.objects += codec.to_pixels([replace(o, score=round(s, 6), image=None)
+                                         for o, s in zip(found, scores, strict=True)], record.width, record.height)
     for line, texts, seen in zip(lines, answers, formats, strict=True):
         line.raw = "\n".join(texts)
         line.answer_format = "/".join(sorted(seen)) if seen else None

@@ -2,7 +2,8 @@
 by `src.eval` and `src.vis`.
 
 A line: `source` (the record's file:line), `image`, `width`, `height`, `raw` (the model's answer text),
-`objects` (`{"kind": "bbox_2d"|"quad", "points": [...] in pixels of the original image, "desc", "score"}`),
+`objects` (`{"kind": a geometry kind's key, "points": [...] in pixels of the original image, "desc", "score"}`:
+the object record's JSON form, `src.datasets.objects.GeoObject.to_json`),
 `parse_error` (None when the whole answer was read), and what the parser saw: `answer_format`
 (json | legacy | unknown), `truncated` (the list left open, or generation stopped by `max_new_tokens`),
 `bad_entries`.
@@ -15,22 +16,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from src.datasets.contract import POINTS_PER_KIND
-from src.datasets.geometry import is_finite_number
+from src.datasets.objects import GeoObject, read_objects
 
-
-@dataclass(frozen=True, slots=True)
-class PredictedObject:
-    """One predicted box or quad in pixels of the original image."""
-
-    kind: str
-    points: tuple[float, ...]
-    desc: str
-    score: float = 1.0
+PredictedObject = GeoObject
+"""A predicted object is the shared object record (src/datasets/objects.py), in pixels of the original image."""
 
 
 @dataclass(slots=True)
@@ -42,7 +35,7 @@ class PredictionLine:
     width: int | None = None
     height: int | None = None
     raw: str = ""
-    objects: list[PredictedObject] = field(default_factory=list)
+    objects: list[GeoObject] = field(default_factory=list)
     parse_error: str | None = None
     answer_format: str | None = None
     truncated: bool = False
@@ -53,34 +46,21 @@ class PredictionLine:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of this line (counts of reading left out)."""
-        out = asdict(self)
-        out["objects"] = [{**asdict(o), "points": list(o.points)} for o in self.objects]
-        del out["invalid_objects"], out["scores_missing"]
+        counted = ("invalid_objects", "scores_missing")
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in counted}
+        out["objects"] = [o.to_json() for o in self.objects]
         return out
 
     @classmethod
     def from_json(cls, row: dict[str, Any] | None) -> PredictionLine:
         """A line from its JSON object, keeping the usable objects and counting the others.
 
-        An object needs `kind` bbox_2d/quad with 4/8 finite `points`; `desc` defaults to ""; a missing or
+        The objects are read by `src.datasets.objects.read_objects`: one needs a `kind` of the geometry
+        registry (src/datasets/kinds/) with its count of finite `points`; `desc` defaults to ""; a missing or
         non-numeric `score` becomes 1.0 and is counted in `scores_missing`.
         """
         row = row or {}
-        objects, invalid, no_score = [], 0, 0
-        items = row.get("objects")
-        for item in items if isinstance(items, list) else []:
-            kind = item.get("kind") if isinstance(item, dict) else None
-            points = item.get("points") if isinstance(item, dict) else None
-            if (kind not in POINTS_PER_KIND or not isinstance(points, list) or len(points) != POINTS_PER_KIND[kind]
-                    or not all(is_finite_number(v) for v in points)):
-                invalid += 1
-                continue
-            score = item.get("score")
-            if not is_finite_number(score):
-                no_score += 1
-                score = 1.0
-            objects.append(PredictedObject(kind, tuple(float(v) for v in points), str(item.get("desc", "")),
-                                           float(score)))
+        objects, invalid, no_score = read_objects(row.get("objects"))
         return cls(source=str(row.get("source", "")), image=row.get("image"), width=row.get("width"),
                    height=row.get("height"), raw=row.get("raw", ""), objects=objects,
                    parse_error=row.get("parse_error"), answer_format=row.get("answer_format"),

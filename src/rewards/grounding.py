@@ -1,9 +1,11 @@
 """Grounding rewards: each a pure function `(completion text, ground truth) -> float`.
 
-The ground truth travels with each prompt as the objects of the reference answer, parsed by the same
-parser as the completion (`truth_from_answer`), so both sides are in the answer's coordinate space (the
-0..1000 grid for `emit_norm: norm1000`) and no reward re-derives pixels. IoU does not depend on that space:
-box and polygon IoU are unchanged by scaling each axis.
+The ground truth travels with each prompt as the objects its reference answer holds, in the answer's coordinate
+space (the 0..1000 grid for `emit_norm: norm1000`): `truth_for` takes them from the prompt's records through the
+builder's answer codec (src/datasets/builders/codec.py), the code that writes the reference answer, with no text
+in between; `truth_from_answer` reads them from an answer text instead. Completions are read by the same codec
+(`read_answer`), so both sides are object records (src/datasets/objects.py) in one space and no reward re-derives
+pixels. IoU does not depend on that space: box and polygon IoU are unchanged by scaling each axis.
 
 Definitions (P predicted objects, G ground-truth objects, M the one-to-one matches at IoU >= 0.5 with equal
 labels, found greedily from the highest IoU; box IoU for two boxes, polygon IoU when a quad is involved):
@@ -31,16 +33,15 @@ still counts every prediction (a repeat is a repeat wherever it lies).
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from src.datasets.answer import parse_answer
-from src.datasets.geometry import pixel_to_norm, xyxy_to_quad8
-from src.evaluation.metrics import match_greedy, pairwise_iou
-from src.inference.predictions import PredictedObject
+from src.datasets import kinds
+from src.datasets.builders import AnswerCodec, ObjectsOnImage, read_answer
+from src.datasets.objects import GeoObject
+from src.evaluation.metrics import ImagePair, evaluate_images, match_greedy, pairwise_iou
 
 MATCH_IOU = 0.5
 DUPLICATE_IOU = 0.7
@@ -48,78 +49,63 @@ DUPLICATE_IOU = 0.7
 
 @dataclass(frozen=True, slots=True)
 class GroundTruth:
-    """The objects a prompt's answer should hold, in the answer's coordinate space."""
+    """The objects a prompt's answer should hold, in the answer's coordinate space.
 
-    objects: tuple[PredictedObject, ...]
-    ignore: tuple[PredictedObject, ...] = ()
+    It travels to the rewards as itself, in the `grounding_truth` column of the GRPO rows (src/training/grpo.py):
+    ms-swift deep-copies dataset columns into each sample, pickles samples across ranks (`gather_object`) and,
+    with `vllm_server_pass_dataset`, sends them to the rollout server through `dataclasses.asdict`; a frozen
+    dataclass of tuples goes through all three unchanged, so no text form is needed."""
+
+    objects: tuple[GeoObject, ...]
+    ignore: tuple[GeoObject, ...] = ()
     """Ignore regions in the same space (desc "" when the region has none: it then covers every label)."""
-
-    def to_json(self) -> str:
-        """The form that travels in a dataset column (an ignore region's entry says `"ignore": true`)."""
-        return json.dumps([{"kind": o.kind, "points": list(o.points), "desc": o.desc} for o in self.objects]
-                          + [{"kind": o.kind, "points": list(o.points), "desc": o.desc, "ignore": True}
-                             for o in self.ignore], ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, text: str) -> GroundTruth:
-        """The inverse of `to_json`."""
-        entries = json.loads(text)
-
-        def objects(ignore: bool) -> tuple[PredictedObject, ...]:
-            return tuple(PredictedObject(kind=o["kind"], points=tuple(o["points"]), desc=o["desc"])
-                         for o in entries if bool(o.get("ignore")) == ignore)
-
-        return cls(objects(False), objects(True))
+    size: tuple[float, float] | None = None
+    """``(width, height)`` of the answer's space (the grid's, or the image's for pixel answers); points are
+    compared relative to it. None when unknown (then two points cannot be compared)."""
 
 
-def _objects(parsed_objects: Sequence[dict]) -> tuple[PredictedObject, ...]:
-    return tuple(PredictedObject(kind=o["kind"], points=tuple(float(v) for v in o["coords"]), desc=o["label"])
-                 for o in parsed_objects)
+def truth_for(images: Sequence[ObjectsOnImage], codec: AnswerCodec) -> GroundTruth:
+    """The ground truth of the answer `codec` writes about `images` (a prompt's records, as the builder focused
+    them): the objects it holds and the ignore regions (which it never holds), both in its space."""
+    return GroundTruth(tuple(codec.answer_objects(images)), tuple(codec.ignore_objects(images)),
+                       codec.space_size(images))
 
 
-# Every reward of a step reads the same completions: each is parsed once (the result is never mutated).
-_parsed = functools.lru_cache(maxsize=4096)(parse_answer)
+# Every reward of a step reads the same completions: each is read once (the result is never mutated).
+_read = functools.lru_cache(maxsize=4096)(read_answer)
 
 
-def truth_from_answer(answer: str, ignore: Sequence[PredictedObject] = ()) -> GroundTruth:
-    """The ground truth of a reference answer (as the builder writes it): its objects, parsed; `ignore` the
-    row's ignore regions in the answer's space (`ignore_regions`), which the answer never holds."""
-    parsed = parse_answer(answer)
+def truth_from_answer(answer: str, ignore: Sequence[GeoObject] = (),
+                      size: tuple[float, float] | None = (1000.0, 1000.0)) -> GroundTruth:
+    """The ground truth of a reference answer text: its objects, read by the codec; `ignore` the ignore regions
+    in the answer's space, which the answer never holds; `size` the answer space's (the norm1000 grid's by
+    default). Raises ValueError when the answer does not parse completely."""
+    parsed, found = read_answer(answer)
     if parsed.error:
         raise ValueError(f"the reference answer does not parse: {parsed.error}")
-    return GroundTruth(_objects(parsed.objects), tuple(ignore))
+    return GroundTruth(found, tuple(ignore), size)
 
 
-def ignore_regions(geometry_px: str, emit_norm: str) -> tuple[PredictedObject, ...]:
-    """The ignore regions of a row's pixel geometry (`ROW_GEOMETRY_KEY`, as `geometry_payload` writes it) in the
-    answer's space `emit_norm`, by the same `pixel_to_norm` the answer is written with."""
-    out = []
-    for image in json.loads(geometry_px):
-        for o in image["objects"]:
-            if o.get("ignore"):
-                points = pixel_to_norm(np.asarray(o["points"], dtype=float), image["width"], image["height"],
-                                       emit_norm)
-                out.append(PredictedObject(kind=o["kind"], points=tuple(float(v) for v in points), desc=o["desc"]))
-    return tuple(out)
-
-
-def predicted(completion: str) -> tuple[PredictedObject, ...]:
+def predicted(completion: str) -> tuple[GeoObject, ...]:
     """The complete objects of a completion (what the evaluation would count)."""
-    return _objects(_parsed(completion).objects)
+    return _read(completion)[1]
 
 
-def _label_iou(dets: Sequence[PredictedObject], gts: Sequence[PredictedObject]) -> np.ndarray:
+def _label_iou(dets: Sequence[GeoObject], gts: Sequence[GeoObject],
+               size: tuple[float, float] | None = None) -> np.ndarray:
     """IoU where the labels agree, 0 elsewhere."""
-    ious = pairwise_iou(list(dets), list(gts))
+    ious = pairwise_iou(list(dets), list(gts), size=size)
     if ious.size:
         same = np.array([[d.desc == g.desc for g in gts] for d in dets])
         ious = np.where(same, ious, 0.0)
     return ious
 
 
-def matches(dets: Sequence[PredictedObject], gts: Sequence[PredictedObject], iou: float = MATCH_IOU) -> list[float]:
-    """The IoU of each one-to-one match (labels equal, IoU >= `iou`), highest IoU first."""
-    ious = _label_iou(dets, gts)
+def matches(dets: Sequence[GeoObject], gts: Sequence[GeoObject], iou: float = MATCH_IOU,
+            size: tuple[float, float] | None = None) -> list[float]:
+    """The IoU of each one-to-one match (labels equal, IoU >= `iou`), highest IoU first; `size` the space's
+    (points are compared relative to it)."""
+    ious = _label_iou(dets, gts, size)
     if not ious.size:
         return []
     best = ious.max(axis=1)  # visiting predictions by their best IoU: the greedy one-to-one matching
@@ -127,28 +113,30 @@ def matches(dets: Sequence[PredictedObject], gts: Sequence[PredictedObject], iou
     return sorted((float(ious[d, g]) for d, g in enumerate(det_to_gt) if g >= 0), reverse=True)
 
 
-def _coverage(dets: Sequence[PredictedObject], regions: Sequence[PredictedObject]) -> np.ndarray:
-    """``(len(dets), len(regions))``: the share of each prediction's own area inside each region (boxes as
-    their 4-corner polygons); 0 for a prediction without area."""
+def _coverage(dets: Sequence[GeoObject], regions: Sequence[GeoObject]) -> np.ndarray:
+    """``(len(dets), len(regions))``: the share of each prediction's own area inside each region (each as its
+    kind's shape, `src.datasets.kinds`); a prediction without area (a point) counts 1 inside a region, else 0."""
     import shapely
 
-    def polygons(objects: Sequence[PredictedObject]):
-        quads = [xyxy_to_quad8([o.points])[0] if o.kind == "bbox_2d" else o.points for o in objects]
-        return shapely.make_valid(shapely.polygons(np.asarray(quads, dtype=np.float64).reshape(-1, 4, 2)))
+    def shapes(objects: Sequence[GeoObject]) -> np.ndarray:
+        return np.array([kinds.get(o.kind).shapes(np.asarray([o.points], dtype=np.float64))[0] for o in objects],
+                        dtype=object)
 
-    det_polygons, region_polygons = polygons(dets), polygons(regions)
-    inside = shapely.area(shapely.intersection(det_polygons[:, None], region_polygons[None, :]))
-    area = shapely.area(det_polygons)[:, None]
-    return np.divide(inside, area, out=np.zeros_like(inside), where=area > 0)
+    det_shapes, region_shapes = shapes(dets), shapes(regions)
+    inside = shapely.area(shapely.intersection(det_shapes[:, None], region_shapes[None, :]))
+    area = shapely.area(det_shapes)[:, None]
+    share = np.divide(inside, area, out=np.zeros_like(inside), where=area > 0)
+    covered = shapely.covers(region_shapes[None, :], det_shapes[:, None]).astype(np.float64)
+    return np.where(area > 0, share, covered)
 
 
-def scored(completion: str, truth: GroundTruth) -> tuple[PredictedObject, ...]:
+def scored(completion: str, truth: GroundTruth) -> tuple[GeoObject, ...]:
     """The completion's objects that count: those matching no true object and lying on an ignore region (see
     the module docstring) are set aside."""
     dets = predicted(completion)
     if not truth.ignore or not dets:
         return dets
-    ious = _label_iou(dets, truth.objects)
+    ious = _label_iou(dets, truth.objects, truth.size)
     matched = np.zeros(len(dets), dtype=bool)
     if ious.size:
         det_to_gt, _ = match_greedy(ious, ious.max(axis=1), MATCH_IOU)
@@ -161,14 +149,14 @@ def scored(completion: str, truth: GroundTruth) -> tuple[PredictedObject, ...]:
 
 def format_reward(completion: str, truth: GroundTruth) -> float:
     """1.0 when the completion parses completely as the answer format, else 0.0."""
-    parsed = _parsed(completion)
+    parsed = _read(completion)[0]
     return float(parsed.error is None and parsed.junk_chars == 0)
 
 
 def _nothing_to_find(completion: str, truth: GroundTruth) -> float:
     """The reward for an image without objects: 1.0 for a well-formed answer without a prediction that counts
     (`[]`, or only predictions set aside on ignore regions), 0.0 for anything else."""
-    return float(_parsed(completion).error is None and not scored(completion, truth))
+    return float(_read(completion)[0].error is None and not scored(completion, truth))
 
 
 def f1_reward(completion: str, truth: GroundTruth) -> float:
@@ -176,7 +164,7 @@ def f1_reward(completion: str, truth: GroundTruth) -> float:
     dets = scored(completion, truth)
     if not truth.objects:
         return _nothing_to_find(completion, truth)
-    return 2 * len(matches(dets, truth.objects)) / (len(dets) + len(truth.objects))
+    return 2 * len(matches(dets, truth.objects, size=truth.size)) / (len(dets) + len(truth.objects))
 
 
 def iou_reward(completion: str, truth: GroundTruth) -> float:
@@ -185,7 +173,7 @@ def iou_reward(completion: str, truth: GroundTruth) -> float:
     dets = scored(completion, truth)
     if not truth.objects:
         return _nothing_to_find(completion, truth)
-    found = matches(dets, truth.objects)
+    found = matches(dets, truth.objects, size=truth.size)
     return float(np.mean(found)) if found else 0.0
 
 
@@ -194,7 +182,7 @@ def duplicate_penalty(completion: str, truth: GroundTruth) -> float:
     dets = predicted(completion)
     if len(dets) < 2:
         return 0.0
-    ious = _label_iou(dets, dets)
+    ious = _label_iou(dets, dets, truth.size)
     repeats = sum(bool((ious[i, :i] >= DUPLICATE_IOU).any()) for i in range(1, len(dets)))
     return -repeats / len(dets)
 
@@ -206,21 +194,15 @@ def count_penalty(completion: str, truth: GroundTruth) -> float:
 
 def ap50_reward(completion: str, truth: GroundTruth) -> float:
     """AP at IoU 0.5 of this answer alone (mean over the labels), by the project's evaluation
-    (`src.evaluation.metrics.evaluate`), predictions scored 1.0 in answer order."""
-    from src.datasets.contract import GroundingObject, Record, SourceRef
-    from src.evaluation.metrics import evaluate
-
+    (`src.evaluation.metrics.evaluate_images` on the one image), predictions scored 1.0 in answer order."""
     dets = scored(completion, truth)
     if not truth.objects:
         return _nothing_to_find(completion, truth)
     if not dets:
         return 0.0
-    record = Record(image="answer", width=1000, height=1000, summary=None, source=SourceRef(file="answer", line=1),
-                    objects=tuple(GroundingObject(kind=o.kind, points=o.points, desc=o.desc)
-                                  for o in truth.objects))
-    row = {"image": "answer", "objects": [{"kind": o.kind, "points": list(o.points), "desc": o.desc, "score": 1.0}
-                                          for o in dets]}
-    return float(evaluate([row], [record])["mean_over_descs"]["AP50"] or 0.0)
+    image = ImagePair("answer", "answer", dets, truth.objects, np.zeros(len(truth.objects), dtype=bool),
+                      size=truth.size)
+    return float(evaluate_images([image])["mean_over_descs"]["AP50"] or 0.0)
 
 
 Reward = Callable[[str, GroundTruth], float]

@@ -157,7 +157,7 @@ class GroundingEvaluation:
         answered = sorted(((i, line) for part in self.job.gather(list(zip(mine, lines, strict=True)))
                            for i, line in part), key=lambda pair: pair[0])
         lines = [line for _, line in answered]
-        metrics = evaluate([line.to_json() for line in lines], self.records, iou_type=self.iou_type)
+        metrics = evaluate(lines, self.records, iou_type=self.iou_type)  # the lines as they are: no JSON between
         logged = logged_metrics(metrics, lines, time.perf_counter() - start)
         if self.job.is_main:
             folder = self.output_dir / EVAL_PREDICTIONS

@@ -5,7 +5,8 @@ checkpoint guard and the grounding metrics at each evaluation. What differs:
 
 - each row is the question only (system and user turns, as at training and inference) plus two columns
   ms-swift hands to every reward function: `solution` (the reference answer) and `grounding_truth` (its
-  objects, parsed, in the answer's coordinate space: `src.rewards.GroundTruth`);
+  objects in the answer's coordinate space, from the builder's answer codec: a `src.rewards.GroundTruth` object,
+  no text form; its docstring says why ms-swift carries it unchanged);
 - the grounding rewards are registered in ms-swift's `orms` table under their config names, so
   `rlhf.reward_funcs` picks them like ms-swift's own and the logs say `rewards/<name>/mean`.
 """
@@ -22,12 +23,12 @@ from swift.rewards import ORM, orms
 
 from src.config import ProjectConfig
 from src.config.remote_code import apply_remote_code_policy
-from src.datasets.builders import ROW_GEOMETRY_KEY, BaseBuilder
+from src.datasets.builders import BaseBuilder
 from src.datasets.contract import Record
 from src.datasets.images import model_input
 from src.datasets.plan import DataPlan
 from src.datasets.rows import GroundingRowsDataset
-from src.rewards import REWARDS, GroundTruth, ignore_regions, truth_from_answer
+from src.rewards import REWARDS, GroundTruth, truth_for
 from src.training.distributed import Job
 from src.training.pipeline import GroundingSft, naming_the_record
 
@@ -37,8 +38,8 @@ TRUTH_COLUMN = "grounding_truth"
 def _reward_class(name: str, reward) -> type:
     """An ms-swift ORM calling `reward(completion, truth)` per completion; named `name` (its log key)."""
 
-    def __call__(self, completions: list[str], grounding_truth: list[str], **kwargs: Any) -> list[float]:
-        return [float(reward(text or "", GroundTruth.from_json(truth)))
+    def __call__(self, completions: list[str], grounding_truth: list[GroundTruth], **kwargs: Any) -> list[float]:
+        return [float(reward(text or "", truth))
                 for text, truth in zip(completions, grounding_truth, strict=True)]
 
     return type(name, (ORM,), {"__call__": __call__, "__doc__": reward.__doc__})
@@ -67,11 +68,9 @@ class PromptRows:
             raise IndexError(f"index {index} out of range for {len(self)} rows")
         records, focus = self.samples[index]
         row = self.builder.build(records, **focus)
-        answer = row["messages"][-1]["content"]
         return {"messages": row["messages"][:-1], "images": [model_input(image) for image in row["images"]],
-                "solution": answer,
-                TRUTH_COLUMN: truth_from_answer(answer, ignore_regions(row[ROW_GEOMETRY_KEY],
-                                                                       self.builder.emit_norm)).to_json()}
+                "solution": row["messages"][-1]["content"],
+                TRUTH_COLUMN: truth_for(self.builder.focused(records, **focus), self.builder.codec)}
 
 
 class GroundingGrpo(GroundingSft, SwiftRLHF):

@@ -2,18 +2,28 @@
 
 A row is one conversation: a system turn, a user turn holding one `<image>` per record and the prompt
 scheme's question, and (for training) the assistant's answer. The pixel geometry rides along on the
-row (`geometry_px`, JSON text) so checks can compare the encoded labels with it, and `source` names the
-records' file:line. Subclasses write `answer`; the registry in `__init__.py` names them.
+row (`geometry_px`) so checks can compare the encoded labels with it, and `source` names the records'
+file:line. Subclasses write `answer`, with the builder's answer codec (`codec`, src/datasets/builders/codec.py)
+when it holds coordinates; the registry in `__init__.py` names them.
+
+`geometry_px` is JSON text because a row must stay plain data: ms-swift encodes rows up front from a
+`datasets.Dataset` (`src.datasets.rows.arrow_rows`: packing, the pre-encoded cache), `swift_rows` writes them
+as JSONL for `swift infer`, and the health check runs on the rows that come back out of Arrow. It is
+written by `geometry_payload` and read by `row_geometry` only.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from src.config.prompts import PromptScheme
 from src.datasets.contract import Record
+from src.datasets.objects import GeoObject
+
+from .codec import AnswerCodec
 
 ROW_GEOMETRY_KEY = "geometry_px"
 ROW_SOURCE_KEY = "source"
@@ -28,6 +38,24 @@ def geometry_payload(records: Sequence[Record]) -> str:
                       **({"ignore": True} if o.ignore else {})} for o in r.objects]}
         for i, r in enumerate(records, start=1)
     ], ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageGeometry:
+    """One image of a row's pixel geometry: its 1-based index in the turn, its size, its objects in pixels."""
+
+    image: int
+    width: int
+    height: int
+    objects: tuple[GeoObject, ...]
+
+
+def row_geometry(row: dict[str, Any]) -> list[ImageGeometry]:
+    """The pixel geometry of a row (`ROW_GEOMETRY_KEY`), read back as `geometry_payload` wrote it: the inverse."""
+    return [ImageGeometry(image["image"], image["width"], image["height"],
+                          tuple(GeoObject(o["kind"], tuple(o["points"]), o["desc"], ignore=bool(o.get("ignore")))
+                                for o in image["objects"]))
+            for image in json.loads(row[ROW_GEOMETRY_KEY])]
 
 
 class BaseBuilder:
@@ -45,6 +73,8 @@ class BaseBuilder:
         self.scheme = scheme
         self.emit_norm = emit_norm
         self.object_order = object_order
+        self.codec = AnswerCodec(emit_norm, object_order)
+        """Writes this builder's answers and reads them back (src/datasets/builders/codec.py)."""
 
     def check_records(self, records: Sequence[Record]) -> None:
         """Raise ConfigError when some of `records` cannot be answered by this builder (checked before a

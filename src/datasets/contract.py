@@ -46,6 +46,7 @@ import orjson
 
 from . import kinds
 from .images import ImageError, image_size, load_image
+from .objects import GeoObject
 
 __all__ = [
     "CLAMP_TOLERANCE_PX",
@@ -93,8 +94,10 @@ NO_VALUE: Any = _NoValue()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GroundingObject:
-    """One annotated object: its geometry (a kind of the registry) in pixels, and its description."""
+class GroundingObject(GeoObject):
+    """One annotated object: its geometry (a kind of the registry) in pixels, and its description. It is the
+    object record of src/datasets/objects.py (what predictions, metrics and rewards use too) with the
+    contract's rules: a registered kind with its count of values, a desc unless it is an ignore region."""
 
     kind: GeometryKind
     """The geometry's key in the registry (`src.datasets.kinds`), which says what `points` hold."""

@@ -297,3 +297,28 @@ def test_cli_usage_errors(tmp_path, capsys):
     assert run_cli(ann, images, tmp_path / "o.jsonl") == 2
     assert "not valid JSON" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_polygons_mode_keeps_single_polygon_masks_as_polygons(tmp_path, capsys):
+    """--polygons polygon: a single polygon of 3 or more points becomes a polygon in canonical order (its
+    4-point ones too); several parts, RLE and a polygon that crosses itself keep their bbox, counted."""
+    ann, images = coco_fixture(tmp_path)
+    coco = json.loads(ann.read_text())
+    coco["annotations"].append({"id": 17, "image_id": 1, "category_id": 2, "bbox": [40, 10, 10, 10],
+                                "segmentation": [[40, 10, 50, 20, 50, 10, 40, 20]]})  # a bow-tie
+    ann.write_text(json.dumps(coco))
+    out = tmp_path / "polygons.jsonl"
+    assert run_cli(ann, images, out, "--polygons", "polygon") == 0
+    text = capsys.readouterr().out
+    assert "objects: 3 bbox_2d, 0 quad, 3 polygon" in text
+    assert "single polygons -> polygon: 3" in text and "polygons not a proper polygon -> bbox: 1" in text
+    assert "RLE masks -> bbox: 1" in text
+    records, problems = load_records(out, check_image=True)
+    assert problems == []
+    a, b, _ = records
+    assert [(o.kind, o.points) for o in a.objects] == [
+        ("polygon", (2.0, 3.0, 12.0, 3.0, 12.0, 8.0, 2.0, 8.0, 2.0, 5.0)),  # already clockwise from (2, 3)
+        ("polygon", (20.0, 10.0, 30.0, 10.0, 30.0, 20.0, 20.0, 20.0)),  # counter-clockwise in the file
+        ("bbox_2d", (40.0, 10.0, 50.0, 20.0)),
+    ]
+    assert [(o.kind, o.ignore) for o in b.objects] == [("bbox_2d", True), ("polygon", True), ("bbox_2d", False)]

@@ -111,7 +111,7 @@ def _validate_file(path: str, check_images: bool, revalidate: bool) -> tuple[int
     total = len(records) + invalid
     print(
         f"{os.path.abspath(path)}: {total} records, {len(records)} valid, {invalid} invalid; "
-        f"objects in valid records: {kinds['bbox_2d']} bbox_2d, {kinds['quad']} quad ({ignored} of them ignore "
+        f"objects in valid records: {', '.join(f'{n} {k}' for k, n in kinds.items())} ({ignored} of them ignore "
         f"regions; {len(all_ignored(records))} records of only ignore regions, not trained); "
         f"{clamped} coordinates clamped (within 1 px)"
     )
@@ -202,16 +202,18 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
         help="COCO detection JSON",
         description="COCO detection JSON -> JSONL: category names become desc (category_id and supercategory "
         "ride along), bbox becomes bbox_2d; masks stay boxes unless --polygons quad (a single 4-point polygon "
-        "then becomes a quad); iscrowd regions become ignore regions; image ids '2299' and 2299 match. "
+        "then becomes a quad) or --polygons polygon (a single polygon of 3 or more points becomes a polygon); "
+        "iscrowd regions become ignore regions; image ids '2299' and 2299 match. "
         "Image sizes are checked against the files; a mismatched or missing image is skipped. The summary "
         "counts every change.",
     )
     coco.add_argument("--ann", type=Path, required=True, metavar="FILE.json", help="COCO annotation file")
     coco.add_argument("--images", type=Path, required=True, metavar="DIR", help="directory of the file_names")
     coco.add_argument("--out", type=Path, required=True, metavar="OUT.jsonl", help="JSONL to write")
-    coco.add_argument("--polygons", choices=["bbox", "quad"], default="bbox",
+    coco.add_argument("--polygons", choices=["bbox", "quad", "polygon"], default="bbox",
                       help="bbox (default): every object as its COCO bbox; quad: a single 4-point polygon mask as a "
-                           "quad, other masks as their bbox")
+                           "quad, other masks as their bbox; polygon: a single polygon mask (3 or more points) as a "
+                           "polygon, other masks as their bbox")
     coco.add_argument("--overwrite", action="store_true", help="replace OUT.jsonl if it exists")
     coco.set_defaults(handler=_run_convert_coco)
     icdar = formats.add_parser(

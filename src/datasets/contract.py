@@ -45,6 +45,7 @@ import numpy as np
 import orjson
 
 from . import kinds
+from .geometry import json_number
 from .images import ImageError, image_size, load_image
 from .objects import GeoObject
 
@@ -519,14 +520,10 @@ def check_image_file(image: str, width: int | None, height: int | None, *, decod
 # ---------------------------------------------------------------------------- writing
 
 
-def _json_number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else float(value)
-
-
 def object_to_json(obj: GroundingObject) -> dict[str, Any]:
     """The JSONL object for one object: geometry, desc (left out when empty), and ``ignore``/``category_id``/
     ``supercategory`` only when set. Integral coordinates are written as ints."""
-    out: dict[str, Any] = {obj.kind: [_json_number(v) for v in obj.points]}
+    out: dict[str, Any] = {obj.kind: [json_number(v) for v in obj.points]}
     if obj.desc:
         out["desc"] = obj.desc
     if obj.ignore:

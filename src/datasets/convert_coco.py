@@ -11,7 +11,10 @@
   single polygon of exactly 4 points becomes a ``quad`` in canonical vertex order, and any other
   mask (more points, several parts, RLE) keeps its bbox. Each kind of reduction is counted; a
   4-point polygon that is not a proper quad (a bow-tie, or more than 1 px outside the image) keeps
-  its bbox too, and is counted;
+  its bbox too, and is counted. With ``polygons="polygon"`` a ``segmentation`` that is a single polygon of
+  3 or more points becomes a ``polygon`` in canonical vertex order (the polygon kind's rules decide; one
+  that is not a proper polygon, or more than 1 px outside the image, keeps its bbox, counted); several
+  parts and RLE keep their bbox, counted;
 * a crowd annotation (``iscrowd: 1``) becomes an ignore region (``"ignore": true``) with the same
   geometry rule; an annotation's own ``ignore`` field is disregarded, as pycocotools does;
 * ids are matched by value across JSON types: an image id ``"2299"`` (a string of a decimal integer)
@@ -41,16 +44,19 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import kinds as geometry_kinds
 from .contract import CLAMP_TOLERANCE_PX
-from .geometry import canonical_quad8, is_finite_number, quad_is_valid
+from .geometry import is_finite_number, json_number
 from .images import ImageError, image_size
 
 __all__ = ["POLYGON_MODES", "CocoConversion", "coco_to_records", "convert_coco_file"]
 
-PolygonMode = Literal["bbox", "quad"]
-POLYGON_MODES: tuple[str, ...] = ("bbox", "quad")
+PolygonMode = Literal["bbox", "quad", "polygon"]
+POLYGON_MODES: tuple[str, ...] = ("bbox", "quad", "polygon")
 """How masks are written: ``bbox`` (default) every object as its COCO bbox; ``quad`` a single 4-point
-polygon as a quad, every other mask as its bbox."""
+polygon as a quad, every other mask as its bbox; ``polygon`` a single polygon of 3 or more points as a
+polygon, every other mask as its bbox."""
+_BOX, _QUAD, _POLYGON = "bbox_2d", "quad", "polygon"  # the geometry kinds (src/datasets/kinds/) COCO gives
 
 SizeFn = Callable[[Path], tuple[int, int]]
 """``(width, height)`` of an image file as displayed; raises :class:`ImageError` if unreadable."""
@@ -69,7 +75,7 @@ class _Skip:
 class _Converted:
     records: list[dict] = field(default_factory=list)
     skips: list[_Skip] = field(default_factory=list)
-    # Counts that are not skips: "quad", "bbox_2d" and the change notes (CROWD, POLYGON_BBOX, ...)
+    # Counts that are not skips: each geometry kind's key and the change notes (CROWD, POLYGON_BBOX, ...)
     notes: Counter = field(default_factory=Counter)
 
 
@@ -91,6 +97,8 @@ MANY_POINTS = "polygons of more than 4 points -> bbox"
 MULTI_PART = "masks of several polygons -> bbox"
 RLE = "RLE masks -> bbox"
 BAD_QUAD = "4-point polygons not a proper quad -> bbox"
+POLYGON = "single polygons -> polygon"
+BAD_POLYGON = "polygons not a proper polygon -> bbox"
 CLAMPED = "coordinates clamped (within 1 px)"
 EMPTY = "images without annotations (objects: [])"
 MIXED_IDS = "image ids matched across string/integer types"
@@ -109,10 +117,6 @@ def _key(value: object) -> int | str | None:
 def _shown(value: object) -> str:
     """An id with its JSON type, so '2299' (str) and 2299 (int) are told apart."""
     return f"{value!r} ({type(value).__name__})"
-
-
-def _json_number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else float(value)
 
 
 def _decimal_sum(a: float, b: float) -> float:
@@ -148,6 +152,14 @@ def _mask_kind(segmentation: object) -> str | None:
 def _quad_from(segmentation: object) -> np.ndarray | None:
     """The 8 values of a segmentation that is exactly one 4-point polygon of finite numbers, else ``None``."""
     if _mask_kind(segmentation) != "quad" or not all(is_finite_number(v) for v in segmentation[0]):
+        return None
+    return np.array(segmentation[0], dtype=np.float64)
+
+
+def _polygon_from(segmentation: object) -> np.ndarray | None:
+    """The values of a segmentation that is exactly one polygon of 3 or more points of finite numbers, else
+    ``None``."""
+    if _mask_kind(segmentation) not in ("quad", "many") or not all(is_finite_number(v) for v in segmentation[0]):
         return None
     return np.array(segmentation[0], dtype=np.float64)
 
@@ -237,18 +249,22 @@ class _Converter:
         crowd = bool(ann.get("iscrowd"))
         extra = {**keys, "ignore": True} if crowd else keys
         mask = _mask_kind(ann.get("segmentation"))
-        quad = _quad_from(ann.get("segmentation")) if self.polygons == "quad" else None
-        obj = self.quad_object(quad, width, height, extra) if quad is not None else None
+        shape = (_quad_from(ann.get("segmentation")) if self.polygons == "quad" else
+                 _polygon_from(ann.get("segmentation")) if self.polygons == "polygon" else None)
+        kind = _QUAD if self.polygons == "quad" else _POLYGON
+        obj = self.kind_object(kind, shape, width, height, extra) if shape is not None else None
         if obj is None:
             obj = self.box_object(bbox, width, height, extra, where)
         if obj is None:
             return None
         self.result.notes[CROWD] += crowd
-        if "quad" in obj:
-            self.result.notes[QUAD] += 1
+        if _BOX not in obj:
+            self.result.notes[QUAD if kind == _QUAD else POLYGON] += 1
         elif self.polygons == "bbox" and mask in ("quad", "many", "parts"):
             self.result.notes[POLYGON_BBOX] += 1
             self.result.notes[FOUR_POINT_BBOX] += mask == "quad"
+        elif mask is not None and self.polygons == "polygon":
+            self.result.notes[{"quad": BAD_POLYGON, "many": BAD_POLYGON, "parts": MULTI_PART, "rle": RLE}[mask]] += 1
         elif mask is not None:
             reason = {"quad": BAD_QUAD, "many": MANY_POINTS, "parts": MULTI_PART, "rle": RLE}[mask]
             self.result.notes[reason] += 1
@@ -262,20 +278,23 @@ class _Converter:
             self.skip("annotation", where, f"bbox outside the image by more than {CLAMP_TOLERANCE_PX:g} px", detail)
             return None
         points, moved = clamped
-        if points[2] <= points[0] or points[3] <= points[1]:
+        if geometry_kinds.get(_BOX).problem(points) is not None:
             self.skip("annotation", where, "zero-area bbox after clamping to the image", f" (bbox {bbox})")
             return None
         self.result.notes[CLAMPED] += moved
-        return {"bbox_2d": [_json_number(v) for v in points], **keys}
+        return {_BOX: [json_number(v) for v in points], **keys}
 
-    def quad_object(self, quad: np.ndarray, width: int, height: int, keys: dict) -> dict | None:
-        clamped = _clamp(quad, width, height)
-        if clamped is None or quad_is_valid(clamped[0]) is not None:
+    def kind_object(self, key: str, values: np.ndarray, width: int, height: int, keys: dict) -> dict | None:
+        """The object of geometry kind `key` (a mask's polygon), clamped and in the kind's stored order, or None
+        when the kind's rules refuse it or it lies more than the tolerance outside the image."""
+        kind = geometry_kinds.get(key)
+        clamped = _clamp(values, width, height)
+        if clamped is None or kind.problem(clamped[0]) is not None:
             return None
         points, moved = clamped
         self.result.notes[CLAMPED] += moved
-        ordered = canonical_quad8(points[None])[0] + 0.0  # +0.0: no -0.0 in the output
-        return {"quad": [_json_number(v) for v in ordered], **keys}
+        ordered = kind.canonical(points[None])[0] + 0.0  # +0.0: no -0.0 in the output
+        return {key: [json_number(v) for v in ordered], **keys}
 
     # ------------------------------------------------------------------ all
 
@@ -324,13 +343,14 @@ class _Converter:
                 self.result.notes[MIXED_IDS] += type(raw_id) is not id_types[image_id]
         self.result.records = list(records.values())
         self.result.notes[EMPTY] += sum(not r["objects"] for r in self.result.records)
-        kinds = Counter("quad" if "quad" in obj else "bbox_2d" for r in self.result.records for obj in r["objects"])
+        kinds = Counter(next(k for k in obj if k in geometry_kinds.KINDS)
+                        for r in self.result.records for obj in r["objects"])
         self.result.notes.update(kinds)
         return self.result
 
 
-_NOTE_ORDER = (CROWD, POLYGON_BBOX, FOUR_POINT_BBOX, QUAD, MANY_POINTS, MULTI_PART, RLE, BAD_QUAD, CLAMPED, EMPTY,
-               MIXED_IDS)
+_NOTE_ORDER = (CROWD, POLYGON_BBOX, FOUR_POINT_BBOX, QUAD, POLYGON, MANY_POINTS, MULTI_PART, RLE, BAD_QUAD,
+               BAD_POLYGON, CLAMPED, EMPTY, MIXED_IDS)
 
 
 def _check_coco(coco: object) -> None:
@@ -378,7 +398,7 @@ class CocoConversion:
     images_written: int
     images_skipped: int
     objects_by_kind: dict[str, int]
-    """``{"bbox_2d": n, "quad": m}``."""
+    """``{"bbox_2d": n, "quad": m}``, and ``"polygon"`` with ``polygons="polygon"``."""
     annotations_skipped: dict[str, int]
     """Skipped annotations by reason (``"image skipped"``: their image was skipped)."""
     notes: dict[str, int]
@@ -393,7 +413,7 @@ class CocoConversion:
 
     def summary(self) -> str:
         """A few lines for the terminal."""
-        kinds = ", ".join(f"{self.objects_by_kind.get(k, 0)} {k}" for k in ("bbox_2d", "quad"))
+        kinds = ", ".join(f"{count} {k}" for k, count in self.objects_by_kind.items())
         lines = [
             f"wrote {self.images_written} records to {self.out}; images skipped: {self.images_skipped}",
             f"objects: {kinds}",
@@ -445,7 +465,8 @@ def convert_coco_file(
     os.replace(partial, target)
     n_images = len(coco["images"])
     notes = dict(result.notes)
-    objects = {kind: notes.pop(kind, 0) for kind in ("bbox_2d", "quad")}
+    written = (_BOX, _QUAD, _POLYGON) if polygons == "polygon" else (_BOX, _QUAD)
+    objects = {kind: notes.pop(kind, 0) for kind in written}
     return CocoConversion(
         out=str(target),
         images_written=len(result.records),

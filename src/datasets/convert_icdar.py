@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import kinds as geometry_kinds
 from .contract import CLAMP_TOLERANCE_PX
-from .geometry import canonical_quad8, quad8_to_xyxy, quad_is_valid
+from .geometry import json_number
 from .images import ImageError, image_size
 
 __all__ = ["IGNORE_TEXT", "IMAGE_SUFFIXES", "IcdarConversion", "IcdarRecords", "convert_icdar_file", "gt_files",
@@ -96,8 +97,7 @@ def _number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _json_number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else float(value)
+_QUAD, _BOX = geometry_kinds.get("quad"), geometry_kinds.get("bbox_2d")  # an ICDAR line: a quad, else its box
 
 
 def _line_object(fields: list[str], width: int, height: int, desc: str,
@@ -118,13 +118,13 @@ def _line_object(fields: list[str], width: int, height: int, desc: str,
         if not desc.strip():
             return None, "empty description (the transcription is empty and --desc is '{text}')"
     obj: dict
-    if quad_is_valid(clamped) is None:
-        obj = {"quad": [_json_number(v) for v in canonical_quad8(clamped[None])[0] + 0.0]}
+    if _QUAD.problem(clamped) is None:
+        obj = {_QUAD.key: [json_number(v) for v in _QUAD.canonical(clamped[None])[0] + 0.0]}
     else:
-        box = quad8_to_xyxy(clamped[None])[0] + 0.0
-        if box[2] <= box[0] or box[3] <= box[1]:
+        box = _QUAD.xyxy(clamped[None])[0] + 0.0
+        if _BOX.problem(box) is not None:
             return None, "zero-area region"
-        obj = {"bbox_2d": [_json_number(v) for v in box]}
+        obj = {_BOX.key: [json_number(v) for v in box]}
         notes[NOT_A_QUAD] += 1
     notes[CLAMPED] += int(np.count_nonzero(clamped != points))
     if ignore:

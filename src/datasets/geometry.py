@@ -43,6 +43,7 @@ __all__ = [
     "clamp_points",
     "crop_points",
     "hflip_points",
+    "json_number",
     "norm_to_pixel",
     "pixel_to_norm",
     "points_xyxy",
@@ -67,6 +68,11 @@ __all__ = [
 def is_finite_number(value: object) -> bool:
     """True for an int or float (not a bool) that is finite: a usable coordinate or score."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def json_number(value: float) -> int | float:
+    """A coordinate as written to JSON: an int when it is integral (``3.0`` -> ``3``), else the float."""
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def _as_points(points: object, name: str = "points") -> np.ndarray:

@@ -18,11 +18,10 @@ from pathlib import Path
 from src.cli import EXIT_OK, UsageError, add_config_args, add_overwrite_arg, make_parser, refuse_existing, run_main
 from src.config.jsonl import files_to_read
 from src.datasets.loading import load_shards
-from src.datasets.plan import make_preprocessor
-from src.datasets.run_config import load_config_for_run
 from src.evaluation.coco_files import coco_ids_for, coco_results, write_coco_results
 from src.inference.engine import DEFAULT_BATCH_SIZE, choose_engine, make_engine, model_and_adapters, predict
 from src.inference.predictions import write_predictions
+from src.training.resolve import resolve_run
 
 
 def positive_int(text: str) -> int:
@@ -82,7 +81,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     refuse_existing(args.out, args.overwrite, "predictions",
                     {"--config": args.config, "--base_config": args.base_config})
-    cfg = load_config_for_run(args.config, args.base_config, check_paths=False)
+    run = resolve_run(args.config, args.base_config, check_paths=False)  # every rule once; its builder below
+    cfg = run.cfg
     files = files_to_read(args.jsonl, cfg.custom.val_jsonl, "custom.val_jsonl")
     records_read = {f"{'--jsonl' if args.jsonl else 'custom.val_jsonl'} ({f})": f for f in files}
     refuse_existing(args.out, True, "predictions", records_read)  # only the same-path check: --overwrite was above
@@ -103,7 +103,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                                     torch.cuda.is_available())
     except ValueError as err:  # vllm asked for where it cannot run
         raise UsageError(str(err)) from None
-    builder = make_preprocessor(cfg).builder
+    builder = run.builder
     engine = make_engine(engine_name, cfg, args.checkpoint, args.batch_size, args.max_new_tokens,
                          args.gpu_memory_utilization, args.tensor_parallel_size)
     lines = predict(records, builder, engine, args.max_new_tokens, cfg.custom.emit_norm, batch_size=args.batch_size)

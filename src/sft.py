@@ -37,8 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(run, job: Job) -> None:
-    from src.datasets.augment import parse_augment_ops
-
     if run.kwargs.get("use_cpu") and not run.kwargs.get("deepspeed"):
         from src.training.cpu_memory import keep_freed_memory
 
@@ -53,7 +51,7 @@ def _train(run, job: Job) -> None:
     else:
         from src.training.pipeline import run_training  # heavy: torch, transformers, ms-swift
 
-        result = run_training(run.kwargs, run.cfg, run.plan, parse_augment_ops(run.cfg.custom.augment), job)
+        result = run_training(run.kwargs, run.cfg, run.plan, run.augment_ops, job)
     if not job.is_main:
         return
     from src.training.curves import plot_loss_curves

@@ -92,3 +92,55 @@ def test_no_import_cycles():
         if module not in state:
             visit(module, [module])
     assert cycles == []
+
+
+def _calls(path: Path) -> set[str]:
+    """The names of the functions `path` calls (`f(...)` and `x.f(...)`)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            found.add(func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else "")
+    return found
+
+
+# Each piece of a resolved run is derived in these modules only (src/training/resolve.py `resolve_run`, through
+# the data layer's `load_run`); every other module reads the `ResolvedRun`.
+DERIVED_ONCE = {
+    "to_sft_kwargs": {"src.training.resolve"},  # ms-swift's arguments: the config's translation ...
+    "with_plugin": {"src.training.resolve"},  # ... with the image budget's plugin
+    "vision_settings": {"src.training.resolve"},  # the image settings
+    "parse_augment_ops": {"src.datasets.run_config"},  # the augmentation operations
+    "make_preprocessor": {"src.datasets.run_config", "src.datasets.plan"},  # the builder (plan: a config alone)
+    "load_run": {"src.training.resolve", "src.datasets.run_config"},
+    "reinforcement_problems": {"src.training.resolve"},  # stage 3's rules, with every other rule
+    # the config: the data layer's load, `python -m src.config get`, and the data tools' lenient read of the
+    # input paths that no output may replace
+    "load_project_config": {"src.config", "src.config.__main__", "src.datasets.run_config", "src.datasets.__main__"},
+}
+
+
+def test_each_piece_of_a_run_is_derived_in_one_place():
+    modules = {_module_name(p): p for p in SRC.rglob("*.py")}
+    wrong = sorted(f"{module} calls {name}() (derived only in {', '.join(sorted(allowed))})"
+                   for module, path in modules.items() for name, allowed in DERIVED_ONCE.items()
+                   if name in _calls(path) and module not in allowed)
+    assert wrong == []
+
+
+def test_a_config_value_goes_only_downwards_from_the_training_entry_to_ms_swift():
+    """src/sft.py -> training/setup.py -> training/resolve.py -> datasets/run_config.py -> config/: each module on
+    the path imports only its own layer or lower ones, and nothing below training imports training."""
+    graph = _graph()
+    path = ["src.sft", "src.training.setup", "src.training.resolve", "src.datasets.run_config", "src.config"]
+    for upper, lower in zip(path, path[1:], strict=False):
+        assert lower in graph[upper] or any(m.startswith(lower + ".") for m in graph[upper]), (upper, lower)
+        assert _layer(lower) <= _layer(upper)
+    below_training = [m for m in graph if m != "src" and _layer(m) < LAYERS["training"]]
+    climbing = sorted(f"{m} imports {t}" for m in below_training for t in graph[m] if t.startswith("src.training"))
+    assert climbing == []
+
+
+def test_cli_imports_only_the_config_layer():
+    """The user errors share one base class in src/config/errors.py: src/cli.py needs nothing above it."""
+    assert {m for m in _graph()["src.cli"] if not m.startswith("src.config")} == set()

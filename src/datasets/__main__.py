@@ -239,10 +239,12 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_render(args: argparse.Namespace) -> int:
+    from src.training.resolve import resolve_run
+
     from .render import render
 
     refuse_existing(args.out, args.overwrite, "render", _config_inputs(args))
-    result = render(args.config, args.out, base_config=args.base_config, split=args.split, limit=args.limit,
+    result = render(resolve_run(args.config, args.base_config), args.out, split=args.split, limit=args.limit,
                     augment=args.augment, track=functools.partial(progress, desc="rendering", unit="sample"))
     print(f"rendered {result['samples']} sample(s) to {result['out']}")
     print(f"records (draw them: python -m src.vis --gt {result['records']} --out DIR): {result['records']}")
@@ -267,10 +269,12 @@ def _add_render(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_stats(args: argparse.Namespace) -> int:
+    from src.training.resolve import resolve_run
+
     from .render import stats
 
     refuse_existing(args.out, args.overwrite, "stats", _config_inputs(args))
-    result = stats(args.config, args.out, base_config=args.base_config, split=args.split, limit=args.limit,
+    result = stats(resolve_run(args.config, args.base_config), args.out, split=args.split, limit=args.limit,
                    track=functools.partial(progress, desc="encoding", unit="sample"))
     lengths = result["token_length"]
     print(f"records: {result['records']}, objects: {result['objects']}, ignore regions: {result['ignore_regions']}; "
@@ -294,11 +298,12 @@ def _add_stats(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_cache(args: argparse.Namespace) -> int:
+    from src.training.resolve import resolve_run
+
     from .cache import build_cache
-    from .run_config import load_config_for_run
 
     refuse_existing(args.out, args.overwrite, "cache", _config_inputs(args))
-    result = build_cache(load_config_for_run(args.config, args.base_config), args.out)
+    result = build_cache(resolve_run(args.config, args.base_config), args.out)
     print(f"cached {result['train_rows']} train and {result['val_rows']} val rows in {result['out']}")
     print(f"use it: custom: {{cached_dataset: {result['out']}}}")
     return EXIT_OK
@@ -314,16 +319,16 @@ def _add_cache(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_rows(args: argparse.Namespace) -> int:
     from src.config.jsonl import files_to_read
+    from src.training.resolve import resolve_run
 
     from .columns import RecordSubset, all_ignored
     from .loading import load_shards
-    from .plan import make_preprocessor
-    from .run_config import load_config_for_run
     from .swift_rows import upright_dir, write_swift_rows
 
     refuse_existing(args.out, args.overwrite, "rows", {**_config_inputs(args), "--jsonl": args.jsonl})
     refuse_existing(upright_dir(args.out), args.overwrite, "upright images of the rows")
-    cfg = load_config_for_run(args.config, args.base_config, check_paths=False)
+    run = resolve_run(args.config, args.base_config, check_paths=False)
+    cfg = run.cfg
     key, value = (("custom.train_jsonl", cfg.custom.train_jsonl) if args.split == "train"
                   else ("custom.val_jsonl", cfg.custom.val_jsonl))
     records = load_shards(files_to_read(args.jsonl, value, key), cfg.custom.bad_records)[1][: args.limit]
@@ -332,7 +337,7 @@ def _run_rows(args: argparse.Namespace) -> int:
         print(f"{len(ignored)} record(s) left out, all objects ignored: "
               + ", ".join(str(records[int(i)].source) for i in ignored[:20]) + (" ..." if len(ignored) > 20 else ""))
         records = RecordSubset(records, ignored)
-    result = write_swift_rows(records, make_preprocessor(cfg).builder, args.out, with_answer=not args.no_answer)
+    result = write_swift_rows(records, run.builder, args.out, with_answer=not args.no_answer)
     print(f"wrote {result['rows']} ms-swift row(s) for {result['records']} record(s) to {result['out']}")
     if result["upright_copies"]:
         print(f"{result['upright_copies']} image(s) with an EXIF turn or not RGB, written upright to "

@@ -9,9 +9,10 @@ from typing import Any
 
 from src.config import ConfigError, ProjectConfig
 from src.config.jsonl import jsonl_files
-from src.config.prompts import get_prompt_scheme
-from src.config.rules import evaluation_on, where
-from src.datasets.builders import BaseBuilder, make_builder
+from src.config.prompts import PROMPT_SCHEMES, get_prompt_scheme
+from src.config.rules import evaluation_on
+from src.config.schema import where
+from src.datasets.builders import BUILDERS, BaseBuilder, make_builder
 from src.datasets.columns import RecordSubset, all_ignored
 from src.datasets.contract import Record
 from src.datasets.loading import LoadedSplit, load_shards
@@ -68,6 +69,12 @@ def data_seed(cfg: ProjectConfig) -> int:
     return int(cfg.swift.get("data_seed", 42))
 
 
+def answers_with_geometry(scheme: str) -> bool:
+    """True when the prompt scheme called `scheme` is answered by a builder whose answers hold coordinates (the
+    builder's own `answers_with_geometry`): the one place this is decided."""
+    return BUILDERS[PROMPT_SCHEMES[scheme].builder].answers_with_geometry
+
+
 def make_preprocessor(cfg: ProjectConfig) -> BasePreprocessor:
     """The preprocessor (prompt scheme, builder, grouping) a config describes; shared by training and inference."""
     scheme = get_prompt_scheme(cfg.prompts.scheme, system=cfg.prompts.system, user=cfg.prompts.user)
@@ -95,12 +102,14 @@ def _eval_records(cfg: ProjectConfig, records: Sequence[Record]) -> list[Record]
     return pick_eval_records(records, n, cfg.eval.pick, data_seed(cfg))
 
 
-def plan_data(cfg: ProjectConfig, *, store: VerdictStore | None = None, revalidate: bool = False) -> DataPlan:
-    """Load and validate every record the config names and plan its samples. Raises DataError under `error`
-    and ConfigError when the builder cannot answer a record (a summary scheme over records without one).
+def plan_data(cfg: ProjectConfig, *, preprocessor: BasePreprocessor | None = None, store: VerdictStore | None = None,
+              revalidate: bool = False) -> DataPlan:
+    """Load and validate every record the config names and plan its samples with `preprocessor` (the run's,
+    as resolved once; a caller holding only a config gets `make_preprocessor(cfg)`). Raises DataError under
+    `error` and ConfigError when the builder cannot answer a record (a summary scheme over records without one).
 
     With a verdict store, unchanged files are not validated again (src/datasets/verdicts.py)."""
-    preprocessor = make_preprocessor(cfg)
+    preprocessor = preprocessor or make_preprocessor(cfg)
     plan = DataPlan(builder=preprocessor.builder)
     for key, value in (("custom.train_jsonl", cfg.custom.train_jsonl), ("custom.val_jsonl", cfg.custom.val_jsonl)):
         if not value:

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from src.config import ConfigError
+from src.config.schema import where
 from src.datasets.health import check_sample
 from src.datasets.plan import data_seed, plan_data
 from src.datasets.rows import GroundingRowsDataset
-from src.datasets.run_config import load_config_for_run
+from src.datasets.run_config import LoadedRun
 
 from .builders import ROW_GEOMETRY_KEY, ROW_SOURCE_KEY
 from .contract import Record
@@ -34,24 +35,23 @@ def _template_for(cfg):
     return template, processor
 
 
-def _dataset(cfg, plan, split: str, augment: bool) -> GroundingRowsDataset:
-    from .augment import parse_augment_ops
-
+def _dataset(run: LoadedRun, plan, split: str, augment: bool) -> GroundingRowsDataset:
     samples = plan.train_samples if split == "train" else plan.val_samples
-    ops = parse_augment_ops(cfg.custom.augment) if augment else []
-    prob = cfg.custom.augment_prob if augment else 0.0
+    ops = run.augment_ops if augment else []
+    prob = run.cfg.custom.augment_prob if augment else 0.0
     return GroundingRowsDataset(samples, plan.builder, augment_ops=ops, augment_prob=prob,
-                                seed=data_seed(cfg))
+                                seed=data_seed(run.cfg))
 
 
-def prepare(config: Path, split: str, augment: bool, base_config: Path | None = None):
-    """(cfg, plan, dataset, template, processor) for a config's split, env applied, offline."""
-    cfg = load_config_for_run(config, base_config)
-    plan = plan_data(cfg)
+def prepare(run: LoadedRun, split: str, augment: bool):
+    """(cfg, plan, dataset, template, processor) for a split of a run resolved once (env applied, offline)."""
+    cfg = run.cfg
+    plan = plan_data(cfg, preprocessor=run.preprocessor)
     if split == "val" and not plan.val_samples:
-        raise ConfigError(f"{config}: no validation records (custom.val_jsonl is not set)")
+        raise ConfigError(f"{where(cfg, 'custom.val_jsonl')}no validation records (`custom.val_jsonl` is not set): "
+                          f"set it, or render `--split train`")
     template, processor = _template_for(cfg)
-    return cfg, plan, _dataset(cfg, plan, split, augment), template, processor
+    return cfg, plan, _dataset(run, plan, split, augment), template, processor
 
 
 def image_tokens_per_image(encoded: dict[str, Any], merge_size: int) -> list[int]:
@@ -77,12 +77,12 @@ def _save_images(images: list, index: int, image_dir: Path) -> list[str]:
     return paths
 
 
-def render(config: Path, out: Path, *, base_config: Path | None = None, split: str = "train", limit: int = 20,
-           augment: bool = False, track: Callable[[Iterable], Iterable] | None = None) -> dict:
-    """Write one JSON line per sample to `out` and the samples' records (images saved beside `out`)
-    to `<out stem>.records.jsonl`, drawable with `python -m src.vis --gt`. Returns counts.
-    `track` wraps the loop over samples (a progress bar)."""
-    cfg, _, dataset, template, processor = prepare(config, split, augment, base_config)
+def render(run: LoadedRun, out: Path, *, split: str = "train", limit: int = 20, augment: bool = False,
+           track: Callable[[Iterable], Iterable] | None = None) -> dict:
+    """Write one JSON line per sample of `run` (its config, builder and augmentation as resolved once) to `out`
+    and the samples' records (images saved beside `out`) to `<out stem>.records.jsonl`, drawable with
+    `python -m src.vis --gt`. Returns counts. `track` wraps the loop over samples (a progress bar)."""
+    cfg, _, dataset, template, processor = prepare(run, split, augment)
     tokenizer, merge_size = processor.tokenizer, processor.image_processor.merge_size
     image_dir = out.parent / f"{out.stem}_images"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -175,11 +175,11 @@ def dataset_stats(records: list[Record], token_lengths: list[int], max_length: i
     }
 
 
-def stats(config: Path, out_dir: Path, *, base_config: Path | None = None, split: str = "train",
-          limit: int | None = None, track: Callable[[Iterable], Iterable] | None = None) -> dict[str, Any]:
-    """Compute `dataset_stats` for a split (encoding up to `limit` samples), write stats.json and histograms.
-    `track` wraps the encoding loop (a progress bar)."""
-    cfg, plan, dataset, template, _ = prepare(config, split, augment=False, base_config=base_config)
+def stats(run: LoadedRun, out_dir: Path, *, split: str = "train", limit: int | None = None,
+          track: Callable[[Iterable], Iterable] | None = None) -> dict[str, Any]:
+    """Compute `dataset_stats` for a split of `run` (encoding up to `limit` samples), write stats.json and
+    histograms. `track` wraps the encoding loop (a progress bar)."""
+    cfg, plan, dataset, template, _ = prepare(run, split, augment=False)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     indices = range(count)
     lengths = [len(template.encode(dataset[i])["input_ids"]) for i in (track(indices) if track else indices)]

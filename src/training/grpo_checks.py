@@ -1,8 +1,9 @@
 """What a stage-3 (GRPO) config must get right before anything starts: ms-swift would otherwise fail late
 (an unknown reward when the trainer is built) or not at all (a warm start without a stage-2 result).
 
-Each check returns messages naming the key, the value and what is allowed; `src/training/setup.py` raises
-them as one ConfigError (exit 2) on every rank before the model loads.
+Each check returns messages naming the key, the value and what is allowed; `resolve_run`
+(src/training/resolve.py) raises them with every other rule's as one ConfigError (exit 2), on every rank
+before the model loads.
 """
 
 from __future__ import annotations
@@ -12,17 +13,12 @@ from collections.abc import Collection
 
 from src.config import ProjectConfig
 from src.config.prompts import PROMPT_SCHEMES
-from src.config.rules import where
+from src.config.schema import where
 from src.config.swift_fields import builtin_reward_names, rlhf_argument_fields, swift_defaults
-from src.datasets.builders import BUILDERS
+from src.datasets.plan import answers_with_geometry
 from src.rewards import REWARDS
 
 RL_TYPES = ("grpo",)
-
-
-def answers_with_geometry(scheme: str) -> bool:
-    """True when the prompt scheme's builder answers with boxes and quads (what the rewards score)."""
-    return BUILDERS[PROMPT_SCHEMES[scheme].builder].answers_with_geometry
 
 
 def valid_reward_names() -> tuple[str, ...]:

@@ -22,19 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from src.config import EXIT_CONFIG_ERROR, ConfigError, ProjectConfig, to_sft_kwargs
+from src.config import EXIT_CONFIG_ERROR, ProjectConfig
 from src.config.errors import EXIT_FAILED, UserError
 from src.config.excerpt import excerpt
 from src.config.report import dump_resolved_yaml, format_overrides, format_resolved
 from src.config.swift_fields import swift_defaults
+from src.datasets.augment import AugmentOp
 from src.datasets.loading import write_skipped
 from src.datasets.plan import DataPlan, plan_data
-from src.datasets.run_config import load_config_for_run
 from src.datasets.verdicts import CACHE_ENV, VerdictStore
 from src.training.distributed import Failure, Job
+from src.training.resolve import ResolvedRun, resolve_run, with_start
 from src.training.run_dir import guard_output_dir, resolve_resume, skipped_notes, write_fault
 from src.training.run_lock import stale_note, take_run_lock
-from src.training.swift_plugin import vision_settings, with_plugin, write_plugin
+from src.training.swift_plugin import write_plugin
 from src.training.warm_start import StartPlan, merge_adapter, plan_start
 
 RESOLVED_CONFIG = "resolved_config.yaml"
@@ -42,12 +43,23 @@ RESOLVED_CONFIG = "resolved_config.yaml"
 
 @dataclass(slots=True)
 class PreparedRun:
-    """A job ready to train: its config, ms-swift's arguments (start decided), the data, how it starts."""
+    """A job ready to train: the run as resolved once, ms-swift's arguments (start decided), the data, how it
+    starts."""
 
-    cfg: ProjectConfig
+    resolved: ResolvedRun
     kwargs: dict[str, Any]
     plan: DataPlan
     start: StartPlan
+
+    @property
+    def cfg(self) -> ProjectConfig:
+        """The validated config."""
+        return self.resolved.cfg
+
+    @property
+    def augment_ops(self) -> list[AugmentOp]:
+        """`custom.augment`, parsed once by `resolve_run`."""
+        return self.resolved.augment_ops
 
     @property
     def output_dir(self) -> Path:
@@ -111,14 +123,16 @@ def _print_plan(cfg: ProjectConfig, kwargs: dict, plan: DataPlan, start: StartPl
         print(f"note: {message}")
 
 
-def _prepare_run_dir(cfg: ProjectConfig, kwargs: dict[str, Any], plan: DataPlan, *, debug: bool,
+def _prepare_run_dir(run: ResolvedRun, plan: DataPlan, *, debug: bool,
                      dry_run: bool) -> tuple[RunDecision, StartPlan]:
     """Rank 0's part: decide the start, print the plan, and (unless a dry run) guard and fill the run dir."""
+    cfg, kwargs = run.cfg, run.swift_args
     output_dir = Path(kwargs["output_dir"])
     resume = resolve_resume(output_dir, kwargs.get("resume_from_checkpoint"))
-    start = plan_start({**kwargs, "resume_from_checkpoint": resume}, cfg.run.init_from, output_dir, swift_defaults(),
+    start = plan_start(with_start(kwargs, model=kwargs.get("model"), resume_from_checkpoint=resume), cfg.run.init_from,
+                       output_dir, swift_defaults(),
                        continuing=kwargs.get("resume_from_checkpoint") == "auto" and resume is not None)
-    _print_plan(cfg, {**kwargs, "model": start.model, "resume_from_checkpoint": start.resume_from_checkpoint},
+    _print_plan(cfg, with_start(kwargs, model=start.model, resume_from_checkpoint=start.resume_from_checkpoint),
                 plan, start, debug)
     auto = kwargs.get("resume_from_checkpoint") == "auto"
     for note in skipped_notes(output_dir, resume) if auto else ():
@@ -133,7 +147,7 @@ def _prepare_run_dir(cfg: ProjectConfig, kwargs: dict[str, Any], plan: DataPlan,
             print(f"note: {note}")
     resolved = dump_resolved_yaml(cfg.merged, output_dir / RESOLVED_CONFIG)
     print(f"resolved config saved: {resolved}")
-    write_plugin(output_dir, vision_settings(os.environ))  # the image budget, for `swift infer` on a checkpoint
+    write_plugin(output_dir, run.image_settings)  # the image budget, for `swift infer` on a checkpoint
     skipped = write_skipped(plan.splits, output_dir / "skipped_records.jsonl")
     if skipped:
         print(f"skipped records listed in: {skipped}")
@@ -141,17 +155,6 @@ def _prepare_run_dir(cfg: ProjectConfig, kwargs: dict[str, Any], plan: DataPlan,
         merge_adapter(start.merge_adapter, Path(start.model))
     sys.stdout.flush()  # before the other ranks go on: the reports come first in a shared log
     return RunDecision(start.model, start.resume_from_checkpoint, _sha1(resolved)), start
-
-
-def _checked_kwargs(cfg: ProjectConfig, world_size: int) -> dict[str, Any]:
-    """ms-swift's keyword arguments, after a stage-3 config's own checks for a job of `world_size` processes."""
-    if cfg.reinforcement:
-        from src.training.grpo_checks import reinforcement_problems
-
-        problems = reinforcement_problems(cfg, world_size)
-        if problems:
-            raise ConfigError(problems)
-    return to_sft_kwargs(cfg)
 
 
 def _sha1(path: Path) -> str:
@@ -170,7 +173,7 @@ def _visibility_failure(output_dir: Path, expected_sha1: str, job: Job) -> Failu
                    f"on a file system every node shares (NFS, Lustre, ...).")
 
 
-def _plan_data_once(cfg: ProjectConfig, job: Job, revalidate: bool) -> DataPlan:
+def _plan_data_once(run: ResolvedRun, job: Job, revalidate: bool) -> DataPlan:
     """The data plan on every rank, validated once: rank 0 validates and stores the verdict, then the
     other ranks plan from the store (a node that does not share the store validates on its own)."""
     store = VerdictStore()
@@ -178,7 +181,8 @@ def _plan_data_once(cfg: ProjectConfig, job: Job, revalidate: bool) -> DataPlan:
     for rank_0_turn in (True, False) if job.distributed else (True,):
         failure = None
         if rank_0_turn == job.is_main:
-            plan, failure = _attempt(lambda: plan_data(cfg, store=store, revalidate=revalidate and job.is_main))
+            plan, failure = _attempt(lambda: plan_data(run.cfg, preprocessor=run.preprocessor, store=store,
+                                                       revalidate=revalidate and job.is_main))
         job.agree(failure)
     if job.distributed:
         reused = job.gather(all(split.from_store for split in plan.splits))
@@ -196,21 +200,17 @@ def prepare_run(config: Path, base_config: Path | None, *, on_cpu: bool, debug: 
 
     Raises JobFailed (on every rank, after rank 0 printed the failures) when any step fails anywhere.
     """
-    loaded, failure = _attempt(lambda: load_config_for_run(config, base_config, on_cpu=on_cpu))
-    cfg: ProjectConfig | None = loaded
-    kwargs = None
-    if cfg is not None:
-        kwargs, failure = _attempt(lambda: _checked_kwargs(cfg, job.world_size))
+    # Every rule, once, in one step (src/training/resolve.py): config, data-layer and stage-3 checks together.
+    run, failure = _attempt(lambda: resolve_run(config, base_config, on_cpu=on_cpu, world_size=job.world_size))
     if job.distributed:
-        _connect(job, cfg, kwargs)
+        _connect(job, run.cfg if run else None, run.swift_args if run else None)
     job.agree(failure)
-    assert cfg is not None and kwargs is not None  # agree() raised otherwise
+    assert run is not None and run.swift_args is not None  # agree() raised otherwise
 
-    plan = _plan_data_once(cfg, job, revalidate)
+    plan = _plan_data_once(run, job, revalidate)
     # What the model sees reaches `swift infer` / `swift export` from the checkpoint's args.json alone:
-    # the image budget through the run's plugin, the system prompt as ms-swift's own `system`.
-    kwargs = with_plugin(kwargs, vision_settings(os.environ))
-    kwargs.setdefault("system", plan.builder.scheme.system)
+    # resolve_run put the image budget's plugin and the system prompt into ms-swift's arguments.
+    kwargs = run.swift_args
     if kwargs.get("logging_dir"):
         # ms-swift hands logging_dir to TensorBoard through TENSORBOARD_LOGGING_DIR, with setdefault: a value
         # already in the environment (the shell's, or an earlier run's in this process) would take this run's
@@ -219,7 +219,7 @@ def prepare_run(config: Path, base_config: Path | None, *, on_cpu: bool, debug: 
 
     decision, failure, start = None, None, None
     if job.is_main:
-        result, failure = _attempt(lambda: _prepare_run_dir(cfg, kwargs, plan, debug=debug, dry_run=dry_run))
+        result, failure = _attempt(lambda: _prepare_run_dir(run, plan, debug=debug, dry_run=dry_run))
         if result is not None:
             decision, start = result
     job.agree(failure)
@@ -228,7 +228,7 @@ def prepare_run(config: Path, base_config: Path | None, *, on_cpu: bool, debug: 
         start = StartPlan(model=decision.model, resume_from_checkpoint=decision.resume_from_checkpoint)
     if decision.resolved_sha1 is None:
         return None
-    kwargs = {**kwargs, "model": decision.model, "resume_from_checkpoint": decision.resume_from_checkpoint}
+    kwargs = with_start(kwargs, model=decision.model, resume_from_checkpoint=decision.resume_from_checkpoint)
     if job.distributed:
         job.agree(_visibility_failure(Path(kwargs["output_dir"]), decision.resolved_sha1, job))
-    return PreparedRun(cfg=cfg, kwargs=kwargs, plan=plan, start=start)
+    return PreparedRun(resolved=run, kwargs=kwargs, plan=plan, start=start)

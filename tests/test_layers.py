@@ -114,9 +114,8 @@ DERIVED_ONCE = {
     "make_preprocessor": {"src.datasets.run_config", "src.datasets.plan"},  # the builder (plan: a config alone)
     "load_run": {"src.training.resolve", "src.datasets.run_config"},
     "reinforcement_problems": {"src.training.resolve"},  # stage 3's rules, with every other rule
-    # the config: the data layer's load, `python -m src.config get`, and the data tools' lenient read of the
-    # input paths that no output may replace
-    "load_project_config": {"src.config", "src.config.__main__", "src.datasets.run_config", "src.datasets.__main__"},
+    # the config: the data layer's load, and `python -m src.config get` (which prints one key)
+    "load_project_config": {"src.config", "src.config.__main__", "src.datasets.run_config"},
 }
 
 

@@ -27,22 +27,22 @@ from src.cli import (
     refuse_existing,
     run_main,
 )
+from src.config import ConfigError, ProjectConfig
+from src.config.jsonl import jsonl_files
 from src.datasets.contract import GEOMETRY_KINDS
 
 
-def _config_inputs(args: argparse.Namespace) -> dict[str, Path | None]:
-    """The inputs a config-reading command names itself (its data files too, where the config parses)."""
+def _config_inputs(args: argparse.Namespace, cfg: ProjectConfig) -> dict[str, Path | None]:
+    """The inputs a config-reading command names itself and the data files of its config (as the run resolved
+    it): what no output may replace."""
     inputs: dict[str, Path | None] = {"--config": args.config, "--base_config": args.base_config}
-    try:
-        from src.config import load_project_config
-        from src.config.jsonl import jsonl_files
-
-        cfg = load_project_config(args.config, args.base_config, check_paths=False)
-        for key in ("train_jsonl", "val_jsonl"):
-            for i, file in enumerate(jsonl_files(getattr(cfg.custom, key), f"custom.{key}")):
-                inputs[f"custom.{key}" + (f" (file {i + 1})" if i else "")] = Path(file)
-    except Exception:  # noqa: BLE001 - the command itself reports a bad config, with its own message
-        pass
+    for key in ("train_jsonl", "val_jsonl"):
+        try:
+            files = jsonl_files(getattr(cfg.custom, key), f"custom.{key}")
+        except ConfigError:  # a glob matching no file (paths unchecked): no file of it to protect
+            continue
+        for i, file in enumerate(files):
+            inputs[f"custom.{key}" + (f" (file {i + 1})" if i else "")] = Path(file)
     return inputs
 
 
@@ -243,8 +243,9 @@ def _run_render(args: argparse.Namespace) -> int:
 
     from .render import render
 
-    refuse_existing(args.out, args.overwrite, "render", _config_inputs(args))
-    result = render(resolve_run(args.config, args.base_config), args.out, split=args.split, limit=args.limit,
+    run = resolve_run(args.config, args.base_config)
+    refuse_existing(args.out, args.overwrite, "render", _config_inputs(args, run.cfg))
+    result = render(run, args.out, split=args.split, limit=args.limit,
                     augment=args.augment, track=functools.partial(progress, desc="rendering", unit="sample"))
     print(f"rendered {result['samples']} sample(s) to {result['out']}")
     print(f"records (draw them: python -m src.vis --gt {result['records']} --out DIR): {result['records']}")
@@ -273,8 +274,9 @@ def _run_stats(args: argparse.Namespace) -> int:
 
     from .render import stats
 
-    refuse_existing(args.out, args.overwrite, "stats", _config_inputs(args))
-    result = stats(resolve_run(args.config, args.base_config), args.out, split=args.split, limit=args.limit,
+    run = resolve_run(args.config, args.base_config)
+    refuse_existing(args.out, args.overwrite, "stats", _config_inputs(args, run.cfg))
+    result = stats(run, args.out, split=args.split, limit=args.limit,
                    track=functools.partial(progress, desc="encoding", unit="sample"))
     lengths = result["token_length"]
     print(f"records: {result['records']}, objects: {result['objects']}, ignore regions: {result['ignore_regions']}; "
@@ -302,8 +304,9 @@ def _run_cache(args: argparse.Namespace) -> int:
 
     from .cache import build_cache
 
-    refuse_existing(args.out, args.overwrite, "cache", _config_inputs(args))
-    result = build_cache(resolve_run(args.config, args.base_config), args.out)
+    run = resolve_run(args.config, args.base_config)
+    refuse_existing(args.out, args.overwrite, "cache", _config_inputs(args, run.cfg))
+    result = build_cache(run, args.out)
     print(f"cached {result['train_rows']} train and {result['val_rows']} val rows in {result['out']}")
     print(f"use it: custom: {{cached_dataset: {result['out']}}}")
     return EXIT_OK
@@ -325,10 +328,10 @@ def _run_rows(args: argparse.Namespace) -> int:
     from .loading import load_shards
     from .swift_rows import upright_dir, write_swift_rows
 
-    refuse_existing(args.out, args.overwrite, "rows", {**_config_inputs(args), "--jsonl": args.jsonl})
-    refuse_existing(upright_dir(args.out), args.overwrite, "upright images of the rows")
     run = resolve_run(args.config, args.base_config, check_paths=False)
     cfg = run.cfg
+    refuse_existing(args.out, args.overwrite, "rows", {**_config_inputs(args, cfg), "--jsonl": args.jsonl})
+    refuse_existing(upright_dir(args.out), args.overwrite, "upright images of the rows")
     key, value = (("custom.train_jsonl", cfg.custom.train_jsonl) if args.split == "train"
                   else ("custom.val_jsonl", cfg.custom.val_jsonl))
     records = load_shards(files_to_read(args.jsonl, value, key), cfg.custom.bad_records)[1][: args.limit]

@@ -7,6 +7,10 @@ coordinates in `emit_norm` space of each record's original image, objects in rea
 then left edge, then label) or as given; with several images per turn each entry starts with
 `"image": k`. Ignore regions (`"ignore": true` in the contract) are never written.
 
+Which objects an answer holds, in which space and order, is the answer codec's
+(`src/datasets/builders/codec.py`, owned by each builder): it gives the objects and this module writes each one
+(`answer_entry`, `dump_answer`) and reads the text back (`parse_answer`).
+
 Read back: Qwen3-VL JSON (fenced or not), the legacy Qwen token form, truncated output, junk.
 
 Two answer formats are read:
@@ -31,11 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
-
 from src.datasets import kinds
-from src.datasets.contract import GroundingObject, Record
-from src.datasets.geometry import pixel_to_norm
+from src.datasets.objects import GeoObject
 
 ANSWER_VERSION = 2
 """Raised whenever the same record gets another answer text: 2 (ties on the grid round to even, as ms-swift;
@@ -71,12 +72,12 @@ _THINKING = re.compile(r"\A\s*<think>.*?</think>", re.DOTALL)
 # ---------------------------------------------------------------------------- writing
 
 
-def _bounds(obj: GroundingObject) -> tuple[float, float]:
+def _bounds(obj: GeoObject) -> tuple[float, float]:
     xs, ys = obj.points[0::2], obj.points[1::2]
     return min(ys), min(xs)
 
 
-def order_objects(objects: Sequence[GroundingObject], order: str) -> list[GroundingObject]:
+def order_objects(objects: Sequence[GeoObject], order: str) -> list[GeoObject]:
     """Objects in answer order: "reading" (top, then left, then label) or "given" (as in the file)."""
     if order == "given":
         return list(objects)
@@ -85,23 +86,11 @@ def order_objects(objects: Sequence[GroundingObject], order: str) -> list[Ground
     raise ValueError(f"unknown object order {order!r}; valid: reading, given")
 
 
-def answer_entries(record: Record, emit_norm: str, order: str, image_index: int | None) -> list[dict[str, Any]]:
-    """The answer's JSON entries for one record: geometry in `emit_norm`, label, image index if grouped. Ignore
-    regions are left out: the answer neither names nor denies them."""
-    objects = order_objects([o for o in record.objects if not o.ignore], order)
-    if not objects:
-        return []
-    # One conversion for the whole record: every object's points are (x, y) pairs, so their
-    # concatenation keeps x at even and y at odd positions.
-    flat = np.fromiter((v for o in objects for v in o.points), dtype=np.float64)
-    coords = pixel_to_norm(flat, record.width, record.height, emit_norm).tolist()
-    entries, start = [], 0
-    for obj in objects:
-        end = start + len(obj.points)
-        entry: dict[str, Any] = {obj.kind: coords[start:end], "label": obj.desc}
-        entries.append({"image": image_index, **entry} if image_index is not None else entry)
-        start = end
-    return entries
+def answer_entry(obj: GeoObject) -> dict[str, Any]:
+    """One entry of the answer's JSON list for an object in the answer's space: ``"image": k`` first when the
+    object names its image (several images in the turn), then its kind's key with the values, then ``label``."""
+    entry: dict[str, Any] = {obj.kind: list(obj.points), "label": obj.desc}
+    return {"image": obj.image, **entry} if obj.image is not None else entry
 
 
 def dump_answer(entries: list[dict[str, Any]]) -> str:

@@ -229,11 +229,8 @@ def prediction_objects(row: dict | Prediction | None) -> tuple[list[Obj], int, i
 
 
 def gt_objects(record: Record) -> tuple[list[Obj], np.ndarray]:
-    """A record's GT objects (score 1.0), and which of them are ignore regions."""
-    objs = [o if isinstance(o, GeoObject) else
-            GeoObject(o.kind, tuple(o.points), o.desc, ignore=o.ignore, category_id=o.category_id,
-                      supercategory=o.supercategory) for o in record.objects]
-    return objs, np.array([o.ignore for o in record.objects], dtype=bool)
+    """A record's GT objects as they are (object records, score 1.0), and which of them are ignore regions."""
+    return list(record.objects), np.array([o.ignore for o in record.objects], dtype=bool)
 
 
 @dataclass(frozen=True, slots=True)

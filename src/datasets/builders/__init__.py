@@ -12,7 +12,7 @@ from collections.abc import Callable
 from src.config.prompts import PromptScheme
 
 from .base import ROW_GEOMETRY_KEY, ROW_SOURCE_KEY, BaseBuilder, ImageGeometry, geometry_payload, row_geometry
-from .codec import AnswerCodec, ObjectsOnImage, answer_entry, parsed_objects, read_answer
+from .codec import AnswerCodec, ObjectsOnImage, parsed_objects, read_answer
 from .description import DescriptionBuilder
 from .grounding import GroundingBuilder
 from .summary import SummaryBuilder
@@ -52,5 +52,5 @@ def make_builder(scheme: PromptScheme, emit_norm: str, object_order: str) -> Bas
 
 
 __all__ = ["BUILDERS", "ROW_GEOMETRY_KEY", "ROW_SOURCE_KEY", "AnswerCodec", "BaseBuilder", "DescriptionBuilder",
-           "GroundingBuilder", "ImageGeometry", "ObjectsOnImage", "SummaryBuilder", "answer_entry", "geometry_payload",
+           "GroundingBuilder", "ImageGeometry", "ObjectsOnImage", "SummaryBuilder", "geometry_payload",
            "make_builder", "parsed_objects", "read_answer", "register_builder", "row_geometry"]

@@ -21,11 +21,11 @@ from typing import Protocol
 import numpy as np
 
 from src.datasets import kinds
-from src.datasets.answer import ParsedAnswer, dump_answer, order_objects, parse_answer
+from src.datasets.answer import ParsedAnswer, answer_entry, dump_answer, order_objects, parse_answer
 from src.datasets.geometry import pixel_to_norm
 from src.datasets.objects import GeoObject
 
-__all__ = ["AnswerCodec", "ObjectsOnImage", "answer_entry", "parsed_objects", "read_answer"]
+__all__ = ["AnswerCodec", "ObjectsOnImage", "parsed_objects", "read_answer"]
 
 
 class ObjectsOnImage(Protocol):
@@ -40,13 +40,6 @@ class ObjectsOnImage(Protocol):
 
     @property
     def objects(self) -> Sequence[GeoObject]: ...
-
-
-def answer_entry(obj: GeoObject) -> dict:
-    """One entry of the answer's JSON list: ``{"image": k}`` first when the object names its image, then the
-    kind's key with the values, then ``label``."""
-    entry: dict = {obj.kind: list(obj.points), "label": obj.desc}
-    return {"image": obj.image, **entry} if obj.image is not None else entry
 
 
 def parsed_objects(parsed: ParsedAnswer) -> tuple[GeoObject, ...]:

@@ -126,6 +126,24 @@ def test_grpo_rows_carry_the_truth_object(tmp_path):
     assert truth == truth_from_answer(cats["solution"], truth.ignore)
     assert [o.desc for o in truth.ignore] == ["cat"]  # the crowd of cats, asked about cats
 
+    # ms-swift's own path of a dataset column to the rewards: a sample deep-copied from the row, its reward row,
+    # batched, pickled across ranks; with vllm_server_pass_dataset, sent to the rollout server as JSON.
+    from dataclasses import asdict
+
+    from swift.dataset import RowPreprocessor
+    from swift.rewards import orms
+    from swift.rl_core.data import GRPOSample
+
+    from src.training.grpo import register_rewards
+
+    sample = pickle.loads(pickle.dumps(GRPOSample.from_row(cats)))
+    batched = RowPreprocessor.rows_to_batched([sample.to_reward_row()])
+    assert batched[TRUTH_COLUMN] == [truth]
+    register_rewards()
+    assert orms["grounding_f1"]()([cats["solution"], "[]"], **{TRUTH_COLUMN: [truth, truth]}) == [1.0, 0.0]
+    sent = json.loads(json.dumps(asdict(sample.to_infer_request(include_extra=True))))
+    assert len(sent["data_dict"][TRUTH_COLUMN]["objects"]) == 1
+
 
 def test_evaluation_takes_prediction_lines_as_they_are():
     lines = [PredictionLine(source=str(FIRST.source), image=FIRST.image, objects=[

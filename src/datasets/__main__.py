@@ -59,6 +59,7 @@ def _run_synth(args: argparse.Namespace) -> int:
             seed=args.seed,
             val_fraction=args.val_fraction,
             overwrite=args.overwrite,
+            every_kind=args.every_kind,
         )
     except (FileExistsError, ValueError) as exc:  # the documented refusals of write_synthetic_dataset
         raise UsageError(str(exc)) from None
@@ -80,6 +81,8 @@ def _add_synth(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--val_fraction", "--val-fraction", type=float, default=0.2,
                         help="share of images in val (default: 0.2)")
     parser.add_argument("--overwrite", action="store_true", help="replace synthetic files in a non-empty DIR")
+    parser.add_argument("--every_kind", "--every-kind", action="store_true",
+                        help="also dots (point_2d) and triangles (polygon): every geometry kind in one set")
     parser.set_defaults(handler=_run_synth)
 
 

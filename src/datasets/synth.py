@@ -6,7 +6,10 @@ Each image (96-192 px per side, usually not square) has a plain or noisy grey ba
 * ``"<colour> rectangle"`` and ``"<colour> circle"`` -> ``bbox_2d``, the tight bounds of the
   drawn pixels;
 * ``"<colour> tag"`` (a rotated rectangle) and ``"text: ABC"`` (rotated letters) -> ``quad``,
-  the four corners of the rotated rectangle (for text: of the letters' tight box).
+  the four corners of the rotated rectangle (for text: of the letters' tight box);
+* with ``every_kind`` also ``"<colour> dot"`` (a small disc) -> ``point_2d``, the centre of its painted
+  pixels, and ``"<colour> triangle"`` (a rotated triangle) -> ``polygon``, its three corners, so a set holds
+  every geometry kind of the registry (`src/datasets/kinds/`).
 
 Every object is drawn by painting its colour through a binary mask, and its annotation is
 derived from that same mask and geometry, so pixels and labels agree by construction. Output is
@@ -24,8 +27,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from . import kinds as geometry_kinds
 from .contract import GroundingObject, Record, SourceRef, write_records
-from .geometry import canonical_quad8, clamp_points, rotate_points
+from .geometry import clamp_points, rotate_points
 
 __all__ = ["COLOURS", "SHAPES", "write_synthetic_dataset"]
 
@@ -37,6 +41,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 """Object colours. None is grey, so no background pixel (always grey) can equal one."""
 SHAPES: tuple[str, ...] = ("rectangle", "circle", "tag", "text")
+EVERY_KIND_SHAPES: tuple[str, ...] = (*SHAPES, "dot", "triangle")
+"""The shapes with ``every_kind``: points and polygons too."""
 _PLAIN_BACKGROUNDS = ((255, 255, 255), (225, 225, 225), (70, 70, 70))
 _LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"
 _SIDE_RANGE = (96, 192)
@@ -44,13 +50,14 @@ _MAX_OBJECTS = 4
 _GAP_PX = 3  # free pixels kept between objects' bounds
 _PLACEMENT_TRIES = 40
 _IMAGE_NAME = re.compile(r"^\d{6}\.png$")
+_BOX, _QUAD, _POINT, _POLYGON = geometry_kinds.KEYS[:4]  # the kinds each shape is annotated as
 
 
 @dataclass(frozen=True, slots=True)
 class _Shape:
     mask: Image.Image  # mode "L", 0 or 255, the object's own small canvas
-    kind: str  # "bbox_2d" or "quad"
-    quad: np.ndarray | None  # (8,) corners on the mask canvas, for quads
+    kind: str  # a geometry kind's key
+    quad: np.ndarray | None  # the corners on the mask canvas, for quads and polygons
     desc: str
 
 
@@ -75,20 +82,20 @@ def _rotated(mask: Image.Image, angle: int) -> tuple[Image.Image, np.ndarray]:
 
 def _rectangle(rng: np.random.Generator, colour: str) -> _Shape:
     w, h = (int(v) for v in rng.integers(14, 41, size=2))
-    return _Shape(Image.new("L", (w, h), 255), "bbox_2d", None, f"{colour} rectangle")
+    return _Shape(Image.new("L", (w, h), 255), _BOX, None, f"{colour} rectangle")
 
 
 def _circle(rng: np.random.Generator, colour: str) -> _Shape:
     d = int(rng.integers(14, 37))
     mask = Image.new("L", (d, d), 0)
     ImageDraw.Draw(mask).ellipse((0, 0, d - 1, d - 1), fill=255)
-    return _Shape(mask, "bbox_2d", None, f"{colour} circle")
+    return _Shape(mask, _BOX, None, f"{colour} circle")
 
 
 def _tag(rng: np.random.Generator, colour: str) -> _Shape:
     w, h = int(rng.integers(20, 45)), int(rng.integers(10, 21))
     mask, quad = _rotated(Image.new("L", (w, h), 255), _random_angle(rng, 15, 75))
-    return _Shape(mask, "quad", quad, f"{colour} tag")
+    return _Shape(mask, _QUAD, quad, f"{colour} tag")
 
 
 def _text(rng: np.random.Generator) -> _Shape:
@@ -100,18 +107,40 @@ def _text(rng: np.random.Generator) -> _Shape:
     draw.text((10, 10), letters, fill=255, font=font)
     ink = scratch.crop(scratch.getbbox())  # the letters' tight box is the shape that rotates
     mask, quad = _rotated(ink, _random_angle(rng, 8, 40))
-    return _Shape(mask, "quad", quad, f"text: {letters}")
+    return _Shape(mask, _QUAD, quad, f"text: {letters}")
 
 
-def _random_shape(rng: np.random.Generator) -> tuple[_Shape, tuple[int, int, int]]:
+def _dot(rng: np.random.Generator, colour: str) -> _Shape:
+    d = int(rng.integers(6, 11))
+    mask = Image.new("L", (d, d), 0)
+    ImageDraw.Draw(mask).ellipse((0, 0, d - 1, d - 1), fill=255)
+    return _Shape(mask, _POINT, None, f"{colour} dot")
+
+
+def _triangle(rng: np.random.Generator, colour: str) -> _Shape:
+    radius = int(rng.integers(10, 21))
+    turn = math.radians(int(rng.integers(0, 120)))
+    corners = np.array([[radius + radius * math.cos(turn + k * 2 * math.pi / 3),
+                         radius + radius * math.sin(turn + k * 2 * math.pi / 3)] for k in range(3)])
+    corners = np.round(corners, 2)
+    mask = Image.new("L", (2 * radius + 1, 2 * radius + 1), 0)
+    ImageDraw.Draw(mask).polygon([tuple(c) for c in corners], fill=255)
+    return _Shape(mask, _POLYGON, corners.reshape(-1), f"{colour} triangle")
+
+
+def _random_shape(rng: np.random.Generator, shapes: tuple[str, ...] = SHAPES) -> tuple[_Shape, tuple[int, int, int]]:
     colour = str(rng.choice(list(COLOURS)))
-    kind = SHAPES[int(rng.integers(len(SHAPES)))]
+    kind = shapes[int(rng.integers(len(shapes)))]
     if kind == "rectangle":
         shape = _rectangle(rng, colour)
     elif kind == "circle":
         shape = _circle(rng, colour)
     elif kind == "tag":
         shape = _tag(rng, colour)
+    elif kind == "dot":
+        shape = _dot(rng, colour)
+    elif kind == "triangle":
+        shape = _triangle(rng, colour)
     else:
         shape = _text(rng)
     return shape, COLOURS[colour]
@@ -153,24 +182,28 @@ def _place(rng: np.random.Generator, shape: _Shape, size: tuple[int, int], taken
 
 
 def _annotation(shape: _Shape, ox: int, oy: int, size: tuple[int, int]) -> GroundingObject:
-    if shape.kind == "bbox_2d":
+    if shape.kind == _BOX:
         x1, y1, x2, y2 = shape.mask.getbbox()  # tight bounds of exactly what is painted
         points = (x1 + ox, y1 + oy, x2 + ox, y2 + oy)
-        return GroundingObject(kind="bbox_2d", points=tuple(map(float, points)), desc=shape.desc)
+        return GroundingObject(kind=_BOX, points=tuple(map(float, points)), desc=shape.desc)
+    if shape.kind == _POINT:
+        x1, y1, x2, y2 = shape.mask.getbbox()  # the centre of the painted disc
+        return GroundingObject(kind=_POINT, points=((x1 + x2) / 2 + ox, (y1 + y2) / 2 + oy), desc=shape.desc)
     assert shape.quad is not None
-    quad = shape.quad + np.tile([ox, oy], 4)
-    quad = canonical_quad8(clamp_points(quad, *size)[None])[0]
+    corners = shape.quad + np.tile([ox, oy], len(shape.quad) // 2)
+    corners = geometry_kinds.get(shape.kind).canonical(clamp_points(corners, *size)[None])[0]
     # Two decimals keep the files readable; +0.0 turns -0.0 into 0.0.
-    return GroundingObject(kind="quad", points=tuple(float(v) for v in np.round(quad, 2) + 0.0), desc=shape.desc)
+    return GroundingObject(kind=shape.kind, points=tuple(float(v) for v in np.round(corners, 2) + 0.0),
+                           desc=shape.desc)
 
 
-def _render(rng: np.random.Generator) -> tuple[Image.Image, list[GroundingObject]]:
+def _render(rng: np.random.Generator, shapes: tuple[str, ...] = SHAPES) -> tuple[Image.Image, list[GroundingObject]]:
     width, height = (int(v) for v in rng.integers(_SIDE_RANGE[0], _SIDE_RANGE[1] + 1, size=2))
     image = _background(rng, width, height)
     taken: list[tuple[int, int, int, int]] = []
     placed: list[tuple[tuple[int, int, int, int], GroundingObject]] = []
     for _ in range(int(rng.integers(1, _MAX_OBJECTS + 1))):
-        shape, rgb = _random_shape(rng)
+        shape, rgb = _random_shape(rng, shapes)
         offset = _place(rng, shape, (width, height), taken)
         if offset is None:
             continue
@@ -212,7 +245,8 @@ def _val_count(n: int, val_fraction: float) -> int:
 
 
 def write_synthetic_dataset(
-    out_dir: Path, n: int, seed: int = 0, val_fraction: float = 0.2, overwrite: bool = False
+    out_dir: Path, n: int, seed: int = 0, val_fraction: float = 0.2, overwrite: bool = False,
+    every_kind: bool = False,
 ) -> dict:
     """Write ``n`` synthetic images and their records under ``out_dir``.
 
@@ -220,7 +254,9 @@ def write_synthetic_dataset(
     ``round(n * val_fraction)`` images, at most ``n - 1``), image paths relative to the JSONL
     files. Refuses a non-empty ``out_dir`` with ``FileExistsError`` unless ``overwrite``, which
     replaces only files this function writes. Returns ``{"out_dir", "train", "val"`` (paths as
-    str), ``"n_train", "n_val", "n_objects"``, ``"objects_by_kind"}``.
+    str), ``"n_train", "n_val", "n_objects"``, ``"objects_by_kind"}`` (boxes and quads; with `every_kind`
+    every kind of the registry, whose shapes, `EVERY_KIND_SHAPES`, include dots (points) and triangles
+    (polygons); without it the files are what they always were).
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -234,7 +270,7 @@ def write_synthetic_dataset(
     n_val = _val_count(n, val_fraction)
     records: list[Record] = []
     for index in range(1, n + 1):
-        image, objects = _render(np.random.default_rng([seed, index]))
+        image, objects = _render(np.random.default_rng([seed, index]), EVERY_KIND_SHAPES if every_kind else SHAPES)
         path = out_dir / "images" / f"{index:06d}.png"
         image.save(path, format="PNG")
         in_val = index > n - n_val
@@ -259,5 +295,5 @@ def write_synthetic_dataset(
         "n_train": n - n_val,
         "n_val": n_val,
         "n_objects": len(kinds),
-        "objects_by_kind": {kind: kinds.count(kind) for kind in ("bbox_2d", "quad")},
+        "objects_by_kind": {kind: kinds.count(kind) for kind in (geometry_kinds.KEYS if every_kind else (_BOX, _QUAD))},
     }

@@ -73,6 +73,8 @@ def test_grpo_logs_its_rewards_resumes_after_a_kill_and_its_adapter_answers(mp_w
                              capture_output=True, timeout=600, env={**os.environ, **ONE_THREAD})
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"resuming {run / 'checkpoint-1'}; the run began as a warm start from {stage2}" in resumed.stdout
+    # The completions' log-probabilities chunk by chunk (tests/test_completion_logps.py: equal to ms-swift's).
+    assert "completion log-probabilities: on (the LM head scores completion tokens in chunks" in resumed.stdout
     state = json.loads((run / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4 and [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
 
@@ -117,6 +119,7 @@ def test_grpo_runs_in_two_processes_and_evaluates_with_the_grounding_metrics(mp_
     proc = train_sh([f"config={config}", "gpus=cpu", "nproc=2", f"master_port={free_port()}"], cwd=tmp_path,
                     env=ONE_THREAD)
     assert proc.returncode == 0, proc.stdout[-4000:]
+    assert proc.stdout.count("completion log-probabilities: on") == 1  # rank 0 says it; both ranks use it
     steps = [row for row in _logged(tmp_path / "two") if "loss" in row]
     assert [row["global_step/max_steps"] for row in steps] == ["1/2", "2/2"]
     assert all(key in steps[0] for key in REWARD_KEYS)

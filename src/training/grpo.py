@@ -8,7 +8,9 @@ checkpoint guard and the grounding metrics at each evaluation. What differs:
   objects in the answer's coordinate space, from the builder's answer codec: a `src.rewards.GroundTruth` object,
   no text form; its docstring says why ms-swift carries it unchanged);
 - the grounding rewards are registered in ms-swift's `orms` table under their config names, so
-  `rlhf.reward_funcs` picks them like ms-swift's own and the logs say `rewards/<name>/mean`.
+  `rlhf.reward_funcs` picks them like ms-swift's own and the logs say `rewards/<name>/mean`;
+- the completions' log-probabilities are computed chunk by chunk from the LM head's input, never as
+  full-vocabulary logits for all completions at once (src/training/completion_logps.py).
 """
 
 from __future__ import annotations
@@ -88,6 +90,15 @@ class GroundingGrpo(GroundingSft, SwiftRLHF):
     def _encode_dataset(self, train_dataset, val_dataset, pre_process=True):
         # GRPO encodes in its rollouts; SFT's post-encoding health check does not apply.
         return SwiftSft._encode_dataset(self, train_dataset, val_dataset, pre_process=pre_process)
+
+    def train(self, trainer):
+        # The completions' log-probabilities (policy, old policy, reference) chunk by chunk, never as
+        # full-vocabulary logits for all completions at once (src/training/completion_logps.py).
+        from src.training.completion_logps import install
+
+        self.completion_heads, decision = install(trainer)
+        self._print(decision)
+        return super().train(trainer)
 
 
 def run_grpo(kwargs: dict[str, Any], cfg: ProjectConfig, plan: DataPlan, job: Job) -> dict[str, Any]:

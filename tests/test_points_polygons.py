@@ -117,3 +117,16 @@ def test_the_synthetic_set_with_every_kind_validates(tmp_path: Path):
     # without every_kind the set is what it always was
     classic = write_synthetic_dataset(tmp_path / "c", n=5, val_fraction=0.2)
     assert set(classic["objects_by_kind"]) == {"bbox_2d", "quad"}
+
+
+def test_coco_results_write_polygons_and_points_as_boxes_and_count_them():
+    from src.datasets.objects import GeoObject
+    from src.evaluation.coco_files import coco_results
+    from src.inference.predictions import PredictionLine
+
+    line = PredictionLine(source=f"{GT_FILE}:1", image="/data/img0.png", width=200, height=200, objects=[
+        GeoObject("polygon", tuple(TRIANGLE), "leaf", 0.5), GeoObject("point_2d", (5.0, 6.0), "dot", 0.25),
+        GeoObject("bbox_2d", (1.0, 2.0, 3.0, 5.0), "car", 1.0)])
+    results, counts = coco_results([line], [7], {"leaf": 1, "dot": 2, "car": 3})
+    assert [r["bbox"] for r in results] == [[20.0, 120.0, 60.0, 60.0], [5.0, 6.0, 0.0, 0.0], [1.0, 2.0, 2.0, 3.0]]
+    assert counts == {"polygon as bbox": 1, "point_2d as bbox": 1}

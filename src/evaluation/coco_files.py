@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from src.datasets import kinds as geometry_kinds
 from src.datasets.contract import GroundingObject, Record, SourceRef
-from src.datasets.geometry import quad8_to_xyxy
 from src.inference.predictions import PredictionLine
 
 __all__ = [
@@ -352,7 +352,8 @@ def coco_results(lines: Iterable[PredictionLine], image_ids: Sequence[ImageId],
     desc -> category id): `{image_id, category_id, bbox: [x, y, w, h], score}` per object, in line order.
 
     Returns the list and counts of what it changed or left out: `quad as bbox` (a quad written as its
-    bounding box: COCO detections are boxes), `desc not in categories` (left out: no id to give it)."""
+    bounding box: COCO detections are boxes; likewise `polygon as bbox`, and `point_2d as bbox`, a box of
+    no size), `desc not in categories` (left out: no id to give it)."""
     results, counts = [], Counter()
     for line, image_id in zip(lines, image_ids, strict=True):
         for obj in line.objects:
@@ -360,11 +361,10 @@ def coco_results(lines: Iterable[PredictionLine], image_ids: Sequence[ImageId],
             if cid is None:
                 counts["desc not in categories"] += 1
                 continue
-            if obj.kind == "quad":
-                counts["quad as bbox"] += 1
-                x1, y1, x2, y2 = (float(v) for v in quad8_to_xyxy([obj.points])[0])
-            else:
-                x1, y1, x2, y2 = obj.points
+            kind = geometry_kinds.get(obj.kind)
+            if not kind.axis_aligned:  # COCO detections are boxes: any other kind as its bounding box
+                counts[f"{obj.kind} as bbox"] += 1
+            x1, y1, x2, y2 = (float(v) for v in kind.xyxy([obj.points])[0])
             results.append({"image_id": image_id, "category_id": cid,
                             "bbox": [x1, y1, max(0.0, x2 - x1), max(0.0, y2 - y1)], "score": obj.score})
     return results, counts

@@ -86,11 +86,12 @@ def order_objects(objects: Sequence[GeoObject], order: str) -> list[GeoObject]:
     raise ValueError(f"unknown object order {order!r}; valid: reading, given")
 
 
-def answer_entry(obj: GeoObject) -> dict[str, Any]:
-    """One entry of the answer's JSON list for an object in the answer's space: ``"image": k`` first when the
-    object names its image (several images in the turn), then its kind's key with the values, then ``label``."""
-    entry: dict[str, Any] = {obj.kind: list(obj.points), "label": obj.desc}
-    return {"image": obj.image, **entry} if obj.image is not None else entry
+def answer_entry(kind: str, values: Sequence[float], label: str, image: int | None = None) -> dict[str, Any]:
+    """One entry of the answer's JSON list for an object in the answer's space (an object record's `kind`,
+    `points`, `desc`, `image`): ``"image": k`` first when it names its image (several images in the turn), then
+    the kind's key with the values, then ``label``."""
+    entry: dict[str, Any] = {kind: list(values), "label": label}
+    return {"image": image, **entry} if image is not None else entry
 
 
 def dump_answer(entries: list[dict[str, Any]]) -> str:

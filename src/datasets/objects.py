@@ -30,7 +30,7 @@ class GeoObject:
     """One object: a geometry of a registered kind, its description and what its holder adds."""
 
     kind: str
-    """The geometry's key in the kind registry (`src.datasets.kinds.KEYS`: ``"bbox_2d"``, ``"quad"``, ...)."""
+    """The geometry's key in the kind registry (one of `src.datasets.kinds.KEYS`)."""
     points: tuple[float, ...]
     """The kind's values, interleaved x, y, in the holder's space (see the module docstring)."""
     desc: str

@@ -183,3 +183,11 @@ def test_polygon_iou_against_every_region_kind():
     np.testing.assert_allclose(crowd, [[1.0]])  # over the prediction's own area
     as_box = K.similarity("polygon", [0, 0, 10, 0, 0, 10], "bbox_2d", [0, 0, 10, 10], mode="bbox")
     assert as_box == 1.0 and K.similarity("polygon", [0, 0, 10, 0, 0, 10], "bbox_2d", [0, 0, 10, 10]) == 0.5
+
+
+def test_the_every_kind_prompt_names_every_kind():
+    # src/config sits below the registry and cannot ask it: a new kind is added to this scheme's text too.
+    from src.config.prompts import PROMPT_SCHEMES
+
+    scheme = PROMPT_SCHEMES["dense_every_kind"]
+    assert scheme.builder == "grounding" and all(f'"{key}"' in scheme.user for key in K.KEYS)

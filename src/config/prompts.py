@@ -42,6 +42,16 @@ PROMPT_SCHEMES: dict[str, PromptScheme] = {
         user="Summarise the objects in the image in one sentence.",
         builder="summary",
     ),
+    # Every geometry kind (src/datasets/kinds/): for sets with points and polygons too. This layer sits below
+    # the kind registry (src/config < src/datasets), so the text names the kinds' keys itself.
+    "dense_every_kind": PromptScheme(
+        name="dense_every_kind",
+        system="You are a helpful assistant.",
+        user=("Locate every object in the image. Answer in JSON as a list of entries, each with a label and one of "
+              '"bbox_2d": [x1, y1, x2, y2], "quad": [x1, y1, x2, y2, x3, y3, x4, y4], "point_2d": [x, y] or '
+              '"polygon": [x1, y1, x2, y2, x3, y3, ...], with coordinates on a 0-1000 grid.'),
+        builder="grounding",
+    ),
 }
 
 

@@ -47,7 +47,7 @@ def _discover() -> dict[str, GeometryKind]:
 KINDS: dict[str, GeometryKind] = _discover()
 """Every kind by its key, in `order` (the index record tables store)."""
 KEYS: tuple[str, ...] = tuple(KINDS)
-"""The kinds' JSON keys in order: ``("bbox_2d", "quad", "point_2d", "polygon")``."""
+"""The kinds' JSON keys in order: box, quad, point, polygon (each module's ``key``)."""
 _BY_INDEX = tuple(KINDS.values())
 
 
@@ -70,7 +70,7 @@ def by_index(index: int) -> GeometryKind:
 
 
 def keys_text(joiner: str = "or") -> str:
-    """The keys for a message: ``"bbox_2d, quad, point_2d or polygon"``."""
+    """The keys for a message, in order: ``"k1, k2, k3 or k4"``."""
     return f"{', '.join(KEYS[:-1])} {joiner} {KEYS[-1]}" if len(KEYS) > 1 else KEYS[0]
 
 

@@ -28,7 +28,7 @@ class GeometryKind:
     """One geometry kind. Subclasses set the class attributes and override what differs."""
 
     key: str = ""
-    """The JSON key in records and in answers (``"bbox_2d"``), also the kind's name everywhere."""
+    """The JSON key in records and in answers (``"quad"``), also the kind's name everywhere."""
     order: int = -1
     """Its stable index: record tables and stored verdicts keep kinds as this number (never reuse one)."""
     values: int | None = None
@@ -57,7 +57,7 @@ class GeometryKind:
         return n >= self.min_values and n % 2 == 0
 
     def count_text(self) -> str:
-        """The count rule for messages: "a list of 4 numbers [x1, y1, x2, y2]"."""
+        """The count rule for messages: "a list of 2 numbers [x, y]"."""
         if self.values is not None:
             return f"a list of {self.values} numbers {self.layout}"
         return f"a list of at least {self.min_values} numbers, an even count, {self.layout}"

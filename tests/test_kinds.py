@@ -191,3 +191,9 @@ def test_the_every_kind_prompt_names_every_kind():
 
     scheme = PROMPT_SCHEMES["dense_every_kind"]
     assert scheme.builder == "grounding" and all(f'"{key}"' in scheme.user for key in K.KEYS)
+
+
+def test_one_clamping_rule_counts_what_it_moves_and_refuses_what_is_far_out():
+    clipped, moved, outside = geometry.clamp_near([-0.5, 3, 40.75, 30], 40, 30, 1.0)
+    assert clipped.tolist() == [0.0, 3.0, 40.0, 30.0] and moved == 2 and not outside
+    assert geometry.clamp_near([-1.5, 3], 40, 30, 1.0)[2]

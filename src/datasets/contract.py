@@ -45,7 +45,7 @@ import numpy as np
 import orjson
 
 from . import kinds
-from .geometry import json_number
+from .geometry import clamp_near, json_number
 from .images import ImageError, image_size, load_image
 from .objects import GeoObject
 
@@ -473,15 +473,7 @@ def _parse_points(
 def _clamp_into_image(
     field: str, points: list[float], width: int, height: int, report: _Problems
 ) -> tuple[list[float] | None, int]:
-    out, clamped, outside = [], 0, False
-    for index, v in enumerate(points):
-        limit = width if index % 2 == 0 else height
-        clipped = min(max(v, 0.0), float(limit))
-        if clipped != v:
-            if abs(clipped - v) > CLAMP_TOLERANCE_PX:
-                outside = True
-            clamped += 1
-        out.append(clipped)
+    clipped, clamped, outside = clamp_near(points, width, height, CLAMP_TOLERANCE_PX)
     if outside:
         report.add(
             field,
@@ -489,7 +481,7 @@ def _clamp_into_image(
             points,
         )
         return None, 0
-    return out, clamped
+    return clipped.tolist(), clamped
 
 
 def check_image_file(image: str, width: int | None, height: int | None, *, decode: bool,

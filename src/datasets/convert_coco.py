@@ -46,7 +46,7 @@ import numpy as np
 
 from . import kinds as geometry_kinds
 from .contract import CLAMP_TOLERANCE_PX
-from .geometry import is_finite_number, json_number
+from .geometry import clamp_near, is_finite_number, json_number
 from .images import ImageError, image_size
 
 __all__ = ["POLYGON_MODES", "CocoConversion", "coco_to_records", "convert_coco_file"]
@@ -125,13 +125,10 @@ def _decimal_sum(a: float, b: float) -> float:
 
 
 def _clamp(points: np.ndarray, width: int, height: int) -> tuple[np.ndarray, int] | None:
-    """Clamp ``points`` (2k,) into the image; ``None`` if any is more than the tolerance out."""
-    limit = np.tile([width, height], len(points) // 2).astype(np.float64)
-    clamped = np.clip(points, 0.0, limit)
-    moved = np.abs(clamped - points)
-    if np.any(moved > CLAMP_TOLERANCE_PX):
-        return None
-    return clamped, int(np.count_nonzero(moved))
+    """Clamp ``points`` (2k,) into the image (the contract's rule, `geometry.clamp_near`); ``None`` if any is more
+    than the tolerance out."""
+    clamped, moved, outside = clamp_near(points, width, height, CLAMP_TOLERANCE_PX)
+    return None if outside else (clamped, moved)
 
 
 def _mask_kind(segmentation: object) -> str | None:

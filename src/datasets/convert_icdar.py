@@ -36,7 +36,7 @@ import numpy as np
 
 from . import kinds as geometry_kinds
 from .contract import CLAMP_TOLERANCE_PX
-from .geometry import json_number
+from .geometry import clamp_near, json_number
 from .images import ImageError, image_size
 
 __all__ = ["IGNORE_TEXT", "IMAGE_SUFFIXES", "IcdarConversion", "IcdarRecords", "convert_icdar_file", "gt_files",
@@ -107,9 +107,8 @@ def _line_object(fields: list[str], width: int, height: int, desc: str,
     if any(v is None for v in values):
         return None, "coordinates must be 8 finite numbers"
     points = np.array(values, dtype=np.float64)
-    limit = np.tile([float(width), float(height)], 4)
-    clamped = np.clip(points, 0.0, limit)
-    if np.any(np.abs(clamped - points) > CLAMP_TOLERANCE_PX):
+    clamped, moved, outside = clamp_near(points, width, height, CLAMP_TOLERANCE_PX)
+    if outside:
         return None, f"a point lies outside the image [0, {width}] x [0, {height}] by more than 1 px"
     transcription = fields[8]
     ignore = transcription.strip() == IGNORE_TEXT
@@ -126,7 +125,7 @@ def _line_object(fields: list[str], width: int, height: int, desc: str,
             return None, "zero-area region"
         obj = {_BOX.key: [json_number(v) for v in box]}
         notes[NOT_A_QUAD] += 1
-    notes[CLAMPED] += int(np.count_nonzero(clamped != points))
+    notes[CLAMPED] += moved
     if ignore:
         obj["ignore"] = True
         notes[IGNORED] += 1

@@ -40,6 +40,7 @@ __all__ = [
     "QUAD_PROBLEMS",
     "canonical_polygon",
     "canonical_quad8",
+    "clamp_near",
     "clamp_points",
     "crop_points",
     "hflip_points",
@@ -167,6 +168,16 @@ def clamp_points(points_xy: object, width: float, height: float) -> np.ndarray:
     pts[..., 0::2] = np.clip(pts[..., 0::2], 0.0, width)
     pts[..., 1::2] = np.clip(pts[..., 1::2], 0.0, height)
     return pts
+
+
+def clamp_near(points_xy: object, width: float, height: float, tolerance: float) -> tuple[np.ndarray, int, bool]:
+    """Clip points ``(..., 2k)`` into the image (:func:`clamp_points`) and say what that did: ``(clipped, how many
+    values moved, whether any moved by more than `tolerance`)``. The contract's and the converters' one clamping
+    rule: a value up to `tolerance` outside the image is clamped and counted, further out the object is refused."""
+    pts = _as_points(points_xy, "points_xy")
+    clipped = clamp_points(pts, width, height)
+    moved = np.abs(clipped - pts)
+    return clipped, int(np.count_nonzero(moved)), bool(np.any(moved > tolerance))
 
 
 # ---------------------------------------------------------------------------- boxes and quads

@@ -8,7 +8,14 @@ import json
 import pytest
 import torch
 
-from src.training.answer_logits import choose_kernel, chunk_rows, labelled_rows, linear_cross_entropy, why_not
+from src.training.answer_logits import (
+    choose_kernel,
+    chunk_rows,
+    first_max_is_target,
+    labelled_rows,
+    linear_cross_entropy,
+    why_not,
+)
 
 
 def _reference(hidden, weight, bias, targets):
@@ -31,6 +38,28 @@ def test_chunked_head_gives_the_loss_hits_and_gradients_of_full_logits(rows):
     assert torch.allclose(loss, ref_loss, rtol=1e-6) and torch.equal(hits, ref_hits)
     for mine, theirs in zip(leaves, refs, strict=True):
         assert torch.allclose(mine.grad, theirs.grad, atol=1e-6)
+
+
+def test_hits_follow_argmax_on_tied_maxima_and_the_loss_stays_exact_for_far_targets():
+    # Vocabulary rows 32-39 repeat rows 0-7, so each row's maximum is tied at i and 32 + i (exactly equal logits):
+    # argmax, ms-swift's token accuracy, takes the first index.
+    gen = torch.Generator().manual_seed(1)
+    weight = torch.cat([torch.eye(8), 0.1 * torch.randn(24, 8, generator=gen), torch.eye(8)])
+    hidden = 3 * torch.eye(8)[:6] + 0.1 * torch.randn(6, 8, generator=gen)
+    logits = hidden @ weight.T
+    first = logits.argmax(-1)
+    assert first.tolist() == list(range(6)) and torch.equal(logits[:, :6].diagonal(), logits[:, 32:38].diagonal())
+    for targets in (first, first + 32, torch.tensor([32, 1, 0, 39, 20, 2])):
+        hits = first_max_is_target(logits, logits.amax(-1), logits.gather(1, targets[:, None])[:, 0], targets)
+        assert torch.equal(hits, first == targets)
+        loss, hits = linear_cross_entropy(hidden, weight, None, targets, 4)
+        ref_loss, ref_hits = _reference(hidden, weight, None, targets)
+        assert torch.equal(hits, ref_hits) and torch.allclose(loss, ref_loss, rtol=1e-6)
+    # A target whose probability (e^-100, about 4e-44) is below fp32's normal range: still its exact loss.
+    sharp = torch.zeros(2, 8)
+    sharp[:, 0] = 100.0
+    loss, hits = linear_cross_entropy(sharp, torch.eye(8), None, torch.tensor([1, 0]), 1)
+    assert loss.item() == pytest.approx(100.0, rel=1e-6) and hits.tolist() == [False, True]
 
 
 def test_labelled_rows_pick_positions_whose_next_token_is_labelled_per_row():

@@ -3,6 +3,9 @@
 A prompt scheme (src/config/prompts.py) names the builder that answers it (`PromptScheme.builder`).
 To add a kind of answer: subclass `BaseBuilder` in a module of this package, decorate it with
 `@register_builder("name")`, import that module below, and name it from a scheme.
+
+Each builder owns an answer codec (`AnswerCodec`, codec.py: `emit_norm` and the object order): the objects its
+answers hold, the answer text, and the reading back to pixels, for the engine, the health check and the rewards.
 """
 
 from __future__ import annotations

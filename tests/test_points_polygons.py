@@ -130,3 +130,13 @@ def test_coco_results_write_polygons_and_points_as_boxes_and_count_them():
     results, counts = coco_results([line], [7], {"leaf": 1, "dot": 2, "car": 3})
     assert [r["bbox"] for r in results] == [[20.0, 120.0, 60.0, 60.0], [5.0, 6.0, 0.0, 0.0], [1.0, 2.0, 2.0, 3.0]]
     assert counts == {"polygon as bbox": 1, "point_2d as bbox": 1}
+
+
+def test_stats_count_objects_by_kind():
+    from src.datasets.render import dataset_stats
+
+    ignored = Record(image="/data/img1.png", width=200, height=200, source=SourceRef(file=GT_FILE, line=2), objects=(
+        GroundingObject(kind="polygon", points=tuple(TRIANGLE), desc="", ignore=True),))
+    result = dataset_stats([_record(GT), ignored], [10, 12], None)
+    assert result["objects_by_kind"] == {"bbox_2d": 1, "quad": 0, "point_2d": 2, "polygon": 1}
+    assert result["objects"] == 4 and result["ignore_regions"] == 1

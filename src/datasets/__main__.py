@@ -285,7 +285,8 @@ def _run_stats(args: argparse.Namespace) -> int:
     print(f"records: {result['records']}, objects: {result['objects']}, ignore regions: {result['ignore_regions']}; "
           f"records left out, all objects ignored: {result['records_all_ignored']}")
     per_image = result["objects_per_image"]
-    print(f"objects per image: p50 {per_image.get('p50')}, max {per_image.get('max')}")
+    print(f"objects per image: p50 {per_image.get('p50')}, max {per_image.get('max')}; by kind: "
+          + ", ".join(f"{n} {kind}" for kind, n in result["objects_by_kind"].items()))
     print(f"tokens per sample: p50 {lengths.get('p50')}, p90 {lengths.get('p90')}, max {lengths.get('max')}; "
           f"over max length ({result['max_length']}): {result['share_over_max_length']:.1%}")
     print(f"stats and histograms: {args.out}")

@@ -16,6 +16,7 @@ import numpy as np
 
 from src.config import ConfigError
 from src.config.schema import where
+from src.datasets import kinds as geometry_kinds
 from src.datasets.health import check_sample
 from src.datasets.plan import data_seed, plan_data
 from src.datasets.rows import GroundingRowsDataset
@@ -157,7 +158,8 @@ def _answered(record: Record) -> int:
 
 def dataset_stats(records: list[Record], token_lengths: list[int], max_length: int | None,
                   all_ignored: int = 0) -> dict[str, Any]:
-    """Records, objects per image (ignore regions counted apart: `objects` are the answered ones), image sizes
+    """Records, objects per image and per geometry kind (ignore regions counted apart: `objects` are the answered
+    ones), image sizes
     and token lengths (percentiles, share over `max_length`); `all_ignored` records were left out of the
     samples (every object an ignore region)."""
     over = sum(n > max_length for n in token_lengths) / len(token_lengths) if max_length and token_lengths else 0.0
@@ -166,6 +168,8 @@ def dataset_stats(records: list[Record], token_lengths: list[int], max_length: i
         "objects": sum(_answered(r) for r in records),
         "ignore_regions": sum(len(r.objects) - _answered(r) for r in records),
         "records_all_ignored": all_ignored,
+        "objects_by_kind": {key: sum(o.kind == key and not o.ignore for r in records for o in r.objects)
+                            for key in geometry_kinds.KEYS},
         "objects_per_image": _percentiles([_answered(r) for r in records]),
         "width": _percentiles([r.width for r in records]),
         "height": _percentiles([r.height for r in records]),

@@ -140,3 +140,26 @@ def test_stats_count_objects_by_kind():
     result = dataset_stats([_record(GT), ignored], [10, 12], None)
     assert result["objects_by_kind"] == {"bbox_2d": 1, "quad": 0, "point_2d": 2, "polygon": 1}
     assert result["objects"] == 4 and result["ignore_regions"] == 1
+
+
+def test_augmentation_moves_points_and_polygons_with_the_pixels():
+    from src.datasets.augment import augment, parse_augment_ops
+
+    record = _record([("point_2d", [10.0, 20.0], "dot"), ("polygon", TRIANGLE, "leaf")], width=200, height=200)
+    image = Image.new("RGB", (200, 200), (128, 128, 128))
+    rng = np.random.default_rng(0)
+    _, flipped, report = augment(image, record, parse_augment_ops([{"op": "hflip", "p": 1.0}]), rng)
+    assert report["applied"] == [{"op": "hflip"}]
+    # x -> 200 - x; the triangle, mirrored, is stored clockwise from its top-left-most vertex again
+    assert [(o.kind, o.points) for o in flipped.objects] == [
+        ("point_2d", (190.0, 20.0)), ("polygon", (120.0, 120.0, 180.0, 120.0, 150.0, 180.0))]
+    # a crop window that leaves the point outside drops it (a point has no area to keep visible)
+    ops = parse_augment_ops([{"op": "scale_crop", "p": 1.0, "min_scale": 0.5, "max_scale": 0.5,
+                              "min_visibility": 0.1}])
+    kept = dropped = 0
+    for seed in range(20):
+        _, out, report = augment(image, record, ops, np.random.default_rng(seed))
+        assert all(0 <= v <= 200 for o in out.objects for v in o.points)
+        kept += sum(o.kind == "point_2d" for o in out.objects)
+        dropped += report["dropped_by_reason"].get("low_visibility", 0)
+    assert kept > 0 and dropped > 0

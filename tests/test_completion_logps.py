@@ -75,6 +75,7 @@ def _grads(model):
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.slow  # the tiny model's build (shared with other slow tests)
 @pytest.mark.parametrize("head_trains", [True, False])
 def test_the_armed_head_gives_ms_swift_s_logps_entropies_and_gradients_on_the_tiny_model(tiny, head_trains):
     from swift.rlhf_trainers.grpo_trainer import GRPOTrainer
@@ -143,6 +144,7 @@ class _Trainer:
         self.model_kwarg_keys = inspect.signature(model.forward).parameters.keys()
 
 
+@pytest.mark.slow
 def test_install_falls_back_and_says_why_once(tiny, capsys):
     model, inputs = tiny
     trainer = _Trainer(model, padding_free=True)

@@ -10,8 +10,8 @@ Here the trainer's `_get_logps_via_local_forward` arms the model's output layer 
 runs the model as ms-swift does (through DDP or DeepSpeed, so their hooks fire). The armed layer answers with
 each completion token's log-probability (B, K) in fp32, temperature applied, and, when ms-swift asks, each
 position's entropy (detached: ms-swift only logs it and masks with it). It forms logits one chunk of rows at a
-time (`chunk_rows`, 16 MiB of fp32) and never keeps them: the gradient of a token's log-probability with
-respect to its hidden state, (W[token] - softmax @ W) / temperature, is formed in the forward pass while the
+time (`chunk_rows`, as answer-only logits do) and never keeps them: the gradient of a token's log-probability
+with respect to its hidden state, (W[token] - softmax @ W) / temperature, is formed in the forward pass while the
 chunk exists (the same size as the hidden states); the backward pass scales it by the incoming gradient. Where
 the output layer's weight itself trains (full fine-tuning), the backward pass recomputes each chunk's softmax
 for the weight's gradient.

@@ -137,6 +137,7 @@ def _chunked_linear_ce():
                         grad_w += probs.T @ h.float()
                     if need_b:
                         grad_b += probs.sum(dim=0)
+                del probs  # before the next chunk's: two chunk-sized blocks in turn, not three
             ctx.save_for_backward(*(g for g in (grad_h, grad_w, grad_b) if g is not None))
             ctx.needs = (need_h, need_w, need_b)
             ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)

@@ -13,7 +13,11 @@ a step goes, in ms per step: the data, the forward and the backward each split i
 (every operator on a vocabulary-wide tensor, by self time) and the rest, the optimizer, and what is left (ms-swift's
 callbacks, logging, the step accounting).
 
-Run: `.venv/bin/python bench/train_memory.py [--steps 8] [--warmup 2]`. Targets (issue 19): batch 4 peak < 8 GB;
+`--head_only`: the LM head and its loss alone, both ways, in this process (no training, no data): what the
+kernel itself gains.
+
+Run: `.venv/bin/python bench/train_memory.py [--steps 8] [--warmup 2] [--threads N] [--head_only]`.
+Targets (issue 19): batch 4 peak < 8 GB;
 batch 1 peak < 3 GB and >= 2x faster per step than the baseline. It prints each figure, its target and its ratio
 against the baseline run in the same invocation; it never fails on a figure.
 """
@@ -269,6 +273,45 @@ def print_profile(base: dict, new: dict) -> None:
           "logits and the passes over them.")
 
 
+def head_only(rows: int = 1799, hidden: int = 64, repeats: int = 6) -> None:
+    """The LM head and its loss alone, in this process, heap kept as training keeps it: ms-swift's computation at
+    batch 1 (fp32 logits of the labelled positions, cross-entropy, argmax, backward into the hidden states)
+    against the answer-only kernel, alternated, the fastest of `repeats` - 1 (the first warms the heap)."""
+    import torch
+
+    from src.training.answer_logits import linear_cross_entropy
+    from src.training.cpu_memory import keep_freed_memory
+
+    keep_freed_memory()
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(VOCAB, hidden, generator=gen) * 0.02
+    states = torch.randn(rows, hidden, generator=gen).requires_grad_()
+    targets = torch.randint(0, VOCAB, (rows,), generator=gen)
+
+    def swift() -> None:
+        logits = torch.nn.functional.linear(states, weight).float()
+        loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+        _ = logits.argmax(-1) == targets
+        loss.backward()
+
+    def answer_only() -> None:
+        linear_cross_entropy(states, weight, None, targets)[0].backward()
+
+    times: dict[str, list[tuple[float, float]]] = {"swift": [], "answer_only": []}
+    for _ in range(repeats):
+        for name, fn in (("swift", swift), ("answer_only", answer_only)):
+            states.grad = None
+            cpu, wall = time.process_time(), time.perf_counter()
+            fn()
+            times[name].append((time.process_time() - cpu, time.perf_counter() - wall))
+    best = {name: (min(c for c, _ in v[1:]), min(w for _, w in v[1:])) for name, v in times.items()}
+    print(f"\nLM head + loss alone ({rows} labelled positions, hidden {hidden}, {torch.get_num_threads()} threads): "
+          f"ms-swift {best['swift'][1]:.2f} s wall / {best['swift'][0]:.2f} s CPU, answer-only "
+          f"{best['answer_only'][1]:.2f} s / {best['answer_only'][0]:.2f} s: "
+          f"{_ratio(best['swift'][1], best['answer_only'][1])} wall, "
+          f"{_ratio(best['swift'][0], best['answer_only'][0])} CPU")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=8)
@@ -276,6 +319,8 @@ def main() -> None:
     parser.add_argument("--kill_gb", type=float, default=14.0)
     parser.add_argument("--work", type=Path)
     parser.add_argument("--no_profile", action="store_true", help="skip the two profiled runs")
+    parser.add_argument("--head_only", action="store_true",
+                        help="only the LM head and its loss, both ways, in this process (a minute)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every run (default: torch's, the cores)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
@@ -284,6 +329,13 @@ def main() -> None:
         sys.exit(child(args.child, args.profile))
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by every run alike
+    if args.head_only:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        head_only()
+        return
     work = (args.work or Path(tempfile.mkdtemp(prefix="train_memory-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("GROUNDING_CACHE_DIR", str(work / "verdicts"))

@@ -17,6 +17,7 @@ from typing import Any
 from src.config import ConfigError
 from src.config.jsonl import jsonl_files
 from src.datasets.answer import ANSWER_VERSION
+from src.datasets.map_procs import in_process_num_proc
 from src.datasets.plan import plan_data
 from src.datasets.rows import GroundingRowsDataset, arrow_rows
 
@@ -95,7 +96,7 @@ def build_cache(run, out_dir: Path) -> dict[str, Any]:
         model=swift["model"], model_type=swift.get("model_type"), template=swift.get("template"),
         max_length=cfg.global_max_length or swift.get("max_length"), strict=True, to_cached_dataset=True,
         dataset=jsonl_files(cfg.custom.train_jsonl), output_dir=str(out_dir), exist_ok=True,
-        dataset_num_proc=swift.get("dataset_num_proc", 0))  # base.yaml says why 0
+        dataset_num_proc=in_process_num_proc(swift.get("dataset_num_proc", 1)))
     GroundingCacheExport(args).main()
     info = {"fingerprint": cache_fingerprint(cfg), "train_rows": len(plan.train_samples),
             "val_rows": len(plan.val_samples)}

@@ -19,6 +19,7 @@ from src.config import ProjectConfig
 from src.config.remote_code import apply_remote_code_policy
 from src.datasets.builders import ROW_SOURCE_KEY
 from src.datasets.health import check_rows, checking_every_sample, format_failures
+from src.datasets.map_procs import in_process_num_proc
 from src.datasets.plan import DataPlan
 from src.datasets.rows import BadImages, GroundingRowsDataset, SampleLog, arrow_rows
 from src.training.checkpoint_guard import check_adapter_checkpoint
@@ -150,8 +151,14 @@ class GroundingSft(SwiftSft):
 
     def _encode_dataset(self, train_dataset, val_dataset, pre_process=True):
         # Encoding here first: ms-swift's datasets.map forks worker processes, and a fork after this
-        # process has run torch's image ops (as the health check does) deadlocks the worker's OpenMP.
-        encoded = super()._encode_dataset(train_dataset, val_dataset, pre_process=pre_process)
+        # process has run torch's image ops (as the health check does) deadlocks the worker's OpenMP; and it
+        # encodes in this process unless the user asked for workers (src/datasets/map_procs.py).
+        asked = self.args.dataset_num_proc
+        self.args.dataset_num_proc = in_process_num_proc(asked)
+        try:
+            encoded = super()._encode_dataset(train_dataset, val_dataset, pre_process=pre_process)
+        finally:
+            self.args.dataset_num_proc = asked  # args.json and the rest of the run keep the user's value
         if not self.args.lazy_tokenize:
             self._check_health(train_dataset)
         return encoded

@@ -138,7 +138,8 @@ def test_a_record_that_fails_on_one_rank_ends_the_job_naming_it(mp_workspace, tm
     proc = train_sh([f"config={config}", "gpus=cpu", "nproc=2", f"master_port={free_port()}"], cwd=tmp_path)
     assert proc.returncode != 0
     assert time.monotonic() - started < 180  # ended by the failure, not by a collective's timeout
-    named = f"while encoding the sample built from {data / 'train.jsonl'}:{bad_line}"
+    # custom.bad_records (error, the default) decides: the record is named by file:line and the job stops.
+    named = f"{data / 'train.jsonl'}:{bad_line}: images[0]: cannot be decoded during training"
     assert named in proc.stdout, proc.stdout[-4000:]
     log = next((tmp_path / "broken" / "logs").glob("train-*-rank0.log")).read_text()
     assert named in log and "image file is truncated" in log

@@ -85,8 +85,7 @@ class ColumnBuilder:
         self.summaries.append(summary)
         self.object_counts.append(len(kinds))
         self.kinds.extend(kinds)
-        self.value_counts.extend(map(_FIXED_COUNTS.__getitem__, kinds) if value_counts is None
-                                 else map(int, value_counts))
+        self.value_counts.extend(map(_FIXED_COUNTS.__getitem__, kinds) if value_counts is None else value_counts)
         ids = self.descs
         self.desc_ids.extend([ids.setdefault(d, len(ids)) for d in descs])
         self.points.append(points)

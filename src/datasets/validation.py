@@ -53,11 +53,13 @@ _NUMBER_TYPES = frozenset({int, float})  # bool is neither
 _DICT, _TWO, _STR, _LIST = {dict}, {2}, {str}, {list}
 _FIXED = tuple(-1 if k.values is None else k.values for k in geometry_kinds.KINDS.values())  # values per index
 _KIND_BY_INDEX = tuple(geometry_kinds.KINDS.values())
+# Whether a kind's stored form differs from what a file wrote (a vertex order): the others need no pass.
+_REORDERS = tuple(type(k).canonical is not geometry_kinds.GeometryKind.canonical for k in _KIND_BY_INDEX)
 
 
 def _counts_ok(kinds: list[int], counts: list[int]) -> bool:
     """Whether each object's number of values suits its kind (a fixed count, or a variable one's rule)."""
-    fixed = [_FIXED[k] for k in kinds]
+    fixed = list(map(_FIXED.__getitem__, kinds))
     if counts == fixed:
         return True
     return all(f == n or (f < 0 and _KIND_BY_INDEX[k].count_ok(n)) for k, f, n in zip(kinds, fixed, counts,
@@ -170,8 +172,8 @@ def _geometry_ok(candidates: list[tuple], flat: list) -> tuple[np.ndarray, np.nd
     bad = np.bincount(value_record[bad_value], minlength=n) > 0
     bad_object = np.zeros(len(kinds), dtype=bool)
     clamped = np.bincount(value_record, weights=clipped != values, minlength=n).astype(np.int64)
-    stored = clipped.copy()
-    # One numpy pass per (kind, value count): each kind's own rules, then its stored (canonical) form.
+    # One numpy pass per (kind, value count): each kind's own rules, then its stored (canonical) form, written
+    # in place (the groups' values do not overlap).
     group = kinds * (int(sizes.max(initial=0)) + 1) + sizes
     for key in np.unique(group):
         members = np.flatnonzero(group == key)
@@ -180,9 +182,10 @@ def _geometry_ok(candidates: list[tuple], flat: list) -> tuple[np.ndarray, np.nd
         rows = clipped[at]
         with np.errstate(invalid="ignore"):
             bad_object[members] = kind.problem_codes(rows) != 0
-            stored[at] = kind.canonical(rows)
+            if _REORDERS[kind.order]:
+                clipped[at] = kind.canonical(rows)
     bad |= np.bincount(object_record[bad_object], minlength=n) > 0
-    return ~bad, stored, clamped
+    return ~bad, clipped, clamped
 
 
 def validate_lines(file: str, check_image: ImageCheck, numbered: list[tuple[int, bytes]],

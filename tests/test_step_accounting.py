@@ -89,6 +89,8 @@ def workspace(tmp_path_factory):
 
 def _train(root: Path, name: str, report_to: str = "[]"):
     """Stage 2 on CPU, batches of 2, one log line per step, in process; returns the GroundingSft and its run."""
+    import os
+
     from swift import SftArguments
 
     from src.config import load_project_config, to_sft_kwargs
@@ -102,6 +104,9 @@ def _train(root: Path, name: str, report_to: str = "[]"):
         f"training:\n  output_dir: ./{name}\n  max_steps: 3\n  logging_steps: 1\n  eval_strategy: 'no'\n"
         f"  save_strategy: 'no'\n  per_device_train_batch_size: {BATCH}\n  report_to: {report_to}\n")
     cfg = load_project_config(config)
+    # ms-swift only setdefaults TENSORBOARD_LOGGING_DIR: an earlier in-process run of this pytest session (as
+    # src.training.setup.prepare_run sets it) would take these curves to its own directory.
+    os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
     sft = GroundingSft(SftArguments(**to_sft_kwargs(cfg)), cfg, plan_data(cfg), [])
     sft.main()
     return sft, root / name

@@ -22,9 +22,8 @@ from src.inference.scoring import object_scores, response_token_logprobs
 # Questions per engine call (`--batch_size`, `eval.batch_size`): their images are decoded just before, so a
 # large --jsonl is never held in memory at once. 64 because greedy decoding on a GPU reads every weight once
 # per step whatever the batch, so tokens/s grows almost with the batch up to a few dozen sequences (a 2B
-# model's 4 GB of bf16 weights against 64 short KV caches); beyond that the KV caches, and with the
-# transformers engine the fp32 logits kept for the scores (batch x new tokens x vocabulary x 4 bytes), take
-# the memory instead.
+# model's 4 GB of bf16 weights against 64 short KV caches); beyond that the KV caches take the memory instead
+# (the scores keep no logits: fast_logprobs.StepLogprobs).
 DEFAULT_BATCH_SIZE = 64
 IMAGES_PER_QUESTION = 1  # every question shows one record's image (`questions` asks about one record at a time)
 

@@ -1,5 +1,6 @@
 """Stage 3 (GRPO) end to end on CPU with the real ms-swift: warm-started from a stage-2 adapter through the
-project's entry (one process, and two through scripts/train.sh), the grounding rewards logged to the console,
+project's entry (one process, and two through scripts/train.sh under DeepSpeed ZeRO-3, whose chunked completion
+log-probabilities give ms-swift's own loss, KL and gradient norm), the grounding rewards logged to the console,
 logging.jsonl and TensorBoard, the grounding metrics at an evaluation, a run killed after its first checkpoint
 resumed to its last step, and the resulting adapter merged by `swift export`, answering through `src.infer` and
 scored by `src.eval`."""
@@ -110,8 +111,17 @@ def test_grpo_logs_its_rewards_resumes_after_a_kill_and_its_adapter_answers(mp_w
     assert json.loads(metrics.read_text())["n_pred_rows"] == 2
 
 
-def test_grpo_runs_in_two_processes_and_evaluates_with_the_grounding_metrics(mp_workspace, stage2, tmp_path):
-    config = grpo_config(tmp_path, "two", mp_workspace, stage2,
+def _figures(run: Path) -> list[tuple[float, ...]]:
+    return [(row["loss"], row["kl"], row["grad_norm"]) for row in _logged(run) if "loss" in row]
+
+
+def test_grpo_runs_in_two_processes_under_zero3_evaluates_and_equals_ms_swift_s_path(mp_workspace, stage2, tmp_path):
+    # DeepSpeed ZeRO-3 partitions the output layer's weight: the armed head computes inside the layer's forward,
+    # where DeepSpeed has gathered it. The tiny model's completions all earn the same rewards (no advantage, so
+    # no gradient from them): a LoRA that is not zero at the start makes the policy differ from the reference
+    # (the adapter off), so the KL, the loss and the gradient are not zero from the first step.
+    common = {"deepspeed": {"enabled": True, "config": "zero3"}, "tuner": {"init_weights": "false"}}
+    config = grpo_config(tmp_path, "two", mp_workspace, stage2, **common,
                          training={"max_steps": 2, "save_steps": 2, "eval_strategy": "steps", "eval_steps": 2,
                                    "per_device_eval_batch_size": 1},
                          custom={"val_jsonl": str(mp_workspace / "data" / "val.jsonl")},
@@ -120,6 +130,7 @@ def test_grpo_runs_in_two_processes_and_evaluates_with_the_grounding_metrics(mp_
                     env=ONE_THREAD)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert proc.stdout.count("completion log-probabilities: on") == 1  # rank 0 says it; both ranks use it
+    assert "ms-swift's path for this model" not in proc.stdout
     steps = [row for row in _logged(tmp_path / "two") if "loss" in row]
     assert [row["global_step/max_steps"] for row in steps] == ["1/2", "2/2"]
     assert all(key in steps[0] for key in REWARD_KEYS)
@@ -129,3 +140,15 @@ def test_grpo_runs_in_two_processes_and_evaluates_with_the_grounding_metrics(mp_
     evaluated = {key for row in _logged(tmp_path / "two") for key in row if key.startswith("eval_")}
     assert {"eval_rewards/grounding_f1/mean", "eval_ap50", "eval_parse_failure_rate"} <= evaluated
     assert (tmp_path / "two" / "eval_predictions" / "step-2.jsonl").is_file()
+
+    # The same two steps through ms-swift's own full-vocabulary path (no evaluation: it comes after step 2's log).
+    config = grpo_config(tmp_path, "two_swift", mp_workspace, stage2, **common, custom={"completion_logps": False},
+                         training={"max_steps": 2, "save_strategy": "no", "report_to": []})
+    proc = train_sh([f"config={config}", "gpus=cpu", "nproc=2", f"master_port={free_port()}"], cwd=tmp_path,
+                    env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert proc.stdout.count("completion log-probabilities: off (custom.completion_logps: false)") == 1
+    mine, theirs = _figures(tmp_path / "two"), _figures(tmp_path / "two_swift")
+    assert len(mine) == 2 and all(kl > 0 and grad_norm > 0 for _, kl, grad_norm in mine)
+    for step, ours in zip(mine, theirs, strict=True):
+        assert ours == pytest.approx(step, abs=1e-6)

@@ -35,6 +35,7 @@ class CustomSection:
     decode_images: bool  # validation decodes every image fully (truncated files found before step 1), not headers only
     cached_dataset: str | None  # a cache from `python -m src.datasets cache`: train on its encodings
     answer_only_logits: bool  # SFT: LM head and loss only on labelled positions (src/training/answer_logits.py)
+    completion_logps: bool  # stage 3: completion log-probabilities chunk by chunk (src/training/completion_logps.py)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -16,10 +16,19 @@ chunk exists (the same size as the hidden states); the backward pass scales it b
 the output layer's weight itself trains (full fine-tuning), the backward pass recomputes each chunk's softmax
 for the weight's gradient.
 
+Under DeepSpeed ZeRO-3 the output layer's weight is a partition, empty outside the layer: the chunk size comes from
+`out_features`, and everything that reads the weight runs inside the layer's forward, where DeepSpeed has gathered
+it. With the weight frozen (LoRA, the stage-3 recipe) the backward needs only the hidden states' gradient formed
+there, and a two-process ZeRO-3 GRPO run logs the loss, KL and gradient norm of ms-swift's own path to 1e-6
+(tests/test_grpo.py). A trained weight under ZeRO-3 (full fine-tuning) would need the weight gathered again for
+the backward's recomputation (DeepSpeed does so before a layer's backward, as for any linear layer) but is not
+proven here: there the path stays off.
+
 Log-probabilities, entropies and gradients equal ms-swift's own path to float rounding
 (tests/test_completion_logps.py). Where the path cannot apply it stays off and says why: padding-free batches
-and sequence parallelism (ms-swift's other layouts), DeepSpeed ZeRO-3 (a partitioned weight, not proven here),
-an output layer that is not a plain linear layer (LoRA or modules_to_save on lm_head).
+and sequence parallelism (ms-swift's other layouts), DeepSpeed ZeRO-3 with the output layer's weight trained
+(not proven here), an output layer that is not a plain linear layer (LoRA or modules_to_save on lm_head).
+`custom.completion_logps: false` turns it off (src/training/grpo.py).
 """
 
 from __future__ import annotations
@@ -37,13 +46,16 @@ DECISION_PREFIX = "completion log-probabilities:"
 def why_not(settings: Mapping[str, Any]) -> str | None:
     """Why the chunked path cannot stand in for ms-swift's under these settings, or None when it can.
     `settings`: `padding_free`, `sequence_parallel_size`, `head` (the output layer's class name, which must be
-    `Linear`) and `zero3` (whether its weight is a DeepSpeed ZeRO-3 partition)."""
+    `Linear`) and `zero3_head_trains` (its weight is a DeepSpeed ZeRO-3 partition AND trains). ZeRO-3 with the
+    weight frozen (LoRA) is no reason: the armed layer computes inside its own forward, where DeepSpeed has
+    gathered the weight, and the backward needs only the hidden states' gradient formed there."""
     if settings.get("padding_free"):
         return "padding-free batches: ms-swift's own layout of the completions"
     if (settings.get("sequence_parallel_size") or 1) > 1:
         return "sequence parallelism splits the completions across ranks"
-    if settings.get("zero3"):
-        return "DeepSpeed ZeRO-3 partitions the output layer's weight (not proven here)"
+    if settings.get("zero3_head_trains"):
+        return ("DeepSpeed ZeRO-3 with the output layer's weight trained (full fine-tuning): its gradient under a "
+                "partitioned weight is not proven here")
     if settings.get("head") != "Linear":
         return (f"the output layer is a {settings.get('head')} (LoRA or modules_to_save on lm_head?), "
                 "not a plain Linear")
@@ -80,6 +92,9 @@ def _chunked_logps_function():
                     jac_h[start:end] = (weight[t].float() - (p.to(weight.dtype) @ weight).float()) / temperature
             ctx.needs = (need_h, need_w, need_b)
             ctx.temperature, ctx.rows = temperature, rows
+            # Under ZeRO-3 the weight is whole only inside the layer's forward and backward (DeepSpeed gathers it
+            # before each): its shape is taken here, and the backward checks it finds the weight whole again.
+            ctx.weight_shape = tuple(weight.shape)
             ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
             if need_w or need_b:  # the weight's gradient needs the incoming one: recomputed in backward
                 ctx.save_for_backward(jac_h, hidden, weight, bias, targets)
@@ -97,7 +112,11 @@ def _chunked_logps_function():
             grad_w = grad_b = None
             if need_w or need_b:
                 hidden, weight, bias, targets = saved[1:]
-                grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+                if tuple(weight.shape) != ctx.weight_shape:
+                    raise RuntimeError(f"completion log-probabilities: the output layer's weight is "
+                                       f"{tuple(weight.shape)} in the backward pass, {ctx.weight_shape} in the "
+                                       f"forward (a partition not gathered again?)")
+                grad_w = torch.zeros(ctx.weight_shape, dtype=torch.float32, device=weight.device) if need_w else None
                 grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
                 for start in range(0, hidden.shape[0], ctx.rows):
                     end = min(start + ctx.rows, hidden.shape[0])
@@ -175,8 +194,10 @@ class CompletionLogpsHead:
                                f"{tuple(hidden.shape)} for {batch} completions of {keep} tokens")
         # Position i predicts token i + 1: the K positions before the last hold the completion's tokens' scores.
         rows = hidden[:, -(keep + 1):-1, :].reshape(batch * keep, hidden.shape[-1])
+        # Chunk size from out_features, not the weight: the same figure whether or not ZeRO-3 partitions it.
         logps, entropies = completion_logps(rows, layer.weight, layer.bias, targets.reshape(-1).to(hidden.device),
-                                            self.temperature, entropy=self.entropy)
+                                            self.temperature, rows=chunk_rows(layer.out_features),
+                                            entropy=self.entropy)
         self.entropies = None if entropies is None else entropies.view(batch, keep)
         self.calls += 1
         return logps.view(batch, keep)
@@ -223,7 +244,8 @@ def install(trainer) -> tuple[dict[int, CompletionLogpsHead], str]:
         if id(layer) not in refused:
             reason = why_not({"padding_free": template.padding_free,
                               "sequence_parallel_size": getattr(template, "sequence_parallel_size", 1),
-                              "zero3": hasattr(getattr(layer, "weight", None), "ds_id"),
+                              "zero3_head_trains": bool(hasattr(getattr(layer, "weight", None), "ds_id")
+                                                        and layer.weight.requires_grad),
                               "head": type(layer).__name__})
             if reason is None:
                 heads[id(layer)] = CompletionLogpsHead(layer)
@@ -248,6 +270,6 @@ def install(trainer) -> tuple[dict[int, CompletionLogpsHead], str]:
         said.add(reason)
         return heads, f"{DECISION_PREFIX} off ({reason}); ms-swift forms full-vocabulary logits"
     trainer._get_logps_via_local_forward = types.MethodType(get_logps_via_local_forward, trainer)
-    rows = chunk_rows(layer.out_features)
+    rows = chunk_rows(layer.out_features)  # out_features: ZeRO-3 leaves the weight empty outside the forward
     return heads, (f"{DECISION_PREFIX} on (the LM head scores completion tokens in chunks of {rows} rows, fp32; "
                    "no full-vocabulary logits)")

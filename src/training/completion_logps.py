@@ -43,6 +43,11 @@ from src.training.answer_logits import chunk_rows
 DECISION_PREFIX = "completion log-probabilities:"
 
 
+def off_line(reason: str) -> str:
+    """The line a run prints when its completion log-probabilities stay on ms-swift's path, saying why."""
+    return f"{DECISION_PREFIX} off ({reason}); ms-swift forms full-vocabulary logits"
+
+
 def why_not(settings: Mapping[str, Any]) -> str | None:
     """Why the chunked path cannot stand in for ms-swift's under these settings, or None when it can.
     `settings`: `padding_free`, `sequence_parallel_size`, `head` (the output layer's class name, which must be
@@ -268,7 +273,7 @@ def install(trainer) -> tuple[dict[int, CompletionLogpsHead], str]:
     reason = decide(layer)
     if reason is not None:
         said.add(reason)
-        return heads, f"{DECISION_PREFIX} off ({reason}); ms-swift forms full-vocabulary logits"
+        return heads, off_line(reason)
     trainer._get_logps_via_local_forward = types.MethodType(get_logps_via_local_forward, trainer)
     rows = chunk_rows(layer.out_features)  # out_features: ZeRO-3 leaves the weight empty outside the forward
     return heads, (f"{DECISION_PREFIX} on (the LM head scores completion tokens in chunks of {rows} rows, fp32; "

@@ -94,13 +94,12 @@ class GroundingGrpo(GroundingSft, SwiftRLHF):
     def train(self, trainer):
         # The completions' log-probabilities (policy, old policy, reference) chunk by chunk, never as
         # full-vocabulary logits for all completions at once (src/training/completion_logps.py).
-        from src.training.completion_logps import DECISION_PREFIX, install
+        from src.training.completion_logps import install, off_line
 
         if self._cfg.custom.completion_logps:
             self.completion_heads, decision = install(trainer)
         else:
-            self.completion_heads, decision = {}, (f"{DECISION_PREFIX} off (custom.completion_logps: false); "
-                                                   "ms-swift forms full-vocabulary logits")
+            self.completion_heads, decision = {}, off_line("custom.completion_logps: false")
         self._print(decision)
         return super().train(trainer)
 

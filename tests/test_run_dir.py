@@ -20,6 +20,7 @@ from src.training.run_dir import (
     complete_checkpoints,
     guard_output_dir,
     resolve_resume,
+    set_aside_earlier_run,
     skipped_notes,
     stopped_report,
     write_fault,
@@ -113,6 +114,42 @@ def test_guard_accepts_new_empty_or_launcher_log_only_directories(tmp_path):
     guard_output_dir(tmp_path, overwrite=False, resuming=False)
 
 
+def _files(root):
+    return sorted(p.read_bytes() for p in root.rglob("*") if p.is_file())
+
+
+def test_overwrite_sets_the_earlier_run_aside_and_keeps_what_this_run_reads(tmp_path):
+    run, tb = tmp_path / "run", tmp_path / "tb" / "run"
+    _checkpoint(run, 4)
+    (run / "logging.jsonl").write_text('{"loss": 1.0, "global_step/max_steps": "4/4"}\n')
+    (run / "logs").mkdir()
+    (run / "logs" / "train-now.log").write_text("this launch")
+    (run / LOCK_NAME).write_text("{}")
+    (run / "data").mkdir()
+    (run / "data" / "train.jsonl").write_text("{}")
+    (run / "warm").mkdir()
+    tb.mkdir(parents=True)
+    (tb / "events.out").write_text("curves")
+    before = _files(tmp_path)
+
+    notes = set_aside_earlier_run(run, tb, [run / "data" / "train.jsonl", run / "warm" / "adapter"], "20261207-1")
+    # Nothing deleted or rewritten; the earlier run's files where no resume or curve of the new run reads them.
+    assert _files(tmp_path) == before
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME, "data", "logs", "previous", "warm"]
+    aside = run / "previous" / "20261207-1"
+    assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-4", "logging.jsonl"]
+    assert resolve_resume(run, "auto") is None
+    assert (tmp_path / "tb" / "run.previous-20261207-1" / "events.out").read_text() == "curves" and not tb.exists()
+    assert any("moved to" in n and str(aside) in n for n in notes)
+    assert sum("stays in place" in n for n in notes) == 2
+    # A second overwrite within the same second: its own folder; the run set aside first is left as it was.
+    _checkpoint(run, 2)
+    set_aside_earlier_run(run, None, [run / "data"], "20261207-1")
+    assert sorted(p.name for p in (run / "previous").iterdir()) == ["20261207-1", "20261207-1-2"]
+    assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-4", "logging.jsonl"]
+    assert set_aside_earlier_run(tmp_path / "new", None, [], "x") == []
+
+
 def test_a_second_lock_on_a_directory_is_refused_naming_the_holder(tmp_path):
     lock = take_run_lock(tmp_path / "run")
     try:
@@ -163,3 +200,28 @@ def test_a_failed_write_is_one_message_naming_the_directory_and_the_last_checkpo
     read_only = write_fault(OSError(errno.EROFS, "Read-only file system", str(tmp_path / LOCK_NAME)), None)
     assert f"run directory {tmp_path}: it is on a read-only file system" in read_only
     assert write_fault(ValueError("something else"), tmp_path) is None
+
+
+@pytest.mark.slow
+def test_a_run_with_overwrite_starts_clean_and_the_earlier_run_is_kept_aside(mp_workspace, tmp_path, capsys):
+    """Before: `run.overwrite: true` wrote into the earlier run's directory, so ms-swift appended to its
+    logging.jsonl (two runs in one loss curve) and `auto` could resume the earlier run's newer checkpoint."""
+    from src.sft import main
+    from tests.support.multiprocess import losses_by_step, write_run_config
+
+    earlier = write_run_config(tmp_path, "run", workspace=mp_workspace, name_suffix="_earlier",
+                               training={"max_steps": 4, "save_steps": 4, "report_to": ["tensorboard"]})
+    assert main(["--config", str(earlier)]) == 0
+    again = write_run_config(tmp_path, "run", workspace=mp_workspace, name_suffix="_again", run={"overwrite": True},
+                             training={"max_steps": 2, "save_steps": 2, "report_to": ["tensorboard"]})
+    assert main(["--config", str(again)]) == 0
+    assert "moved to" in capsys.readouterr().out
+
+    run = tmp_path / "run"
+    (aside,) = (run / "previous").iterdir()
+    assert json.loads((aside / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
+    assert sorted(losses_by_step(aside)) == [1, 2, 3, 4]
+    assert sorted(losses_by_step(run)) == [1, 2]  # this run's rows only
+    assert resolve_resume(run, "auto") == str(run / "checkpoint-2")
+    (tb_aside,) = (tmp_path / "tb").glob("run.previous-*")
+    assert any(tb_aside.rglob("events.out.tfevents*")) and any((tmp_path / "tb" / "run").rglob("events.out.tfevents*"))

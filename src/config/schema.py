@@ -59,7 +59,7 @@ class DeepspeedSection:
 class RunSection:
     """`run:`: how a run treats its output directory (`training.output_dir`)."""
 
-    overwrite: bool  # true: start even if the output directory already holds files
+    overwrite: bool  # true: start where a run is; the earlier run moves to output_dir/previous/<time>/
     init_from: str | None  # warm start from a checkpoint's weights (full or adapter), not a resume
 
 

@@ -12,7 +12,9 @@ from src.training.swift_plugin import PLUGIN_PREFIX
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 LAUNCHER_LOG_DIR = "logs"  # scripts/train.sh tees into <output_dir>/logs before the run starts
-NOT_A_RUN = frozenset({LAUNCHER_LOG_DIR, LOCK_NAME})  # what a directory may hold before any run wrote there
+PREVIOUS_DIR = "previous"  # `run.overwrite: true` moves an earlier run into <output_dir>/previous/<UTC time>
+# What a directory may hold that no run of its own reads or writes: a new run may start beside it.
+NOT_A_RUN = frozenset({LAUNCHER_LOG_DIR, LOCK_NAME, PREVIOUS_DIR})
 # What a run writes before it trains (src/training/setup.py, ms-swift's start): a directory holding only
 # these (and NOT_A_RUN) saw a start that failed before its first save.
 START_FILES = ("resolved_config.yaml", "skipped_records.jsonl", "args.json", "logging.jsonl", "runs", "images",
@@ -89,8 +91,55 @@ def guard_output_dir(output_dir: Path, *, overwrite: bool, resuming: bool, auto:
             f"new output_dir, or set `run.overwrite: true`.")
     raise ConfigError(
         f"`training.output_dir` = {output_dir} already holds a run. Choose a new output_dir, resume it "
-        f"with `tuner.resume_from_checkpoint: auto`, or set `run.overwrite: true` to write into it anyway."
+        f"with `tuner.resume_from_checkpoint: auto`, or set `run.overwrite: true` to start there anyway (the "
+        f"earlier run is moved to {output_dir / PREVIOUS_DIR}/<time>, not deleted)."
     )
+
+
+def _holds(entry: Path, inputs: list[Path]) -> bool:
+    entry = entry.resolve()
+    return any(path == entry or entry in path.parents for path in inputs)
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    candidate, n = folder / name, 1
+    while candidate.exists():
+        n += 1
+        candidate = folder / f"{name}-{n}"
+    return candidate
+
+
+def set_aside_earlier_run(output_dir: Path, logging_dir: Path | None, inputs: list[Path],
+                          stamp: str) -> list[str]:
+    """`run.overwrite: true` without a resume: move an earlier run out of the new run's way, deleting nothing.
+
+    Every entry of `output_dir` but `NOT_A_RUN` (the launcher's logs, the run lock, runs set aside before) is
+    renamed into `output_dir/previous/<stamp>/`, so `auto` can never resume the earlier run's checkpoints and
+    ms-swift's appended `logging.jsonl` (the loss curves, the best checkpoint) holds this run's rows only. A
+    `logging_dir` outside `output_dir` that holds files is renamed to `<logging_dir>.previous-<stamp>` (its own
+    run in TensorBoard). An entry that is or holds one of `inputs` (the model, `run.init_from`, a data file or
+    its folder) stays where it is. Returns one line per move or kept input, none when nothing was there."""
+    notes = []
+    inputs = [Path(p).resolve() for p in inputs]
+    entries = sorted(p for p in output_dir.iterdir() if p.name not in NOT_A_RUN) if output_dir.is_dir() else []
+    kept = [p for p in entries if _holds(p, inputs)]
+    moving = [p for p in entries if p not in kept]
+    if moving:
+        target = _free_name(output_dir / PREVIOUS_DIR, stamp)
+        target.mkdir(parents=True)
+        for entry in moving:
+            entry.rename(target / entry.name)
+        notes.append(f"overwrite: the earlier run in {output_dir} ({len(moving)} entries) moved to {target}; "
+                     f"nothing was deleted")
+    notes += [f"overwrite: {p} stays in place: this run reads from it" for p in kept]
+    if logging_dir is not None:
+        logging_dir = Path(logging_dir)
+        inside = output_dir.resolve() in logging_dir.resolve().parents
+        if not inside and logging_dir.is_dir() and any(logging_dir.iterdir()):
+            target = _free_name(logging_dir.parent, f"{logging_dir.name}.previous-{stamp}")
+            logging_dir.rename(target)
+            notes.append(f"overwrite: the earlier run's TensorBoard logs in {logging_dir} moved to {target}")
+    return notes
 
 
 def stopped_report(output_dir: Path) -> str:

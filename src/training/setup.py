@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from src.datasets.plan import DataPlan, plan_data
 from src.datasets.verdicts import CACHE_ENV, VerdictStore
 from src.training.distributed import Failure, Job
 from src.training.resolve import ResolvedRun, resolve_run, with_start
-from src.training.run_dir import guard_output_dir, resolve_resume, skipped_notes, write_fault
+from src.training.run_dir import guard_output_dir, resolve_resume, set_aside_earlier_run, skipped_notes, write_fault
 from src.training.run_lock import stale_note, take_run_lock
 from src.training.swift_plugin import write_plugin
 from src.training.warm_start import StartPlan, merge_adapter, plan_start
@@ -145,6 +146,11 @@ def _prepare_run_dir(run: ResolvedRun, plan: DataPlan, *, debug: bool,
                                                     resuming=bool(start.resume_from_checkpoint), auto=auto)):
         if note:
             print(f"note: {note}")
+    if cfg.run.overwrite and not start.resume_from_checkpoint:
+        logging_dir = Path(kwargs["logging_dir"]) if kwargs.get("logging_dir") else None
+        for note in set_aside_earlier_run(output_dir, logging_dir, _run_inputs(kwargs, cfg, start),
+                                          time.strftime("%Y%m%d-%H%M%S", time.gmtime())):
+            print(f"note: {note}")
     resolved = dump_resolved_yaml(cfg.merged, output_dir / RESOLVED_CONFIG)
     print(f"resolved config saved: {resolved}")
     write_plugin(output_dir, run.image_settings)  # the image budget, for `swift infer` on a checkpoint
@@ -155,6 +161,15 @@ def _prepare_run_dir(run: ResolvedRun, plan: DataPlan, *, debug: bool,
         merge_adapter(start.merge_adapter, Path(start.model))
     sys.stdout.flush()  # before the other ranks go on: the reports come first in a shared log
     return RunDecision(start.model, start.resume_from_checkpoint, _sha1(resolved)), start
+
+
+def _run_inputs(kwargs: dict[str, Any], cfg: ProjectConfig, start: StartPlan) -> list[Path]:
+    """What the run reads that could sit inside its own output_dir: the model, the warm start, the data files
+    and their folders (where their images usually are), a pre-encoded cache."""
+    data = [Path(p) for key in ("dataset", "val_dataset", "cached_dataset", "cached_val_dataset")
+            for p in kwargs.get(key) or []]
+    found = [p for p in (kwargs.get("model"), start.model, cfg.run.init_from) if p]
+    return [Path(p) for p in found] + data + [p.parent for p in data]
 
 
 def _sha1(path: Path) -> str:

@@ -20,6 +20,7 @@ from src.training.run_dir import (
     complete_checkpoints,
     guard_output_dir,
     resolve_resume,
+    resumes_in,
     set_aside_earlier_run,
     skipped_notes,
     stopped_report,
@@ -87,6 +88,16 @@ def test_guard_refuses_a_directory_holding_a_run(tmp_path):
         guard_output_dir(tmp_path, overwrite=False, resuming=False, auto=True)
     guard_output_dir(tmp_path, overwrite=True, resuming=False)
     guard_output_dir(tmp_path, overwrite=False, resuming=True)
+
+
+def test_only_a_checkpoint_of_the_directory_itself_resumes_there(tmp_path):
+    here, other = _checkpoint(tmp_path / "run", 2), _checkpoint(tmp_path / "other", 8)
+    assert resumes_in(tmp_path / "run", str(here)) and not resumes_in(tmp_path / "run", str(other))
+    assert not resumes_in(tmp_path / "run", None)
+    # Another run's checkpoint continues that training into this directory: it must not hold a run already
+    # (ms-swift would append to its logging.jsonl and save over its checkpoint names).
+    with pytest.raises(ConfigError, match="already holds a run"):
+        guard_output_dir(tmp_path / "run", overwrite=False, resuming=resumes_in(tmp_path / "run", str(other)))
 
 
 def test_a_failed_start_is_refused_with_advice_that_works(tmp_path):
@@ -225,3 +236,19 @@ def test_a_run_with_overwrite_starts_clean_and_the_earlier_run_is_kept_aside(mp_
     assert resolve_resume(run, "auto") == str(run / "checkpoint-2")
     (tb_aside,) = (tmp_path / "tb").glob("run.previous-*")
     assert any(tb_aside.rglob("events.out.tfevents*")) and any((tmp_path / "tb" / "run").rglob("events.out.tfevents*"))
+
+    # A warm start from that adapter that died before its first save (its merge, a logged step and start
+    # files there), started again with `auto`: it sets the failed start aside (the export refused an existing
+    # init_merged; ms-swift would append to the logged step) and trains from step 0.
+    failed = tmp_path / "warm"
+    (failed / "init_merged").mkdir(parents=True)
+    (failed / "init_merged" / "config.json").write_text("{}")
+    (failed / "logging.jsonl").write_text('{"loss": 9.0, "global_step/max_steps": "1/2"}\n')
+    (failed / "resolved_config.yaml").write_text("x: 1\n")
+    warm = write_run_config(tmp_path, "warm", workspace=mp_workspace, run={"init_from": str(run / "checkpoint-2")},
+                            tuner={"resume_from_checkpoint": "auto"}, training={"max_steps": 2, "save_steps": 2})
+    assert main(["--config", str(warm)]) == 0
+    assert "starts again from step 0" in capsys.readouterr().out
+    (failed_aside,) = (failed / "previous").iterdir()
+    assert sorted(p.name for p in failed_aside.iterdir()) == ["init_merged", "logging.jsonl", "resolved_config.yaml"]
+    assert sorted(losses_by_step(failed)) == [1, 2] and (failed / "init_merged" / "model.safetensors").is_file()

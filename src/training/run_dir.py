@@ -19,6 +19,7 @@ NOT_A_RUN = frozenset({LAUNCHER_LOG_DIR, LOCK_NAME, PREVIOUS_DIR})
 # these (and NOT_A_RUN) saw a start that failed before its first save.
 START_FILES = ("resolved_config.yaml", "skipped_records.jsonl", "args.json", "logging.jsonl", "runs", "images",
                "val_dataset.jsonl", "init_merged")
+MERGE_TMP_PREFIX = ".init_adapter-"  # the adapter copy a warm start's merge reads (left behind by a kill)
 
 
 def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -68,15 +69,23 @@ def saved_nothing(output_dir: Path) -> bool:
     """True when `output_dir` holds only what a run writes before it trains (`START_FILES`, its image-budget
     plugin, the launcher's logs, the run lock): a run that failed (or was stopped) before its first save.
     Starting it again there loses nothing."""
-    return all(p.name in NOT_A_RUN or p.name in START_FILES or p.name.startswith(PLUGIN_PREFIX)
+    return all(p.name in NOT_A_RUN or p.name in START_FILES or p.name.startswith((PLUGIN_PREFIX, MERGE_TMP_PREFIX))
                for p in output_dir.iterdir())
 
 
+def resumes_in(output_dir: Path, checkpoint: str | None) -> bool:
+    """True when `checkpoint` is one of `output_dir`'s own (a resume that continues the run there); a checkpoint
+    of another directory continues that run's training into `output_dir`, which must then be free."""
+    return bool(checkpoint) and Path(checkpoint).resolve().parent == output_dir.resolve()
+
+
 def guard_output_dir(output_dir: Path, *, overwrite: bool, resuming: bool, auto: bool = False) -> str | None:
-    """Refuse to start into a non-empty `output_dir` unless resuming or `run.overwrite: true`.
+    """Refuse to start into a non-empty `output_dir` unless resuming one of its checkpoints (`resuming`, see
+    `resumes_in`) or `run.overwrite: true`.
 
     With `auto` (`resume_from_checkpoint: auto`) and nothing saved there yet (`saved_nothing`), the run starts
-    again from step 0 in that directory: the returned note says so. Otherwise None."""
+    again from step 0 in that directory (the caller sets the failed start's files aside first,
+    `set_aside_earlier_run`): the returned note says so. Otherwise None."""
     if resuming or overwrite or not output_dir.exists():
         return None
     if output_dir.is_dir() and all(p.name in NOT_A_RUN for p in output_dir.iterdir()):

@@ -34,7 +34,14 @@ from src.datasets.plan import DataPlan, plan_data
 from src.datasets.verdicts import CACHE_ENV, VerdictStore
 from src.training.distributed import Failure, Job
 from src.training.resolve import ResolvedRun, resolve_run, with_start
-from src.training.run_dir import guard_output_dir, resolve_resume, set_aside_earlier_run, skipped_notes, write_fault
+from src.training.run_dir import (
+    guard_output_dir,
+    resolve_resume,
+    resumes_in,
+    set_aside_earlier_run,
+    skipped_notes,
+    write_fault,
+)
 from src.training.run_lock import stale_note, take_run_lock
 from src.training.swift_plugin import write_plugin
 from src.training.warm_start import StartPlan, merge_adapter, plan_start
@@ -142,11 +149,14 @@ def _prepare_run_dir(run: ResolvedRun, plan: DataPlan, *, debug: bool,
         print("dry run: config and data are valid; nothing started", flush=True)
         return RunDecision(start.model, start.resume_from_checkpoint, None), start
     lock = take_run_lock(output_dir)  # held until the process ends: one run per directory
-    for note in (stale_note(lock), guard_output_dir(output_dir, overwrite=cfg.run.overwrite,
-                                                    resuming=bool(start.resume_from_checkpoint), auto=auto)):
+    here = resumes_in(output_dir, start.resume_from_checkpoint)
+    restart = guard_output_dir(output_dir, overwrite=cfg.run.overwrite, resuming=here, auto=auto)
+    for note in (stale_note(lock), restart):
         if note:
             print(f"note: {note}")
-    if cfg.run.overwrite and not start.resume_from_checkpoint:
+    if (cfg.run.overwrite or restart) and not here:
+        # Before this run writes: ms-swift appends to logging.jsonl and TensorBoard's folder, and the export
+        # that merges a warm start refuses an existing init_merged.
         logging_dir = Path(kwargs["logging_dir"]) if kwargs.get("logging_dir") else None
         for note in set_aside_earlier_run(output_dir, logging_dir, _run_inputs(kwargs, cfg, start),
                                           time.strftime("%Y%m%d-%H%M%S", time.gmtime())):
@@ -165,10 +175,12 @@ def _prepare_run_dir(run: ResolvedRun, plan: DataPlan, *, debug: bool,
 
 def _run_inputs(kwargs: dict[str, Any], cfg: ProjectConfig, start: StartPlan) -> list[Path]:
     """What the run reads that could sit inside its own output_dir: the model, the warm start, the data files
-    and their folders (where their images usually are), a pre-encoded cache."""
+    and their folders (where their images usually are), a pre-encoded cache. Not the merged warm start
+    (`init_merged`) when this run merges it: that it writes."""
     data = [Path(p) for key in ("dataset", "val_dataset", "cached_dataset", "cached_val_dataset")
             for p in kwargs.get(key) or []]
-    found = [p for p in (kwargs.get("model"), start.model, cfg.run.init_from) if p]
+    model = None if start.merge_adapter else start.model
+    found = [p for p in (kwargs.get("model"), model, cfg.run.init_from, start.resume_from_checkpoint) if p]
     return [Path(p) for p in found] + data + [p.parent for p in data]
 
 

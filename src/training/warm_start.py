@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from src.config import ConfigError
+from src.training.run_dir import MERGE_TMP_PREFIX
 
 # The SftArguments that decide which parameters train; they must match for a true resume.
 TRAINABLE_KEYS = ("tuner_type", "freeze_llm", "freeze_vit", "freeze_aligner", "target_modules", "modules_to_save",
@@ -134,7 +135,7 @@ def merge_adapter(adapter: str, out_dir: Path) -> Path:
 
     apply_remote_code_policy()  # no code from the model directory runs unless the config trusts it
 
-    with tempfile.TemporaryDirectory(prefix=".init_adapter-", dir=out_dir.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=MERGE_TMP_PREFIX, dir=out_dir.parent) as tmp:
         copy = Path(tmp) / Path(adapter).name
         shutil.copytree(adapter, copy, ignore=shutil.ignore_patterns("optimizer.pt", "global_step*", "rng_state*",
                                                                       "scheduler.pt", "trainer_state.json"))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from src.training.answer_logits import (
+    AnswerOnlyHead,
     choose_kernel,
     chunk_rows,
     first_max_is_target,
@@ -66,6 +67,32 @@ def test_labelled_rows_pick_positions_whose_next_token_is_labelled_per_row():
     labels = torch.tensor([[-100, -100, 5, 6, -100], [-100, 7, -100, -100, -100]])
     rows, positions, targets = labelled_rows(labels)
     assert rows.tolist() == [0, 0, 1] and positions.tolist() == [1, 2, 0] and targets.tolist() == [5, 6, 7]
+
+
+def test_the_step_accounting_counts_the_rows_the_armed_head_computed_and_a_batch_without_labels_trains():
+    from src.training.step_accounting import StepAccounting
+
+    head = torch.nn.Linear(8, 50)
+    answer_only = AnswerOnlyHead(head, "torch")
+    accounting = StepAccounting(say=lambda _: None)
+    head.register_forward_hook(accounting._count_head_positions)
+    accounting._step_start = 0.0  # within a step
+    hidden = torch.randn(2, 5, 8, requires_grad=True)
+    labels = torch.tensor([[-100, -100, 5, 6, -100], [-100, 7, -100, -100, -100]])
+    with answer_only.armed(labels):
+        head(hidden)
+    assert accounting._head_positions == 3  # the labelled rows, not the 10 positions it was given
+    head(hidden)  # unarmed (evaluation): the plain layer on every position
+    assert accounting._head_positions == 13
+
+    # No labelled token in a micro-batch: the loss is a zero whose graph still reaches the layer's weights,
+    # so each gets a (zero) gradient (DDP waits for every parameter's).
+    with answer_only.armed(torch.full((2, 5), -100)):
+        loss = head(hidden)
+    loss.backward()
+    assert loss.item() == 0.0 and accounting._head_positions == 13
+    assert torch.equal(head.weight.grad, torch.zeros_like(head.weight))
+    assert torch.equal(head.bias.grad, torch.zeros_like(head.bias))
 
 
 def test_decisions():

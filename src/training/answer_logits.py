@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from src.training.flops import SCORED_ROWS_ATTR
+
 IGNORE_INDEX = -100
 # Rows of logits formed at once: 128 MiB of fp32 per chunk (220 rows of Qwen's vocabulary). Each chunk reads the
 # whole head again, so small chunks starve the matrix products: on CPU with the tiny model's 64-wide head, 27-row
@@ -225,9 +227,13 @@ class AnswerOnlyHead:
         rows, positions, targets = labelled_rows(labels.to(hidden.device))
         selected = hidden[rows, positions]
         self.calls += 1
-        if targets.numel() == 0:  # nothing to score: a zero that keeps the graph (DDP waits for every grad)
+        setattr(layer, SCORED_ROWS_ATTR, int(targets.numel()))  # the step accounting's FLOPs of the head
+        if targets.numel() == 0:
+            # Nothing to score: a zero that keeps the hidden states and the layer's own weights in the graph, so
+            # every parameter gets its (zero) gradient and DDP, which waits for each one, does not hang.
             self.hits = targets.new_zeros(0, dtype=bool)
-            return hidden.sum() * 0.0
+            zero = hidden.sum() * 0.0 + layer.weight.sum() * 0.0
+            return zero if layer.bias is None else zero + layer.bias.sum() * 0.0
         compute = liger_cross_entropy if self.kernel == "liger" else linear_cross_entropy
         total, self.hits = compute(selected, layer.weight, layer.bias, targets)
         return total

@@ -2,8 +2,9 @@
 
 ms-swift 4.6's GRPO trainer (`_get_logps_via_local_forward`) asks the model for the logits of every completion
 token at once: (completions, tokens, 151,936) in the model's dtype, divides them by the temperature in place and
-soft-maxes them in fp32 (trl's `selective_log_softmax`), keeping them for the backward pass. At the GPU recipe's 8
-completions of 2,048 tokens that is 10 GB per fp32 copy; on CPU it was killed at 24 GB. It does so three times a
+soft-maxes them (trl's `selective_log_softmax`: in that dtype, row by row for bf16), keeping them for the backward
+pass. At the GPU recipe's 8 completions of 2,048 tokens that is 5 GB per bf16 copy (10 GB in fp32); on CPU (fp32)
+it was killed at 24 GB. It does so three times a
 step: the old policy's and the reference's log-probabilities (no gradient) and the policy's (with one).
 
 Here the trainer's `_get_logps_via_local_forward` arms the model's output layer with the completion tokens, then
@@ -24,8 +25,10 @@ there, and a two-process ZeRO-3 GRPO run logs the loss, KL and gradient norm of 
 the backward's recomputation (DeepSpeed does so before a layer's backward, as for any linear layer) but is not
 proven here: there the path stays off.
 
-Log-probabilities, entropies and gradients equal ms-swift's own path to float rounding
-(tests/test_completion_logps.py). Where the path cannot apply it stays off and says why: padding-free batches
+Log-probabilities, entropies and gradients equal ms-swift's own path to float rounding in fp32
+(tests/test_completion_logps.py). In bf16 each chunk's logits are soft-maxed in fp32 where trl soft-maxes the bf16
+logits in bf16: the values here are the more exact ones, and differ from ms-swift's by bf16's rounding (about
+0.03 at a log-probability near -10). Where the path cannot apply it stays off and says why: padding-free batches
 and sequence parallelism (ms-swift's other layouts), DeepSpeed ZeRO-3 with the output layer's weight trained
 (not proven here), an output layer that is not a plain linear layer (LoRA or modules_to_save on lm_head).
 `custom.completion_logps: false` turns it off (src/training/grpo.py).

@@ -26,6 +26,10 @@ from dataclasses import dataclass, field
 
 PARTS = ("vision", "aligner", "llm", "lm_head")
 
+# An output layer that computes fewer rows than it is given (answer-only logits: the labelled positions) sets
+# this attribute on itself to that count at each forward; the step's FLOPs count those rows for the head.
+SCORED_ROWS_ATTR = "scored_rows"
+
 
 class UnsupportedModel(ValueError):
     """The config describes layers this module does not count (the message names the key)."""

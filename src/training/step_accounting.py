@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from transformers import TrainerCallback
 
 from src.training.flops import (
+    SCORED_ROWS_ATTR,
     ModelDims,
     Regime,
     UnsupportedModel,
@@ -244,7 +245,7 @@ class StepAccounting(TrainerCallback):
         self._step_start: float | None = None
         self._step_wait = 0.0
         self._step_counts: list[BatchCounts] = []
-        self._head_positions = 0
+        self._head_positions: int | None = None  # None: the head never ran as a module this step
         self._first_log = True
 
     def install(self, trainer) -> StepAccounting:
@@ -254,7 +255,7 @@ class StepAccounting(TrainerCallback):
         def timed_get_batch_samples(epoch_iterator, *args, **kwargs):
             if self._step_start is None:
                 self._step_start, self._step_wait = time.perf_counter(), 0.0
-                self._step_counts, self._head_positions = [], 0
+                self._step_counts, self._head_positions = [], None
             timed = _TimedIterator(epoch_iterator)
             batches, num_items = get_batch_samples(timed, *args, **kwargs)
             self._step_wait += timed.waited
@@ -278,18 +279,22 @@ class StepAccounting(TrainerCallback):
             self._step_counts.append(counts)
 
     def _step_flops(self) -> float:
-        """Model FLOPs of the step's micro-batches; the LM head on the positions its forward saw (ms-swift's
-        `logits_to_keep` keeps fewer), on every token where it never ran as a module (Liger's fused loss)."""
+        """Model FLOPs of the step's micro-batches; the LM head on the positions its forward computed (ms-swift's
+        `logits_to_keep` keeps fewer, answer-only logits the labelled ones: `SCORED_ROWS_ATTR`), on every token
+        where it never ran as a module (Liger's fused loss)."""
         model, counts = self.model, self._step_counts
         if model.dims is None or model.regime is None or not counts:
             return 0.0
         seq_lens = [n for c in counts for n in c.seq_lens]
         patches = [p for c in counts for p in c.image_patches]
-        return float(step_flops(model.dims, model.regime, seq_lens, patches, self._head_positions or None))
+        return float(step_flops(model.dims, model.regime, seq_lens, patches, self._head_positions))
 
-    def _count_head_positions(self, module, args) -> None:
+    def _count_head_positions(self, module, args, output) -> None:
+        scored = getattr(module, SCORED_ROWS_ATTR, None)  # answer-only logits: the rows it computed
+        setattr(module, SCORED_ROWS_ATTR, None)
         if self._step_start is not None and args:
-            self._head_positions += int(args[0].shape[:-1].numel())
+            rows = int(args[0].shape[:-1].numel()) if scored is None else scored
+            self._head_positions = (self._head_positions or 0) + rows
 
     def figures(self) -> dict[str, float | int]:
         """The figures of the window so far (then a new window starts), `flops_per_token` with the first."""
@@ -315,7 +320,7 @@ class StepAccounting(TrainerCallback):
             self.model.flops_per_token = flops_per_token(self.model.dims, self.model.regime)
             head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
             if head is not None:
-                head.register_forward_pre_hook(self._count_head_positions)
+                head.register_forward_hook(self._count_head_positions)
             notes.append(f"flops_per_token={self.model.flops_per_token:.4g} (decoder layers and LM head; attention's "
                          "length term and the vision tower are added per batch)")
         except UnsupportedModel as err:

@@ -19,7 +19,14 @@ from src.cli import EXIT_OK, UsageError, add_config_args, add_overwrite_arg, mak
 from src.config.jsonl import files_to_read
 from src.datasets.loading import load_shards
 from src.evaluation.coco_files import coco_ids_for, coco_results, write_coco_results
-from src.inference.engine import DEFAULT_BATCH_SIZE, choose_engine, make_engine, model_and_adapters, predict
+from src.inference.engine import (
+    DEFAULT_BATCH_SIZE,
+    choose_engine,
+    make_engine,
+    model_and_adapters,
+    predict,
+    settle_auto,
+)
 from src.inference.predictions import write_predictions
 from src.training.resolve import resolve_run
 
@@ -40,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an adapter checkpoint (base model from its args.json), a full checkpoint or a merged "
                              "model")
     parser.add_argument("--jsonl", type=Path, help="records to run on (default: the config's custom.val_jsonl)")
-    parser.add_argument("--limit", type=int, help="only the first N records")
+    parser.add_argument("--limit", type=positive_int, help="only the first N records")
     parser.add_argument("--out", required=True, type=Path, help="the predictions JSONL to write")
     parser.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=512,
                         help="longest answer generated (dense answers are long)")
@@ -80,7 +87,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Predict; raises UsageError/ConfigError/DataError before any model loads when an input is wrong."""
     args = build_parser().parse_args(argv)
     refuse_existing(args.out, args.overwrite, "predictions",
-                    {"--config": args.config, "--base_config": args.base_config})
+                    {"--config": args.config, "--base_config": args.base_config, "--coco_gt": args.coco_gt})
     run = resolve_run(args.config, args.base_config, check_paths=False)  # every rule once; its builder below
     cfg = run.cfg
     files = files_to_read(args.jsonl, cfg.custom.val_jsonl, "custom.val_jsonl")
@@ -103,6 +110,12 @@ def run(argv: Sequence[str] | None = None) -> int:
                                     torch.cuda.is_available())
     except ValueError as err:  # vllm asked for where it cannot run
         raise UsageError(str(err)) from None
+    engine_name, note = settle_auto(args.backend, engine_name, cfg, args.checkpoint, batch_size=args.batch_size,
+                                    max_new_tokens=args.max_new_tokens,
+                                    gpu_memory_utilization=args.gpu_memory_utilization,
+                                    tensor_parallel_size=args.tensor_parallel_size)
+    if note:
+        print(f"note: {note}")
     builder = run.builder
     engine = make_engine(engine_name, cfg, args.checkpoint, args.batch_size, args.max_new_tokens,
                          args.gpu_memory_utilization, args.tensor_parallel_size)

@@ -150,6 +150,9 @@ def test_every_writing_command_refuses_its_own_input_as_output(tree, data_dir, t
                     "--overwrite"], "--ann"),
         (infer, ["--config", str(t.config), "--checkpoint", str(tmp_path), "--jsonl", str(train), "--out",
                  str(train), "--overwrite"], "--jsonl"),
+        (infer, ["--config", str(t.config), "--checkpoint", str(tmp_path), "--jsonl", str(data_dir / "val.jsonl"),
+                 "--out", str(train), "--coco_gt", str(train), "--coco_results", str(tmp_path / "r.json"),
+                 "--overwrite"], "--coco_gt"),
     ]
     for main, argv, flag in runs:
         assert main(argv) == EXIT_USAGE, argv
@@ -178,3 +181,14 @@ def test_infer_names_a_truncated_adapter_file_before_loading(tree, data_dir, tmp
     err = capsys.readouterr().err
     assert f"{weights} " in err and "cut short while written" in err and "an earlier checkpoint-N" in err
     assert "Traceback" not in err and not out.exists()
+
+
+def test_infer_refuses_a_limit_below_one(capsys):
+    """`--limit -1` cut the last record off silently (a Python slice), `--limit 0` wrote nothing."""
+    from src.infer import build_parser
+
+    for limit in ("0", "-1"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--checkpoint", "c", "--out", "o", "--config", "x.yaml", "--limit", limit])
+        assert f"--limit: must be >= 1, got {limit}" in capsys.readouterr().err
+    assert build_parser().parse_args(["--checkpoint", "c", "--out", "o", "--config", "x.yaml", "--limit", "2"]).limit == 2

@@ -12,7 +12,7 @@ import pytest
 
 from src.config import ConfigError
 from src.datasets.run_config import load_config_for_run
-from src.inference.engine import choose_engine, vllm_kwargs_for
+from src.inference.engine import choose_engine, settle_auto, vllm_kwargs_for
 from tests.config_helpers import make_fake_model
 
 
@@ -99,3 +99,27 @@ def test_an_adapter_vllm_cannot_load_is_refused_with_the_remedy(cfg, tmp_path):
 def test_without_a_length_in_the_config_vllm_takes_the_models_own(tree, tmp_path):
     cfg = load_config_for_run(tree().config, check_paths=False)
     assert vllm_kwargs_for(cfg, make_fake_model(tmp_path / "m"))["max_model_len"] is None
+
+
+def test_auto_falls_back_to_transformers_where_vllm_cannot_serve_the_checkpoint(cfg, tmp_path):
+    base = make_fake_model(tmp_path / "base")
+    stage2 = _adapter(tmp_path / "stage2", base, modules_to_save=["merger"])  # the stage-2 recipe's adapter
+    engine, note = settle_auto("auto", "vllm", cfg, stage2)
+    assert engine == "transformers" and "modules_to_save" in note and "merge_lora" in note
+    assert settle_auto("auto", "vllm", cfg, _adapter(tmp_path / "plain", base)) == ("vllm", None)
+    assert settle_auto("vllm", "vllm", cfg, stage2) == ("vllm", None)  # asked for by name: refused later, said
+    assert settle_auto("auto", "transformers", cfg, stage2) == ("transformers", None)
+
+
+def test_vllm_is_refused_a_model_that_ships_code_unless_the_config_trusts_it(cfg, tmp_path, monkeypatch):
+    from src.config.remote_code import TRUST_ENV
+
+    model = make_fake_model(tmp_path / "m")
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoConfig": "configuration_x.Cfg"}}))
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    with pytest.raises(ConfigError, match=rf"m/config.json name it in auto_map.*--backend transformers.*{TRUST_ENV}"):
+        vllm_kwargs_for(cfg, model)
+    assert settle_auto("auto", "vllm", cfg, model)[0] == "transformers"
+    monkeypatch.setenv(TRUST_ENV, "1")
+    assert vllm_kwargs_for(cfg, model)["model_id_or_path"] == str(model.resolve())

@@ -61,3 +61,26 @@ def apply_remote_code_policy() -> bool:
     except ImportError:
         pass
     return remote_code_trusted()
+
+
+# The files of a model directory whose `auto_map` names code in it (transformers reads each for its Auto class).
+_AUTO_MAP_FILES = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json",
+                   "video_preprocessor_config.json", "feature_extractor_config.json")
+
+
+def remote_code_files(model_dir) -> list[str]:
+    """The files of `model_dir` whose `auto_map` names code shipped with the model (empty for a directory
+    without any, or a path that is not a directory). Reads JSON only; a file that does not parse is skipped
+    (transformers itself refuses it)."""
+    import json
+    from pathlib import Path
+
+    found = []
+    for name in _AUTO_MAP_FILES:
+        path = Path(model_dir) / name
+        try:
+            if "auto_map" in json.loads(path.read_text(encoding="utf-8")):
+                found.append(str(path))
+        except (OSError, ValueError, TypeError):
+            continue
+    return found

@@ -69,13 +69,37 @@ def choose_engine(requested: str, vllm_installed: bool, cuda_available: bool, op
     return "vllm" if can_vllm else "transformers"
 
 
+def settle_auto(requested: str, chosen: str, cfg, checkpoint: Path, **vllm_settings) -> tuple[str, str | None]:
+    """(engine, note): `chosen` (`choose_engine`'s answer), except that `--backend auto` falls back to the
+    transformers engine, saying why in the note, where vLLM cannot serve this checkpoint (a stage-2 adapter
+    with modules_to_save, remote code, ...: see `vllm_kwargs_for`, given `vllm_settings`). An explicit
+    `vllm` is never changed: its refusal is the user's to read."""
+    if requested != "auto" or chosen != "vllm":
+        return chosen, None
+    try:
+        vllm_kwargs_for(cfg, checkpoint, **vllm_settings)
+    except ConfigError as err:
+        return "transformers", f"--backend auto: vLLM cannot serve this checkpoint, so the transformers engine " \
+                               f"runs it ({err})"
+    return chosen, None
+
+
 def vllm_kwargs_for(cfg, checkpoint: Path, batch_size: int = DEFAULT_BATCH_SIZE, max_new_tokens: int = 512,
                     gpu_memory_utilization: float = 0.9, tensor_parallel_size: int = 1) -> dict:
     """The `VllmEngine` kwargs `make_engine` uses for `checkpoint` (reads its adapter's config; imports nothing
-    heavy). Raises ConfigError for a checkpoint or adapter vLLM cannot load (see `vllm_args`)."""
+    heavy). Raises ConfigError for a checkpoint or adapter vLLM cannot load (see `vllm_args`), and for a model
+    directory that ships code (`auto_map`) the config does not trust: ms-swift hands vLLM
+    `trust_remote_code=True`, and vLLM may load the model in a process of its own, out of the policy's reach."""
+    from src.config.remote_code import TRUST_ENV, remote_code_files, remote_code_trusted
+
     from .vllm_args import max_model_len, read_adapter_config, vllm_engine_kwargs
 
     model, adapters = model_and_adapters(checkpoint)
+    shipped = [] if remote_code_trusted() else remote_code_files(model)
+    if shipped:
+        raise ConfigError(f"--checkpoint {checkpoint}: the model {model} ships code ({', '.join(shipped)} name it "
+                          f"in auto_map) and vLLM would run it; use --backend transformers (which never runs it), "
+                          f"or trust it with `env: {{{TRUST_ENV}: \"1\"}}` in the config")
     return vllm_engine_kwargs(
         model, adapters, read_adapter_config(adapters), model_type=cfg.swift.get("model_type"),
         template_type=cfg.swift.get("template"), max_model_len=max_model_len(cfg, max_new_tokens),
@@ -90,16 +114,17 @@ def make_engine(name: str, cfg, checkpoint: Path, batch_size: int = DEFAULT_BATC
     The transformers engine generates `batch_size` questions per `generate` call; vLLM's gets
     `vllm_kwargs_for` (at most `batch_size` sequences at once), computed before vllm is imported so that an
     adapter it cannot load is refused first."""
+    from src.config.remote_code import apply_remote_code_policy
+
     if name == "vllm":
         kwargs = vllm_kwargs_for(cfg, checkpoint, batch_size, max_new_tokens, gpu_memory_utilization,
                                  tensor_parallel_size)
+        apply_remote_code_policy()  # the processor ms-swift loads in this process, too
         from swift import VllmEngine  # heavy; GPU machines only
 
         return VllmEngine(**kwargs)
     import torch  # heavy
     from swift import TransformersEngine
-
-    from src.config.remote_code import apply_remote_code_policy
 
     apply_remote_code_policy()  # no code from the model directory runs unless the config trusts it
 

@@ -120,6 +120,10 @@ class StepLogprobs:
     def answers(self, generate_ids: torch.Tensor) -> list[list[dict[int, float]]]:
         """What `preprocess_logits` returns for these steps, `generate_ids` being generate's new tokens
         ([batch, steps])."""
+        if self.steps == generate_ids.shape[1] + 1 and self._unresolved is not None:
+            # transformers' DeferredStopCheck (Apple GPUs today) decides to stop one step late: one more forward
+            # ran through the processors, and generate dropped its token. Its row is the unresolved one.
+            self._unresolved, self.steps = None, self.steps - 1
         if generate_ids.shape[1] != self.steps:
             raise RuntimeError(f"StepLogprobs saw {self.steps} generation steps for {generate_ids.shape[1]} "
                                "generated tokens")

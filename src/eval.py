@@ -2,10 +2,12 @@
 
 GT is a JSONL in the data contract or a COCO annotation file (`instances.json`); PRED is the prediction JSONL
 of src.infer or a COCO results file (`[{image_id, category_id, bbox, score}, ...]`); each is recognised by its
-content. Prints the metrics table (AP, AP50, AP75, P/R/F1 at IoU 0.5, class-agnostic, over descriptions and
-per description, parse failures) and writes every number as JSON (default: PRED with suffix .metrics.json;
-an existing file is refused unless --overwrite). Inputs that do not pair (no prediction for any GT image,
-most lines unreadable) are refused with exit 2 and what did not match. The metrics are
+content. COCO results against a JSONL GT converted from COCO need `--coco_gt instances.json` for the ids they
+name (else the numbers ending the file names stand in). Prints the metrics table (AP, AP50, AP75, P/R/F1 at
+IoU 0.5, class-agnostic, over descriptions and per description, parse failures) and writes every number as
+JSON (default: PRED with suffix .metrics.json; an existing file is refused unless --overwrite). Inputs that do
+not pair (no prediction for any GT image, most lines unreadable, COCO results naming image ids a JSONL GT
+without --coco_gt lacks) are refused with exit 2 and what did not match. The metrics are
 src/evaluation/metrics.py's; the inputs src/evaluation/inputs.py's.
 """
 
@@ -32,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="predictions: the JSONL written by src.infer, or a COCO results JSON")
     parser.add_argument("--gt", required=True, type=Path,
                         help="ground truth: a JSONL in the data contract, or a COCO annotation JSON")
+    parser.add_argument("--coco_gt", "--coco-gt", type=Path,
+                        help="with a JSONL --gt: the COCO annotation file it was converted from, whose image ids (by "
+                             "file name) and category ids (by name) COCO results --pred name (as src.infer "
+                             "--coco_gt writes them); without it a JSONL's image ids are the numbers ending its file "
+                             "names, and results naming other ids are refused")
     parser.add_argument("--out", type=Path,
                         help="metrics JSON (default: PRED with suffix .metrics.json)")
     parser.add_argument("--iou_type", "--iou-type", choices=IOU_TYPES, default="auto",
@@ -57,9 +64,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     exists."""
     args = build_parser().parse_args(argv)
     out = args.out or args.pred.with_suffix(".metrics.json")
-    refuse_existing(out, args.overwrite, "metrics", {"--gt": args.gt, "--pred": args.pred})
+    refuse_existing(out, args.overwrite, "metrics", {"--gt": args.gt, "--pred": args.pred, "--coco_gt": args.coco_gt})
     try:
-        gt = load_ground_truth(args.gt)
+        gt = load_ground_truth(args.gt, args.coco_gt)
         preds = load_predictions(args.pred, gt, args.pair_by)
     except (FileNotFoundError, InputError) as exc:
         raise UsageError(str(exc)) from None
@@ -75,7 +82,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     metrics = evaluate(preds.rows, gt.records, iou_type=args.iou_type, max_dets=args.max_dets,
                        track=functools.partial(progress, total=len(gt.records), desc="matching", unit="record"),
                        image_ids=gt.image_ids, pair_by=preds.pair_by)
-    metrics["inputs"] = {"pred": str(args.pred.resolve()), "gt": str(args.gt.resolve()), "pred_format": preds.format,
+    metrics["inputs"] = {"pred": str(args.pred.resolve()), "gt": str(args.gt.resolve()),
+                         "coco_gt": str(args.coco_gt.resolve()) if args.coco_gt else None,
+                         "gt_image_ids": gt.id_rule, "pred_format": preds.format,
                          "gt_format": gt.format, "pair_by": preds.pair_by, "gt_problems": gt.problems,
                          "bad_pred_lines": preds.bad, "notes": gt.notes + preds.notes,
                          "results_for_unknown_images": preds.unknown_images,

@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ground truth: a JSONL in the data contract, or a COCO annotation JSON")
     parser.add_argument("--pred", type=Path,
                         help="predictions (optional): the JSONL written by src.infer, or a COCO results JSON")
+    parser.add_argument("--coco_gt", "--coco-gt", type=Path,
+                        help="with a JSONL --gt and COCO results --pred: the COCO annotation file the JSONL was "
+                             "converted from, whose image ids (by file name) the results name (as in src.eval)")
     parser.add_argument("--out", required=True, type=Path, help="folder for the PNGs and index.html")
     parser.add_argument("--limit", type=int, help="only the first N GT records")
     parser.add_argument("--min_side", "--min-side", type=int, default=MIN_SIDE,
@@ -45,9 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str] | None = None) -> int:
     """Draw every record; raises UsageError for an unreadable input or an existing, non-empty out folder."""
     args = build_parser().parse_args(argv)
-    refuse_existing(args.out, args.overwrite, "pictures", {"--gt": args.gt, "--pred": args.pred})
+    refuse_existing(args.out, args.overwrite, "pictures",
+                    {"--gt": args.gt, "--pred": args.pred, "--coco_gt": args.coco_gt})
     try:
-        gt = load_ground_truth(args.gt)
+        gt = load_ground_truth(args.gt, args.coco_gt)
         preds = load_predictions(args.pred, gt, args.pair_by) if args.pred else None
     except (FileNotFoundError, InputError) as exc:
         raise UsageError(str(exc)) from None

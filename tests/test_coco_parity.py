@@ -404,6 +404,57 @@ def test_jsonl_ground_truth_pairs_coco_results_by_file_name_number(tmp_path: Pat
     assert metrics["class_agnostic"]["recall"] == pytest.approx(2 / 3)
 
 
+def _frames(tmp_path: Path) -> tuple[Path, Path, Path, list[dict]]:
+    """Three images frame_0/1/2.jpg with COCO ids 1-3 (the file-name numbers are 0-2): the annotation file, the
+    JSONL converted from it, and results equal to the ground truth."""
+    coco = {"images": [{"id": i + 1, "file_name": f"frame_{i}.jpg", "width": 100, "height": 100} for i in range(3)],
+            "annotations": [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [10 * i, 10, 20, 20 + i],
+                             "area": 400, "iscrowd": 0} for i in range(3)],
+            "categories": [{"id": 1, "name": "thing"}]}
+    ann = tmp_path / "instances.json"
+    ann.write_text(json.dumps(coco), encoding="utf-8")
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text("".join(json.dumps({"images": [im["file_name"]], "width": 100, "height": 100, "objects": [
+        {"bbox_2d": [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]],
+         "desc": "thing", "category_id": 1}]}) + "\n" for im, a in zip(coco["images"], coco["annotations"],
+                                                                        strict=True)), encoding="utf-8")
+    results = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.9}
+               for a in coco["annotations"]]
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps(results), encoding="utf-8")
+    return ann, gt, res, results
+
+
+def test_coco_results_against_a_jsonl_pair_through_coco_gt_and_unknown_derived_ids_are_refused(tmp_path: Path):
+    ann, gt, res, results = _frames(tmp_path)
+    code, metrics, _ = _run_eval(tmp_path, ann, res)
+    assert code == 0 and metrics["class_agnostic"]["AP"] == pytest.approx(1.0)
+    # the JSONL's ids are guessed from the file names (0, 1, 2): result 3 is for no image, and 1 and 2 would
+    # land on the next frames (AP 0 with exit 0 before); refused, naming the ids and the fix
+    code, metrics, err = _run_eval(tmp_path, gt, res)
+    assert code == 2 and metrics is None
+    assert "1 of its 3 results name image ids" in err and "3 (1x)" in err and "0 = frame_0.jpg" in err
+    assert "--coco_gt" in err
+    # with the annotation file the JSONL came from: images by file name, pycocotools' numbers
+    code, metrics, _ = _run_eval(tmp_path, gt, res, "--coco_gt", str(ann))
+    assert code == 0 and metrics["inputs"]["gt_image_ids"] == "coco_gt"
+    assert metrics["class_agnostic"]["AP"] == pytest.approx(1.0) and metrics["inputs"]["coco_gt"] == str(ann)
+    coco = json.loads(ann.read_text(encoding="utf-8"))
+    worse = [{**r, "bbox": [r["bbox"][0] + 6, *r["bbox"][1:]]} if r["image_id"] == 2 else r for r in results]
+    res.write_text(json.dumps(worse), encoding="utf-8")
+    code, metrics, _ = _run_eval(tmp_path, gt, res, "--coco_gt", str(ann))
+    assert code == 0
+    ref = _reference(coco, worse)
+    assert metrics["mean_over_descs"]["AP"] == pytest.approx(ref.stats[0], abs=1e-6) and ref.stats[0] < 0.9
+    # --coco_gt with a COCO --gt, or one without the JSONL's images: exit 2
+    code, _, err = _run_eval(tmp_path, ann, res, "--coco_gt", str(ann))
+    assert code == 2 and "--coco_gt is for a JSONL ground truth" in err
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**coco, "images": coco["images"][:2]}), encoding="utf-8")
+    code, _, err = _run_eval(tmp_path, gt, res, "--coco_gt", str(other))
+    assert code == 2 and "--coco_gt:" in err and "frame_2.jpg" in err
+
+
 def test_infer_refuses_coco_results_it_cannot_map_before_loading_a_model(tree, data_dir, tmp_path, capsys):
     from src.infer import main as infer_main
 

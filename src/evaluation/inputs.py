@@ -6,8 +6,9 @@ the prediction JSONL of `src.infer`, whose relative image paths resolve against 
 folder (as the ground truth's do against its file).
 
 Nothing that does not pair is let through as a number: `pairing_failure` says why a pair of inputs cannot
-be evaluated (no prediction pairs with any ground-truth image, most lines unreadable), with examples of
-what did not match and how to fix it; the entries turn it into exit 2.
+be evaluated (no prediction pairs with any ground-truth image, most lines unreadable, COCO results naming
+image ids a JSONL ground truth's derived ids do not have), with examples of what did not match and how to
+fix it; the entries turn it into exit 2.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from src.datasets.validation import load_records
 from src.evaluation.coco_files import (
     ImageId,
     category_ids,
+    coco_ids_for,
     is_coco_annotations,
     is_coco_results,
     jsonl_image_ids,
@@ -55,6 +57,10 @@ class GroundTruth:
     problems: list[str] = field(default_factory=list)
     """Records or annotations skipped, one line each."""
     notes: list[str] = field(default_factory=list)
+    id_rule: str = "coco"
+    """Where `image_ids` come from: "coco" (the COCO file's own), "coco_gt" (a JSONL's images matched by file
+    name in the annotation file given as `coco_gt`) or "derived" (a JSONL's file-name numbers or positions,
+    `jsonl_image_ids`: only a guess at the ids results were made for)."""
 
 
 @dataclass
@@ -74,14 +80,23 @@ class Predictions:
     n_paired_items: int | None = None
     """COCO results only: entries that found their image (pairing is by image id, done while reading)."""
     unknown_images: list[str] = field(default_factory=list)
+    """COCO results only: the image ids that no ground-truth image has, with their counts (`"7 (2x)"`)."""
     unknown_categories: Counter = field(default_factory=Counter)
+    n_unknown_image_items: int = 0
+    """COCO results only: entries whose image id no ground-truth image has."""
 
 
-def load_ground_truth(path: Path) -> GroundTruth:
+def load_ground_truth(path: Path, coco_gt: Path | None = None) -> GroundTruth:
     """Read `path` as a COCO annotation file or a contract JSONL (images not decoded: evaluation needs only
-    their paths). Raises FileNotFoundError, or InputError when it holds no usable record."""
+    their paths). A JSONL's image and category ids come from the COCO annotation file `coco_gt` when given
+    (`coco_ids_for`: images by file name, categories by name; what `src.infer --coco_gt` writes), else from the
+    records (`jsonl_image_ids`, `category_ids`). Raises FileNotFoundError, or InputError when it holds no usable
+    record, or `coco_gt` is given for a COCO `path` or does not hold the records' images."""
     document = read_json_document(path)
     if document is not None and is_coco_annotations(document):
+        if coco_gt is not None:
+            raise InputError(f"--coco_gt {coco_gt}: {path} is a COCO annotation file, whose own image ids results "
+                             "pair by; --coco_gt is for a JSONL ground truth: leave it out")
         try:
             coco = records_from_coco(document, path)
         except ValueError as exc:
@@ -100,11 +115,25 @@ def load_ground_truth(path: Path) -> GroundTruth:
         shown = "; ".join(str(p) for p in problems[:_EXAMPLES])
         raise InputError(f"{path}: no valid record (a JSONL in the data contract or a COCO annotation file is "
                          f"expected){': ' + shown if shown else ''}")
+    if coco_gt is not None:
+        try:
+            image_ids, by_desc = coco_ids_for(records, coco_gt)
+        except ValueError as exc:
+            raise InputError(f"--coco_gt: {exc}") from None
+        categories = {cid: desc for desc, cid in by_desc.items()}
+        notes = []
+        unknown = sorted({o.desc for r in records for o in r.objects if o.desc and o.desc not in by_desc})
+        if unknown:
+            notes.append(f"{len(unknown)} descs of {path} are no category name of {coco_gt} (no result can match "
+                         f"them): {_examples([repr(d) for d in unknown])}")
+        return GroundTruth(path, "jsonl", records, image_ids, categories, [str(p) for p in problems], notes,
+                           "coco_gt")
     try:
         categories = {cid: desc for desc, cid in category_ids(records).items()}
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    return GroundTruth(path, "jsonl", records, jsonl_image_ids(records), categories, [str(p) for p in problems])
+    return GroundTruth(path, "jsonl", records, jsonl_image_ids(records), categories, [str(p) for p in problems],
+                       id_rule="derived")
 
 
 def _resolve(image: object, base: Path) -> object:
@@ -124,9 +153,13 @@ def load_predictions(path: Path, gt: GroundTruth, pair_by: str = "path") -> Pred
         if read.across_types:
             notes.append(f"{read.across_types} results matched their image only by the id's text (string vs "
                          "integer)")
+        if gt.id_rule == "derived":
+            notes.append(f"{gt.path} is a JSONL: its image ids are the numbers ending the file names, else the "
+                         "positions; results made for a COCO annotation file pair right only with it as --coco_gt")
         return Predictions(path, "coco_results", read.rows, read.n_entries, read.bad_entries, notes, "path",
                            read.n_used,
-                           [f"{k} ({n}x)" for k, n in read.unknown_images.most_common()], read.unknown_categories)
+                           [f"{k} ({n}x)" for k, n in read.unknown_images.most_common()], read.unknown_categories,
+                           sum(read.unknown_images.values()))
     if document is not None and is_coco_annotations(document):
         raise InputError(f"{path}: this is a COCO annotation file (ground truth), not predictions; pass it as --gt, "
                          "and the detections (a COCO results list or src.infer's JSONL) as --pred")
@@ -147,7 +180,9 @@ def _examples(values: list[str]) -> str:
 
 def pairing_failure(preds: Predictions, gt: GroundTruth) -> str | None:
     """Why `preds` cannot be evaluated against `gt` (None when they can): most lines or entries unreadable,
-    no detection at all, no prediction for any ground-truth image, or no known category. The message names
+    no detection at all, no prediction for any ground-truth image, COCO results naming an image id that a JSONL
+    ground truth's derived ids (`GroundTruth.id_rule`) lack (the ids are a guess, so any miss may mean every
+    result is on the wrong image), or no known category. The message names
     the files, counts, examples of what did not match, and how to fix it."""
     if preds.n_items == 0:
         return (f"{preds.path}: no predictions in the file (empty); nothing to evaluate"
@@ -168,6 +203,14 @@ def pairing_failure(preds: Predictions, gt: GroundTruth) -> str | None:
                     + ("A JSONL ground truth gives each image the number that ends its file name (else its position "
                        "in the file); pass the COCO annotation file the results were made for as --gt instead"
                        if gt.format == "jsonl" else "Pass the annotation file the results were made for"))
+        if preds.n_unknown_image_items and gt.id_rule == "derived":
+            named = [f"{i!r} = {os.path.basename(r.image)}" for i, r in zip(gt.image_ids, gt.records, strict=True)]
+            return (f"{preds.path}: {preds.n_unknown_image_items} of its {preds.n_items} results name image ids that "
+                    f"{gt.path} does not have: {_examples(preds.unknown_images)}. A JSONL ground truth holds no COCO "
+                    f"image ids: each image got the number ending its file name, else its position "
+                    f"({_examples(list(dict.fromkeys(named)))}), so results made for other ids would be scored "
+                    "against the wrong images. Pass the COCO annotation file the results were made for as "
+                    "--coco_gt (images matched by file name), or as --gt")
         used = preds.n_paired_items - sum(preds.unknown_categories.values())
         if used == 0:
             return (f"{preds.path}: no result has a category id of {gt.path}: result category ids "

@@ -455,6 +455,27 @@ def test_coco_results_against_a_jsonl_pair_through_coco_gt_and_unknown_derived_i
     assert code == 2 and "--coco_gt:" in err and "frame_2.jpg" in err
 
 
+def test_coco_results_for_an_image_several_records_hold_are_refused(tmp_path: Path):
+    gt = tmp_path / "gt.jsonl"
+    box = {"bbox_2d": [5, 5, 20, 20], "desc": "cat"}
+    gt.write_text("".join(json.dumps({"images": [image], "width": 50, "height": 50, "objects": objects}) + "\n"
+                          for image, objects in (("img/1.png", [box]), ("img/2.png", [box]),
+                                                 ("img/2.png", [{**box, "bbox_2d": [30, 30, 45, 45]}]))),
+                  encoding="utf-8")
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps([{"image_id": i, "category_id": 1, "bbox": b, "score": 0.9}
+                               for i, b in ((1, [5, 5, 15, 15]), (2, [5, 5, 15, 15]), (2, [30, 30, 15, 15]))]),
+                   encoding="utf-8")
+    # before: both results of image 2 went to its first record (one TP, one FP, the second record all missed)
+    code, metrics, err = _run_eval(tmp_path, gt, res)
+    assert code == 2 and metrics is None
+    assert "several records" in err and f"image id 2: records {gt}:2, {gt}:3" in err and "Merge" in err
+    res.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [5, 5, 15, 15], "score": 0.9}]),
+                   encoding="utf-8")
+    code, metrics, _ = _run_eval(tmp_path, gt, res)  # no result for the shared image: nothing to split
+    assert code == 0 and metrics["class_agnostic"]["recall"] == pytest.approx(1 / 3)
+
+
 def test_infer_refuses_coco_results_it_cannot_map_before_loading_a_model(tree, data_dir, tmp_path, capsys):
     from src.infer import main as infer_main
 

@@ -6,7 +6,9 @@
   region.
 * A COCO results file (a list of `{image_id, category_id, bbox: [x, y, w, h], score}`) becomes one
   prediction row per ground-truth image, the image's detections in file order; an image without
-  detections gets an empty row (the format cannot say "nothing found" otherwise).
+  detections gets an empty row (the format cannot say "nothing found" otherwise). Results for an image
+  that several records of a JSONL hold are not used and listed (`CocoResults.shared_images`): a result
+  names an image, not a record; `src.eval` refuses them.
 * Prediction lines become COCO results (`coco_results`), a quad as its bounding box.
 
 Against a JSONL ground truth, image ids and category ids come from the records (`jsonl_image_ids`,
@@ -286,6 +288,9 @@ class CocoResults:
     """category ids of entries whose category the ground truth does not know (kept under a made-up desc)."""
     across_types: int = 0
     """Entries whose image id matched only as text (`"2299"` for image 2299)."""
+    shared_images: dict[str, list[str]] = field(default_factory=dict)
+    """Image ids (as shown) of entries for an image that several records hold -> those records' sources; such
+    entries are not used (a result names an image, not a record, so it cannot be given to one of them)."""
 
 
 def rows_from_coco_results(entries: list, path: Path, records: Sequence[Record], image_ids: Sequence[ImageId],
@@ -334,7 +339,9 @@ def rows_from_coco_results(entries: list, path: Path, records: Sequence[Record],
             out.unknown_categories[_show(category)] += 1
             desc = f"category_id {category}"
         x, y, w, h = (float(v) for v in bbox)
-        # Records sharing one image share its detections' first record: COCO results name images, not records.
+        if len(index[image_id]) > 1:
+            out.shared_images.setdefault(_show(image_id), [str(records[i].source) for i in index[image_id]])
+            continue
         objects[index[image_id][0]].append({"kind": "bbox_2d", "points": [x, y, x + w, y + h], "desc": desc,
                                             "score": float(score)})
         out.n_used += 1

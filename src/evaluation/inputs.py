@@ -84,6 +84,8 @@ class Predictions:
     unknown_categories: Counter = field(default_factory=Counter)
     n_unknown_image_items: int = 0
     """COCO results only: entries whose image id no ground-truth image has."""
+    shared_images: dict[str, list[str]] = field(default_factory=dict)
+    """COCO results only: image ids of results for an image several records hold -> those records."""
 
 
 def load_ground_truth(path: Path, coco_gt: Path | None = None) -> GroundTruth:
@@ -159,7 +161,7 @@ def load_predictions(path: Path, gt: GroundTruth, pair_by: str = "path") -> Pred
         return Predictions(path, "coco_results", read.rows, read.n_entries, read.bad_entries, notes, "path",
                            read.n_used,
                            [f"{k} ({n}x)" for k, n in read.unknown_images.most_common()], read.unknown_categories,
-                           sum(read.unknown_images.values()))
+                           sum(read.unknown_images.values()), read.shared_images)
     if document is not None and is_coco_annotations(document):
         raise InputError(f"{path}: this is a COCO annotation file (ground truth), not predictions; pass it as --gt, "
                          "and the detections (a COCO results list or src.infer's JSONL) as --pred")
@@ -180,10 +182,11 @@ def _examples(values: list[str]) -> str:
 
 def pairing_failure(preds: Predictions, gt: GroundTruth) -> str | None:
     """Why `preds` cannot be evaluated against `gt` (None when they can): most lines or entries unreadable,
-    no detection at all, no prediction for any ground-truth image, COCO results naming an image id that a JSONL
-    ground truth's derived ids (`GroundTruth.id_rule`) lack (the ids are a guess, so any miss may mean every
-    result is on the wrong image), or no known category. The message names
-    the files, counts, examples of what did not match, and how to fix it."""
+    no detection at all, no prediction for any ground-truth image, COCO results for an image that several
+    records hold, COCO results naming an image id that a JSONL ground truth's derived ids
+    (`GroundTruth.id_rule`) lack (the ids are a guess, so any miss may mean every result is on the wrong
+    image), or no known category. The message names the files, counts, examples of what did not match, and
+    how to fix it."""
     if preds.n_items == 0:
         return (f"{preds.path}: no predictions in the file (empty); nothing to evaluate"
                 + ("; a COCO results list cannot say which images were answered without detections: evaluate "
@@ -196,13 +199,19 @@ def pairing_failure(preds: Predictions, gt: GroundTruth) -> str | None:
                   "results list ([{image_id, category_id, bbox, score}, ...])")
     gt_images = [r.image for r in gt.records]
     if preds.format == "coco_results":
+        if preds.shared_images:
+            shown = [f"image id {k}: records {', '.join(v)}" for k, v in preds.shared_images.items()]
+            return (f"{preds.path}: results name {len(shown)} images that several records of {gt.path} hold "
+                    f"({_examples(shown)}); a COCO result names an image, not a record, so it cannot be scored "
+                    "against one of them. Merge each image's records into one (their objects together), or evaluate "
+                    "src.infer's prediction JSONL, which pairs by record")
         if not preds.n_paired_items:
             return (f"{preds.path}: none of the {preds.n_items} results names an image id of {gt.path}: result image "
                     f"ids {_examples(preds.unknown_images)}; ground-truth image ids "
                     f"{_examples([repr(i) for i in gt.image_ids])}. "
                     + ("A JSONL ground truth gives each image the number that ends its file name (else its position "
-                       "in the file); pass the COCO annotation file the results were made for as --gt instead"
-                       if gt.format == "jsonl" else "Pass the annotation file the results were made for"))
+                       "in the file); pass the COCO annotation file the results were made for as --coco_gt (or as "
+                       "--gt)" if gt.id_rule == "derived" else "Pass the annotation file the results were made for"))
         if preds.n_unknown_image_items and gt.id_rule == "derived":
             named = [f"{i!r} = {os.path.basename(r.image)}" for i, r in zip(gt.image_ids, gt.records, strict=True)]
             return (f"{preds.path}: {preds.n_unknown_image_items} of its {preds.n_items} results name image ids that "

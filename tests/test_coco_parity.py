@@ -19,9 +19,11 @@ from src.evaluation.coco_files import (
     coco_ids_for,
     coco_results,
     jsonl_image_ids,
+    read_json_document,
     records_from_coco,
     rows_from_coco_results,
 )
+from src.evaluation.inputs import load_ground_truth
 from src.evaluation.metrics import Obj, evaluate, match_greedy, pairwise_iou
 from src.inference.predictions import PredictedObject, PredictionLine
 
@@ -453,6 +455,33 @@ def test_coco_results_against_a_jsonl_pair_through_coco_gt_and_unknown_derived_i
     other.write_text(json.dumps({**coco, "images": coco["images"][:2]}), encoding="utf-8")
     code, _, err = _run_eval(tmp_path, gt, res, "--coco_gt", str(other))
     assert code == 2 and "--coco_gt:" in err and "frame_2.jpg" in err
+
+
+def test_a_coco_file_in_any_layout_is_one_document_and_a_broken_jsonl_keeps_its_line_errors(tmp_path: Path):
+    ann, _, res, _ = _frames(tmp_path)
+    coco = json.loads(ann.read_text(encoding="utf-8"))
+    # the first line is not a value alone, nor a bare "{": exit 2 ("no valid record") before
+    split = ",\n".join(f'"{key}": {json.dumps(coco[key])}' for key in ("images", "annotations", "categories"))
+    layouts = {"split.json": "{" + split + "}\n",
+               "blank_first.json": "\n\n" + json.dumps(coco, indent=2),
+               "bom.json": "\ufeff" + json.dumps(coco, indent=2)}
+    for name, text in layouts.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        assert read_json_document(tmp_path / name) == coco, name
+        code, metrics, _ = _run_eval(tmp_path, tmp_path / name, res)
+        assert code == 0 and metrics["inputs"]["gt_format"] == "coco" and metrics["class_agnostic"]["AP"] == 1.0
+    results = json.loads(res.read_text(encoding="utf-8"))
+    (tmp_path / "res_split.json").write_text("[" + json.dumps(results[0]) + ",\n" + json.dumps(results[1:])[1:],
+                                             encoding="utf-8")
+    assert read_json_document(tmp_path / "res_split.json") == results
+    # a JSONL whose first line is cut off stays a JSONL: its own lines' errors, the good lines read
+    line = json.dumps({"images": ["frame_0.jpg"], "width": 100, "height": 100,
+                       "objects": [{"bbox_2d": [0, 10, 20, 30], "desc": "thing"}]})
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(line[:30] + "\n" + line + "\n", encoding="utf-8")
+    assert read_json_document(broken) is None
+    gt = load_ground_truth(broken)
+    assert gt.format == "jsonl" and len(gt.records) == 1 and f"{broken}:1" in gt.problems[0]
 
 
 def test_coco_results_for_an_image_several_records_hold_are_refused(tmp_path: Path):

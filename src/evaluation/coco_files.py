@@ -75,10 +75,13 @@ def coco_sort_key(image_id: ImageId) -> tuple[int, int | str]:
 
 
 def read_json_document(path: Path) -> Any | None:
-    """The file's content when it is one JSON value (a COCO file, on one line or pretty-printed), else None
-    (a JSONL file: several values, or a first line that is not JSON). Raises FileNotFoundError."""
+    """The file's content when it is one JSON value (a COCO file, on one line or pretty-printed in any layout),
+    else None (a JSONL file: several values, or a first line that is not JSON and a whole file that is not one
+    value either; its lines then report their own errors). Raises FileNotFoundError."""
     with path.open("rb") as fh:
         first = fh.readline()
+        while first and not first.strip():
+            first = fh.readline()
         try:
             value = json.loads(first)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -90,7 +93,8 @@ def read_json_document(path: Path) -> Any | None:
             if fh.read(1):  # more than 64 KiB of whitespace: read it all to be sure
                 return None if (rest + fh.read()).strip() else value
             return value
-    if first.strip() not in (b"{", b"["):
+    # A value spread over lines (pretty-printed, or `{"images": [...],` then more): the whole file is one.
+    if not first.removeprefix(b"\xef\xbb\xbf").lstrip().startswith((b"{", b"[")):
         return None
     try:
         return json.loads(path.read_bytes())

@@ -27,6 +27,17 @@ from src.evaluation.metrics import IOU_TYPES, MAX_DETS, PAIR_BY, evaluate, forma
 _SHOWN = 5
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (anything else is a usage error naming the flag and the value)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's parser (every flag with its help)."""
     parser = make_parser("python -m src.eval", __doc__)
@@ -43,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="metrics JSON (default: PRED with suffix .metrics.json)")
     parser.add_argument("--iou_type", "--iou-type", choices=IOU_TYPES, default="auto",
                         help="auto: box IoU for box pairs, polygon IoU when a quad is involved; bbox; polygon")
-    parser.add_argument("--max_dets", "--max-dets", type=int, default=MAX_DETS,
+    parser.add_argument("--max_dets", "--max-dets", type=positive_int, default=MAX_DETS,
                         help="detections per image that AP considers (COCO: 100)")
     parser.add_argument("--pair_by", "--pair-by", choices=PAIR_BY, default="path",
                         help="pair prediction lines with GT records by image path (relative paths read against "

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from src.cli import EXIT_OK, UsageError, add_overwrite_arg, make_parser, progress, refuse_existing, run_main
 from src.datasets.images import ImageError
+from src.eval import positive_int
 from src.evaluation.inputs import InputError, load_ground_truth, load_predictions, pairing_failure
 from src.evaluation.metrics import IOU_TYPES, PAIR_BY, pair_predictions, prediction_objects
 from src.evaluation.pictures import MIN_SIDE, RecordView, png_name, render_record, write_index
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with a JSONL --gt and COCO results --pred: the COCO annotation file the JSONL was "
                              "converted from, whose image ids (by file name) the results name (as in src.eval)")
     parser.add_argument("--out", required=True, type=Path, help="folder for the PNGs and index.html")
-    parser.add_argument("--limit", type=int, help="only the first N GT records")
+    parser.add_argument("--limit", type=positive_int, help="only the first N GT records")
     parser.add_argument("--min_side", "--min-side", type=int, default=MIN_SIDE,
                         help="scale small images up by a whole factor until the shorter side reaches this")
     parser.add_argument("--match_labels", "--match-labels", action="store_true",

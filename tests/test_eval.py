@@ -217,6 +217,19 @@ def test_max_dets_truncates_per_image():
     assert m["class_agnostic"]["recall"] == 1.0  # P/R/F1 use every prediction
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_max_dets_below_1_is_a_usage_error(tmp_path: Path, capsys, value: str):
+    # -1 was accepted and dropped each image's last detection (dets[:-1]) without a word
+    gt, pred = tmp_path / "gt.jsonl", tmp_path / "pred.jsonl"
+    with pytest.raises(SystemExit) as exc:
+        main(["--gt", str(gt), "--pred", str(pred), "--max_dets", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --max_dets/--max-dets: must be" in err and value in err
+    with pytest.raises(ValueError, match="max_dets must be an integer >= 1"):
+        evaluate([], [], max_dets=-1)
+
+
 def test_match_greedy_prefers_high_score_and_best_iou():
     ious = np.array([[0.6, 0.9], [0.95, 0.7]])
     det_to_gt, gt_to_det = match_greedy(ious, np.array([0.5, 0.9]))

@@ -120,6 +120,13 @@ def test_vis_refuses_non_empty_out(data, tmp_path: Path):
     assert len(list(out.glob("*.png"))) == 1 and (out / "keep.txt").exists()
 
 
+def test_vis_limit_below_1_is_a_usage_error(data, tmp_path: Path, capsys):
+    gt, _ = data  # --limit -1 drew every record but the last, without a word
+    with pytest.raises(SystemExit) as exc:
+        main(["--gt", str(gt), "--out", str(tmp_path / "vis"), "--limit", "-1"])
+    assert exc.value.code == 2 and "argument --limit: must be >= 1, got -1" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------- loss curves
 
 

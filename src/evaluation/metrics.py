@@ -333,6 +333,8 @@ def evaluate_images(pairs: Sequence[ImagePair], iou_type: str = "auto", max_dets
     images for COCOeval as its sorted image ids do."""
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+    if isinstance(max_dets, bool) or not isinstance(max_dets, int) or max_dets < 1:
+        raise ValueError(f"max_dets must be an integer >= 1, got {max_dets!r}")  # -1 dropped each image's last
     if image_ids is None:
         image_ids = list(range(1, len(pairs) + 1))
     if len(image_ids) != len(pairs):

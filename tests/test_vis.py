@@ -120,6 +120,25 @@ def test_vis_refuses_non_empty_out(data, tmp_path: Path):
     assert len(list(out.glob("*.png"))) == 1 and (out / "keep.txt").exists()
 
 
+def test_vis_draws_a_coco_ground_truth_without_image_sizes(tmp_path: Path):
+    # width/height are optional in a COCO image entry; the drawing divided by 0 (ZeroDivisionError, exit 3)
+    Image.new("RGB", (64, 48), (128, 128, 128)).save(tmp_path / "a.png")
+    x, y = BOX[:2]
+    coco = {"images": [{"id": 1, "file_name": "a.png"}], "categories": [{"id": 1, "name": "dog"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [x, y, BOX[2] - x, BOX[3] - y],
+                             "iscrowd": 0}]}
+    (tmp_path / "instances.json").write_text(json.dumps(coco), encoding="utf-8")
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [x, y, BOX[2] - x, BOX[3] - y],
+                                "score": 0.9}]), encoding="utf-8")
+    out = tmp_path / "vis"
+    assert main(["--gt", str(tmp_path / "instances.json"), "--pred", str(res), "--out", str(out)]) == 0
+    drawn = Image.open(next(out.glob("*.png"))).convert("RGB")
+    assert drawn.size == (512, 384)  # the decoded image's size, scaled by 8
+    assert _colour_near(drawn, BOX[0] * 8, (BOX[1] + BOX[3]) * 4, GREEN)  # the match, where the box is
+    assert "TP 1" in (out / "index.html").read_text(encoding="utf-8")
+
+
 def test_vis_limit_below_1_is_a_usage_error(data, tmp_path: Path, capsys):
     gt, _ = data  # --limit -1 drew every record but the last, without a word
     with pytest.raises(SystemExit) as exc:

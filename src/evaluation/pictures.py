@@ -110,14 +110,18 @@ def render_record(record: Record, row: dict | None, with_pred: bool, *, min_side
     """The annotated image of one record, its GT count (ignore regions left out), and (with predictions) its
     match count and the number of predictions on ignore regions (0 without predictions).
 
-    Raises :class:`ImageError` when the image cannot be read. ``match_labels`` makes a match
+    Coordinates are in pixels of ``record.width`` x ``record.height``, or of the image as decoded where the
+    record gives no size (0: a COCO image entry without width/height). Raises :class:`ImageError` when the
+    image cannot be read. ``match_labels`` makes a match
     need equal descriptions (default: geometry only, like class-agnostic AP).
     """
     img = load_image(record.image)
+    # A COCO image entry without width/height reads as size 0: the decoded image's own size stands in.
+    width, height = record.width or img.width, record.height or img.height
     factor = scale_factor(*img.size, min_side=min_side)
     if factor > 1:
         img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
-    sx, sy = img.width / record.width, img.height / record.height
+    sx, sy = img.width / width, img.height / height
     draw = ImageDraw.Draw(img)
     font = _font(max(11, min(img.size) // 32))
     gts, ignore = gt_objects(record)
@@ -126,7 +130,7 @@ def render_record(record: Record, row: dict | None, with_pred: bool, *, min_side
     on_ignore = np.zeros(len(dets), dtype=bool)
     gt_colour, gt_width = [BLUE] * len(gts), [2] * len(gts)
     if with_pred:
-        ious = pairwise_iou(dets, gts, iou_type, ignore, (record.width, record.height))
+        ious = pairwise_iou(dets, gts, iou_type, ignore, (width, height))
         if match_labels:  # an ignore region without a desc applies to every desc
             same = np.array([[d.desc == g.desc or (ig and not g.desc) for g, ig in zip(gts, ignore, strict=True)]
                              for d in dets], dtype=bool).reshape(ious.shape)

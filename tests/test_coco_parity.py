@@ -484,6 +484,37 @@ def test_a_coco_file_in_any_layout_is_one_document_and_a_broken_jsonl_keeps_its_
     assert gt.format == "jsonl" and len(gt.records) == 1 and f"{broken}:1" in gt.problems[0]
 
 
+def test_converted_descs_and_the_coco_files_descs_are_one_rule(tmp_path: Path):
+    from src.datasets.convert_coco import coco_to_records
+
+    ann, _, _, _ = _frames(tmp_path)
+    coco = json.loads(ann.read_text(encoding="utf-8"))
+    # two categories named "person" (one with spaces around), one "car"
+    coco["categories"] = [{"id": 1, "name": " person "}, {"id": 2, "name": "person"}, {"id": 3, "name": "car"}]
+    for a, cid in zip(coco["annotations"], (1, 2, 3), strict=True):
+        a["category_id"] = cid
+    ann.write_text(json.dumps(coco), encoding="utf-8")
+    records, problems = coco_to_records(coco, tmp_path, tmp_path, size_fn=lambda p: (100, 100))
+    assert problems == []
+    written = [o["desc"] for r in records for o in r["objects"]]
+    assert written == ["person (category_id 1)", "person (category_id 2)", "car"]  # " person " and "person" before
+    assert sorted(records_from_coco(coco, ann).categories.values()) == sorted(written)
+    gt = tmp_path / "converted.jsonl"
+    gt.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    jsonl = load_ground_truth(gt)
+    # src.infer --coco_results --coco_gt: every desc finds its category id (none did for repeated names)
+    image_ids, cats = coco_ids_for(jsonl.records, ann)
+    assert image_ids == [1, 2, 3] and all(cats[d] == cid for d, cid in zip(written, (1, 2, 3), strict=True))
+    lines = [PredictionLine(source=str(r.source), image=r.image,
+                            objects=[PredictedObject(o.kind, o.points, o.desc, 0.8) for o in r.objects])
+             for r in jsonl.records]
+    results, counts = coco_results(lines, image_ids, cats)
+    assert counts["desc not in categories"] == 0 and len(results) == 3
+    (tmp_path / "res.json").write_text(json.dumps(results), encoding="utf-8")
+    code, metrics, _ = _run_eval(tmp_path, gt, tmp_path / "res.json", "--coco_gt", str(ann))
+    assert code == 0 and metrics["mean_over_descs"]["AP"] == pytest.approx(1.0) and len(metrics["per_desc"]) == 3
+
+
 def test_coco_results_for_an_image_several_records_hold_are_refused(tmp_path: Path):
     gt = tmp_path / "gt.jsonl"
     box = {"bbox_2d": [5, 5, 20, 20], "desc": "cat"}

@@ -2,8 +2,10 @@
 
 * one record per COCO image, in the file's order, objects in annotation order; images without
   annotations get ``objects: []`` (counted);
-* the category ``name`` becomes ``desc``; the annotation's ``category_id`` and the category's
-  ``supercategory`` ride along on the object (``category_id`` only when it is an integer);
+* the category ``name`` becomes ``desc`` (stripped; a name two categories share gets
+  `` (category_id N)`` appended: `category_descs`, the rule the evaluation reads COCO files by); the
+  annotation's ``category_id`` and the category's ``supercategory`` ride along on the object
+  (``category_id`` only when it is an integer);
 * ``bbox`` ``[x, y, w, h]`` becomes ``bbox_2d`` ``[x, y, x + w, y + h]``; ``x + w`` is added as the
   decimals the file wrote, then taken to the nearest float, so ``338.98`` comes out as ``338.98``,
   not ``338.97999999999996`` (no precision is imposed: nothing is rounded beyond that sum);
@@ -49,7 +51,7 @@ from .contract import CLAMP_TOLERANCE_PX
 from .geometry import clamp_near, is_finite_number, json_number
 from .images import ImageError, image_size
 
-__all__ = ["POLYGON_MODES", "CocoConversion", "coco_to_records", "convert_coco_file"]
+__all__ = ["POLYGON_MODES", "CocoConversion", "category_descs", "coco_to_records", "convert_coco_file"]
 
 PolygonMode = Literal["bbox", "quad", "polygon"]
 POLYGON_MODES: tuple[str, ...] = ("bbox", "quad", "polygon")
@@ -119,6 +121,20 @@ def _shown(value: object) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+def category_descs(names: dict[Any, object]) -> dict[Any, str]:
+    """The desc each category's objects get, from ``{category id: its name}``: the name, stripped; for a
+    category without a name (not a non-blank string) ``category_id N``; and when two categories end up with
+    one desc, each gets `` (category_id N)`` appended, so per-desc metrics never merge two categories.
+
+    The one rule for COCO categories: the JSONL written here and a COCO file read by the evaluation
+    (`src.evaluation.coco_files`: as ground truth, and for the ids of `src.infer --coco_results --coco_gt`)
+    give a category the same desc, so each finds the other's."""
+    base = {cid: name.strip() if isinstance(name, str) and name.strip() else f"category_id {cid}"
+            for cid, name in names.items()}
+    counts = Counter(base.values())
+    return {cid: f"{desc} (category_id {cid})" if counts[desc] > 1 else desc for cid, desc in base.items()}
+
+
 def _decimal_sum(a: float, b: float) -> float:
     """a + b as the decimals the file wrote (repr gives them back), then the nearest float: no float noise."""
     return float(Decimal(repr(float(a))) + Decimal(repr(float(b))))
@@ -181,18 +197,20 @@ class _Converter:
     # ------------------------------------------------------------------ categories
 
     def categories(self) -> dict[Any, dict]:
-        """Each category (by its matched id) as the object keys it gives: desc, category_id, supercategory."""
+        """Each category with a name (by its matched id) as the object keys it gives: desc (`category_descs`),
+        category_id, supercategory."""
+        cats = {_key(c.get("id")): c for c in self.coco.get("categories") or []
+                if isinstance(c, dict) and _key(c.get("id")) is not None}
+        descs = category_descs({key: cat.get("name") for key, cat in cats.items()})
         found: dict[Any, dict] = {}
-        for cat in self.coco.get("categories") or []:
-            if isinstance(cat, dict) and isinstance(cat.get("name"), str) and cat["name"].strip():
-                key = _key(cat.get("id"))
-                if key is not None:
-                    keys: dict[str, Any] = {"desc": cat["name"]}
-                    if isinstance(key, int) and -(2**63) < key < 2**63:
-                        keys["category_id"] = key
-                    if isinstance(cat.get("supercategory"), str) and cat["supercategory"].strip():
-                        keys["supercategory"] = cat["supercategory"]
-                    found[key] = keys
+        for key, cat in cats.items():
+            if isinstance(cat.get("name"), str) and cat["name"].strip():
+                keys: dict[str, Any] = {"desc": descs[key]}
+                if isinstance(key, int) and -(2**63) < key < 2**63:
+                    keys["category_id"] = key
+                if isinstance(cat.get("supercategory"), str) and cat["supercategory"].strip():
+                    keys["supercategory"] = cat["supercategory"]
+                found[key] = keys
         return found
 
     # ------------------------------------------------------------------ images

@@ -30,6 +30,7 @@ from typing import Any
 
 from src.datasets import kinds as geometry_kinds
 from src.datasets.contract import GroundingObject, Record, SourceRef
+from src.datasets.convert_coco import category_descs
 from src.inference.predictions import PredictionLine
 
 __all__ = [
@@ -133,16 +134,14 @@ class CocoGroundTruth:
 
 
 def _category_descs(path: Path, categories: list, problems: list[str]) -> dict[ImageId, str]:
-    names: dict[ImageId, str] = {}
+    names: dict[ImageId, object] = {}
     for position, cat in enumerate(categories):
         if not isinstance(cat, dict) or not _is_id(cat.get("id")):
             problems.append(f"{path}: categories[{position}]: needs an integer or string id, got {cat!r:.80}")
             continue
-        name = cat.get("name")
-        names[cat["id"]] = name.strip() if isinstance(name, str) and name.strip() else f"category_id {cat['id']}"
-    counts = Counter(names.values())
-    # Two categories with one name stay two categories: per-desc AP must not merge them.
-    return {cid: (f"{name} (category_id {cid})" if counts[name] > 1 else name) for cid, name in names.items()}
+        names[cat["id"]] = cat.get("name")
+    # convert_coco's rule: two categories with one name stay two categories (per-desc AP must not merge them).
+    return category_descs(names)
 
 
 def _size(value: object) -> int:

@@ -15,8 +15,14 @@ speed the real one would. Scenarios, in order of value (each one skipped, saying
  5. `PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True` (a child process: the variable is read at CUDA start);
  6. packing with a flash-attention build, where one is installed;
  7. stage 1 (aligner) and 8. stage 2 on small samples (synthetic images, ~230 tokens);
- 9. generation through ms-swift's transformers engine at batch 8 and at batch 64 (the same 64 questions);
-10. generation through vLLM, where installed; 11. ZeRO-2, where deepspeed is installed (a torchrun child).
+ 9. generation through ms-swift's transformers engine at batch 8 and at batch 64 (the same 64 questions), asked
+    as `src.infer` asks (greedy, `logprobs=True`, `src.inference.fast_logprobs` installed);
+10. raw ms-swift: its own `sft_main` on the dense records written as ms-swift rows, with the project's
+    arguments (`to_sft_kwargs`); its row gives the project's samples/s over raw ms-swift's twice: the
+    project's run as configured (answer-only logits on by default: a different logits path) and the run
+    with `answer_only_logits=false` (ms-swift's full-logits path, as raw ms-swift: what the project's data
+    path and callbacks cost or save per sample);
+11. generation through vLLM, where installed; 12. ZeRO-2, where deepspeed is installed (a torchrun child).
 
 Training runs go through `src.sft.main` in this process (start-up paid once: imports, CUDA context; data
 verdicts and the model files are reused), except where a run needs its own process (several GPUs: torchrun;
@@ -26,11 +32,20 @@ logging.jsonl after `--warmup_steps` steps (the project's step accounting: `step
 
 Budget: everything (model build included) must end within `--budget_s`. Each scenario's figures are printed
 and appended to the JSONL (`--out`; default a new `gpu_check-<run id>.jsonl` in `--work`; an existing `--out`
-is appended to, each line carrying the run id) the moment they are measured; a scenario whose estimate (the
-start-up cost and step times measured so far) exceeds the time left is skipped with both figures. A markdown
-table of every scenario ends the output.
+is appended to, each line carrying the run id) the moment they are measured (each generation batch size on its
+own line); a scenario whose estimate (the start-up cost and step times measured so far) exceeds the time left
+is skipped with both figures. The budget also stops what runs: an in-process training run ends after the step
+during which the budget ran out (a TrainerCallback), a child process is ended when the time left runs out,
+generation stops between batches of questions and skips a batch size once the time is spent; such a row has
+status `stopped`, the reason, and the figures of the steps (or questions) done. A markdown table of every
+scenario ends the output.
 
-`--size tiny` runs the whole check on CPU with the tiny model (plumbing only: no speed is meaningful there).
+`--gpus N` limits the check to N GPUs: CUDA_VISIBLE_DEVICES is set to the first N before CUDA starts (where the
+caller already set it, its first N; the environment row says which). Without it every visible GPU is used
+(in-process runs on several GPUs would spread the model over them: ms-swift's device_map 'auto').
+
+`--size tiny` runs the whole check on CPU with the tiny model (plumbing only: no speed is meaningful there);
+any other size needs a CUDA GPU and is refused (exit 2) where none is visible.
 `--arch` picks the family (qwen3_vl: 2b, 4b; qwen3_vl_moe: 30b-a3b; qwen3_5: 9b; qwen3_5_moe: 35b-a3b); the
 MoEs run 12 of 48 / 10 of 40 language-model layers by default (`--layers`): their whole weights do not fit
 the check machine's disk (tokens/s per layer is the real model's).
@@ -273,12 +288,79 @@ class Budget:
 
 def budget_skip(estimate_s: float | None, how: str, left_s: float) -> str | None:
     """The reason to skip a scenario estimated at `estimate_s` with `left_s` seconds left, or None to run it.
-    With nothing measured yet a scenario runs while any time is left."""
+    With nothing measured yet a scenario starts while any time is left (the budget then stops it where it
+    runs past: `budget_callback`, `train_in_child`'s timeout, `run_generation`)."""
     if left_s <= 0:
         return f"budget spent ({-left_s:.0f} s over)"
     if estimate_s is not None and estimate_s > left_s:
         return f"would not finish in the {left_s:.0f} s left (estimate {estimate_s:.0f} s: {how})"
     return None
+
+
+def budget_callback(budget: Budget):
+    """A TrainerCallback that ends training after the step during which `budget` ran out; its `stopped` then
+    says at which step (None while the run is within the budget)."""
+    from transformers import TrainerCallback
+
+    class StopAtTheBudget(TrainerCallback):
+        stopped: str | None = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if budget.left() <= 0 and state.global_step < state.max_steps and not self.stopped:
+                control.should_training_stop = True
+                self.stopped = (f"stopped at the budget after step {state.global_step} of {state.max_steps} "
+                                f"({-budget.left():.0f} s over)")
+
+    return StopAtTheBudget()
+
+
+def gpu_selection(gpus: int | None, current: str | None) -> tuple[str | None, str | None]:
+    """(the CUDA_VISIBLE_DEVICES value to set, or None to leave it as it is; a note saying what was chosen) for
+    `--gpus` (None: every visible GPU) where `current` is the variable's value before the check (None: unset).
+    A value the caller set is kept, narrowed to its first `gpus` entries where it lists more."""
+    if gpus is None:
+        return None, None if current is None else f"CUDA_VISIBLE_DEVICES={current!r} set before the check: kept"
+    if current is None:
+        return ",".join(str(i) for i in range(gpus)), f"--gpus {gpus}: CUDA_VISIBLE_DEVICES set to the first {gpus}"
+    listed = [d.strip() for d in current.split(",") if d.strip()]
+    if len(listed) <= gpus:
+        return None, f"CUDA_VISIBLE_DEVICES={current!r} set before the check: kept (--gpus {gpus})"
+    chosen = ",".join(listed[:gpus])
+    return chosen, (f"CUDA_VISIBLE_DEVICES={current!r} set before the check: its first {gpus} kept "
+                    f"({chosen!r}) for --gpus {gpus}")
+
+
+def full_logits_scenario(answer_only_default: bool | None) -> str:
+    """The measured scenario that runs ms-swift's full-logits path, as raw ms-swift does: the baseline where
+    answer-only logits are off by default or unknown to this checkout, else the flipped run."""
+    return "stage2 dense answer_only_logits=false" if answer_only_default else "stage2 dense"
+
+
+def raw_comparison(rows: list[dict], raw_samples_per_s: float, answer_only_default: bool | None) -> dict:
+    """The project's samples/s over raw ms-swift's (`raw_samples_per_s`), from the measured rows so far: for the
+    project's run as configured (`project_over_raw`: with answer-only logits where on, a different logits path
+    from raw ms-swift's) and for the run on ms-swift's full-logits path (`project_full_logits_over_raw`: the
+    same model computation as raw ms-swift, so the ratio is what the project's data path and callbacks cost or
+    save per sample), and a `note` saying which is which. A ratio whose run was not measured is None."""
+    measured = {r["scenario"]: r for r in rows if r.get("status") == "measured" and r.get("samples_per_s")}
+
+    def over_raw(name: str) -> float | None:
+        return round(measured[name]["samples_per_s"] / raw_samples_per_s, 3) if name in measured else None
+
+    full_name = full_logits_scenario(answer_only_default)
+    project, full = over_raw("stage2 dense"), over_raw(full_name)
+    on = "on" if answer_only_default else "off"
+
+    def said(ratio: float | None) -> str:
+        return "not measured" if ratio is None else f"{ratio:.2f}x"
+
+    note = f"project / raw ms-swift samples/s: stage2 dense (answer-only logits {on}) {said(project)}"
+    if full_name != "stage2 dense":
+        note += (f"; {full_name} {said(full)} (ms-swift's full-logits path, as raw ms-swift: the data path's and "
+                 f"callbacks' cost)")
+    else:
+        note += " (ms-swift's full-logits path, as raw ms-swift: the data path's and callbacks' cost)"
+    return {"project_over_raw": project, "project_full_logits_over_raw": full, "note": note}
 
 
 # --- output ------------------------------------------------------------------------------------------------
@@ -467,54 +549,90 @@ def _reset_device() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def train_in_process(config: Path, log: Path, callback=None) -> None:
-    """`python -m src.sft --config CONFIG` in this process, its output to `log`; `callback` (a TrainerCallback)
-    joins the trainer's. Raises RuntimeError naming the log on a non-zero exit."""
-    from src import sft
-    from src.training import pipeline
+@contextlib.contextmanager
+def trainer_callbacks(callbacks):
+    """Within the block, every ms-swift training run in this process (the project's `GroundingSft` and raw
+    `SwiftSft` alike: the former's `train` ends in the latter's) gets `callbacks` (TrainerCallbacks)."""
+    from swift.pipelines.train.sft import SwiftSft
 
-    original = pipeline.GroundingSft.train
-    if callback is not None:
-        def train(self, trainer):
+    original = SwiftSft.train
+
+    def train(self, trainer):
+        for callback in callbacks:
             trainer.add_callback(callback)
-            return original(self, trainer)
+        return original(self, trainer)
 
-        pipeline.GroundingSft.train = train
+    SwiftSft.train = train
     try:
-        _reset_device()
-        with output_to(log):
-            code = sft.main(["--config", str(config)])
+        yield
     finally:
-        pipeline.GroundingSft.train = original
+        SwiftSft.train = original
+
+
+def train_in_process(config: Path, log: Path, callbacks=(), budget: Budget | None = None) -> str | None:
+    """`python -m src.sft --config CONFIG` in this process, its output to `log`; `callbacks` (TrainerCallbacks)
+    join the trainer's, and with `budget` training ends after the step during which it ran out. Returns why it
+    stopped early (None: it ran its steps). Raises RuntimeError naming the log on a non-zero exit."""
+    from src import sft
+
+    stop = budget_callback(budget) if budget is not None else None
+    _reset_device()
+    with trainer_callbacks([*callbacks, *([stop] if stop else [])]), output_to(log):
+        code = sft.main(["--config", str(config)])
     if code != 0:
         raise RuntimeError(f"src.sft exited {code}; its output: {log}\n{_tail(log)}")
+    return stop.stopped if stop else None
 
 
-def train_in_child(config: Path, log: Path, run: Scenario, n_gpus: int) -> None:
-    """The run in its own process (torchrun across the GPUs where asked), with the scenario's environment."""
+def end_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM `proc` (torchrun passes it on to its workers), then SIGKILL after `grace_s`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def train_in_child(config: Path, log: Path, run: Scenario, n_gpus: int, timeout_s: float | None = None) -> str | None:
+    """The run in its own process (torchrun across the GPUs where asked), with the scenario's environment,
+    ended after `timeout_s` seconds (None: no limit). Returns why it stopped early (None: it finished).
+    Raises RuntimeError naming the log on a non-zero exit."""
     with log.open("ab") as fh:
-        proc = subprocess.run([*launcher(n_gpus, run.torchrun), "-m", "src.sft", "--config", str(config)],
-                              cwd=REPO, env=child_env(run.env), stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"src.sft exited {proc.returncode}; its output: {log}\n{_tail(log)}")
+        proc = subprocess.Popen([*launcher(n_gpus, run.torchrun), "-m", "src.sft", "--config", str(config)],
+                                cwd=REPO, env=child_env(run.env), stdout=fh, stderr=subprocess.STDOUT)
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            end_process(proc)
+            return f"stopped at the budget: the child process was ended after the {timeout_s:.0f} s left"
+    if code != 0:
+        raise RuntimeError(f"src.sft exited {code}; its output: {log}\n{_tail(log)}")
+    return None
 
 
-def train_raw_swift(config: Path, rows: Path, output_dir: Path, log: Path) -> None:
+def train_raw_swift(config: Path, rows: Path, output_dir: Path, log: Path, budget: Budget | None = None) -> str | None:
     """ms-swift's own `sft_main` in this process on the config's training records written as ms-swift rows
     (`python -m src.datasets rows`: the same prompts, answers and upright images), with the arguments the
-    project would pass (`to_sft_kwargs`): what the project's data path and callbacks cost per sample."""
+    project would pass (`to_sft_kwargs`; its swift_args name the image-budget plugin that only the project's
+    set-up writes, so the resolved run's arguments cannot be used). Its model computation is ms-swift's
+    full-logits path: compare it with the project's run with answer-only logits off (`raw_comparison`).
+    With `budget`, training ends after the step during which it ran out; returns why it stopped early."""
     from src.config import to_sft_kwargs
     from src.datasets.__main__ import run as datasets_run
     from src.datasets.run_config import load_config_for_run
 
     cfg = load_config_for_run(config)
+    stop = budget_callback(budget) if budget is not None else None
     _reset_device()
     with output_to(log):
         datasets_run(["rows", "--config", str(config), "--split", "train", "--out", str(rows)])
         from swift import SftArguments, sft_main
 
-        sft_main(SftArguments(**{**to_sft_kwargs(cfg), "dataset": [str(rows)], "val_dataset": [],
-                                 "output_dir": str(output_dir)}))
+        with trainer_callbacks([stop] if stop else []):
+            sft_main(SftArguments(**{**to_sft_kwargs(cfg), "dataset": [str(rows)], "val_dataset": [],
+                                     "output_dir": str(output_dir)}))
+    return stop.stopped if stop else None
 
 
 def profiler_callback(profiler):
@@ -546,9 +664,11 @@ def profile_summary(events, cuda: bool, top: int = 8) -> dict:
             **({"top_self_cuda": ranked("self_device_time_total")} if cuda else {})}
 
 
-def run_profile(config: Path, log: Path, warmup_steps: int, cuda: bool) -> dict:
+def run_profile(config: Path, log: Path, warmup_steps: int, cuda: bool,
+                budget: Budget | None = None) -> tuple[dict, str | None]:
     """Three steady dense steps under torch.profiler (after `warmup_steps`): the top operators and the
-    data-wait share (time blocked in the DataLoader's `__next__` over the three steps' wall time)."""
+    data-wait share (time blocked in the DataLoader's `__next__` over the three steps' wall time); and why
+    training stopped early at the `budget` (None: it ran its steps)."""
     import torch
     from torch.profiler import ProfilerActivity, profile, schedule
 
@@ -558,25 +678,32 @@ def run_profile(config: Path, log: Path, warmup_steps: int, cuda: bool) -> dict:
     prof = profile(activities=activities, schedule=schedule(wait=warmup_steps - 1, warmup=1, active=PROFILED_STEPS,
                                                             repeat=1))
     started = time.perf_counter()
-    train_in_process(config, log, profiler_callback(prof))
+    stopped = train_in_process(config, log, [profiler_callback(prof)], budget)
     wall = time.perf_counter() - started
     if cuda:
         torch.cuda.synchronize()
-    events = prof.key_averages()
+    recorded = prof.profiler is not None  # None: stopped at the budget before the profiler's warm-up step
+    events = prof.key_averages() if recorded else []
+    trace = prof.events() if recorded else []
     waits = [e for e in events if "DataLoader" in e.key and "__next__" in e.key]
     wait_us = sum(e.cpu_time_total for e in waits)
     # The three profiled steps' span: from the trace's events (the whole call also holds start-up).
-    span_us = max((e.time_range.end for e in prof.events()), default=0) - min(
-        (e.time_range.start for e in prof.events()), default=0)
+    span_us = max((e.time_range.end for e in trace), default=0) - min((e.time_range.start for e in trace), default=0)
     return {**profile_summary(events, cuda), "data_wait_share": round(wait_us / span_us, 4) if span_us else None,
-            "profiled_span_s": round(span_us / 1e6, 3), "wall_s_run": round(wall, 1)}
+            "profiled_span_s": round(span_us / 1e6, 3), "wall_s_run": round(wall, 1)}, stopped
 
 
 def run_generation(config: Path, model: Path, batch_sizes: tuple[int, ...], max_new_tokens: int,
-                   backend: str, questions: int) -> list[dict]:
+                   backend: str, questions: int, budget: Budget | None = None):
     """The same `questions` dense questions (the config's records, repeated) answered at each batch size
-    through one engine, loaded once: generated tokens per second and peak memory per batch size (the same
-    work at each size, so their ratio is what batching gains)."""
+    through one engine, loaded once, asked as `src.infer` asks (`src.inference.engine.predict`: greedy,
+    `logprobs=True` for the objects' scores, `fast_logprobs.install()`): yields each batch size's figures as
+    they are measured (generated tokens per second, peak memory, the tokens that came with a log-probability;
+    the same work at each size, so their ratio is what batching gains).
+
+    With `budget`, a batch size stops between its generate calls once the budget is spent (its figures then
+    cover the questions answered and carry `stopped`), and a later batch size is skipped (a dict with
+    `skipped`: the reason) when the time left is spent or under what the previous batch size took."""
     import torch
     from swift import RequestConfig
 
@@ -584,35 +711,50 @@ def run_generation(config: Path, model: Path, batch_sizes: tuple[int, ...], max_
     from src.datasets.plan import make_preprocessor
     from src.datasets.run_config import load_config_for_run
     from src.inference import engine as inference
+    from src.inference.fast_logprobs import install
+    from src.inference.scoring import response_token_logprobs
 
     cfg = load_config_for_run(config)
     records = load_shards([Path(cfg.custom.train_jsonl)], cfg.custom.bad_records)[1]
     records = [records[i % len(records)] for i in range(questions)]
     _, requests = inference.questions(records, make_preprocessor(cfg).builder)
     requests = [inference.as_seen(r) for r in requests]
+    install()  # as predict does: the answers' log-probabilities without sorting the vocabulary per token
     started = time.perf_counter()
     batch_kwarg = ({"batch_size": max(batch_sizes)}
                    if "batch_size" in inspect.signature(inference.make_engine).parameters else {})
     engine = inference.make_engine(backend, cfg, model, **batch_kwarg)
     load_s = time.perf_counter() - started
-    request_config = RequestConfig(max_tokens=max_new_tokens, temperature=0.0)
-    out = []
+    request_config = RequestConfig(max_tokens=max_new_tokens, temperature=0.0, logprobs=True)  # as predict's
+    previous: tuple[int, float] | None = None
     for batch in batch_sizes:
+        left = budget.left() if budget is not None else None
+        if previous is not None and left is not None and (left <= 0 or previous[1] > left):
+            yield {"batch_size": batch, "skipped": f"budget spent ({-left:.0f} s over)" if left <= 0 else
+                   f"would not finish in the {left:.0f} s left (estimate {previous[1]:.0f} s: batch "
+                   f"{previous[0]} over the same questions)"}
+            continue
         _reset_device()
         if hasattr(engine, "max_batch_size"):
             engine.max_batch_size = batch  # the transformers engine: questions per generate() call
         started = time.perf_counter()
-        responses = []
+        responses, stopped = [], None
         for start in range(0, len(requests), batch):
+            if start and budget is not None and budget.left() <= 0:
+                stopped = f"stopped at the budget after {start} of {len(requests)} questions"
+                break
             responses += engine.infer(requests[start:start + batch], request_config, use_tqdm=False)
         seconds = time.perf_counter() - started
         tokens = sum(r.usage.completion_tokens for r in responses)
+        scored = sum(len(response_token_logprobs(r.choices[0].logprobs)[1]) for r in responses)
         peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-        out.append({"batch_size": batch, "questions": len(requests), "generated_tokens": tokens,
-                    "generation_s": round(seconds, 2), "generated_tokens_per_s": round(tokens / seconds, 1),
-                    "peak_memory_gib": round(peak, 2) if peak else None, "engine_load_s": round(load_s, 1)})
+        previous = (batch, seconds)
+        yield {"batch_size": batch, "questions": len(responses), "generated_tokens": tokens,
+               "logprob_tokens": scored, "generation_s": round(seconds, 2),
+               "generated_tokens_per_s": round(tokens / seconds, 1),
+               "peak_memory_gib": round(peak, 2) if peak else None, "engine_load_s": round(load_s, 1),
+               **({"stopped": stopped} if stopped else {})}
     del engine
-    return out
 
 
 def visible_gpus() -> int:
@@ -652,7 +794,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run every scenario that fits the budget; 0 when the check itself ran (a failed scenario is a result)."""
+    """Run every scenario that fits the budget; 0 when the check itself ran (a failed scenario is a result),
+    2 for a refused argument (a non-tiny --size without a CUDA GPU among them)."""
     args = build_parser().parse_args(argv)
     budget = Budget(args.budget_s)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{os.getpid()}"
@@ -660,6 +803,15 @@ def main(argv: list[str] | None = None) -> int:
     out = (args.out or work / f"gpu_check-{run_id}.jsonl").resolve()
     if args.warmup_steps < 1 or args.steps <= args.warmup_steps:
         build_parser().error(f"--steps {args.steps} must exceed --warmup_steps {args.warmup_steps} (>= 1)")
+    if args.gpus is not None and args.gpus < 1:
+        build_parser().error(f"--gpus {args.gpus}: at least 1")
+    # Before anything starts CUDA (the driver reads the variable once): --gpus N uses N GPUs, also in-process
+    # runs, which would otherwise spread the model over every visible GPU (ms-swift's device_map 'auto').
+    devices, gpus_note = gpu_selection(args.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices
+    if gpus_note:
+        print(f"[gpu_check] {gpus_note}", flush=True)
     os.environ["PYTHONPATH"] = child_env()["PYTHONPATH"]  # children of children (torchrun's) find `src` too
     from src.config.offline import apply_offline_env
 
@@ -671,6 +823,12 @@ def main(argv: list[str] | None = None) -> int:
     if size not in sizes:
         build_parser().error(f"--size {size} for --arch {args.arch}: valid {', '.join(sizes)}")
     cpu = size == "tiny"
+    visible = visible_gpus()
+    if not cpu and not visible:
+        print(f"error: --size {size} needs a CUDA GPU and none is visible (CUDA_VISIBLE_DEVICES="
+              f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}); its GPU configuration on CPU would take hours. "
+              f"--size tiny runs the check's plumbing on CPU", file=sys.stderr)
+        return 2
     args.max_new_tokens = args.max_new_tokens or (8 if cpu else 256)
     args.generation_questions = args.generation_questions or (16 if cpu else 64)
     layers = args.layers or DEFAULT_LAYERS.get(size)
@@ -681,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     built = ensure_model(work / "model", size, args.arch, layers)
     data = ensure_data(work, cpu, args.dense_objects)
-    n_gpus = 0 if cpu else (args.gpus if args.gpus is not None else visible_gpus())
+    n_gpus = 0 if cpu else visible
     runs_dir = work / "runs" / run_id
     probe = write_config(runs_dir / "configs" / "probe.yaml", Scenario("probe"), work / "model", data["dense"],
                          runs_dir / "probe", args.steps, cpu, args.arch)
@@ -693,7 +851,9 @@ def main(argv: list[str] | None = None) -> int:
     results.add({"scenario": "environment", "status": "info", "arch": args.arch, "size": size,
                  "layers": f"{layers or full_layers} of {full_layers}", "python": sys.version.split()[0],
                  "torch": torch.__version__, "device": torch.cuda.get_device_name(0) if n_gpus else "cpu",
-                 "gpus": n_gpus, "flash_attention": machine.flash, "liger": machine.liger, "vllm": machine.vllm,
+                 "gpus": n_gpus, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                 **({"gpus_note": gpus_note} if gpus_note else {}),
+                 "flash_attention": machine.flash, "liger": machine.liger, "vllm": machine.vllm,
                  "deepspeed": machine.deepspeed, "answer_only_logits_default": machine.answer_only_default,
                  "pytorch_cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
                  "model_built_s": round(time.monotonic() - started, 1) if built else 0.0, "steps": args.steps,
@@ -720,45 +880,63 @@ def main(argv: list[str] | None = None) -> int:
             if run.kind in ("generate", "vllm"):
                 for figures in run_generation(config, work / "model", run.batch_sizes, args.max_new_tokens,
                                               "vllm" if run.kind == "vllm" else "transformers",
-                                              args.generation_questions):
-                    results.add({**row, "scenario": f"{run.name} batch {figures['batch_size']}",
-                                 "status": "measured", **figures, "wall_s": round(figures["generation_s"], 1),
+                                              args.generation_questions, budget):
+                    named = {**row, "scenario": f"{run.name} batch {figures['batch_size']}"}
+                    if "skipped" in figures:
+                        results.add({**named, "status": "skipped", "reason": figures["skipped"]})
+                        continue
+                    stopped = figures.pop("stopped", None)
+                    results.add({**named, "status": "stopped" if stopped else "measured", **figures,
+                                 "wall_s": round(figures["generation_s"], 1),
+                                 **({"reason": stopped} if stopped else {}),
                                  "note": f"{figures['generated_tokens_per_s']:.0f} generated tokens/s over "
-                                         f"{figures['questions']} questions"})
-                budget.start_up_s.setdefault("generate", time.monotonic() - started)
+                                         f"{figures['questions']} questions, with log-probabilities as src.infer"})
+                    budget.start_up_s.setdefault("generate", time.monotonic() - started)
                 continue
             if run.kind == "profile":
-                figures = run_profile(config, log, args.warmup_steps, machine.cuda)
-                steady = steady_state(read_logging(runs_dir / slug), args.warmup_steps, samples_per_step)
+                figures, stopped = run_profile(config, log, args.warmup_steps, machine.cuda, budget)
+                try:
+                    steady = steady_state(read_logging(runs_dir / slug), args.warmup_steps, samples_per_step)
+                except ValueError as err:
+                    if not stopped:
+                        raise
+                    steady, stopped = {"data_wait_share": None}, f"{stopped}: {err}"
                 figures.update({k: v for k, v in steady.items()
                                 if k in ("s_per_step", "peak_memory_gib")})
                 figures["data_wait_share_logged"] = steady["data_wait_share"]
                 top = figures["top_self_cuda" if machine.cuda else "top_self_cpu"][:3]
-                results.add({**row, "status": "measured", **figures, "wall_s": round(time.monotonic() - started, 1),
+                results.add({**row, "status": "stopped" if stopped else "measured", **figures,
+                             "wall_s": round(time.monotonic() - started, 1), **({"reason": stopped} if stopped else {}),
                              "note": "top self " + ("CUDA" if machine.cuda else "CPU") + ": "
                                      + ", ".join(f"{t['op']} {t['self_ms']:.0f} ms" for t in top)})
                 continue
             if run.kind == "raw":
-                train_raw_swift(config, runs_dir / "raw_rows" / "train.jsonl", runs_dir / slug, log)
+                stopped = train_raw_swift(config, runs_dir / "raw_rows" / "train.jsonl", runs_dir / slug, log, budget)
+            elif run.child:
+                stopped = train_in_child(config, log, run, n_gpus, timeout_s=max(1.0, budget.left()))
             else:
-                (train_in_child if run.child else train_in_process)(
-                    *((config, log, run, n_gpus) if run.child else (config, log)))
+                stopped = train_in_process(config, log, budget=budget)
             wall = time.monotonic() - started
-            if run.data not in mean_tokens:
-                mean_tokens[run.data] = (None if "tokens_per_s" in (read_logging(runs_dir / slug) or [{}])[0]
-                                         else mean_tokens_of(config, work / f"stats_{data[run.data].parent.name}"))
-            figures = steady_state(read_logging(runs_dir / slug), args.warmup_steps, samples_per_step,
-                                   mean_tokens[run.data])
-            budget.step_s.setdefault(run.data, figures["s_per_step"])
-            budget.start_up_s.setdefault("child" if run.child else "process",
-                                         max(0.0, wall - figures["train_time_s"]))
-            project = next((r for r in results.rows if r["scenario"] == "stage2 dense" and r["status"] == "measured"),
-                           None)
-            if run.kind == "raw" and project:
-                ratio = project["samples_per_s"] / figures["samples_per_s"]
-                row["note"] = f"the project's stage2 dense: {ratio:.2f}x raw ms-swift's samples/s on the same records"
-            results.add({**row, "status": "measured", **figures, "wall_s": round(wall, 1),
-                         "start_up_s": round(max(0.0, wall - figures["train_time_s"]), 1),
+            logged = read_logging(runs_dir / slug) if (runs_dir / slug / "logging.jsonl").is_file() else []
+            try:
+                if run.data not in mean_tokens and logged:
+                    mean_tokens[run.data] = (None if "tokens_per_s" in logged[0]
+                                             else mean_tokens_of(config, work / f"stats_{data[run.data].parent.name}"))
+                figures = steady_state(logged, args.warmup_steps, samples_per_step, mean_tokens.get(run.data))
+            except ValueError as err:  # stopped before a step past the warm-up: the row says so, without speed
+                if not stopped:
+                    raise
+                figures, stopped = {}, f"{stopped}: {err}"
+            if not stopped:  # a stopped run's time is not its steps': no estimate from it
+                budget.step_s.setdefault(run.data, figures["s_per_step"])
+                budget.start_up_s.setdefault("child" if run.child else "process",
+                                             max(0.0, wall - figures["train_time_s"]))
+            if run.kind == "raw" and figures:
+                comparison = raw_comparison(results.rows, figures["samples_per_s"], machine.answer_only_default)
+                row.update(comparison)
+            start_up = {"start_up_s": round(max(0.0, wall - figures["train_time_s"]), 1)} if figures else {}
+            results.add({**row, "status": "stopped" if stopped else "measured", **figures, "wall_s": round(wall, 1),
+                         **start_up, **({"reason": stopped} if stopped else {}),
                          **({"env": run.env} if run.env else {}), **({"config": run.extra} if run.extra else {})})
         except Exception as err:  # a failed scenario is a result; the next ones still run
             results.add({**row, "status": "failed", "wall_s": round(time.monotonic() - started, 1),

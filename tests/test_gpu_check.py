@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,75 @@ def test_on_a_gpu_the_flipped_answer_only_run_and_the_installed_extras_run():
     assert "vllm is not installed" in by_name["generation vllm"].skip
     several = {r.name: r for r in gpu_check.scenarios(gpu_check.Machine(**{**gpu.__dict__, "n_gpus": 4}))}
     assert several["stage2 dense"].torchrun and "one process" in several["profile 3 dense steps"].skip
+
+
+def test_gpus_limits_the_visible_gpus_and_a_callers_choice_is_kept_narrowed_to_n():
+    assert gpu_check.gpu_selection(None, None) == (None, None)
+    assert gpu_check.gpu_selection(None, "2,3")[0] is None and "kept" in gpu_check.gpu_selection(None, "2,3")[1]
+    value, note = gpu_check.gpu_selection(2, None)
+    assert value == "0,1" and "first 2" in note
+    assert gpu_check.gpu_selection(1, "3") == (None, "CUDA_VISIBLE_DEVICES='3' set before the check: kept (--gpus 1)")
+    value, note = gpu_check.gpu_selection(2, "5, 6,7")
+    assert value == "5,6" and "set before the check" in note and "'5,6'" in note
+
+
+def test_non_tiny_size_without_a_cuda_gpu_is_refused_before_building_anything(tmp_path):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU even on a machine that has one
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--size", "2b", "--work",
+                           str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "--size 2b needs a CUDA GPU and none is visible" in proc.stderr
+    assert not (tmp_path / "work" / "model").exists()
+
+
+def test_raw_ms_swift_is_compared_with_the_project_run_and_with_the_full_logits_run():
+    rows = [{"scenario": "stage2 dense", "status": "measured", "samples_per_s": 3.0},
+            {"scenario": "stage2 dense answer_only_logits=false", "status": "measured", "samples_per_s": 2.2}]
+    on = gpu_check.raw_comparison(rows, 2.0, answer_only_default=True)
+    assert on["project_over_raw"] == 1.5 and on["project_full_logits_over_raw"] == 1.1
+    assert "stage2 dense (answer-only logits on) 1.50x" in on["note"]
+    assert "stage2 dense answer_only_logits=false 1.10x (ms-swift's full-logits path" in on["note"]
+    # Answer-only logits off by default (or unknown here): the baseline itself is the full-logits run.
+    off = gpu_check.raw_comparison(rows[:1], 2.0, answer_only_default=False)
+    assert off["project_over_raw"] == off["project_full_logits_over_raw"] == 1.5
+    assert gpu_check.raw_comparison(rows[:1], 2.0, True)["project_full_logits_over_raw"] is None
+    assert "not measured" in gpu_check.raw_comparison(rows[:1], 2.0, True)["note"]
+
+
+@pytest.mark.slow
+def test_the_budget_stops_a_run_in_process_and_in_a_child_and_generation_yields_each_batch_size(mp_workspace,
+                                                                                                tmp_path):
+    """A spent budget ends an in-process run after its first step and a child process at its timeout;
+    generation yields each batch size's figures as measured (asked as src.infer asks, with log-probabilities),
+    stops between generate calls once the budget is spent and skips the next batch size."""
+    def config(name: str, steps: int = 3) -> Path:
+        return gpu_check.write_config(tmp_path / f"{name}.yaml", gpu_check.Scenario(name, data="synth"),
+                                      mp_workspace / "model", mp_workspace / "data" / "train.jsonl",
+                                      tmp_path / name, steps, cpu=True)
+
+    stopped = gpu_check.train_in_process(config("spent"), tmp_path / "spent.log", budget=gpu_check.Budget(0.0))
+    assert stopped and stopped.startswith("stopped at the budget after step 1 of 3")
+    logged = [r for r in gpu_check.read_logging(tmp_path / "spent") if "loss" in r]
+    assert [gpu_check._step(r) for r in logged] == [1]
+    assert gpu_check.train_in_process(config("within"), tmp_path / "within.log", budget=gpu_check.Budget(600)) is None
+    assert len([r for r in gpu_check.read_logging(tmp_path / "within") if "loss" in r]) == 3
+
+    child = gpu_check.Scenario("child", child=True)
+    started = time.monotonic()
+    stopped = gpu_check.train_in_child(config("child"), tmp_path / "child.log", child, 0, timeout_s=1.0)
+    assert "stopped at the budget" in stopped and time.monotonic() - started < 15
+
+    dense = config("dense")
+    figures = gpu_check.run_generation(dense, mp_workspace / "model", (2, 0), 4, "transformers", 4)
+    first = next(figures)  # measured and handed over before the next batch size runs
+    assert first["batch_size"] == 2 and first["questions"] == 4 and first["generated_tokens"] > 0
+    assert first["logprob_tokens"] == first["generated_tokens"]  # src.infer's path: logprobs=True
+    with pytest.raises(ValueError):
+        next(figures)  # a batch size that fails loses only itself
+    spent = list(gpu_check.run_generation(dense, mp_workspace / "model", (2, 8), 4, "transformers", 4,
+                                          gpu_check.Budget(0.0)))
+    assert spent[0]["questions"] == 2 and spent[0]["stopped"] == "stopped at the budget after 2 of 4 questions"
+    assert spent[1] == {"batch_size": 8, "skipped": spent[1]["skipped"]} and "budget spent" in spent[1]["skipped"]
 
 
 def _swift_rows(step_seconds: list[float], memory: list[float]) -> list[dict]:
@@ -178,7 +248,7 @@ def test_the_dense_data_has_the_asked_number_of_objects(tmp_path):
 def _check(work: Path, cwd: Path, *flags: str) -> subprocess.CompletedProcess:
     """The check as someone without the project installed runs it: `python -S` (no site, so no editable
     install hook) with only the installed packages on PYTHONPATH, from a directory outside the repository."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES")}
     env["PYTHONPATH"] = sysconfig.get_paths()["purelib"]
     return subprocess.run([sys.executable, "-S", str(REPO / "bench" / "gpu_check.py"), "--size", "tiny", "--work",
                            str(work), *flags], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
@@ -187,12 +257,14 @@ def _check(work: Path, cwd: Path, *flags: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_the_whole_check_runs_on_cpu_from_a_fresh_work_dir(tmp_path):
     work = tmp_path / "work"
-    proc = _check(work, tmp_path, "--budget_s", "300", "--steps", "2", "--warmup_steps", "1", "--dense_objects", "4")
+    proc = _check(work, tmp_path, "--budget_s", "300", "--steps", "2", "--warmup_steps", "1", "--dense_objects", "4",
+                  "--gpus", "1")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (work / "model" / "tiny_model.json").is_file()  # built on a fresh work dir
     [jsonl] = work.glob("gpu_check-*.jsonl")
     rows = [json.loads(x) for x in jsonl.read_text().splitlines()]
     assert rows[0]["scenario"] == "environment" and rows[0]["model_built_s"] > 0
+    assert rows[0]["cuda_visible_devices"] == "0" and "--gpus 1" in rows[0]["gpus_note"]
     expected = [r for r in gpu_check.scenarios(CPU_ONLY)]
     by_name = {r["scenario"]: r for r in rows}
     for run in expected:
@@ -200,6 +272,7 @@ def test_the_whole_check_runs_on_cpu_from_a_fresh_work_dir(tmp_path):
             for batch in run.batch_sizes:
                 row = by_name[f"{run.name} batch {batch}"]
                 assert row["status"] == "measured" and row["generated_tokens"] > 0 and row["questions"] == 16
+                assert row["logprob_tokens"] == row["generated_tokens"]  # asked as src.infer asks
             continue
         name = next(n for n in by_name if n == run.name or (run.name.endswith("flipped") and "answer_only" in n))
         row = by_name[name]
@@ -215,6 +288,9 @@ def test_the_whole_check_runs_on_cpu_from_a_fresh_work_dir(tmp_path):
     assert len(logged) == 2  # the speed above is step 2's alone
     if "step_time_s" in logged[1]:
         assert dense["s_per_step"] == pytest.approx(logged[1]["step_time_s"], abs=1e-3)
+    raw = by_name["raw ms-swift stage2 dense"]
+    if raw["status"] == "measured":
+        assert raw["project_over_raw"] > 0 and "full-logits path" in raw["note"]
     profile = by_name["profile 3 dense steps"]
     assert profile["status"] == "measured" and profile["top_self_cpu"] and 0 <= profile["data_wait_share"] < 1
     assert len(gpu_check.read_logging(work / "runs" / rows[0]["run_id"] / "profile_3_dense_steps")) >= 4

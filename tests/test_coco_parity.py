@@ -515,6 +515,26 @@ def test_converted_descs_and_the_coco_files_descs_are_one_rule(tmp_path: Path):
     assert code == 0 and metrics["mean_over_descs"]["AP"] == pytest.approx(1.0) and len(metrics["per_desc"]) == 3
 
 
+def test_a_result_with_a_negative_width_or_height_is_a_bad_entry_as_pycocotools_leaves_it_out(tmp_path: Path):
+    ann, _, res, results = _frames(tmp_path)
+    coco = json.loads(ann.read_text(encoding="utf-8"))
+    for bbox in ([60, 60, -5, 10], [60, 60, 10, -5]):
+        entries = [*results, {"image_id": 1, "category_id": 1, "bbox": bbox, "score": 0.95}]
+        res.write_text(json.dumps(entries), encoding="utf-8")
+        code, metrics, err = _run_eval(tmp_path, ann, res)
+        # before: a false positive; pycocotools: a negative area, outside the area range, is ignored
+        assert code == 0 and metrics["inputs"]["bad_pred_lines"] == [f"{res}: entry 3: bbox [x, y, w, h] needs "
+                                                                     f"w, h >= 0, got {bbox}"]
+        assert "prediction skipped" in err
+        _assert_parity(metrics, coco, entries, min_categories=1)
+    # both negative: pycocotools counts a false positive (a positive area that matches nothing); left out here
+    entries = [*results, {"image_id": 1, "category_id": 1, "bbox": [60, 60, -5, -5], "score": 0.95}]
+    res.write_text(json.dumps(entries), encoding="utf-8")
+    code, metrics, _ = _run_eval(tmp_path, ann, res)
+    assert code == 0 and len(metrics["inputs"]["bad_pred_lines"]) == 1
+    assert metrics["class_agnostic"]["AP"] == pytest.approx(1.0) and _reference(coco, entries).stats[0] < 0.9
+
+
 def test_coco_results_for_an_image_several_records_hold_are_refused(tmp_path: Path):
     gt = tmp_path / "gt.jsonl"
     box = {"bbox_2d": [5, 5, 20, 20], "desc": "cat"}

@@ -157,6 +157,28 @@ def test_evaluation_takes_prediction_lines_as_they_are():
                                "parse_failure_rate", "missing_predictions", "unpaired_rows"]
 
 
+def test_a_box_with_swapped_corners_is_malformed_wherever_it_is_read():
+    # Before: [60, 30, 20, 10] (CAT swapped) scored IoU 0 against a box but 1 against the equal quad, by polygon
+    # IoU and for a point inside it: now dropped and counted as malformed, like a box of 3 values.
+    swapped = [60.0, 30.0, 20.0, 10.0]
+    quad = (20.0, 10.0, 60.0, 10.0, 60.0, 30.0, 20.0, 30.0)
+    gt = _record("q", 200, 100, GroundingObject(kind="quad", points=quad, desc="cat"))
+    row = {"source": str(gt.source), "image": gt.image, "parse_error": None,
+           "objects": [{"kind": "bbox_2d", "points": swapped, "desc": "cat", "score": 0.9}]}
+    for iou_type in ("auto", "polygon", "bbox"):
+        m = evaluate([row], [gt], iou_type=iou_type)
+        assert m["invalid_pred_objects"] == 1 and m["class_agnostic"]["tp"] == 0, iou_type
+    point = _record("p", 200, 100, GroundingObject(kind="point_2d", points=(40.0, 20.0), desc="cat"))
+    assert evaluate([{**row, "source": str(point.source), "image": point.image}], [point])["class_agnostic"]["tp"] == 0
+    for values in (swapped, [20.0, 30.0, 60.0, 10.0]):  # x2 < x1; y2 < y1
+        assert read_objects([{"kind": "bbox_2d", "points": values}]) == ([], 1, 0)
+        parsed, found = read_answer(json.dumps([{"bbox_2d": values, "label": "cat"}]))
+        assert found == () and parsed.bad_entries == 1 and "without a valid" in parsed.error
+    # a zero-size box is no swap: read, and scored (a false positive, as COCO counts it)
+    assert read_objects([{"kind": "bbox_2d", "points": [5, 5, 5, 9]}])[1] == 0
+    assert read_answer('[{"bbox_2d": [5, 5, 5, 9]}]')[0].bad_entries == 0
+
+
 def test_parsed_objects_keep_the_image_an_entry_names():
     parsed, found = read_answer('[{"image": 2, "bbox_2d": [1, 2, 3, 4], "label": "a"}, {"point_2d": [5, 6]}]')
     assert found == parsed_objects(parsed) == (GeoObject("bbox_2d", (1.0, 2.0, 3.0, 4.0), "a", image=2),

@@ -61,17 +61,19 @@ class GeoObject:
 
 def values_fit(kind: object, values: object) -> bool:
     """Whether `values` (a list or tuple) are usable values of the registered kind `kind`: the kind's count,
-    every one a finite number."""
+    every one a finite number, nothing the kind calls malformed (`GeometryKind.read_problem`: a box with
+    swapped corners)."""
     spec = kinds.KINDS.get(kind) if isinstance(kind, str) else None
     return (spec is not None and isinstance(values, (list, tuple)) and spec.count_ok(len(values))
-            and all(is_finite_number(v) for v in values))
+            and all(is_finite_number(v) for v in values) and spec.read_problem(values) is None)
 
 
 def read_objects(items: object) -> tuple[list[GeoObject], int, int]:
     """The usable objects of a JSON list of objects (as `GeoObject.to_json` writes them), and the counts of
     (objects dropped as malformed, scores missing).
 
-    An object needs a registered `kind` with its count of finite `points` (else it is dropped and counted);
+    An object needs a registered `kind` with its count of finite `points` that the kind does not call malformed
+    (`values_fit`; else it is dropped and counted);
     `desc` defaults to ""; a missing or non-numeric `score` becomes 1.0 and is counted. `ignore`, `image`,
     `category_id`, `supercategory` are kept when they have their type. Anything but a list reads as no objects.
     """

@@ -6,7 +6,10 @@
   region.
 * A COCO results file (a list of `{image_id, category_id, bbox: [x, y, w, h], score}`) becomes one
   prediction row per ground-truth image, the image's detections in file order; an image without
-  detections gets an empty row (the format cannot say "nothing found" otherwise). Results for an image
+  detections gets an empty row (the format cannot say "nothing found" otherwise). A result with w < 0 or
+  h < 0 is a bad entry, left out: pycocotools leaves out one with one negative side too (its negative
+  area is outside every area range) but counts one with both negative (a positive area) as a false
+  positive that matches nothing; here that one is left out as well. Results for an image
   that several records of a JSONL hold are not used and listed (`CocoResults.shared_images`): a result
   names an image, not a record; `src.eval` refuses them.
 * Prediction lines become COCO results (`coco_results`), a quad as its bounding box.
@@ -322,6 +325,9 @@ def rows_from_coco_results(entries: list, path: Path, records: Sequence[Record],
         bbox, score, image_id = entry["bbox"], entry["score"], entry["image_id"]
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite(v) for v in bbox)):
             out.bad_entries.append(f"{where}: bbox must be [x, y, w, h], 4 finite numbers, got {bbox!r:.80}")
+            continue
+        if bbox[2] < 0 or bbox[3] < 0:
+            out.bad_entries.append(f"{where}: bbox [x, y, w, h] needs w, h >= 0, got {bbox!r:.80}")
             continue
         if not _finite(score):
             out.bad_entries.append(f"{where}: score must be a finite number, got {score!r:.40}")

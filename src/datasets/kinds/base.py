@@ -167,7 +167,8 @@ class GeometryKind:
     # ------------------------------------------------------------------ answers
 
     def read_values(self, value: object) -> list[float] | None:
-        """The coordinates of an answer entry's value (a list of the right count of numbers), else None."""
+        """The coordinates of an answer entry's value (a list of the right count of numbers that
+        `read_problem` accepts), else None."""
         if (not isinstance(value, list) or not self.count_ok(len(value))
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
             return None
@@ -175,7 +176,14 @@ class GeometryKind:
             out = [float(v) for v in value]
         except OverflowError:
             return None
-        return out
+        return None if self.read_problem(out) else out
+
+    def read_problem(self, values: list[float] | tuple[float, ...]) -> str | None:
+        """Why values of the right count, read from an answer or a prediction, are malformed for this kind (a
+        box with swapped corners), else None; such an object is dropped and counted where it is read
+        (`read_values`, `src.datasets.objects.values_fit`), never scored. Only what no reading can mend: a zero
+        size or a value outside the image is not malformed here (it scores as a false positive, as in COCO)."""
+        return None
 
     def __repr__(self) -> str:
         return f"<geometry kind {self.key}>"

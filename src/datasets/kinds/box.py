@@ -1,6 +1,8 @@
 """The box kind: ``"bbox_2d": [x1, y1, x2, y2]``, an axis-aligned rectangle, Qwen3-VL's grounding answer.
 
-``x2``/``y2`` are exclusive edges (like ``PIL.Image.getbbox()``); valid when ``x1 < x2`` and ``y1 < y2``.
+``x2``/``y2`` are exclusive edges (like ``PIL.Image.getbbox()``); valid when ``x1 < x2`` and ``y1 < y2``. A
+predicted box with ``x2 < x1`` or ``y2 < y1`` is malformed (`read_problem`): dropped and counted where answers
+and prediction lines are read.
 A box moved by a rotation becomes the axis-aligned bounds of its four moved corners (it cannot be tighter
 without the object's mask). Box against box is matched by the box IoU formula (COCO's), against any other
 region by polygon IoU of its four corners.
@@ -40,6 +42,12 @@ class Box(GeometryKind):
                           (5, ~np.all(np.isfinite(rows), axis=1))):
             codes[bad] = code
         return codes
+
+    def read_problem(self, values: list[float] | tuple[float, ...]) -> str | None:
+        # Swapped corners have no one meaning: the box IoU formula gave them 0, polygon IoU and point rules
+        # the unswapped box's score. Malformed, like a wrong count.
+        x1, y1, x2, y2 = values
+        return self.problems[1] if x2 < x1 else self.problems[3] if y2 < y1 else None
 
     def xyxy(self, rows: np.ndarray) -> np.ndarray:
         return np.array(rows, dtype=np.float64).reshape(-1, 4)

@@ -3,12 +3,14 @@
     python bench/gpu_bundle.py --out DIR [--budget_s 420] [--no_wheels | --wheel_dir DIR] [--max_mib 60]
 
 DIR (refused if it exists) then holds `repo/` (the repository's tracked files as they are in the working tree:
-no .venv, no .git), `wheels/` (cp312 manylinux x86_64 wheels of `PACKAGES`, pinned to the versions installed
-here, fetched with `pip download --only-binary=:all: --no-deps` from the package index; any that cannot be
-fetched are listed, and the bundle is made without them), and `run.sh`, which installs the wheels into a
-temporary target (`pip install --no-deps --target`), puts it and `repo/` on PYTHONPATH, and runs
-`bench/gpu_check.py` with the budget, writing its JSONL and log under `$OUT` (or DIR/results). The folder's
-size is printed; over `--max_mib` (60 MiB: one run's transfer limit, less headroom) the command fails (exit 1).
+no .venv, no .git), `wheels/` (cp312 manylinux x86_64 wheels of `PACKAGES`, each pinned to the version installed
+here where it is installed here; one that is not (liger-kernel in this project's venv) is fetched unpinned, the
+index's latest, and the command prints which and why; fetched with `pip download --only-binary=:all: --no-deps`
+from the package index; any that cannot be fetched are listed, and the bundle is made without them), and
+`run.sh`, which installs the wheels into a temporary target (`pip install --no-deps --target`), puts it and
+`repo/` on PYTHONPATH, and runs `bench/gpu_check.py` with the budget, writing its JSONL and log under `$OUT`
+(or DIR/results). The folder's size is printed; over `--max_mib` (60 MiB: one run's transfer limit, less
+headroom) the command fails (exit 1).
 Exit 2: DIR exists, or a --wheel_dir that is not a folder.
 """
 
@@ -87,6 +89,19 @@ def pinned(package: str) -> str:
         return package
 
 
+def pins(packages: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(a pip spec per package, `pinned`; the packages left unpinned because they are not installed here)."""
+    specs = [pinned(p) for p in packages]
+    return specs, [p for p, spec in zip(packages, specs, strict=True) if spec == p]
+
+
+def unpinned_note(unpinned: list[str]) -> str | None:
+    """The line saying which wheels are not pinned and why (None when every one is)."""
+    if not unpinned:
+        return None
+    return f"  unpinned (not installed here, so not tested here: the index's latest): {', '.join(unpinned)}"
+
+
 def download_command(specs: list[str], dest: Path) -> list[str]:
     """The pip command fetching cp312 manylinux x86_64 (or pure-Python) wheels of `specs` without dependencies."""
     platforms = [arg for platform in PLATFORMS for arg in ("--platform", platform)]
@@ -99,7 +114,7 @@ def download_wheels(packages: tuple[str, ...], dest: Path) -> list[tuple[str, st
     """Fetch each package's wheel into `dest` (all in one pip call, one by one where that fails); return the
     (spec, pip's last error line) of those that could not be fetched."""
     dest.mkdir(parents=True, exist_ok=True)
-    specs = [pinned(p) for p in packages]
+    specs = pins(packages)[0]
     if subprocess.run(download_command(specs, dest), capture_output=True, text=True).returncode == 0:
         return []
     missing = []
@@ -157,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
             for wheel in sorted(args.wheel_dir.glob("*.whl")):
                 shutil.copy2(wheel, staging / "wheels" / wheel.name)
         elif not args.no_wheels:
+            note = unpinned_note(pins(PACKAGES)[1])
+            if note:
+                print(note, flush=True)
             missing = download_wheels(PACKAGES, staging / "wheels")
         write_run_sh(staging, args.budget_s)
         shutil.move(str(staging), out)

@@ -90,6 +90,17 @@ def test_wheels_are_pinned_to_what_was_tested_here():
     assert {"ms-swift", "transformers", "peft", "trl", "datasets", "liger-kernel"} <= set(gpu_bundle.PACKAGES)
 
 
+def test_wheels_not_installed_here_are_fetched_unpinned_and_named():
+    specs, unpinned = gpu_bundle.pins(("peft", "no-such-package-h4"))
+    assert specs == [f"peft=={importlib.metadata.version('peft')}", "no-such-package-h4"]
+    assert unpinned == ["no-such-package-h4"]
+    assert "unpinned (not installed here" in gpu_bundle.unpinned_note(unpinned)
+    assert gpu_bundle.unpinned_note(unpinned).endswith(": no-such-package-h4")
+    assert gpu_bundle.unpinned_note([]) is None
+    here = gpu_bundle.pins(gpu_bundle.PACKAGES)[1]  # what this venv lacks of the bundle's packages
+    assert all(gpu_bundle.pinned(p) == p for p in here)
+
+
 def test_a_wheel_dir_that_is_not_a_folder_is_refused(tmp_path):
     proc = _bundle("--out", str(tmp_path / "b"), "--wheel_dir", str(tmp_path / "nope"))
     assert proc.returncode == 2 and "is not a folder" in proc.stderr and not (tmp_path / "b").exists()

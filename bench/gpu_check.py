@@ -891,7 +891,7 @@ def main(argv: list[str] | None = None) -> int:
                                  **({"reason": stopped} if stopped else {}),
                                  "note": f"{figures['generated_tokens_per_s']:.0f} generated tokens/s over "
                                          f"{figures['questions']} questions, with log-probabilities as src.infer"})
-                    budget.start_up_s.setdefault("generate", time.monotonic() - started)
+                budget.start_up_s.setdefault("generate", time.monotonic() - started)  # engine load + every size
                 continue
             if run.kind == "profile":
                 figures, stopped = run_profile(config, log, args.warmup_steps, machine.cuda, budget)

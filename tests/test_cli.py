@@ -187,8 +187,9 @@ def test_infer_refuses_a_limit_below_one(capsys):
     """`--limit -1` cut the last record off silently (a Python slice), `--limit 0` wrote nothing."""
     from src.infer import build_parser
 
+    argv = ["--checkpoint", "c", "--out", "o", "--config", "x.yaml", "--limit"]
     for limit in ("0", "-1"):
         with pytest.raises(SystemExit):
-            build_parser().parse_args(["--checkpoint", "c", "--out", "o", "--config", "x.yaml", "--limit", limit])
+            build_parser().parse_args([*argv, limit])
         assert f"--limit: must be >= 1, got {limit}" in capsys.readouterr().err
-    assert build_parser().parse_args(["--checkpoint", "c", "--out", "o", "--config", "x.yaml", "--limit", "2"]).limit == 2
+    assert build_parser().parse_args([*argv, "2"]).limit == 2

@@ -41,6 +41,9 @@ CASES = [
     ("legacy-wrong-length", f"{LEGACY_BOX}<|box_start|>(1,2)<|box_end|><|quad_start|>(1,2),(3,4)<|quad_end|>",
      "legacy", [B1], "2 entries", False, 2),
     ("legacy-junk-inside-span", "<|box_start|>(1,2),(3,4) oops<|box_end|>", "legacy", [], "1 entry", False, 1),
+    # Swapped corners are malformed however the box is written (as in the JSON form): dropped and counted.
+    ("legacy-swapped-corners", f"{LEGACY_BOX}<|box_start|>(30,40),(10,20)<|box_end|>", "legacy", [B1], "1 entry",
+     False, 1),
 ]
 
 

@@ -189,12 +189,14 @@ def _complete_entries(body: str) -> tuple[list[Any], bool, int]:
 
 
 def _legacy_points(span: str, kind: str) -> list[float] | None:
-    """Coordinates of ``(x,y),(x,y)...`` when the span is exactly that with the right count, else None."""
+    """Coordinates of ``(x,y),(x,y)...`` when the span is exactly that with the right count and nothing the
+    kind calls malformed (a box with swapped corners: `GeometryKind.read_problem`), else None."""
     points = _POINT_RE.findall(span)
     leftover = _SEPARATORS_RE.sub("", _POINT_RE.sub("", span))
     if leftover or not kinds.get(kind).count_ok(2 * len(points)):
         return None
-    return [float(v) for xy in points for v in xy]
+    coords = [float(v) for xy in points for v in xy]
+    return None if kinds.get(kind).read_problem(coords) else coords
 
 
 def _parse_legacy(text: str, result: ParsedAnswer) -> None:

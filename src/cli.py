@@ -68,6 +68,17 @@ def add_config_args(parser: argparse.ArgumentParser, *, required: bool = True) -
     parser.add_argument("--base_config", type=Path, help="a YAML merged under the config's whole extends chain")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (anything else is a usage error naming the flag and the value)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
     """`--overwrite`: replace an existing output."""
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file or folder")

@@ -20,22 +20,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from src.cli import EXIT_OK, UsageError, add_overwrite_arg, make_parser, progress, refuse_existing, run_main
+from src.cli import (
+    EXIT_OK,
+    UsageError,
+    add_overwrite_arg,
+    make_parser,
+    positive_int,
+    progress,
+    refuse_existing,
+    run_main,
+)
 from src.evaluation.inputs import InputError, load_ground_truth, load_predictions, pairing_failure
 from src.evaluation.metrics import IOU_TYPES, MAX_DETS, PAIR_BY, evaluate, format_table
 
 _SHOWN = 5
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (anything else is a usage error naming the flag and the value)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from src.cli import EXIT_OK, UsageError, add_config_args, add_overwrite_arg, make_parser, refuse_existing, run_main
+from src.cli import (
+    EXIT_OK,
+    UsageError,
+    add_config_args,
+    add_overwrite_arg,
+    make_parser,
+    positive_int,
+    refuse_existing,
+    run_main,
+)
 from src.config.jsonl import files_to_read
 from src.datasets.loading import load_shards
 from src.evaluation.coco_files import coco_ids_for, coco_results, write_coco_results
@@ -29,14 +38,6 @@ from src.inference.engine import (
 )
 from src.inference.predictions import write_predictions
 from src.training.resolve import resolve_run
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (anything else is a usage error naming the value)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

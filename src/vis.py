@@ -14,9 +14,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from src.cli import EXIT_OK, UsageError, add_overwrite_arg, make_parser, progress, refuse_existing, run_main
+from src.cli import (
+    EXIT_OK,
+    UsageError,
+    add_overwrite_arg,
+    make_parser,
+    positive_int,
+    progress,
+    refuse_existing,
+    run_main,
+)
 from src.datasets.images import ImageError
-from src.eval import positive_int
 from src.evaluation.inputs import InputError, load_ground_truth, load_predictions, pairing_failure
 from src.evaluation.metrics import IOU_TYPES, PAIR_BY, pair_predictions, prediction_objects
 from src.evaluation.pictures import MIN_SIDE, RecordView, png_name, render_record, write_index

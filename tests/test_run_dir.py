@@ -139,6 +139,8 @@ def test_overwrite_sets_the_earlier_run_aside_and_keeps_what_this_run_reads(tmp_
     (run / "data").mkdir()
     (run / "data" / "train.jsonl").write_text("{}")
     (run / "warm").mkdir()
+    (run / "loss_curves.png").write_bytes(b"png")
+    (run / "notes.txt").write_text("the user's own")  # no run writes it: a careless output_dir, not a run
     tb.mkdir(parents=True)
     (tb / "events.out").write_text("curves")
     before = _files(tmp_path)
@@ -146,18 +148,20 @@ def test_overwrite_sets_the_earlier_run_aside_and_keeps_what_this_run_reads(tmp_
     notes = set_aside_earlier_run(run, tb, [run / "data" / "train.jsonl", run / "warm" / "adapter"], "20261207-1")
     # Nothing deleted or rewritten; the earlier run's files where no resume or curve of the new run reads them.
     assert _files(tmp_path) == before
-    assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME, "data", "logs", "previous", "warm"]
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME, "data", "logs", "notes.txt", "previous", "warm"]
     aside = run / "previous" / "20261207-1"
-    assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-4", "logging.jsonl"]
+    assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-4", "logging.jsonl", "loss_curves.png"]
     assert resolve_resume(run, "auto") is None
     assert (tmp_path / "tb" / "run.previous-20261207-1" / "events.out").read_text() == "curves" and not tb.exists()
     assert any("moved to" in n and str(aside) in n for n in notes)
-    assert sum("stays in place" in n for n in notes) == 2
+    assert sum("stays in place: this run reads from it" in n for n in notes) == 2
+    assert [n for n in notes if "no run writes it" in n] == [f"overwrite: {run / 'notes.txt'} stays in place: "
+                                                             "no run writes it"]
     # A second overwrite within the same second: its own folder; the run set aside first is left as it was.
     _checkpoint(run, 2)
     set_aside_earlier_run(run, None, [run / "data"], "20261207-1")
     assert sorted(p.name for p in (run / "previous").iterdir()) == ["20261207-1", "20261207-1-2"]
-    assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-4", "logging.jsonl"]
+    assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-4", "logging.jsonl", "loss_curves.png"]
     assert set_aside_earlier_run(tmp_path / "new", None, [], "x") == []
 
 

@@ -33,8 +33,8 @@ from src.evaluation.metrics import evaluate
 from src.inference.engine import DEFAULT_BATCH_SIZE, predict
 from src.inference.predictions import PredictionLine, write_predictions
 from src.training.distributed import Job
+from src.training.run_dir import EVAL_PREDICTIONS
 
-EVAL_PREDICTIONS = "eval_predictions"
 # What is logged (as eval_<name>): the class-agnostic metrics of src.eval, then the answers' health.
 LOGGED = {"ap": "AP", "ap50": "AP50", "ap75": "AP75", "precision": "precision", "recall": "recall", "f1": "f1"}
 

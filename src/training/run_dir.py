@@ -20,6 +20,18 @@ NOT_A_RUN = frozenset({LAUNCHER_LOG_DIR, LOCK_NAME, PREVIOUS_DIR})
 START_FILES = ("resolved_config.yaml", "skipped_records.jsonl", "args.json", "logging.jsonl", "runs", "images",
                "val_dataset.jsonl", "init_merged")
 MERGE_TMP_PREFIX = ".init_adapter-"  # the adapter copy a warm start's merge reads (left behind by a kill)
+EVAL_PREDICTIONS = "eval_predictions"  # each evaluation's predictions (src/training/generation_eval.py)
+# What a run writes as it trains and after: ms-swift's `last-checkpoint` link and model card, the loss curves,
+# the evaluations' predictions, the plugin's bytecode. With START_FILES and the checkpoints: all a run writes.
+LATER_FILES = ("last-checkpoint", "README.md", "loss_curves.png", EVAL_PREDICTIONS, "__pycache__")
+
+
+def _start_file(name: str) -> bool:
+    return name in START_FILES or name.startswith((PLUGIN_PREFIX, MERGE_TMP_PREFIX))
+
+
+def _run_output(name: str) -> bool:
+    return _start_file(name) or name in LATER_FILES or CHECKPOINT_RE.match(name) is not None
 
 
 def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -69,8 +81,7 @@ def saved_nothing(output_dir: Path) -> bool:
     """True when `output_dir` holds only what a run writes before it trains (`START_FILES`, its image-budget
     plugin, the launcher's logs, the run lock): a run that failed (or was stopped) before its first save.
     Starting it again there loses nothing."""
-    return all(p.name in NOT_A_RUN or p.name in START_FILES or p.name.startswith((PLUGIN_PREFIX, MERGE_TMP_PREFIX))
-               for p in output_dir.iterdir())
+    return all(p.name in NOT_A_RUN or _start_file(p.name) for p in output_dir.iterdir())
 
 
 def resumes_in(output_dir: Path, checkpoint: str | None) -> bool:
@@ -122,17 +133,20 @@ def set_aside_earlier_run(output_dir: Path, logging_dir: Path | None, inputs: li
                           stamp: str) -> list[str]:
     """`run.overwrite: true` without a resume: move an earlier run out of the new run's way, deleting nothing.
 
-    Every entry of `output_dir` but `NOT_A_RUN` (the launcher's logs, the run lock, runs set aside before) is
-    renamed into `output_dir/previous/<stamp>/`, so `auto` can never resume the earlier run's checkpoints and
-    ms-swift's appended `logging.jsonl` (the loss curves, the best checkpoint) holds this run's rows only. A
-    `logging_dir` outside `output_dir` that holds files is renamed to `<logging_dir>.previous-<stamp>` (its own
-    run in TensorBoard). An entry that is or holds one of `inputs` (the model, `run.init_from`, a data file or
-    its folder) stays where it is. Returns one line per move or kept input, none when nothing was there."""
+    Every entry of `output_dir` a run writes (its checkpoints, `START_FILES`, `LATER_FILES`) is renamed into
+    `output_dir/previous/<stamp>/`, so `auto` can never resume the earlier run's checkpoints and ms-swift's
+    appended `logging.jsonl` (the loss curves, the best checkpoint) holds this run's rows only. A `logging_dir`
+    outside `output_dir` that holds files is renamed to `<logging_dir>.previous-<stamp>` (its own run in
+    TensorBoard). Stay where they are: `NOT_A_RUN` (the launcher's logs, the run lock, runs set aside before),
+    an entry that is or holds one of `inputs` (the model, `run.init_from`, a data file or its folder), and
+    anything no run writes (the user's own files in a folder given as output_dir). Returns one line per move
+    and per entry left in place, none when nothing was there."""
     notes = []
     inputs = [Path(p).resolve() for p in inputs]
     entries = sorted(p for p in output_dir.iterdir() if p.name not in NOT_A_RUN) if output_dir.is_dir() else []
-    kept = [p for p in entries if _holds(p, inputs)]
-    moving = [p for p in entries if p not in kept]
+    read = [p for p in entries if _holds(p, inputs)]
+    foreign = [p for p in entries if p not in read and not _run_output(p.name)]
+    moving = [p for p in entries if p not in read and p not in foreign]
     if moving:
         target = _free_name(output_dir / PREVIOUS_DIR, stamp)
         target.mkdir(parents=True)
@@ -140,7 +154,8 @@ def set_aside_earlier_run(output_dir: Path, logging_dir: Path | None, inputs: li
             entry.rename(target / entry.name)
         notes.append(f"overwrite: the earlier run in {output_dir} ({len(moving)} entries) moved to {target}; "
                      f"nothing was deleted")
-    notes += [f"overwrite: {p} stays in place: this run reads from it" for p in kept]
+    notes += [f"overwrite: {p} stays in place: this run reads from it" for p in read]
+    notes += [f"overwrite: {p} stays in place: no run writes it" for p in foreign]
     if logging_dir is not None:
         logging_dir = Path(logging_dir)
         inside = output_dir.resolve() in logging_dir.resolve().parents

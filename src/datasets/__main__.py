@@ -330,15 +330,19 @@ def _run_rows(args: argparse.Namespace) -> int:
 
     from .columns import RecordSubset, all_ignored
     from .loading import load_shards
+    from .output_paths import refuse_images_inside
     from .swift_rows import upright_dir, write_swift_rows
 
     run = resolve_run(args.config, args.base_config, check_paths=False)
     cfg = run.cfg
+    image_dir = upright_dir(args.out)
     refuse_existing(args.out, args.overwrite, "rows", {**_config_inputs(args, cfg), "--jsonl": args.jsonl})
-    refuse_existing(upright_dir(args.out), args.overwrite, "upright images of the rows")
+    refuse_existing(image_dir, args.overwrite, "upright images of the rows")
     key, value = (("custom.train_jsonl", cfg.custom.train_jsonl) if args.split == "train"
                   else ("custom.val_jsonl", cfg.custom.val_jsonl))
     records = load_shards(files_to_read(args.jsonl, value, key), cfg.custom.bad_records)[1][: args.limit]
+    # Earlier copies there are removed and new ones written: never where an input record's image lies.
+    refuse_images_inside(records, image_dir, "the folder of the rows' upright images")
     ignored = all_ignored(records) if not args.no_answer else []
     if len(ignored):  # their reference answer would be [], denying what the ignore regions hold
         print(f"{len(ignored)} record(s) left out, all objects ignored: "

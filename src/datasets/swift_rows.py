@@ -29,19 +29,39 @@ def swift_rows(records: Sequence[Record], builder: BaseBuilder, *, with_answer: 
             yield {"messages": row["messages"], "images": [str(image) for image in row["images"]]}
 
 
+WRITTEN = ".rows_written"
+"""The list, inside `upright_dir(out)`, of the copies `write_swift_rows` wrote there (one file name a line, each
+listed before it is written): what rows written over remove, and nothing else of that folder."""
+
+
 def upright_dir(out: Path) -> Path:
     """The folder beside the rows `out` that holds upright copies of its turned images: `<out stem>_images/`."""
     return out.parent / f"{out.stem}_images"
 
 
+def remove_earlier_copies(image_dir: Path) -> int:
+    """Delete the copies an earlier `write_swift_rows` listed in `image_dir/WRITTEN`, and the list; every other
+    file of the folder stays (another command's images, the user's). Returns how many were deleted."""
+    listing = image_dir / WRITTEN
+    if not listing.is_file():
+        return 0
+    removed = 0
+    for name in dict.fromkeys(listing.read_text(encoding="utf-8").splitlines()):
+        copy = image_dir / name
+        if name and Path(name).name == name and not name.startswith(".") and copy.is_file():  # a plain name only
+            copy.unlink()
+            removed += 1
+    listing.unlink()
+    return removed
+
+
 def write_swift_rows(records: Sequence[Record], builder: BaseBuilder, out: Path, *,
                      with_answer: bool = True) -> dict[str, Any]:
     """Write the rows of `records` to `out` (JSONL); images that need turning go upright to
-    `upright_dir(out)`, whose earlier copies are removed first (rows written over must not leave
-    copies no row names). Returns counts and paths."""
+    `upright_dir(out)`, whose earlier copies (those an earlier call listed there) are removed first, so rows
+    written over leave no copy that no row names; no other file there is touched. Returns counts and paths."""
     image_dir = upright_dir(out)
-    for stale in image_dir.glob("*.png") if image_dir.is_dir() else ():
-        stale.unlink()
+    remove_earlier_copies(image_dir)
     upright: dict[str, str] = {}
     rows = 0
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +83,14 @@ def _as_seen(path: Path, image_dir: Path, upright: dict[str, str]) -> str:
         if isinstance(seen, str):  # plain RGB: the file itself
             return key
         image_dir.mkdir(parents=True, exist_ok=True)
-        copy = image_dir / f"{len(upright):06d}_{path.stem}.png"
+        name = f"{len(upright):06d}_{path.stem}"
+        copy = image_dir / f"{name}.png"
+        taken = 1
+        while copy.exists():  # a file that is not this command's (its own earlier copies are gone): kept
+            copy = image_dir / f"{name}-{taken}.png"
+            taken += 1
+        with (image_dir / WRITTEN).open("a", encoding="utf-8") as listing:  # listed first: a crash leaves none unlisted
+            listing.write(copy.name + "\n")
         seen.save(copy)
         upright[key] = str(copy.resolve())
     return upright[key]

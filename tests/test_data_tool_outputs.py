@@ -1,0 +1,84 @@
+"""What the data commands write beside their `--out` (`rows`' and `render`'s `<out stem>_images/`, `render`'s
+records, `cache`'s folder) against what they read and what was there before: nothing they read is replaced
+or deleted, and `--overwrite` removes only what the command itself wrote."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from PIL import Image
+
+from src.cli import EXIT_OK, EXIT_USAGE
+from src.datasets.__main__ import main as datasets_main
+
+
+def _records_with_images_in(t, folder: Path, out: Path) -> Path:
+    """The training records of `t` rewritten to `out`, their images copied into `folder` (as `render` leaves
+    them: `<stem>_images/000000_0.png`, ...)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, line in enumerate(t.train_jsonl.read_text().splitlines()):
+        record = json.loads(line)
+        image = folder / f"{i:06d}_0.png"
+        shutil.copy(t.train_jsonl.parent / record["images"][0], image)
+        lines.append(json.dumps({**record, "images": [str(image)]}))
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _turned_photo(path: Path) -> Path:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40x20, displayed 20x40: `rows` writes it upright beside the rows
+    Image.new("RGB", (40, 20), (250, 0, 0)).save(path, exif=exif.tobytes())
+    return path
+
+
+def test_rows_never_writes_into_the_folder_of_its_own_input_images(tree, capsys):
+    """`rows --jsonl r/render.records.jsonl --out r/render.jsonl --overwrite` deleted every image of the records
+    it was about to read (r/render_images/*.png) and then crashed on the first of them (exit 3)."""
+    t = tree()
+    images = t.root / "r" / "render_images"
+    records = _records_with_images_in(t, images, t.root / "r" / "render.records.jsonl")
+    out = t.root / "r" / "render.jsonl"
+    out.write_text("render's samples\n")
+    before = _snapshot(images)
+    assert datasets_main(["rows", "--config", str(t.config), "--jsonl", str(records), "--out", str(out),
+                          "--overwrite"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{images} holds the image {images / '000000_0.png'} of the input record {records}:1" in err
+    assert "Traceback" not in err
+    assert _snapshot(images) == before and out.read_text() == "render's samples\n"  # nothing deleted or written
+
+
+def test_rows_overwrite_removes_only_the_copies_rows_wrote(tree, tmp_path):
+    """`--overwrite` deleted every *.png of `<out stem>_images/`; now only the upright copies an earlier `rows`
+    wrote (and listed there) go, and a new copy never takes the name of a file that is not its own."""
+    t = tree()
+    photo = _turned_photo(tmp_path / "photo.jpg")
+    turned = tmp_path / "turned.jsonl"
+    turned.write_text(json.dumps({"images": [str(photo)], "width": 20, "height": 40,
+                                  "objects": [{"bbox_2d": [2, 4, 10, 30], "desc": "robin"}]}) + "\n")
+    out = tmp_path / "rows" / "rows.jsonl"
+    images = out.parent / "rows_images"
+    images.mkdir(parents=True)
+    theirs = {"000000_0.png": b"render's image", "000000_photo.png": b"the user's file", "notes.txt": b"mine"}
+    for name, data in theirs.items():
+        (images / name).write_bytes(data)
+
+    rows = ["rows", "--config", str(t.config), "--jsonl", str(turned), "--out", str(out), "--overwrite"]
+    assert datasets_main(rows) == EXIT_OK
+    (first,) = json.loads(out.read_text())["images"]
+    assert Path(first) == images / "000000_photo-1.png"  # the user's 000000_photo.png is not written over
+    assert Image.open(first).size == (20, 40)
+    assert (images / ".rows_written").read_text() == "000000_photo-1.png\n"  # swift_rows.WRITTEN: its copies
+
+    out.unlink()  # the earlier rows gone too: the listing still says which copies are rows'
+    plain = ["rows", "--config", str(t.config), "--out", str(out), "--overwrite"]  # the config's plain images
+    assert datasets_main(plain) == EXIT_OK
+    assert _snapshot(images) == theirs  # its copy and listing removed, every other file as it was

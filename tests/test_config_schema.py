@@ -174,6 +174,11 @@ BAD_INPUTS = [
                  {"x.yaml": "extends: run.yaml\n"}, "x.yaml", id="extends-cycle"),
     pytest.param("training:\n  seed: [1\n", ["{config}:4:1: invalid YAML: ", "expected ',' or ']'"],
                  {}, "base.yaml", id="invalid-yaml"),
+    pytest.param("training:\n  seed: 1\nmodel:\n  attn_impl: sdpa\ntraining:\n  seed: 2\n",
+                 ["{config}:6: key `training` is also set at line 2", "keep one"],
+                 {}, "base.yaml", id="duplicate-section"),
+    pytest.param("training:\n  seed: 1\n  seed: 2\n", ["{config}:4: key `training.seed` is also set at line 3"],
+                 {}, "base.yaml", id="duplicate-key"),
 ]
 
 

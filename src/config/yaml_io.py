@@ -34,6 +34,36 @@ def _key_lines(node: yaml.Node, prefix: str, out: dict[str, int]) -> None:
         _key_lines(value_node, dotted + ".", out)
 
 
+def _check_keys(root: yaml.Node, path: Path) -> None:
+    """Refuse a key set twice in one mapping (YAML keeps the last silently: a repeated section would drop the
+    earlier block), with the file and both lines."""
+    seen_nodes: set[int] = set()
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if id(node) in seen_nodes:  # an aliased node, checked where its anchor is
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for i, child in enumerate(node.value):
+                walk(child, f"{prefix[:-1]}[{i}].")
+            return
+        if not isinstance(node, yaml.MappingNode):
+            return
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            dotted = f"{prefix}{key_node.value}"
+            if key_node.value in lines:
+                raise ConfigError(f"{path}:{line}: key `{dotted}` is also set at line {lines[key_node.value]}; YAML "
+                                  f"would keep only the last one: keep one")
+            lines[key_node.value] = line
+            walk(value_node, dotted + ".")
+
+    walk(root, "")
+
+
 class _Refused(yaml.MarkedYAMLError):
     """A limit of this module, raised with the place (mark) where the document crossed it."""
 
@@ -133,7 +163,8 @@ def read_yaml_mapping(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
 
     Raises ConfigError naming the file (and line:column where there is one) when the file is missing, larger
     than MAX_CONFIG_BYTES, not UTF-8, not valid YAML, over the module's limits on aliases, nesting or integer
-    digits, or not a mapping at the top. An empty file is an empty mapping.
+    digits, or not a mapping at the top, and for a key set twice in one mapping. An empty file is an empty
+    mapping.
     """
     path = Path(path)
     text = _decode(path, _read_bounded(path))
@@ -142,6 +173,7 @@ def read_yaml_mapping(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         root = loader.get_single_node()
         if root is not None:
             _check_expansion(root)
+            _check_keys(root, path)
         data = loader.construct_document(root) if root is not None else None
         lines: dict[str, int] = {}
         if isinstance(data, dict):

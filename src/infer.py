@@ -3,8 +3,10 @@
 Asks the model the question it was trained on (prompt, builder and image settings from the config) about
 every record of `--jsonl` (default: `custom.val_jsonl`) and writes one prediction line per record
 (src/inference/predictions.py): the raw answer, the objects in pixels with scores, any parse error. An
-existing `--out` is refused unless --overwrite. The engine is src/inference/engine.py's. `--coco_results PATH`
-also writes them as COCO results (src/evaluation/coco_files.py: ids from `--coco_gt`, else from the records).
+existing `--out` is refused unless --overwrite, and an output that is one of the files it reads (the config and
+its `extends`, the checkpoint's files, the records, `--coco_gt`) always, before anything loads. The engine is
+src/inference/engine.py's. `--coco_results PATH` also writes them as COCO results (src/evaluation/coco_files.py:
+ids from `--coco_gt`, else from the records).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from src.cli import (
     run_main,
 )
 from src.config.jsonl import files_to_read
+from src.config.loader import load_merged_config
 from src.datasets.loading import load_shards
 from src.evaluation.coco_files import coco_ids_for, coco_results, write_coco_results
 from src.inference.engine import (
@@ -84,22 +87,35 @@ def _refuse_torn_weights(checkpoint: Path) -> None:
                              f"saved, or point --checkpoint at another checkpoint (an earlier checkpoint-N)")
 
 
+def _checkpoint_files(checkpoint: Path) -> dict[str, Path]:
+    """The files directly in `checkpoint` (args.json, the weights, ...), by the flag that names them."""
+    if not checkpoint.is_dir():
+        return {}
+    return {f"--checkpoint ({path})": path for path in sorted(checkpoint.iterdir()) if path.is_file()}
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Predict; raises UsageError/ConfigError/DataError before any model loads when an input is wrong."""
     args = build_parser().parse_args(argv)
-    refuse_existing(args.out, args.overwrite, "predictions",
-                    {"--config": args.config, "--base_config": args.base_config, "--coco_gt": args.coco_gt})
+    # Every file the command reads, by the flag that names it: an output never replaces one (--overwrite too).
+    given = {"--config": args.config, "--base_config": args.base_config, "--coco_gt": args.coco_gt,
+             "--checkpoint": args.checkpoint, **_checkpoint_files(args.checkpoint)}
+    refuse_existing(args.out, args.overwrite, "predictions", given)
+    if args.coco_results:
+        refuse_existing(args.coco_results, args.overwrite, "COCO results", {**given, "--out": args.out})
     run = resolve_run(args.config, args.base_config, check_paths=False)  # every rule once; its builder below
     cfg = run.cfg
     files = files_to_read(args.jsonl, cfg.custom.val_jsonl, "custom.val_jsonl")
-    records_read = {f"{'--jsonl' if args.jsonl else 'custom.val_jsonl'} ({f})": f for f in files}
-    refuse_existing(args.out, True, "predictions", records_read)  # only the same-path check: --overwrite was above
+    read = {**{f"--config extends ({f})": f for f in load_merged_config(args.config, args.base_config).files},
+            **{f"{'--jsonl' if args.jsonl else 'custom.val_jsonl'} ({f})": f for f in files}}
+    # Only the same-path checks now (--overwrite was decided above), before anything heavy loads:
+    refuse_existing(args.out, True, "predictions", read)
+    if args.coco_results:
+        refuse_existing(args.coco_results, True, "COCO results", read)
     model_and_adapters(args.checkpoint)  # a wrong checkpoint is refused before anything heavy loads
     _refuse_torn_weights(args.checkpoint)
     records = load_shards(files, cfg.custom.bad_records)[1][: args.limit]
     if args.coco_results:
-        refuse_existing(args.coco_results, args.overwrite, "COCO results",
-                        {"--coco_gt": args.coco_gt, "--out": args.out, **records_read})
         try:
             coco_ids = coco_ids_for(records, args.coco_gt)
         except (ValueError, FileNotFoundError) as err:

@@ -193,3 +193,37 @@ def test_infer_refuses_a_limit_below_one(capsys):
             build_parser().parse_args([*argv, limit])
         assert f"--limit: must be >= 1, got {limit}" in capsys.readouterr().err
     assert build_parser().parse_args([*argv, "2"]).limit == 2
+
+
+def test_infer_refuses_any_input_as_an_output_before_loading(tree, data_dir, tmp_path, capsys):
+    """`--coco_results` was checked against --coco_gt, --out and the records only: `--coco_results run.yaml
+    --overwrite` replaced the config after the whole generation; `--out` was not checked against the config's
+    `extends` files or the checkpoint's files. Every input is checked before anything loads (the checkpoint here
+    holds no model: a refusal after the checks would name it instead)."""
+    from src.infer import main
+
+    t = tree()
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "args.json").write_text("{}")
+    base = tmp_path / "under.yaml"
+    base.write_text("custom: {}\n")
+    before = {p: p.read_bytes() for p in (t.config, t.base, base, checkpoint / "args.json")}
+    argv = ["--config", str(t.config), "--base_config", str(base), "--checkpoint", str(checkpoint),
+            "--jsonl", str(data_dir / "val.jsonl"), "--overwrite"]
+    other = ["--out", str(tmp_path / "pred.jsonl"), "--coco_results"]
+    for flags, what, name in (
+        ([*other, str(t.config)], f"COCO results {t.config}", "--config"),
+        ([*other, str(base)], f"COCO results {base}", "--base_config"),
+        ([*other, str(t.base)], f"COCO results {t.base}", f"--config extends ({t.base})"),
+        ([*other, str(checkpoint / "args.json")], f"COCO results {checkpoint / 'args.json'}", "--checkpoint"),
+        ([*other, str(tmp_path / "pred.jsonl")], f"COCO results {tmp_path / 'pred.jsonl'}", "--out"),
+        (["--out", str(t.base)], f"predictions {t.base}", f"--config extends ({t.base})"),
+        (["--out", str(checkpoint / "args.json")], f"predictions {checkpoint / 'args.json'}", "--checkpoint"),
+    ):
+        assert main([*argv, *flags]) == EXIT_USAGE, flags
+        err = capsys.readouterr().err
+        assert f"{what} is also the input {name}" in err, (flags, err)
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (tmp_path / "pred.jsonl").exists()
+

@@ -179,6 +179,12 @@ BAD_INPUTS = [
                  {}, "base.yaml", id="duplicate-section"),
     pytest.param("training:\n  seed: 1\n  seed: 2\n", ["{config}:4: key `training.seed` is also set at line 3"],
                  {}, "base.yaml", id="duplicate-key"),
+    pytest.param("on: 3\n", ["{config}:2: YAML 1.1 reads the key `on` as true, not as a name; quote it"],
+                 {}, "base.yaml", id="key-read-as-bool"),
+    pytest.param("training:\n  1: x\n", ["{config}:3: YAML 1.1 reads the key `1` as the integer 1"],
+                 {}, "base.yaml", id="key-read-as-int"),
+    pytest.param("env:\n  null: 3\n", ["{config}:3: YAML 1.1 reads the key `null` as null"],
+                 {}, "base.yaml", id="key-read-as-null"),
 ]
 
 

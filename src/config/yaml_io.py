@@ -34,9 +34,32 @@ def _key_lines(node: yaml.Node, prefix: str, out: dict[str, int]) -> None:
         _key_lines(value_node, dotted + ".", out)
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"  # `<<: *anchor`, YAML's merge key: not a name, but allowed
+_KEY_READ_AS = {"tag:yaml.org,2002:int": "the integer", "tag:yaml.org,2002:float": "the number",
+                "tag:yaml.org,2002:timestamp": "the date"}
+
+
+def _key_problem(node: yaml.Node) -> str | None:
+    """Why a mapping key is not a name (YAML 1.1 reads `on`, `1`, `null` as a bool, a number, null), or None."""
+    if isinstance(node, yaml.ScalarNode) and node.tag in (_STR_TAG, _MERGE_TAG):
+        return None
+    if not isinstance(node, yaml.ScalarNode):
+        kind = "list" if isinstance(node, yaml.SequenceNode) else "mapping"
+        return f"a key must be a name, not a {kind}"
+    if node.tag == "tag:yaml.org,2002:bool":
+        read = "true" if node.value.lower() in ("yes", "true", "on", "y") else "false"
+    elif node.tag == "tag:yaml.org,2002:null":
+        read = "null"
+    else:
+        read = f"{_KEY_READ_AS.get(node.tag, node.tag)} {node.value}"
+    return (f"YAML 1.1 reads the key `{node.value}` as {read}, not as a name; quote it (`\"{node.value}\": ...`) "
+            f"if you mean the name")
+
+
 def _check_keys(root: yaml.Node, path: Path) -> None:
     """Refuse a key set twice in one mapping (YAML keeps the last silently: a repeated section would drop the
-    earlier block), with the file and both lines."""
+    earlier block) and a key that is not a name, each with the file and line."""
     seen_nodes: set[int] = set()
 
     def walk(node: yaml.Node, prefix: str) -> None:
@@ -52,7 +75,10 @@ def _check_keys(root: yaml.Node, path: Path) -> None:
         lines: dict[str, int] = {}
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            problem = _key_problem(key_node)
+            if problem:
+                raise ConfigError(f"{path}:{line}: {problem}")
+            if key_node.tag == _MERGE_TAG:
                 continue
             dotted = f"{prefix}{key_node.value}"
             if key_node.value in lines:
@@ -163,8 +189,8 @@ def read_yaml_mapping(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
 
     Raises ConfigError naming the file (and line:column where there is one) when the file is missing, larger
     than MAX_CONFIG_BYTES, not UTF-8, not valid YAML, over the module's limits on aliases, nesting or integer
-    digits, or not a mapping at the top, and for a key set twice in one mapping. An empty file is an empty
-    mapping.
+    digits, or not a mapping at the top, and for a key set twice in one mapping or a key YAML reads as a bool,
+    a number or null (`on:`, `1:`, `null:`). An empty file is an empty mapping.
     """
     path = Path(path)
     text = _decode(path, _read_bounded(path))

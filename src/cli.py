@@ -19,7 +19,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from src.config.errors import EXIT_CONFIG_ERROR, EXIT_FAILED, UserError
 
@@ -94,14 +94,26 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def refuse_existing(path: Path, overwrite: bool, what: str = "output",
-                    inputs: Mapping[str, Path | str | None] | None = None) -> None:
+                    inputs: Mapping[str, Path | str | None] | None = None, *,
+                    output: Literal["file", "folder"] | None = None) -> None:
     """Raise UsageError when `path` is one of `inputs` ({flag or key: path} the command reads; an output never
     replaces an input, whatever `--overwrite` says), or an existing file or non-empty folder while `overwrite`
-    is off."""
+    is off. `output` says what the command writes there: a folder where a file goes (or a file where a folder
+    goes) is refused whatever `overwrite` says, before the command runs, not when it comes to write."""
     for name, given in (inputs or {}).items():
         if given is not None and str(given) and _same_file(Path(path), Path(given)):
             raise UsageError(f"{what} {path} is also the input {name}: writing it would replace what this command "
                              f"reads (with --overwrite too); choose another path for the output")
+    if output == "file" and path.is_dir():
+        raise UsageError(f"{what} {path} is a folder, and a file goes there (--overwrite replaces a file, never a "
+                         f"folder); give a file path, such as {path / 'NAME'}")
+    if output == "folder" and path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is a file, and a folder goes there (--overwrite replaces a folder's "
+                         f"files, never a file); give a folder path")
+    above = next((p for p in Path(path).absolute().parents if p.exists()), None) if output else None
+    if above is not None and not above.is_dir():
+        raise UsageError(f"{what} {path}: {above} is a file, so no folder can hold the output there; give a path in "
+                         f"a folder")
     if overwrite or not path.exists():
         return
     if path.is_dir() and not any(path.iterdir()):

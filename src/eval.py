@@ -73,7 +73,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     exists."""
     args = build_parser().parse_args(argv)
     out = args.out or args.pred.with_suffix(".metrics.json")
-    refuse_existing(out, args.overwrite, "metrics", {"--gt": args.gt, "--pred": args.pred, "--coco_gt": args.coco_gt})
+    refuse_existing(out, args.overwrite, "metrics", {"--gt": args.gt, "--pred": args.pred, "--coco_gt": args.coco_gt},
+                    output="file")
     try:
         gt = load_ground_truth(args.gt, args.coco_gt)
         preds = load_predictions(args.pred, gt, args.pair_by)

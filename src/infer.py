@@ -100,9 +100,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     # Every file the command reads, by the flag that names it: an output never replaces one (--overwrite too).
     given = {"--config": args.config, "--base_config": args.base_config, "--coco_gt": args.coco_gt,
              "--checkpoint": args.checkpoint, **_checkpoint_files(args.checkpoint)}
-    refuse_existing(args.out, args.overwrite, "predictions", given)
+    refuse_existing(args.out, args.overwrite, "predictions", given, output="file")
     if args.coco_results:
-        refuse_existing(args.coco_results, args.overwrite, "COCO results", {**given, "--out": args.out})
+        refuse_existing(args.coco_results, args.overwrite, "COCO results", {**given, "--out": args.out},
+                        output="file")
     run = resolve_run(args.config, args.base_config, check_paths=False)  # every rule once; its builder below
     cfg = run.cfg
     files = files_to_read(args.jsonl, cfg.custom.val_jsonl, "custom.val_jsonl")

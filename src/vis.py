@@ -58,7 +58,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Draw every record; raises UsageError for an unreadable input or an existing, non-empty out folder."""
     args = build_parser().parse_args(argv)
     refuse_existing(args.out, args.overwrite, "pictures",
-                    {"--gt": args.gt, "--pred": args.pred, "--coco_gt": args.coco_gt})
+                    {"--gt": args.gt, "--pred": args.pred, "--coco_gt": args.coco_gt}, output="folder")
     try:
         gt = load_ground_truth(args.gt, args.coco_gt)
         preds = load_predictions(args.pred, gt, args.pair_by) if args.pred else None

@@ -227,3 +227,34 @@ def test_infer_refuses_any_input_as_an_output_before_loading(tree, data_dir, tmp
     assert {p: p.read_bytes() for p in before} == before
     assert not (tmp_path / "pred.jsonl").exists()
 
+
+
+def test_a_folder_is_refused_as_a_file_output_before_anything_runs(tree, data_dir, tmp_path, capsys):
+    """refuse_existing let an existing folder through as a file output (empty, or any with --overwrite): src.infer
+    failed with IsADirectoryError only after the whole generation."""
+    from src.eval import main as evaluate
+    from src.infer import main as infer
+
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(UsageError, match=f"predictions {folder} is a folder"):
+            refuse_existing(folder, overwrite, "predictions", output="file")
+    refuse_existing(folder, True, "pictures", output="folder")  # a folder output may be one
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(UsageError, match="pictures .*taken is a file"):
+        refuse_existing(tmp_path / "taken", True, "pictures", output="folder")
+    with pytest.raises(UsageError, match="metrics .*taken/sub/m.json: .*taken is a file"):
+        refuse_existing(tmp_path / "taken" / "sub" / "m.json", True, "metrics", output="file")
+    t = tree()
+    inputs = ["--config", str(t.config), "--checkpoint", str(tmp_path / "no_checkpoint"), "--jsonl",
+              str(data_dir / "val.jsonl")]
+    for outputs in (["--out", str(folder)], ["--out", str(folder), "--overwrite"],
+                    ["--out", str(tmp_path / "p.jsonl"), "--coco_results", str(folder), "--overwrite"]):
+        assert infer([*inputs, *outputs]) == EXIT_USAGE, outputs
+        assert f"{folder} is a folder" in capsys.readouterr().err, outputs
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text(json.dumps({"images": ["a.png"], "objects": [], "width": 10, "height": 10}) + "\n")
+    assert evaluate(["--pred", str(gt), "--gt", str(gt), "--out", str(folder), "--overwrite"]) == EXIT_USAGE
+    assert f"metrics {folder} is a folder" in capsys.readouterr().err
+    assert list(folder.iterdir()) == []

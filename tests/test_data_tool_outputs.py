@@ -82,3 +82,41 @@ def test_rows_overwrite_removes_only_the_copies_rows_wrote(tree, tmp_path):
     plain = ["rows", "--config", str(t.config), "--out", str(out), "--overwrite"]  # the config's plain images
     assert datasets_main(plain) == EXIT_OK
     assert _snapshot(images) == theirs  # its copy and listing removed, every other file as it was
+
+
+def test_render_refuses_its_existing_side_outputs_and_its_inputs_among_them(tree, capsys):
+    """`render` checked only `--out`: an existing `<stem>.records.jsonl` or `<stem>_images/` was written over
+    without `--overwrite`, the config's own records file or images among them too."""
+    t = tree()
+    r = t.root / "r"
+    records = r / "render.records.jsonl"
+    records.parent.mkdir()
+    records.write_text("an earlier render's records\n")
+    render = ["render", "--config", str(t.config), "--out", str(r / "render.jsonl")]
+    assert datasets_main(render) == EXIT_USAGE  # --out is new, its records file is not
+    assert f"render records {records}: the file exists; choose another path or pass --overwrite" in \
+        capsys.readouterr().err
+    records.unlink()
+    (r / "render_images").mkdir()
+    (r / "render_images" / "000000_0.png").write_bytes(b"an earlier render's image")
+    assert datasets_main(render) == EXIT_USAGE
+    assert f"render images {r / 'render_images'}: the folder is not empty" in capsys.readouterr().err
+    assert (r / "render_images" / "000000_0.png").read_bytes() == b"an earlier render's image"
+
+    # The config trains on an earlier render's records: neither they nor their images are written over.
+    _records_with_images_in(t, r / "render_images", records)
+    on_render = tree(f"custom:\n  train_jsonl: {records}\n")
+    before = records.read_bytes(), _snapshot(r / "render_images")
+    again = ["render", "--config", str(on_render.config), "--out", str(r / "render.jsonl"), "--overwrite"]
+    assert datasets_main(again) == EXIT_USAGE
+    assert f"render records {records} is also the input custom.train_jsonl" in capsys.readouterr().err
+    elsewhere = t.root / "elsewhere.jsonl"
+    shutil.copy(records, elsewhere)
+    on_images = tree(f"custom:\n  train_jsonl: {elsewhere}\n")
+    again = ["render", "--config", str(on_images.config), "--out", str(r / "render.jsonl"), "--overwrite"]
+    assert datasets_main(again) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"render images {r / 'render_images'} holds the image {r / 'render_images' / '000000_0.png'}" in err
+    assert f"of the input record {elsewhere}:1" in err
+    assert (records.read_bytes(), _snapshot(r / "render_images")) == before
+    assert not (r / "render.jsonl").exists()

@@ -46,6 +46,7 @@ def test_render_writes_what_the_model_sees_and_the_augmented_records(config, tmp
     out = tmp_path / "render.jsonl"
     proc = _cli("render", "--config", str(config), "--augment", "--limit", "3", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"their images: {tmp_path / 'render_images'}" in proc.stdout  # every path it wrote is named
     samples = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(samples) == 3
     train_jsonl = (config.parent / "data" / "train.jsonl").resolve()

@@ -244,14 +244,19 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
 def _run_render(args: argparse.Namespace) -> int:
     from src.training.resolve import resolve_run
 
-    from .render import render
+    from .render import render, render_paths
 
     run = resolve_run(args.config, args.base_config)
-    refuse_existing(args.out, args.overwrite, "render", _config_inputs(args, run.cfg))
+    inputs = _config_inputs(args, run.cfg)
+    records_out, image_dir = render_paths(args.out)
+    refuse_existing(args.out, args.overwrite, "render", inputs)
+    refuse_existing(records_out, args.overwrite, "render records", inputs)
+    refuse_existing(image_dir, args.overwrite, "render images", inputs)
     result = render(run, args.out, split=args.split, limit=args.limit,
                     augment=args.augment, track=functools.partial(progress, desc="rendering", unit="sample"))
     print(f"rendered {result['samples']} sample(s) to {result['out']}")
     print(f"records (draw them: python -m src.vis --gt {result['records']} --out DIR): {result['records']}")
+    print(f"their images: {result['images']}")
     if result["unhealthy"]:
         print(f"{result['unhealthy']} sample(s) failed the health checks: see `health_problems` in {result['out']}")
         return EXIT_PROBLEMS

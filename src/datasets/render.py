@@ -44,15 +44,26 @@ def _dataset(run: LoadedRun, plan, split: str, augment: bool) -> GroundingRowsDa
                                 seed=data_seed(run.cfg))
 
 
-def prepare(run: LoadedRun, split: str, augment: bool):
-    """(cfg, plan, dataset, template, processor) for a split of a run resolved once (env applied, offline)."""
+def _planned(run: LoadedRun, split: str, augment: bool):
+    """(cfg, plan, dataset) for a split of a run resolved once (env applied, offline)."""
     cfg = run.cfg
     plan = plan_data(cfg, preprocessor=run.preprocessor)
     if split == "val" and not plan.val_samples:
         raise ConfigError(f"{where(cfg, 'custom.val_jsonl')}no validation records (`custom.val_jsonl` is not set): "
                           f"set it, or render `--split train`")
-    template, processor = _template_for(cfg)
-    return cfg, plan, _dataset(run, plan, split, augment), template, processor
+    return cfg, plan, _dataset(run, plan, split, augment)
+
+
+def prepare(run: LoadedRun, split: str, augment: bool):
+    """(cfg, plan, dataset, template, processor) for a split of a run resolved once (env applied, offline)."""
+    cfg, plan, dataset = _planned(run, split, augment)
+    return cfg, plan, dataset, *_template_for(cfg)
+
+
+def render_paths(out: Path) -> tuple[Path, Path]:
+    """What `render` writes beside `out`: the samples' records `<out stem>.records.jsonl` and their images
+    `<out stem>_images/`."""
+    return out.parent / f"{out.stem}.records.jsonl", out.parent / f"{out.stem}_images"
 
 
 def image_tokens_per_image(encoded: dict[str, Any], merge_size: int) -> list[int]:
@@ -82,15 +93,21 @@ def render(run: LoadedRun, out: Path, *, split: str = "train", limit: int = 20, 
            track: Callable[[Iterable], Iterable] | None = None) -> dict:
     """Write one JSON line per sample of `run` (its config, builder and augmentation as resolved once) to `out`
     and the samples' records (images saved beside `out`) to `<out stem>.records.jsonl`, drawable with
-    `python -m src.vis --gt`. Returns counts. `track` wraps the loop over samples (a progress bar)."""
-    cfg, _, dataset, template, processor = prepare(run, split, augment)
+    `python -m src.vis --gt`. Returns counts. `track` wraps the loop over samples (a progress bar).
+    A rendered record whose image lies inside `<out stem>_images/` is refused (UsageError) before anything is
+    written: its image would be written over while it is read."""
+    from .output_paths import refuse_images_inside
+
+    cfg, _, dataset = _planned(run, split, augment)
+    records_out, image_dir = render_paths(out)
+    count = min(limit, len(dataset))
+    refuse_images_inside((r for group, _ in dataset.samples[:count] for r in group), image_dir, "render images")
+    template, processor = _template_for(cfg)
     tokenizer, merge_size = processor.tokenizer, processor.image_processor.merge_size
-    image_dir = out.parent / f"{out.stem}_images"
     image_dir.mkdir(parents=True, exist_ok=True)
-    records_out = out.parent / f"{out.stem}.records.jsonl"
     unhealthy = 0
     with out.open("w", encoding="utf-8") as fh, records_out.open("w", encoding="utf-8") as rec_fh:
-        indices = range(min(limit, len(dataset)))
+        indices = range(count)
         for index in (track(indices) if track else indices):
             row = dataset[index]
             encoded = template.encode(row)
@@ -116,7 +133,7 @@ def render(run: LoadedRun, out: Path, *, split: str = "train", limit: int = 20, 
             }, ensure_ascii=False) + "\n")
             for path, image_geometry in zip(saved, geometry, strict=True):
                 rec_fh.write(json.dumps(_drawable_record(path, image_geometry), ensure_ascii=False) + "\n")
-    return {"samples": min(limit, len(dataset)), "unhealthy": unhealthy, "out": str(out),
+    return {"samples": count, "unhealthy": unhealthy, "out": str(out),
             "records": str(records_out), "images": str(image_dir)}
 
 

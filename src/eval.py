@@ -30,6 +30,7 @@ from src.cli import (
     refuse_existing,
     run_main,
 )
+from src.config.atomic import write_text_then_rename
 from src.evaluation.inputs import InputError, load_ground_truth, load_predictions, pairing_failure
 from src.evaluation.metrics import IOU_TYPES, MAX_DETS, PAIR_BY, evaluate, format_table
 
@@ -100,8 +101,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                          "results_for_unknown_images": preds.unknown_images,
                          "results_with_unknown_category_ids": dict(preds.unknown_categories)}
     print(format_table(metrics))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text_then_rename(out, json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")  # whole or not at all
     print(f"\nmetrics: {out}")
     return EXIT_OK
 

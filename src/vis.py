@@ -24,6 +24,7 @@ from src.cli import (
     refuse_existing,
     run_main,
 )
+from src.config.atomic import write_then_rename
 from src.datasets.images import ImageError
 from src.evaluation.inputs import InputError, load_ground_truth, load_predictions, pairing_failure
 from src.evaluation.metrics import IOU_TYPES, PAIR_BY, pair_predictions, prediction_objects
@@ -88,7 +89,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             views.append(RecordView("", source, sum(not o.ignore for o in record.objects), None, None, parse_error,
                                     exc.reason, sum(o.ignore for o in record.objects)))
             continue
-        img.save(args.out / name)
+        with write_then_rename(args.out / name, "wb") as fh:  # an earlier PNG is replaced only by a whole one
+            img.save(fh, format="PNG")
         n_pred = len(prediction_objects(row)[0]) if args.pred else None
         views.append(RecordView(name, source, n_gt, n_pred, tp, parse_error,
                                 n_ignore=len(record.objects) - n_gt, on_ignore=on_ignore))

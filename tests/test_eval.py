@@ -300,3 +300,31 @@ def test_an_ignore_region_with_a_desc_ignores_only_that_desc():
     assert m["per_desc"]["person"]["n_gt"] == 0 and m["per_desc"]["person"]["AP"] is None  # only a region
     assert m["per_desc"]["dog"]["AP"] < 1.0 and m["class_agnostic"]["AP"] == pytest.approx(1.0)
     assert "ignore regions 1" in format_table(m)
+
+
+def test_metrics_on_a_full_disk_keep_the_earlier_file_whole(tmp_path: Path):
+    """Metrics were written straight into `--out`: with --overwrite a full disk emptied the earlier file and left
+    a shorter one that looked whole. They go to a partial file renamed into place: the earlier file stays."""
+    import sys
+
+    from tests.support.full_disk import can_fill_a_disk, run_on_full_disk
+
+    if not can_fill_a_disk():
+        pytest.skip("no private mount namespace here (unshare -rm): a full disk cannot be made honestly")
+    descs = [f"thing {i}" for i in range(20)]  # the new metrics (a row per desc) outgrow the earlier file's page
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text("".join(json.dumps({"images": [f"{i}.png"], "objects": [{"bbox_2d": [1, 1, 5, 5], "desc": d}],
+                                      "width": 10, "height": 10}) + "\n" for i, d in enumerate(descs)))
+    pred = tmp_path / "pred.jsonl"
+    pred.write_text("".join(json.dumps({"image": str(tmp_path / f"{i}.png"), "objects": [], "parse_error": None})
+                            + "\n" for i in range(len(descs))))
+    folder = tmp_path / "out"
+    folder.mkdir()
+    earlier = '{"class_agnostic": {"AP": 0.5}}\n'
+    (folder / "metrics.json").write_text(earlier)
+    result, left = run_on_full_disk(folder, [sys.executable, "-m", "src.eval", "--pred", str(pred), "--gt", str(gt),
+                                             "--out", str(folder / "metrics.json"), "--overwrite"])
+    assert result.returncode == 3, result.stderr
+    assert "No space left on device" in result.stderr
+    assert sorted(p.name for p in left.iterdir()) == ["metrics.json"]  # no partial file left behind
+    assert (left / "metrics.json").read_text() == earlier

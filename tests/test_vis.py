@@ -120,6 +120,33 @@ def test_vis_refuses_non_empty_out(data, tmp_path: Path):
     assert len(list(out.glob("*.png"))) == 1 and (out / "keep.txt").exists()
 
 
+@pytest.mark.parametrize("grows", ["pictures", "index"])
+def test_vis_on_a_full_disk_keeps_the_earlier_files_whole(data, tmp_path: Path, grows: str):
+    """The PNGs and index.html were written straight into place: with --overwrite a full disk emptied the earlier
+    file and left a shorter one (a torn PNG, a cut contact sheet). Each goes to a partial file renamed into place.
+    `pictures`: the same records drawn larger; `index`: many more records, none with an image (no PNG, a longer
+    contact sheet)."""
+    import sys
+
+    from tests.support.full_disk import can_fill_a_disk, run_on_full_disk
+
+    if not can_fill_a_disk():
+        pytest.skip("no private mount namespace here (unshare -rm): a full disk cannot be made honestly")
+    gt, _ = data
+    out = tmp_path / "vis"
+    assert main(["--gt", str(gt), "--out", str(out), "--limit", "1", "--min_side", "48"]) == 0
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
+    argv = ["--gt", str(gt), "--out", str(out), "--overwrite", "--limit", "1", "--min_side", "1024"]
+    if grows == "index":
+        more = tmp_path / "more.jsonl"
+        more.write_text("".join(json.dumps({"images": [f"gone_{i}.png"], "width": 64, "height": 48, "objects": [
+            {"bbox_2d": BOX, "desc": "x"}]}) + "\n" for i in range(60)), encoding="utf-8")
+        argv = ["--gt", str(more), "--out", str(out), "--overwrite"]
+    result, left = run_on_full_disk(out, [sys.executable, "-m", "src.vis", *argv])
+    assert result.returncode == 3 and "No space left on device" in result.stderr, result.stderr
+    assert {p.name: p.read_bytes() for p in left.iterdir()} == earlier  # every earlier file whole, no partial one
+
+
 def test_vis_draws_a_coco_ground_truth_without_image_sizes(tmp_path: Path):
     # width/height are optional in a COCO image entry; the drawing divided by 0 (ZeroDivisionError, exit 3)
     Image.new("RGB", (64, 48), (128, 128, 128)).save(tmp_path / "a.png")

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from src.config.atomic import write_text_then_rename
 from src.datasets import kinds as geometry_kinds
 from src.datasets.contract import GroundingObject, Record, SourceRef
 from src.datasets.convert_coco import category_descs
@@ -417,7 +418,6 @@ def coco_ids_for(records: Sequence[Record], coco_gt: Path | None = None) -> tupl
 
 
 def write_coco_results(results: list[dict], path: Path) -> Path:
-    """Write COCO `results` as one JSON list to `path` (its folder created); return `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
+    """Write COCO `results` as one JSON list to `path` (its folder created; whole or not at all:
+    src/config/atomic.py); return `path`."""
+    return write_text_then_rename(path, json.dumps(results, ensure_ascii=False) + "\n")

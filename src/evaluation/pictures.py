@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from src.config.atomic import write_text_then_rename
 from src.datasets import kinds as geometry_kinds
 from src.datasets.contract import Record
 from src.datasets.images import load_image
@@ -164,7 +165,8 @@ def png_name(index: int, image: str) -> str:
 
 
 def write_index(out_dir: Path, views: list[RecordView], title: str) -> Path:
-    """Write ``index.html`` in ``out_dir``: a grid of every PNG, each linked, with its counts."""
+    """Write ``index.html`` in ``out_dir``: a grid of every PNG, each linked, with its counts (an earlier one is
+    replaced only once the new one is whole)."""
     esc = html.escape
     legend = "".join(f'<span style="color:rgb{c}">&#9632; {esc(name)}</span> '
                      for c, name in ((GREEN, "matched pred"), (RED, "false-positive pred"),
@@ -201,6 +203,4 @@ figure img {{ max-width: 256px; max-height: 256px; border: 1px solid #ccc; image
 {chr(10).join(cells)}
 </div></body></html>
 """
-    path = out_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return write_text_then_rename(out_dir / "index.html", page)  # whole or not at all: src/config/atomic.py

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from src.config.atomic import write_then_rename
 from src.datasets.objects import GeoObject, read_objects
 
 PredictedObject = GeoObject
@@ -69,9 +70,10 @@ class PredictionLine:
 
 
 def write_predictions(lines: Iterable[PredictionLine], path: Path) -> Path:
-    """Write one JSON line per prediction to `path` (its folder is created); return `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
+    """Write one JSON line per prediction to `path` (its folder is created); return `path`. The lines go to
+    `<path>.partial`, renamed onto `path` once all are written: a failure on the way (`lines` raising, a full
+    disk) leaves an earlier `path` as it was (src/config/atomic.py)."""
+    with write_then_rename(path) as fh:
         for line in lines:
             fh.write(json.dumps(line.to_json(), ensure_ascii=False) + "\n")
     return path

@@ -185,6 +185,20 @@ BAD_INPUTS = [
                  {}, "base.yaml", id="key-read-as-int"),
     pytest.param("env:\n  null: 3\n", ["{config}:3: YAML 1.1 reads the key `null` as null"],
                  {}, "base.yaml", id="key-read-as-null"),
+    pytest.param("tuner:\n  train_type: loar\n",
+                 ["{config}:3: `tuner.train_type` = 'loar' is not a tuner ms-swift supports; did you mean `lora`",
+                  "(allowed: adalora,", " full,"], {}, "base.yaml", id="train-type-choice"),
+    pytest.param("training:\n  save_strategy: epoc\n",
+                 ["{config}:3: `training.save_strategy` = 'epoc' is not a value transformers takes for "
+                  "`save_strategy`; did you mean `epoch`?", "(allowed: no, steps, epoch, best)"],
+                 {}, "base.yaml", id="save-strategy-choice"),
+    pytest.param("training:\n  eval_strategy: step\n",
+                 ["{config}:3: `training.eval_strategy` = 'step'", "did you mean `steps`",
+                  "(allowed: no, steps, epoch)"],
+                 {}, "base.yaml", id="eval-strategy-choice"),
+    pytest.param("training:\n  lr_scheduler_type: cosin\n",
+                 ["{config}:3: `training.lr_scheduler_type` = 'cosin'", "did you mean `cosine`", "warmup_stable_decay"],
+                 {}, "base.yaml", id="lr-scheduler-choice"),
 ]
 
 

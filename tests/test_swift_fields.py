@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from src.config import load_project_config, to_sft_kwargs
-from src.config.swift_fields import sft_argument_fields
+from src.config.swift_fields import field_choices, sft_argument_fields
 from src.config.types import checker_for
 from tests.config_helpers import REPO, make_data, write_yaml
 
@@ -33,6 +33,18 @@ def test_known_fields_and_their_annotations():
     assert fields["num_train_epochs"].owner.startswith("transformers.training_args.")
     assert fields["freeze_aligner"].owner.startswith("swift.")
     assert "train_type" not in fields  # our name; ms-swift's is tuner_type
+
+
+@pytest.mark.slow
+def test_static_choices_equal_the_real_ones(swift_sft_arguments):
+    from swift.arguments.base_args.base_args import get_supported_tuners
+    from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
+
+    choices = field_choices()
+    assert set(choices["tuner_type"]) == set(get_supported_tuners())
+    assert choices["save_strategy"] == tuple(m.value for m in SaveStrategy)
+    assert choices["eval_strategy"] == choices["logging_strategy"] == tuple(m.value for m in IntervalStrategy)
+    assert choices["lr_scheduler_type"] == tuple(m.value for m in SchedulerType)
 
 
 @pytest.fixture(scope="module")

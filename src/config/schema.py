@@ -15,7 +15,7 @@ from typing import Any, Literal
 from .errors import ConfigError
 from .excerpt import excerpt
 from .loader import MergedConfig, Origin
-from .swift_fields import rlhf_argument_fields, sft_argument_fields
+from .swift_fields import field_choices, rlhf_argument_fields, sft_argument_fields
 from .types import checker_for, describe
 
 
@@ -226,6 +226,7 @@ def _swift_sections(merged: MergedConfig, problems: list[str]) -> dict[str, Any]
                 pass  # null is ms-swift's own default for this field, whatever its annotation says
             else:
                 _check_type(merged, dotted, value, annotation, problems)
+            _check_choice(merged, dotted, field_name, value, problems)
             if field_name in set_by:
                 problems.append(f"{where(merged, dotted)}`{dotted}` and `{set_by[field_name]}` both set "
                                 f"ms-swift's `{field_name}`; keep one")
@@ -241,6 +242,18 @@ def _swift_sections(merged: MergedConfig, problems: list[str]) -> dict[str, Any]
             problems.append(f"{where(merged, dotted)}`{dotted}` is required and has no value: set it to {what} "
                             f"in your config ({section}: {{{key}: ...}})")
     return kwargs
+
+
+def _check_choice(merged: MergedConfig, dotted: str, field_name: str, value: Any, problems: list[str]) -> None:
+    """A string field whose value must be one of a set (ms-swift's tuners, transformers' strategies and
+    schedulers: swift_fields.field_choices): refused here, not after the run directory is written."""
+    choices = field_choices().get(field_name)
+    if not choices or not isinstance(value, str) or value in choices:
+        return
+    what = ("a tuner ms-swift supports" if field_name == "tuner_type"
+            else f"a value transformers takes for `{field_name}`")
+    problems.append(f"{where(merged, dotted)}`{dotted}` = {excerpt(value)} is not {what}"
+                    f"{_did_you_mean(value, choices)} (allowed: {', '.join(choices)})")
 
 
 def _env_section(merged: MergedConfig, problems: list[str]) -> dict[str, str]:

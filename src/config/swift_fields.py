@@ -20,6 +20,18 @@ ROOT_CLASS = "SftArguments"
 RLHF_MODULE = "swift.arguments.rlhf_args"
 RLHF_CLASS = "RLHFArguments"
 ORMS_MODULE = "swift.rewards.orm"
+TUNERS_MODULE = "swift.arguments.base_args.base_args"  # get_supported_tuners(): the built-in tuners
+TUNER_PLUGIN_MODULE = "swift.tuner_plugin.mapping"  # tuners_map: the plugin tuners
+TRAINER_UTILS_MODULE = "transformers.trainer_utils"  # the enums of TrainingArguments' strategy fields
+# ms-swift / transformers fields typed `str` whose value must be one of a set (read from the sources below):
+# field -> (where the set is, the enum class in TRAINER_UTILS_MODULE or None for the tuners).
+CHOICE_FIELDS = {
+    "tuner_type": None,
+    "save_strategy": "SaveStrategy",
+    "eval_strategy": "IntervalStrategy",
+    "logging_strategy": "IntervalStrategy",
+    "lr_scheduler_type": "SchedulerType",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,3 +200,45 @@ def builtin_reward_names() -> tuple[str, ...]:
 def swift_defaults() -> dict[str, object]:
     """ms-swift's literal default for each `SftArguments` field (None where it is not a literal)."""
     return {name: f.default for name, f in sft_argument_fields().items()}
+
+
+def _dict_keys(module: str, name: str) -> set[str]:
+    tree = _parse(module)
+    for node in (tree.body if tree else []):
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
+                and isinstance(node.value, ast.Dict)):
+            return {k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+    return set()
+
+
+def supported_tuners() -> tuple[str, ...]:
+    """ms-swift's `get_supported_tuners()` (the built-in tuners and `tuners_map`'s), read statically, sorted;
+    () when the sources are not where this project expects them."""
+    tree = _parse(TUNERS_MODULE)
+    names: set[str] = set()
+    for node in (tree.body if tree else []):
+        if isinstance(node, ast.FunctionDef) and node.name == "get_supported_tuners":
+            names = {c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+    return tuple(sorted(names | _dict_keys(TUNER_PLUGIN_MODULE, "tuners_map"))) if names else ()
+
+
+def _enum_values(module: str, class_name: str) -> tuple[str, ...]:
+    found = _find_class(module, class_name)
+    if found is None:
+        return ()
+    return tuple(stmt.value.value for stmt in found[1].body
+                 if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant)
+                 and isinstance(stmt.value.value, str))
+
+
+@functools.cache
+def field_choices() -> dict[str, tuple[str, ...]]:
+    """The values each field of CHOICE_FIELDS accepts (ms-swift's tuners, transformers' SaveStrategy,
+    IntervalStrategy and SchedulerType members), read statically; a field whose set cannot be read is left out
+    (ms-swift still checks it)."""
+    out = {}
+    for field_name, enum in CHOICE_FIELDS.items():
+        values = supported_tuners() if enum is None else _enum_values(TRAINER_UTILS_MODULE, enum)
+        if values:
+            out[field_name] = values
+    return out

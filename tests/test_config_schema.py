@@ -91,6 +91,8 @@ BAD_INPUTS = [
     pytest.param("custom:\n  train_jsonl: null\n",
                  ["{config}:3: `custom.train_jsonl` is required and has no value: set it in your config"],
                  {}, "base.yaml", id="required-train-jsonl"),
+    pytest.param("custom:\n  train_jsonl: []\n", ["{config}:3: `custom.train_jsonl` = []: no training data"],
+                 {}, "base.yaml", id="train-jsonl-empty-list"),
     pytest.param("model:\n  model: null\n", ["{config}:3: `model.model` is required"], {}, "base.yaml",
                  id="required-model"),
     pytest.param("training:\n  output_dir: null\n", ["{config}:3: `training.output_dir` is required"], {},
@@ -261,6 +263,11 @@ def test_several_rule_problems_are_reported_at_once(tree):
     for fragment in ("`check_model` must be false", "`strict` must be true", "`custom.augment_prob` must be in",
                      "`model.model` = "):
         assert sum(fragment in p for p in problems) == 1, (fragment, problems)
+
+
+def test_an_empty_train_jsonl_is_allowed_with_a_cached_dataset(tree):
+    cfg = load_project_config(tree("custom:\n  train_jsonl: []\n  cached_dataset: cache\n").config)
+    assert cfg.custom.train_jsonl == []
 
 
 def test_check_paths_false_skips_only_the_path_checks(tree):

@@ -198,6 +198,9 @@ def _prompt_problems(cfg: ProjectConfig) -> list[str]:
 
 def _custom_problems(cfg: ProjectConfig) -> list[str]:
     problems = []
+    if cfg.custom.train_jsonl == [] and not cfg.custom.cached_dataset:
+        problems.append(f"{where(cfg, 'custom.train_jsonl')}`custom.train_jsonl` = []: no training data; name a "
+                        f"JSONL file, a list of shards or a glob (or train on `custom.cached_dataset`)")
     if cfg.custom.images_per_user_turn < 1:
         problems.append(f"{where(cfg, 'custom.images_per_user_turn')}`custom.images_per_user_turn` must be "
                         f">= 1, got {cfg.custom.images_per_user_turn}")

@@ -8,10 +8,13 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from src.cli import EXIT_OK, EXIT_USAGE
 from src.datasets.__main__ import main as datasets_main
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _records_with_images_in(t, folder: Path, out: Path) -> Path:
@@ -120,3 +123,50 @@ def test_render_refuses_its_existing_side_outputs_and_its_inputs_among_them(tree
     assert f"of the input record {elsewhere}:1" in err
     assert (records.read_bytes(), _snapshot(r / "render_images")) == before
     assert not (r / "render.jsonl").exists()
+
+
+@pytest.mark.slow  # two cache builds through ms-swift's template on the tiny model (about 40 s on 2 cores)
+def test_a_rebuilt_cache_is_only_the_new_one(tmp_path, capsys):
+    """`cache --overwrite` wrote into the earlier cache: a val/ of the earlier one stayed when the new config has
+    no validation split, and a later run trained with it (`cached_val_dataset`)."""
+    from src.config import load_project_config
+    from src.config.mapping import to_sft_kwargs
+    from src.datasets.cache import CACHE_INFO
+    from src.datasets.synth import write_synthetic_dataset
+    from src.tiny_model import build_tiny_model
+
+    build_tiny_model(tmp_path / "model")
+    write_synthetic_dataset(tmp_path / "data", n=6)
+    with_val = tmp_path / "with_val.yaml"
+    with_val.write_text(f"extends: {REPO / 'configs' / 'cpu.yaml'}\nmodel:\n  model: ./model\n"
+                        "custom:\n  train_jsonl: data/train.jsonl\n  val_jsonl: data/val.jsonl\n"
+                        "training:\n  output_dir: ./out\n")
+    cache = tmp_path / "cache"
+    assert datasets_main(["cache", "--config", str(with_val), "--out", str(cache)]) == EXIT_OK
+    assert (cache / "val").is_dir()
+    (cache / "notes.txt").write_text("the user's")  # not the cache's: stays
+    without_val = tmp_path / "without_val.yaml"
+    without_val.write_text("extends: with_val.yaml\ncustom:\n  val_jsonl: null\n")
+    assert datasets_main(["cache", "--config", str(without_val), "--out", str(cache), "--overwrite"]) == EXIT_OK
+    assert "cached 5 train and 0 val rows" in capsys.readouterr().out  # synth: 6 images, 1 of them for val
+    assert sorted(p.name for p in cache.iterdir()) == [CACHE_INFO, "notes.txt", "train"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # the build folder is gone
+    run = tmp_path / "run.yaml"
+    run.write_text("extends: without_val.yaml\ncustom:\n  cached_dataset: ./cache\n")
+    kwargs = to_sft_kwargs(load_project_config(run))
+    assert kwargs["cached_dataset"] == [str(cache / "train")] and kwargs["cached_val_dataset"] == []
+
+
+def test_cache_never_replaces_a_train_or_val_folder_that_is_not_a_cache(tree, capsys):
+    """A rebuild replaces the cache's own train/ and val/ (saved datasets) whole: a user's folder of that name in
+    `--out`, or `--out` a file, is refused before anything is encoded."""
+    t = tree()
+    out = t.root / "project"
+    (out / "val").mkdir(parents=True)
+    (out / "val" / "mine.txt").write_text("a folder of the user's named val")
+    cache = ["cache", "--config", str(t.config), "--overwrite", "--out"]
+    assert datasets_main([*cache, str(out)]) == EXIT_USAGE
+    assert f"{out / 'val'}: not a cache's (no saved dataset there)" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["val"] and (out / "val" / "mine.txt").is_file()
+    assert datasets_main([*cache, str(out / "val" / "mine.txt")]) == EXIT_USAGE
+    assert f"{out / 'val' / 'mine.txt'}: not a cache's" in capsys.readouterr().err

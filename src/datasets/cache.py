@@ -1,7 +1,10 @@
 """The pre-encoded cache: rows encoded once by ms-swift's template and saved with ms-swift's own cached
 dataset format (`swift export --to_cached_dataset`), so that a later run skips encoding.
 
-`python -m src.datasets cache --config CFG --out DIR` writes DIR/train, DIR/val and DIR/cache_info.json.
+`python -m src.datasets cache --config CFG --out DIR` writes DIR/train, DIR/val (with a validation split only)
+and DIR/cache_info.json. They are built in a sibling folder and moved into DIR at the end, cache_info.json
+last: a rebuild that stops half-way leaves the earlier cache whole, or no cache_info.json, never a mix, and
+an earlier val/ never outlives a rebuild without one.
 A run uses it with `custom.cached_dataset: DIR`; the run refuses a cache whose fingerprint (the data
 files' contents, the prompt and answer settings, the template and image settings) differs from its
 own config, so a stale cache is never trained on. A cache holds fixed encodings: no augmentation.
@@ -11,6 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,8 @@ from src.datasets.plan import plan_data
 from src.datasets.rows import GroundingRowsDataset, arrow_rows
 
 CACHE_INFO = "cache_info.json"
+PARTS = ("train", "val")
+"""The folders of a cache (ms-swift's saved datasets) beside CACHE_INFO; a rebuild replaces these three only."""
 # Keys whose value changes what an encoded sample holds.
 ENCODING_KEYS = ("template", "max_length", "max_model_len", "truncation_strategy", "model_type")
 
@@ -70,13 +78,44 @@ def cache_problems(cfg, cache_dir: Path) -> list[str]:
     return []
 
 
+def foreign_parts(out_dir: Path) -> list[Path]:
+    """`out_dir` when it is a file, and the `train`/`val` entries of `out_dir` that are not a saved dataset (a
+    user's folder of that name): what a build must not replace."""
+    if out_dir.exists() and not out_dir.is_dir():
+        return [out_dir]
+    return [path for path in (out_dir / part for part in PARTS)
+            if path.exists() and not (path.is_dir() and (path / "state.json").is_file())]
+
+
+def _move_into_place(built: Path, out_dir: Path) -> None:
+    """Replace the cache parts of `out_dir` with those of `built` (a folder beside it), CACHE_INFO last; the earlier
+    parts go into `built` (removed with it). Every other file of `out_dir` stays."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / CACHE_INFO).unlink(missing_ok=True)  # from here until the end, no cache a run would take
+    earlier = built / "earlier"
+    earlier.mkdir()
+    for part in PARTS:
+        if (out_dir / part).exists():
+            os.replace(out_dir / part, earlier / part)
+    for part in PARTS:
+        if (built / part).exists():
+            os.replace(built / part, out_dir / part)
+    os.replace(built / CACHE_INFO, out_dir / CACHE_INFO)
+
+
 def build_cache(run, out_dir: Path) -> dict[str, Any]:
     """Encode every row of the splits of `run` (a `LoadedRun`: the config and its preprocessor, resolved once)
-    with ms-swift's template and save them as its cached dataset."""
+    with ms-swift's template and save them as its cached dataset in `out_dir`: built in a folder beside it and
+    moved in at the end (`_move_into_place`), so an earlier cache there stays whole until then and none of it
+    (a `val/` the new one has not) is left."""
     cfg = run.cfg
     if cfg.custom.cached_dataset:
         raise ConfigError(f"{cfg.merged.files[-1]}: unset `custom.cached_dataset` to build the cache the config "
                           f"describes")
+    foreign = foreign_parts(out_dir)
+    if foreign:
+        raise ConfigError(f"{foreign[0]}: not a cache's (no saved dataset there): the cache would replace it; "
+                          f"choose another --out")
     plan = plan_data(cfg, preprocessor=run.preprocessor)
 
     from datasets import Dataset as HfDataset  # heavy
@@ -92,13 +131,20 @@ def build_cache(run, out_dir: Path) -> dict[str, Any]:
             return materialise(plan.train_samples), val
 
     swift = cfg.swift
-    args = ExportArguments(
-        model=swift["model"], model_type=swift.get("model_type"), template=swift.get("template"),
-        max_length=cfg.global_max_length or swift.get("max_length"), strict=True, to_cached_dataset=True,
-        dataset=jsonl_files(cfg.custom.train_jsonl), output_dir=str(out_dir), exist_ok=True,
-        dataset_num_proc=in_process_num_proc(swift.get("dataset_num_proc", 1)))
-    GroundingCacheExport(args).main()
-    info = {"fingerprint": cache_fingerprint(cfg), "train_rows": len(plan.train_samples),
-            "val_rows": len(plan.val_samples)}
-    (out_dir / CACHE_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    beside = out_dir.resolve()  # `--out .` too: the folder beside it, on the same file system (a rename)
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    built = Path(tempfile.mkdtemp(prefix=f".{beside.name}.", suffix=".building", dir=beside.parent))
+    try:
+        args = ExportArguments(
+            model=swift["model"], model_type=swift.get("model_type"), template=swift.get("template"),
+            max_length=cfg.global_max_length or swift.get("max_length"), strict=True, to_cached_dataset=True,
+            dataset=jsonl_files(cfg.custom.train_jsonl), output_dir=str(built), exist_ok=True,
+            dataset_num_proc=in_process_num_proc(swift.get("dataset_num_proc", 1)))
+        GroundingCacheExport(args).main()
+        info = {"fingerprint": cache_fingerprint(cfg), "train_rows": len(plan.train_samples),
+                "val_rows": len(plan.val_samples)}
+        (built / CACHE_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        _move_into_place(built, out_dir)
+    finally:
+        shutil.rmtree(built, ignore_errors=True)  # what failed to build, or the earlier parts
     return {"out": str(out_dir), **{k: v for k, v in info.items() if k != "fingerprint"}}

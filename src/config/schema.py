@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import ConfigError
 from .excerpt import excerpt
 from .loader import MergedConfig, Origin
+from .offline import OFFLINE_ENV, VISION_ENV_TYPES
 from .swift_fields import field_choices, rlhf_argument_fields, sft_argument_fields
 from .types import checker_for, describe
 
@@ -256,6 +259,31 @@ def _check_choice(merged: MergedConfig, dotted: str, field_name: str, value: Any
                     f"{_did_you_mean(value, choices)} (allowed: {', '.join(choices)})")
 
 
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a name every shell and os.environ take
+
+
+def _env_problem(key: str, value: str) -> str | None:
+    """Why `env.key: value` cannot be applied, or None."""
+    if not ENV_NAME.fullmatch(key):
+        return f"`env` key {excerpt(key)} is not a variable name: letters, digits and _, not starting with a digit"
+    if "\0" in value:
+        return f"`env.{key}` = {excerpt(value)}: holds a NUL character, which no environment variable can hold"
+    if key in OFFLINE_ENV and value != OFFLINE_ENV[key]:
+        return (f"`env.{key}` = {excerpt(value)}: the project forces {key}={OFFLINE_ENV[key]} (its offline policy, "
+                f"src/config/offline.py) and `env:` cannot change it; remove `env.{key}`")
+    kind = VISION_ENV_TYPES.get(key)
+    if kind is not None:
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or not math.isfinite(number) or number <= 0:
+            what = "a whole number" if kind is int else "a number"
+            return (f"`env.{key}` = {excerpt(value)}: ms-swift reads {key} as {what}; write {what} above 0 (e.g. "
+                    f"{'1024' if kind is int else '1.0'})")
+    return None
+
+
 def _env_section(merged: MergedConfig, problems: list[str]) -> dict[str, str]:
     block = merged.values.get("env") or {}
     if not isinstance(block, dict):
@@ -266,6 +294,10 @@ def _env_section(merged: MergedConfig, problems: list[str]) -> dict[str, str]:
         if not isinstance(value, (str, int, float, bool)) or isinstance(value, bool):
             problems.append(f"{where(merged, f'env.{key}')}`env.{key}` = {excerpt(value)}: expected a string or "
                             f"number")
+            continue
+        problem = _env_problem(str(key), str(value))
+        if problem:
+            problems.append(f"{where(merged, f'env.{key}')}{problem}")
             continue
         env[str(key)] = str(value)
     return env

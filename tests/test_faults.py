@@ -195,6 +195,28 @@ def test_an_image_that_fails_to_decode_while_building_a_row_follows_bad_records(
     assert "custom.bad_records: skip" in str(stopped.value)
 
 
+def test_a_resume_keeps_what_training_skipped_when_it_lists_validation_again(tmp_path):
+    """The listing was rewritten at every start: a resume lost the lines training had appended."""
+    import json
+
+    from src.datasets.contract import Problem
+    from src.datasets.loading import LoadedSplit, write_skipped
+
+    listing = tmp_path / "run" / "skipped_records.jsonl"
+    split = LoadedSplit(path="train.jsonl", problems=[Problem(file="train.jsonl", line=3, field="width",
+                                                              message="must be > 0", value=0)])
+    assert write_skipped([split], listing) == listing
+    with listing.open("a", encoding="utf-8") as fh:  # as BadImages appends during training
+        fh.write(json.dumps({"file": "train.jsonl", "line": 9, "stage": "training", "rank": 0}) + "\n")
+        fh.write('{"file": "train.jsonl", "li')  # a line a kill cut short
+    assert write_skipped([split], listing) == listing  # the resume validates again
+    entries = [json.loads(line) for line in listing.read_text().splitlines()]
+    assert [(e["line"], e.get("stage")) for e in entries] == [(3, None), (9, "training")]
+    assert write_skipped([LoadedSplit(path="train.jsonl")], listing) == listing  # the data was mended since
+    assert [json.loads(line)["line"] for line in listing.read_text().splitlines()] == [9]
+    assert write_skipped([LoadedSplit(path="train.jsonl")], tmp_path / "new" / "skipped_records.jsonl") is None
+
+
 @pytest.mark.slow
 def test_training_goes_on_past_a_truncated_image_under_skip(tmp_path, capsys):
     """Issue 21: a truncated JPEG passed the header check and killed the run mid-epoch even with `skip`."""

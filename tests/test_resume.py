@@ -64,6 +64,10 @@ def test_killed_run_resumes_to_the_same_step_and_data_order(tmp_path):
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
     state = json.loads((tmp_path / "killed" / f"checkpoint-{MAX_STEPS}" / "trainer_state.json").read_text())
     assert state["global_step"] == MAX_STEPS
+    # The resume's config differs (resume_from_checkpoint: auto): the one the first steps trained with is kept.
+    (earlier,) = (tmp_path / "killed").glob("resolved_config.*.yaml")
+    assert "resume_from_checkpoint: auto" not in earlier.read_text()
+    assert "resume_from_checkpoint: auto" in (tmp_path / "killed" / "resolved_config.yaml").read_text()
 
     expected, got = losses_by_step(tmp_path / "straight"), losses_by_step(tmp_path / "killed")
     resumed_steps = [s for s in range(5, MAX_STEPS + 1)]

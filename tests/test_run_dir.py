@@ -21,7 +21,9 @@ from src.training.run_dir import (
     guard_output_dir,
     resolve_resume,
     resumes_in,
+    saved_nothing,
     set_aside_earlier_run,
+    set_aside_logging_dir,
     skipped_notes,
     stopped_report,
     write_fault,
@@ -165,6 +167,71 @@ def test_overwrite_sets_the_earlier_run_aside_and_keeps_what_this_run_reads(tmp_
     assert set_aside_earlier_run(tmp_path / "new", None, [], "x") == []
 
 
+def test_names_a_user_may_have_chosen_move_only_when_they_hold_what_a_run_writes(tmp_path):
+    """A folder given as output_dir may hold the data (`images/` with the records' pictures), the user's own
+    `images/`, `runs/` and `README.md`: they stay. ms-swift's plots (`images/train_loss.png`), transformers'
+    model card, a TensorBoard folder inside output_dir and event files at its top are the run's: they move."""
+    run = tmp_path / "run"
+    _checkpoint(run, 2)
+    (run / "data_images").mkdir()  # the records' pictures, in a folder of any name
+    (run / "data_images" / "train_0001.png").write_bytes(b"png")
+    (run / "images").mkdir()  # the user's pictures: not the names of ms-swift's plots
+    (run / "images" / "cat.jpg").write_bytes(b"jpg")
+    (run / "runs").mkdir()
+    (run / "runs" / "other-run.txt").write_text("the user's")
+    (run / "README.md").write_text("# My project\n")
+    (run / "tb").mkdir()  # training.logging_dir: run/tb
+    (run / "tb" / "events.out.tfevents.1.host").write_text("curves")
+    (run / "events.out.tfevents.2.host").write_text("curves")  # a logging_dir that was output_dir itself
+    holds = lambda entry: entry == run / "data_images"  # noqa: E731 - what setup.py derives from the records
+
+    notes = set_aside_earlier_run(run, run / "tb", [], "s1", holds_inputs=holds)
+    (aside,) = (run / "previous").iterdir()
+    assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-2", "events.out.tfevents.2.host", "tb"]
+    assert sorted(p.name for p in run.iterdir()) == ["README.md", "data_images", "images", "previous", "runs"]
+    assert f"overwrite: {run / 'data_images'} stays in place: this run reads from it" in notes
+    assert sum("no run writes it" in n for n in notes) == 3
+
+    # What ms-swift and transformers write under those names does move.
+    _checkpoint(run, 4)
+    (run / "README.md").rename(tmp_path / "mine.md")
+    (run / "README.md").write_text("---\nlibrary_name: peft\n---\n# Model Card\n")
+    (run / "images").rename(tmp_path / "my_images")
+    (run / "images").mkdir()
+    for name in ("train_loss.png", "eval_map.png", "train_data_wait_share.png"):
+        (run / "images" / name).write_bytes(b"png")
+    set_aside_earlier_run(run, run / "tb", [], "s2", holds_inputs=holds)
+    assert sorted(p.name for p in (run / "previous" / "s2").iterdir()) == ["README.md", "checkpoint-4", "images"]
+
+
+def test_a_fresh_run_sets_aside_curves_left_in_its_tensorboard_folder(tmp_path):
+    """The run folder was deleted, its TensorBoard folder (tb/<run>, outside) was not: a new run there would
+    have appended its curves to the old ones."""
+    run, tb = tmp_path / "run", tmp_path / "tb" / "run"
+    tb.mkdir(parents=True)
+    (tb / "events.out.tfevents.1.host").write_text("old curves")
+    (note,) = set_aside_logging_dir(run, tb, "s1")
+    assert not tb.exists() and (tmp_path / "tb" / "run.previous-s1" / "events.out.tfevents.1.host").is_file()
+    assert "moved to" in note and "stand alone" in note
+    assert set_aside_logging_dir(run, tb, "s2") == []  # nothing there now
+    assert set_aside_logging_dir(run, run / "tb", "s3") == []  # inside output_dir: it moves with the run
+
+
+def test_a_run_killed_during_its_first_save_starts_again_with_auto(tmp_path):
+    """The first checkpoint torn (a kill while saving), nothing whole: the refusal said to set `auto`, and
+    `auto` gave the same refusal. Now `auto` starts again (the torn checkpoint is set aside, not deleted)."""
+    (tmp_path / "resolved_config.yaml").write_text("x: 1\n")
+    (tmp_path / "skipped_records.jsonl.partial").write_text("")
+    (tmp_path / "tb").mkdir()  # a logging_dir inside: written at the start too
+    torn = _checkpoint(tmp_path, 5)
+    (torn / "trainer_state.json").write_text("")
+    assert saved_nothing(tmp_path, tmp_path / "tb")
+    note = guard_output_dir(tmp_path, overwrite=False, resuming=False, auto=True, logging_dir=tmp_path / "tb")
+    assert "starts again from step 0" in note
+    _checkpoint(tmp_path, 2)  # something whole: a run to resume, not to start again
+    assert not saved_nothing(tmp_path, tmp_path / "tb")
+
+
 def test_a_second_lock_on_a_directory_is_refused_naming_the_holder(tmp_path):
     lock = take_run_lock(tmp_path / "run")
     try:
@@ -236,6 +303,8 @@ def test_a_run_with_overwrite_starts_clean_and_the_earlier_run_is_kept_aside(mp_
     (aside,) = (run / "previous").iterdir()
     assert json.loads((aside / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
     assert sorted(losses_by_step(aside)) == [1, 2, 3, 4]
+    # ms-swift's plots are recognised as the run's own (not a user's folder of pictures).
+    assert (aside / "images" / "train_loss.png").is_file()
     assert sorted(losses_by_step(run)) == [1, 2]  # this run's rows only
     assert resolve_resume(run, "auto") == str(run / "checkpoint-2")
     (tb_aside,) = (tmp_path / "tb").glob("run.previous-*")

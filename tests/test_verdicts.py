@@ -119,6 +119,33 @@ def test_stored_records_stay_columnar_and_are_made_when_asked_for(jsonl, tmp_pat
         table[len(records)]
 
 
+def test_the_folders_of_the_images_read_from_the_columns_equal_those_of_the_records(jsonl, tmp_path):
+    """What `run.overwrite` must never move (src/training/setup.py): read without making a Record each."""
+    import shutil
+
+    from src.datasets.columns import RecordSubset, image_folders
+    from src.datasets.loading import ConcatRecords
+
+    lines = jsonl.read_text().splitlines()
+    first = json.loads(lines[0])
+    elsewhere = tmp_path / "elsewhere" / "deep"
+    elsewhere.mkdir(parents=True)
+    picture = jsonl.parent / first["images"][0]
+    shutil.copy(picture, elsewhere / picture.name)
+    (jsonl.parent / "sub").mkdir()
+    shutil.copy(picture, jsonl.parent / "sub" / picture.name)
+    lines += [json.dumps({**first, "images": [str(elsewhere / picture.name)]}),
+              json.dumps({**first, "images": [f"sub/../sub/{picture.name}"]})]
+    jsonl.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    store = VerdictStore(tmp_path / "store")
+    records = validated_records(jsonl, store=store)[0]
+    table = validated_records(jsonl, store=store)[0]
+    expected = {os.path.dirname(r.image) for r in records}
+    assert expected == {str(picture.parent), str(elsewhere), str(jsonl.parent / "sub")}
+    assert image_folders(table) == expected == image_folders(list(records))
+    assert image_folders(ConcatRecords([table, RecordSubset(table, left_out=[0])])) == expected
+
+
 def test_one_record_per_turn_gives_lazy_samples_equal_to_the_eager_ones(jsonl, tmp_path):
     from src.config.prompts import get_prompt_scheme
     from src.datasets.builders import make_builder

@@ -37,16 +37,19 @@ def format_overrides(overrides) -> str:
     return "\n".join(rows)
 
 
-def dump_resolved_yaml(merged: MergedConfig, path: Path) -> Path:
-    """Write the merged config (no `extends`, absolute paths) to `path`; loading it alone gives the same run.
-
-    The files of the chain are listed in a header comment. Returns `path`.
-    """
+def resolved_yaml(merged: MergedConfig) -> str:
+    """The merged config as YAML text (no `extends`, absolute paths; the chain's files in a header comment):
+    loading it alone gives the same run."""
     header = "# Resolved config. Loading this file alone reproduces the run's arguments.\n# From:\n"
     header += "".join(f"#   {f}\n" for f in merged.files)
     if merged.overrides:
         header += "# CPU overrides (values the CPU overlays changed on top of the others):\n"
         header += "".join(f"#   {line}\n" for line in format_overrides(merged.overrides).splitlines())
+    return header + yaml.safe_dump(merged.values, sort_keys=False, allow_unicode=True)
+
+
+def dump_resolved_yaml(merged: MergedConfig, path: Path) -> Path:
+    """Write `resolved_yaml(merged)` to `path`. Returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + yaml.safe_dump(merged.values, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    path.write_text(resolved_yaml(merged), encoding="utf-8")
     return path

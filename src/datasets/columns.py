@@ -291,3 +291,22 @@ class RecordSubset(Sequence[Record]):
         if isinstance(index, slice):
             return [self.records[int(i)] for i in self.kept[index]]
         return self.records[int(self.kept[index])]
+
+
+def image_folders(records: Sequence[Record]) -> set[str]:
+    """The distinct folders (normalised paths, as `Record.image` gives them) that hold the records' images.
+    Read from the columns where the records have them (no `Record` is made: a million records take about a
+    second); a sequence of several parts (`ConcatRecords`) or a subset is read part by part, a subset's
+    left-out records included (what a file names, not what a run trains on)."""
+    parts = getattr(records, "parts", None)
+    if parts is not None:
+        return set().union(*(image_folders(part) for part in parts))
+    if isinstance(records, RecordSubset):
+        return image_folders(records.records)
+    if isinstance(records, RecordTable):
+        c = records.columns
+        blob, offsets = bytes(c["images"]), np.asarray(c["image_offsets"]).tolist()
+        written = {blob[start:end].rpartition(b"/")[0] for start, end in zip(offsets, offsets[1:], strict=False)}
+        base = bytes(c["base_dir"]).decode("utf-8")
+        return {os.path.normpath(os.path.join(base, folder.decode("utf-8"))) for folder in written}
+    return {os.path.dirname(record.image) for record in records}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from src.config.atomic import write_then_rename
 from src.config.errors import UserError
 
 from .columns import COLUMNS, RecordTable, merge_columns, record_columns
@@ -224,13 +225,33 @@ def load_shards(files: Sequence[str], policy: str, *, store: VerdictStore | None
 
 
 def write_skipped(splits: list[LoadedSplit], out_file: Path) -> Path | None:
-    """Write one JSON line per problem of the skipped records to `out_file`; None when nothing was skipped."""
+    """Write one JSON line per problem of the skipped records to `out_file`; None when nothing was skipped.
+
+    The lines an earlier start of the same run appended during training (`"stage": "training"`, see
+    `rows.BadImages`) are kept after this validation's lines: a resume must not lose the record of what
+    training skipped. The file is replaced whole (written beside it, then renamed)."""
     problems = [p for s in splits for p in s.problems]
-    if not problems:
+    kept = _training_lines(out_file)
+    if not problems and not kept:
         return None
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    with out_file.open("w", encoding="utf-8") as fh:
+    with write_then_rename(out_file) as fh:
         for p in problems:
             fh.write(json.dumps({"file": p.file, "line": p.line, "field": p.field, "message": p.message,
                                  "value": repr(p.value)}, ensure_ascii=False) + "\n")
+        fh.writelines(kept)
     return out_file
+
+
+def _training_lines(listing: Path) -> list[str]:
+    """The lines of an existing skipped-records listing that training appended (each ending in a newline)."""
+    if not listing.is_file():
+        return []
+    kept = []
+    for line in listing.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill: nothing to keep of it
+        if isinstance(entry, dict) and entry.get("stage") == "training":
+            kept.append(line + "\n")
+    return kept

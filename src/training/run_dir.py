@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from src.config import ConfigError
+from src.config.atomic import PARTIAL_SUFFIX
 from src.training.checkpoint_guard import checkpoint_problem
 from src.training.run_lock import LOCK_NAME
 from src.training.swift_plugin import PLUGIN_PREFIX
@@ -17,21 +19,58 @@ PREVIOUS_DIR = "previous"  # `run.overwrite: true` moves an earlier run into <ou
 NOT_A_RUN = frozenset({LAUNCHER_LOG_DIR, LOCK_NAME, PREVIOUS_DIR})
 # What a run writes before it trains (src/training/setup.py, ms-swift's start): a directory holding only
 # these (and NOT_A_RUN) saw a start that failed before its first save.
-START_FILES = ("resolved_config.yaml", "skipped_records.jsonl", "args.json", "logging.jsonl", "runs", "images",
-               "val_dataset.jsonl", "init_merged")
+START_FILES = ("resolved_config.yaml", "skipped_records.jsonl", "args.json", "logging.jsonl", "val_dataset.jsonl",
+               "init_merged")
 MERGE_TMP_PREFIX = ".init_adapter-"  # the adapter copy a warm start's merge reads (left behind by a kill)
+EVENTS_PREFIX = "events.out.tfevents."  # TensorBoard's files, where `logging_dir` is output_dir itself
+# The resolved config a resumed run started with, kept when the resume's config differs (src/training/setup.py).
+EARLIER_CONFIG_RE = re.compile(r"^resolved_config\.[0-9-]+\.yaml$")
 EVAL_PREDICTIONS = "eval_predictions"  # each evaluation's predictions (src/training/generation_eval.py)
-# What a run writes as it trains and after: ms-swift's `last-checkpoint` link and model card, the loss curves,
-# the evaluations' predictions, the plugin's bytecode. With START_FILES and the checkpoints: all a run writes.
-LATER_FILES = ("last-checkpoint", "README.md", "loss_curves.png", EVAL_PREDICTIONS, "__pycache__")
+# What a run writes as it trains and after: ms-swift's `last-checkpoint` link, the loss curves, the
+# evaluations' predictions, the plugin's bytecode. With START_FILES, the checkpoints, `logging_dir` where it
+# is inside output_dir, and the two below: all a run writes.
+LATER_FILES = ("last-checkpoint", "loss_curves.png", EVAL_PREDICTIONS, "__pycache__")
+# Names a run writes that a user may have chosen too (a data folder of `images`, a project's README): an entry
+# of these names is the run's only when it holds what the run writes there.
+PLOTS_DIR = "images"  # ms-swift's plots of the TensorBoard curves, one `<train|eval|test>_<tag>.png` per tag
+PLOT_RE = re.compile(r"^(train|eval|test)_[^/]*\.png$")
+MODEL_CARD = "README.md"  # transformers' model card: YAML front matter (`---`) first
 
 
-def _start_file(name: str) -> bool:
-    return name in START_FILES or name.startswith((PLUGIN_PREFIX, MERGE_TMP_PREFIX))
+def _is_plots_dir(path: Path) -> bool:
+    return path.is_dir() and all(child.is_file() and PLOT_RE.match(child.name) for child in path.iterdir())
 
 
-def _run_output(name: str) -> bool:
-    return _start_file(name) or name in LATER_FILES or CHECKPOINT_RE.match(name) is not None
+def _is_model_card(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    with path.open("rb") as fh:
+        return fh.read(4).rstrip(b"\r\n") == b"---"
+
+
+def logging_entry(output_dir: Path, logging_dir: Path | str | None) -> str | None:
+    """The name of the entry of `output_dir` that is or holds `logging_dir` (the run's TensorBoard folder), or
+    None when `logging_dir` lies elsewhere (or is output_dir itself: its event files are then recognised by
+    name)."""
+    if logging_dir is None:
+        return None
+    inside, top = Path(logging_dir).resolve(), output_dir.resolve()
+    if top not in inside.parents:
+        return None
+    return inside.relative_to(top).parts[0]
+
+
+def _start_file(path: Path, logs: str | None = None) -> bool:
+    name = path.name
+    return (name.removesuffix(PARTIAL_SUFFIX) in START_FILES or name == logs
+            or name.startswith((PLUGIN_PREFIX, MERGE_TMP_PREFIX, EVENTS_PREFIX))
+            or EARLIER_CONFIG_RE.match(name) is not None)
+
+
+def _run_output(path: Path, logs: str | None = None) -> bool:
+    name = path.name
+    return (_start_file(path, logs) or name in LATER_FILES or CHECKPOINT_RE.match(name) is not None
+            or (name == PLOTS_DIR and _is_plots_dir(path)) or (name == MODEL_CARD and _is_model_card(path)))
 
 
 def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -77,11 +116,14 @@ def skipped_notes(output_dir: Path, chosen: str | None) -> list[str]:
             if int(CHECKPOINT_RE.match(path.name).group(1)) > newest]
 
 
-def saved_nothing(output_dir: Path) -> bool:
+def saved_nothing(output_dir: Path, logging_dir: Path | str | None = None) -> bool:
     """True when `output_dir` holds only what a run writes before it trains (`START_FILES`, its image-budget
-    plugin, the launcher's logs, the run lock): a run that failed (or was stopped) before its first save.
-    Starting it again there loses nothing."""
-    return all(p.name in NOT_A_RUN or _start_file(p.name) for p in output_dir.iterdir())
+    plugin, its TensorBoard folder, the launcher's logs, the run lock) and checkpoints that were never saved
+    whole: a run that failed (or was stopped) before its first whole save. Starting it again there loses
+    nothing (a torn checkpoint is set aside, not deleted)."""
+    logs = logging_entry(output_dir, logging_dir)
+    torn = {path.name for path, _ in scan_checkpoints(output_dir)[1]}
+    return all(p.name in NOT_A_RUN or p.name in torn or _start_file(p, logs) for p in output_dir.iterdir())
 
 
 def resumes_in(output_dir: Path, checkpoint: str | None) -> bool:
@@ -90,7 +132,8 @@ def resumes_in(output_dir: Path, checkpoint: str | None) -> bool:
     return bool(checkpoint) and Path(checkpoint).resolve().parent == output_dir.resolve()
 
 
-def guard_output_dir(output_dir: Path, *, overwrite: bool, resuming: bool, auto: bool = False) -> str | None:
+def guard_output_dir(output_dir: Path, *, overwrite: bool, resuming: bool, auto: bool = False,
+                     logging_dir: Path | str | None = None) -> str | None:
     """Refuse to start into a non-empty `output_dir` unless resuming one of its checkpoints (`resuming`, see
     `resumes_in`) or `run.overwrite: true`.
 
@@ -101,7 +144,7 @@ def guard_output_dir(output_dir: Path, *, overwrite: bool, resuming: bool, auto:
         return None
     if output_dir.is_dir() and all(p.name in NOT_A_RUN for p in output_dir.iterdir()):
         return None
-    if output_dir.is_dir() and saved_nothing(output_dir):
+    if output_dir.is_dir() and saved_nothing(output_dir, logging_dir):
         if auto:
             return (f"resume: {output_dir} holds a run that saved no checkpoint (it stopped before its first "
                     f"save); nothing to resume, so it starts again from step 0 there")
@@ -129,23 +172,26 @@ def _free_name(folder: Path, name: str) -> Path:
     return candidate
 
 
-def set_aside_earlier_run(output_dir: Path, logging_dir: Path | None, inputs: list[Path],
-                          stamp: str) -> list[str]:
+def set_aside_earlier_run(output_dir: Path, logging_dir: Path | None, inputs: list[Path], stamp: str,
+                          holds_inputs: Callable[[Path], bool] | None = None) -> list[str]:
     """`run.overwrite: true` without a resume: move an earlier run out of the new run's way, deleting nothing.
 
-    Every entry of `output_dir` a run writes (its checkpoints, `START_FILES`, `LATER_FILES`) is renamed into
+    Every entry of `output_dir` a run writes (its checkpoints, `START_FILES`, `LATER_FILES`, the TensorBoard
+    folder where `logging_dir` lies inside, ms-swift's plots and model card) is renamed into
     `output_dir/previous/<stamp>/`, so `auto` can never resume the earlier run's checkpoints and ms-swift's
     appended `logging.jsonl` (the loss curves, the best checkpoint) holds this run's rows only. A `logging_dir`
-    outside `output_dir` that holds files is renamed to `<logging_dir>.previous-<stamp>` (its own run in
-    TensorBoard). Stay where they are: `NOT_A_RUN` (the launcher's logs, the run lock, runs set aside before),
-    an entry that is or holds one of `inputs` (the model, `run.init_from`, a data file or its folder), and
-    anything no run writes (the user's own files in a folder given as output_dir). Returns one line per move
-    and per entry left in place, none when nothing was there."""
+    elsewhere is set aside as `set_aside_logging_dir` says. Stay where they are: `NOT_A_RUN` (the launcher's
+    logs, the run lock, runs set aside before), an entry that is or holds one of `inputs` (the model,
+    `run.init_from`, a data file or its folder) or for which `holds_inputs` says so (a folder of the records'
+    images), and anything no run writes (the user's own files in a folder given as output_dir). Returns one
+    line per move and per entry left in place, none when nothing was there."""
     notes = []
     inputs = [Path(p).resolve() for p in inputs]
+    logs = logging_entry(output_dir, logging_dir)
     entries = sorted(p for p in output_dir.iterdir() if p.name not in NOT_A_RUN) if output_dir.is_dir() else []
-    read = [p for p in entries if _holds(p, inputs)]
-    foreign = [p for p in entries if p not in read and not _run_output(p.name)]
+    read = [p for p in entries
+            if _holds(p, inputs) or (holds_inputs is not None and p.is_dir() and holds_inputs(p))]
+    foreign = [p for p in entries if p not in read and not _run_output(p, logs)]
     moving = [p for p in entries if p not in read and p not in foreign]
     if moving:
         target = _free_name(output_dir / PREVIOUS_DIR, stamp)
@@ -156,14 +202,23 @@ def set_aside_earlier_run(output_dir: Path, logging_dir: Path | None, inputs: li
                      f"nothing was deleted")
     notes += [f"overwrite: {p} stays in place: this run reads from it" for p in read]
     notes += [f"overwrite: {p} stays in place: no run writes it" for p in foreign]
-    if logging_dir is not None:
-        logging_dir = Path(logging_dir)
-        inside = output_dir.resolve() in logging_dir.resolve().parents
-        if not inside and logging_dir.is_dir() and any(logging_dir.iterdir()):
-            target = _free_name(logging_dir.parent, f"{logging_dir.name}.previous-{stamp}")
-            logging_dir.rename(target)
-            notes.append(f"overwrite: the earlier run's TensorBoard logs in {logging_dir} moved to {target}")
-    return notes
+    return notes + set_aside_logging_dir(output_dir, logging_dir, stamp)
+
+
+def set_aside_logging_dir(output_dir: Path, logging_dir: Path | str | None, stamp: str) -> list[str]:
+    """A run that does not continue one in `output_dir` never writes its curves beside another run's: a
+    `logging_dir` outside `output_dir` that already holds files (a run whose folder was deleted, or an earlier
+    run given the same `training.logging_dir`) is renamed to `<logging_dir>.previous-<stamp>`, its own run in
+    TensorBoard. Returns the note saying so, none when there was nothing there."""
+    if logging_dir is None or logging_entry(output_dir, logging_dir) is not None:
+        return []
+    logging_dir = Path(logging_dir)
+    if logging_dir.resolve() == output_dir.resolve() or not logging_dir.is_dir() or not any(logging_dir.iterdir()):
+        return []
+    target = _free_name(logging_dir.parent, f"{logging_dir.name}.previous-{stamp}")
+    logging_dir.rename(target)
+    return [f"tensorboard: {logging_dir} held an earlier run's curves; they moved to {target}, so this run's "
+            f"stand alone"]
 
 
 def stopped_report(output_dir: Path) -> str:

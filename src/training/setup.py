@@ -19,6 +19,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,10 @@ from typing import Any
 from src.config import EXIT_CONFIG_ERROR, ProjectConfig
 from src.config.errors import EXIT_FAILED, UserError
 from src.config.excerpt import excerpt
-from src.config.report import dump_resolved_yaml, format_overrides, format_resolved
+from src.config.report import format_overrides, format_resolved, resolved_yaml
 from src.config.swift_fields import swift_defaults
 from src.datasets.augment import AugmentOp
+from src.datasets.columns import image_folders
 from src.datasets.loading import write_skipped
 from src.datasets.plan import DataPlan, plan_data
 from src.datasets.verdicts import CACHE_ENV, VerdictStore
@@ -39,6 +41,7 @@ from src.training.run_dir import (
     resolve_resume,
     resumes_in,
     set_aside_earlier_run,
+    set_aside_logging_dir,
     skipped_notes,
     write_fault,
 )
@@ -150,18 +153,22 @@ def _prepare_run_dir(run: ResolvedRun, plan: DataPlan, *, debug: bool,
         return RunDecision(start.model, start.resume_from_checkpoint, None), start
     lock = take_run_lock(output_dir)  # held until the process ends: one run per directory
     here = resumes_in(output_dir, start.resume_from_checkpoint)
-    restart = guard_output_dir(output_dir, overwrite=cfg.run.overwrite, resuming=here, auto=auto)
+    logging_dir = Path(kwargs["logging_dir"]) if kwargs.get("logging_dir") else None
+    restart = guard_output_dir(output_dir, overwrite=cfg.run.overwrite, resuming=here, auto=auto,
+                               logging_dir=logging_dir)
     for note in (stale_note(lock), restart):
         if note:
             print(f"note: {note}")
-    if (cfg.run.overwrite or restart) and not here:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    if not here:
         # Before this run writes: ms-swift appends to logging.jsonl and TensorBoard's folder, and the export
         # that merges a warm start refuses an existing init_merged.
-        logging_dir = Path(kwargs["logging_dir"]) if kwargs.get("logging_dir") else None
-        for note in set_aside_earlier_run(output_dir, logging_dir, _run_inputs(kwargs, cfg, start),
-                                          time.strftime("%Y%m%d-%H%M%S", time.gmtime())):
+        notes = (set_aside_earlier_run(output_dir, logging_dir, _run_inputs(kwargs, cfg, start), stamp,
+                                       holds_inputs=_holds_images(plan))
+                 if cfg.run.overwrite or restart else set_aside_logging_dir(output_dir, logging_dir, stamp))
+        for note in notes:
             print(f"note: {note}")
-    resolved = dump_resolved_yaml(cfg.merged, output_dir / RESOLVED_CONFIG)
+    resolved = _save_resolved_config(cfg, output_dir, stamp, resuming=here)
     print(f"resolved config saved: {resolved}")
     write_plugin(output_dir, run.image_settings)  # the image budget, for `swift infer` on a checkpoint
     skipped = write_skipped(plan.splits, output_dir / "skipped_records.jsonl")
@@ -171,6 +178,38 @@ def _prepare_run_dir(run: ResolvedRun, plan: DataPlan, *, debug: bool,
         merge_adapter(start.merge_adapter, Path(start.model))
     sys.stdout.flush()  # before the other ranks go on: the reports come first in a shared log
     return RunDecision(start.model, start.resume_from_checkpoint, _sha1(resolved)), start
+
+
+def _save_resolved_config(cfg: ProjectConfig, output_dir: Path, stamp: str, *, resuming: bool) -> Path:
+    """Write the run's resolved config into `output_dir`. A resume whose config differs from the one the run
+    started with keeps that one beside it as `resolved_config.<stamp>.yaml` (the config of the steps already
+    trained; a checkpoint's args.json holds ms-swift's arguments only) and says so."""
+    path = output_dir / RESOLVED_CONFIG
+    text = resolved_yaml(cfg.merged)
+    if resuming and path.is_file() and path.read_text(encoding="utf-8") != text:
+        earlier = output_dir / f"resolved_config.{stamp}.yaml"
+        n = 1
+        while earlier.exists():
+            n += 1
+            earlier = output_dir / f"resolved_config.{stamp}-{n}.yaml"
+        path.rename(earlier)
+        print(f"note: resume: the config differs from the one this run started with; that one is kept as {earlier}")
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _holds_images(plan: DataPlan) -> Callable[[Path], bool]:
+    """Whether a folder is or holds a folder of the plan's records' images (worked out on the first call)."""
+    folders: list[Path] = []
+
+    def holds(entry: Path) -> bool:
+        if not folders:
+            found = set().union(*(image_folders(split.records) for split in plan.splits))
+            folders.extend(Path(os.path.realpath(f)) for f in found)
+        entry = Path(os.path.realpath(entry))
+        return any(folder == entry or entry in folder.parents for folder in folders)
+
+    return holds
 
 
 def _run_inputs(kwargs: dict[str, Any], cfg: ProjectConfig, start: StartPlan) -> list[Path]:

@@ -49,6 +49,12 @@ def _existing_path_problems(cfg: ProjectConfig) -> list[str]:
     resume = swift.get("resume_from_checkpoint")
     if resume not in (None, "auto"):
         checks.append(("tuner.resume_from_checkpoint", resume, "a checkpoint directory", "dir"))
+    for field in ("output_dir", "logging_dir"):  # written at start: a file there fails in the run lock
+        value = swift.get(field)
+        if isinstance(value, str) and Path(value).exists() and not Path(value).is_dir():
+            dotted = _swift_key(cfg, field)
+            problems.append(f"{where(cfg, dotted)}`{dotted}` = {value}: is a file, not a directory; a run writes "
+                            f"its directory there: point `{dotted}` elsewhere or move the file")
     for dotted, value, what, kind in checks:
         if dotted in ("custom.train_jsonl", "custom.val_jsonl"):
             try:

@@ -21,17 +21,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from src.config.errors import EXIT_CONFIG_ERROR, EXIT_FAILED, UserError
+from src.config.errors import EXIT_CONFIG_ERROR, EXIT_FAILED, UsageError, UserError
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = EXIT_CONFIG_ERROR
 
 T = TypeVar("T")
-
-
-class UsageError(UserError):
-    """A bad argument or input a user can fix: exit 2 with the message, no traceback."""
 
 
 def user_errors() -> tuple[type[Exception], ...]:

@@ -14,6 +14,11 @@ class UserError(Exception):
     """An error a user fixes in a config, a data file or an argument: exit 2 with its message, no traceback."""
 
 
+class UsageError(UserError):
+    """A bad argument or input a user can fix: exit 2 with the message, no traceback. (Defined here, in the
+    lowest layer, so a data tool's checks can raise it; `src.cli` re-exports it.)"""
+
+
 class ConfigError(UserError):
     """A bad configuration. `str(err)` names the file, the key or line, the value and what is allowed.
 

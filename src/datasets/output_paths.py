@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from src.cli import UsageError
+from src.config.errors import UsageError
 
 from .contract import Record
 

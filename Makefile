@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 OPENSPEC_DIR := $(VENV)/openspec
 OPENSPEC := $(OPENSPEC_DIR)/node_modules/.bin/openspec
 OPENSPEC_VERSION := 1.13.2
+TEST_WORKERS ?= 2
 # OpenSpec sends usage telemetry unless told not to: nothing the project runs reaches the network.
 export OPENSPEC_TELEMETRY := 0
 export DO_NOT_TRACK := 1
@@ -30,4 +31,6 @@ test: setup
 	$(PY) -m ruff check src tests bench
 	$(OPENSPEC) validate --all --strict --no-interactive
 	# stdin closed: a command a test starts that would wait for a terminal fails instead of waiting forever.
-	$(PY) -m pytest -q < /dev/null
+	# Two workers, one thread each, a whole test file per worker (module fixtures are built once); the slow
+	# files go out first (tests/conftest.py). TEST_WORKERS=0 runs everything in this one process.
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder < /dev/null

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several workers share the machine's cores: each worker's torch (and every command it starts) takes one
+    # thread, or the workers' thread pools fight and a compute-bound test runs several times slower.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
 
 import pytest
 
@@ -41,3 +48,10 @@ def _verdict_store(tmp_path_factory):
     import os
 
     os.environ["GROUNDING_CACHE_DIR"] = str(tmp_path_factory.mktemp("verdicts"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The end-to-end modules (marked slow) run first, the quick ones after them: with several workers
+    (`make test`), the minutes-long modules start at once and the short ones fill in around them, instead of
+    a long module starting last while the other workers sit idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order kept within each

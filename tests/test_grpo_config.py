@@ -165,3 +165,22 @@ def test_an_upper_bound_that_is_not_a_number_is_refused(tmp_path, tree):
     merged = load_merged_config(tree(START, extends=[STAGE3, "base.yaml"]).config)
     with pytest.raises(ConfigError, match=r"bounds.yaml:3: `rlhf.use_vllm` = false: an upper bound must be a number"):
         apply_overlay(merged, bounds, at_most=True)
+
+
+def test_a_nan_inside_a_list_is_refused_with_its_index_and_line(tree):
+    t = tree({**START, "rlhf": {"reward_weights": [float("nan"), 1.0, 1.0, 1.0, 1.0]}}, extends=[STAGE3, "base.yaml"])
+    with pytest.raises(ConfigError) as err:
+        load_project_config(t.config)
+    line = t.config.read_text().splitlines().index("  reward_weights:") + 1
+    assert f"{t.config.resolve()}:{line}: `rlhf.reward_weights[0]` = nan: not a finite number" in str(err.value)
+
+
+@pytest.mark.parametrize(("key", "value", "allowed"), [("temperature", 0.0, "> 0"), ("beta", -0.1, ">= 0")])
+def test_stage_3_temperature_and_beta_ranges(tree, key, value, allowed):
+    with pytest.raises(ConfigError, match=rf"run.yaml:\d+: `rlhf.{key}` = {value}: out of range for stage 3; "
+                                          rf"allowed: {allowed}"):
+        stage3(tree, rlhf={key: value})
+
+
+def test_sft_keeps_temperature_zero_for_greedy_evaluation(tree):
+    assert load_project_config(tree({"training": {"temperature": 0.0}}).config).swift["temperature"] == 0.0

@@ -260,21 +260,26 @@ def _swift_key(cfg: ProjectConfig, field: str) -> str:
     return field
 
 
-def _number_leaves(values, prefix: str = ""):
+def _number_leaves(values, prefix: str = "", origin_key: str = ""):
+    """(dotted key, float, the key whose origin names its file:line) of every float, in mappings and lists alike:
+    an item of a list is `key[i]`, placed at its list's line."""
     if isinstance(values, dict):
         for key, value in values.items():
-            yield from _number_leaves(value, f"{prefix}{key}.")
+            yield from _number_leaves(value, f"{prefix}{key}.", f"{prefix}{key}")
+    elif isinstance(values, list):
+        for i, value in enumerate(values):
+            yield from _number_leaves(value, f"{prefix[:-1]}[{i}].", origin_key)
     elif isinstance(values, float):
-        yield prefix[:-1], values
+        yield prefix[:-1], values, origin_key
 
 
 def _numeric_problems(cfg: ProjectConfig) -> list[str]:
     """NaN and infinities anywhere (no setting means them), then the ranges of NUMERIC_RANGES: each refused with
     the key and what to write instead. A NaN learning rate otherwise fails after the model loads, naming nothing."""
     problems = []
-    for dotted, value in _number_leaves({k: v for k, v in cfg.merged.values.items() if k != "env"}):
+    for dotted, value, origin_key in _number_leaves({k: v for k, v in cfg.merged.values.items() if k != "env"}):
         if not math.isfinite(value):
-            problems.append(f"{where(cfg, dotted)}`{dotted}` = {value}: not a finite number; write a number "
+            problems.append(f"{where(cfg, origin_key)}`{dotted}` = {value}: not a finite number; write a number "
                             f"(`.nan`, `.inf` and numbers too large for a float have no meaning as a setting)")
     for field, (low, inclusive, high, sentinels) in NUMERIC_RANGES.items():
         value = cfg.swift.get(field)
@@ -286,6 +291,27 @@ def _numeric_problems(cfg: ProjectConfig) -> list[str]:
         allowed = f"{'>=' if inclusive else '>'} {low}" + (f" and <= {high}" if high is not None else "")
         allowed += "".join(f", or {k:g} ({meaning})" for k, meaning in sentinels.items())
         problems.append(f"{where(cfg, dotted)}`{dotted}` = {value}: out of range; allowed: {allowed}")
+    if cfg.reinforcement:
+        problems += _rlhf_range_problems(cfg)
+    return problems
+
+
+# Stage 3 (`rlhf:`): fields whose range only RLHF fixes (SFT's `temperature` 0 means greedy evaluation, but
+# GRPO samples its rollouts at it: 0 divides the logits by zero). (lowest, lowest allowed itself).
+RLHF_RANGES: dict[str, tuple[float, bool]] = {"temperature": (0, False), "beta": (0, True)}
+
+
+def _rlhf_range_problems(cfg: ProjectConfig) -> list[str]:
+    problems = []
+    for field, (low, inclusive) in RLHF_RANGES.items():
+        value = cfg.swift.get(field)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            continue
+        if value >= low if inclusive else value > low:
+            continue
+        dotted = _swift_key(cfg, field)
+        problems.append(f"{where(cfg, dotted)}`{dotted}` = {value}: out of range for stage 3; allowed: "
+                        f"{'>=' if inclusive else '>'} {low}")
     return problems
 
 

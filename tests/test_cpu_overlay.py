@@ -53,3 +53,31 @@ def test_the_resolved_config_keeps_the_overrides_and_reloads_alone(gpu_config, t
     assert "# CPU overrides" in text and "#   model.torch_dtype: \"bfloat16\" -> \"float32\"" in text
     again = load_project_config(resolved)
     assert to_sft_kwargs(again) == to_sft_kwargs(cfg)
+
+
+STAGE3 = str(CONFIGS / "stage_3_grpo.yaml")
+
+
+@pytest.mark.parametrize(("body", "extends", "fragment"), [
+    pytest.param({"env": "lots"}, "base.yaml", "`env` must be a mapping of NAME: value, got 'lots'",
+                 id="mapping-over-a-scalar"),
+    pytest.param({"run": {"init_from": str(CONFIGS)}, "rlhf": {"num_generations": "eight"}}, [STAGE3, "base.yaml"],
+                 "`rlhf.num_generations` = 'eight' has the wrong type", id="bound-over-a-string"),
+    pytest.param({"run": {"init_from": str(CONFIGS)}, "rlhf": {"max_completion_length": {"a": 1}}},
+                 [STAGE3, "base.yaml"], "`rlhf.max_completion_length` = {'a': 1} has the wrong type",
+                 id="bound-over-a-mapping"),
+])
+def test_the_cpu_overlay_hides_no_invalid_value(tree, body, extends, fragment):
+    """gpus=cpu refuses what the GPU run refuses: no bound replaces a non-number, no mapping a non-mapping."""
+    config = tree(body, extends=extends).config
+    for on_cpu in (False, True):
+        with pytest.raises(ConfigError) as err:
+            load_project_config(config, on_cpu=on_cpu)
+        assert fragment in str(err.value), (on_cpu, str(err.value))
+
+
+def test_a_nan_bound_value_is_left_for_validation(tree):
+    t = tree({"run": {"init_from": str(CONFIGS)}, "rlhf": {"num_generations": float("nan")}},
+             extends=[STAGE3, "base.yaml"])
+    with pytest.raises(ConfigError, match="`rlhf.num_generations`"):
+        load_project_config(t.config, on_cpu=True)

@@ -9,6 +9,8 @@ Rules (also in openspec/specs/config/spec.md):
 - An overlay (the CPU overrides of `configs/cpu.yaml` for `gpus=cpu`) is merged on top of the whole
   chain: its own keys only, not its `extends`; every value it changes is recorded. An overlay of upper
   bounds (`configs/cpu_grpo.yaml`, `at_most`) changes a number only where the chain's is larger or unset.
+  An overlay never hides an invalid value: a bound leaves a value that is not a finite number, and a mapping
+  is never merged over a value that is not one, for validation to refuse as on a GPU.
 - A file reached twice (two bases that extend the same file) is merged once, at its first place.
 - Path-valued keys are resolved against the directory of the file that declared them.
 - `data:` is another name for `custom:`, and `tuner.tuner_type` for `tuner.train_type`.
@@ -17,6 +19,7 @@ Rules (also in openspec/specs/config/spec.md):
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,7 +228,9 @@ def _leaf_values(values: Any, prefix: str = "") -> dict[str, Any]:
 def apply_overlay(merged: MergedConfig, overlay: Path, *, at_most: bool = False) -> None:
     """Merge `overlay`'s own keys (not its `extends`) on top of `merged`, recording each value it changes in
     `merged.overrides`. `at_most`: the overlay's values are upper bounds, all numbers; a key changes only where
-    the chain's value is unset or larger (a chain that already asks for less keeps its own).
+    the chain's value is unset or larger (a chain that already asks for less keeps its own). A bound leaves
+    a value that is not a finite number, and no mapping is merged over a value that is not one: validation
+    refuses those as it does without the overlay.
 
     Raises ConfigError for a missing or invalid file, or a bound that is not a number."""
     path = overlay.resolve()
@@ -240,10 +245,15 @@ def apply_overlay(merged: MergedConfig, overlay: Path, *, at_most: bool = False)
             if isinstance(bound, bool) or not isinstance(bound, int | float):
                 raise ConfigError(f"{path}:{lines.get(key, 1)}: `{key}` = {json_excerpt(bound)}: an upper bound "
                                   "must be a number")
-        kept = {key for key, bound in bounds.items()
-                if isinstance(before.get(key), int | float) and not isinstance(before.get(key), bool)
-                and before[key] <= bound}
+        # A bound applies where the chain's value is unset or a finite number above it; any other value (a
+        # string, a NaN, a mapping) stays for validation to refuse, as it is refused on a GPU.
+        kept = set()
+        for key, bound in bounds.items():
+            value = _value_at(merged.values, key)
+            if value is not None and not (_finite_number(value) and value > bound):
+                kept.add(key)
         data = _without(data, kept)
+    data = _over_mappings_only(data, merged.values)
     origins: dict[str, Origin] = {}
     _flatten_origins(data, "", path, lines, origins)
     _merge_into(merged, data, origins)
@@ -251,6 +261,34 @@ def apply_overlay(merged: MergedConfig, overlay: Path, *, at_most: bool = False)
     for key, value in _leaf_values(data).items():
         if before.get(key, None) != value or key not in before:
             merged.overrides.append(Override(key, before.get(key), value, origins[key]))
+
+
+def _value_at(values: dict[str, Any], dotted: str) -> Any:
+    """The chain's value at `dotted` (a mapping included), or None where it has none."""
+    for part in dotted.split("."):
+        if not isinstance(values, dict):
+            return None
+        values = values.get(part)
+    return values
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _over_mappings_only(values: dict[str, Any], chain: Any) -> dict[str, Any]:
+    """`values` less each mapping whose place in `chain` holds a value that is not a mapping (nor null): an
+    overlay never merges a mapping over a list or a scalar, which validation then refuses as without it."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        there = chain.get(key) if isinstance(chain, dict) else None
+        if isinstance(value, dict):
+            if there is not None and not isinstance(there, dict):
+                continue
+            out[key] = _over_mappings_only(value, there)
+        else:
+            out[key] = value
+    return out
 
 
 def _without(values: dict[str, Any], dotted_keys: set[str], prefix: str = "") -> dict[str, Any]:

@@ -172,8 +172,14 @@ def _yaml11_float_hint(value: Any, annotation: str) -> str:
 def _own_section(merged: MergedConfig, name: str, cls: type, problems: list[str]) -> Any:
     block = merged.values.get(name)
     if not isinstance(block, dict):
-        problems.append(f"{where(merged, name)}`{name}` must be a mapping, got {excerpt(block)}"
-                        if block is not None else f"section `{name}` is missing: extend configs/base.yaml")
+        if block is not None:
+            problems.append(f"{where(merged, name)}`{name}` must be a mapping, got {excerpt(block)}")
+        elif name in merged.values and merged.origins.get(name):
+            problems.append(f"{where(merged, name)}section `{name}` is set to null here, which drops every key of "
+                            f"it (a null replaces the whole section of the files below): remove the line, or give "
+                            f"the keys to change under it")
+        else:
+            problems.append(f"section `{name}` is missing: extend configs/base.yaml")
         return None
     fields = {f.name: f.type for f in dataclasses.fields(cls)}
     for key in block:

@@ -113,6 +113,14 @@ BAD_INPUTS = [
     pytest.param("tuner:\n  resume_from_checkpoint: out/checkpoint-9\n",
                  ["`tuner.resume_from_checkpoint` = {root}/out/checkpoint-9: path does not exist"],
                  {}, "base.yaml", id="resume-path-missing"),
+    pytest.param("training:\n  resume_from_checkpoint: ckpt\n",
+                 ["{config}:3: `training.resume_from_checkpoint` = {root}/ckpt: path does not exist"],
+                 {}, "base.yaml", id="resume-in-training-missing"),
+    pytest.param("model:\n  adapters: [ad]\n", ["{config}:3: `model.adapters` = {root}/ad: path does not exist"],
+                 {}, "base.yaml", id="adapters-in-model-missing"),
+    pytest.param("rlhf:\n  rlhf_type: grpo\n  ref_model: ref\n",
+                 ["{config}:4: `rlhf.ref_model` = {root}/ref: path does not exist"],
+                 {}, "base.yaml", id="ref-model-missing"),
     pytest.param("training:\n  output_dir: notes.txt\n",
                  ["{config}:3: `training.output_dir` = {root}/notes.txt: is a file, not a directory"],
                  {"notes.txt": "x"}, "base.yaml", id="output-dir-is-a-file"),
@@ -278,6 +286,21 @@ def test_several_rule_problems_are_reported_at_once(tree):
 def test_an_empty_train_jsonl_is_allowed_with_a_cached_dataset(tree):
     cfg = load_project_config(tree("custom:\n  train_jsonl: []\n  cached_dataset: cache\n").config)
     assert cfg.custom.train_jsonl == []
+
+
+def test_ms_swift_path_fields_resolve_beside_their_yaml_in_any_section(tree, tmp_path, monkeypatch):
+    t = tree("training:\n  resume_from_checkpoint: ckpt\nmodel:\n  adapters: [ad]\n"
+             "rlhf:\n  rlhf_type: grpo\n  ref_model: ref\n")
+    for name in ("ckpt", "ad", "ref"):
+        (t.root / name).mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # another working directory: the paths stay beside the YAML
+    cfg = load_project_config(t.config)
+    root = t.root.resolve()
+    assert cfg.swift["resume_from_checkpoint"] == str(root / "ckpt")
+    assert cfg.swift["adapters"] == [str(root / "ad")] and cfg.swift["ref_model"] == str(root / "ref")
+    assert load_project_config(tree("training:\n  resume_from_checkpoint: auto\n").config).swift[
+        "resume_from_checkpoint"] == "auto"
 
 
 def test_check_paths_false_skips_only_the_path_checks(tree):

@@ -12,7 +12,8 @@ Rules (also in openspec/specs/config/spec.md):
   An overlay never hides an invalid value: a bound leaves a value that is not a finite number, and a mapping
   is never merged over a value that is not one, for validation to refuse as on a GPU.
 - A file reached twice (two bases that extend the same file) is merged once, at its first place.
-- Path-valued keys are resolved against the directory of the file that declared them.
+- Path-valued keys are resolved against the directory of the file that declared them: the project's
+  PATH_KEYS, and ms-swift's path fields (SWIFT_PATH_FIELDS) in whichever ms-swift section they are written.
 - `data:` is another name for `custom:`, and `tuner.tuner_type` for `tuner.train_type`.
 """
 
@@ -29,22 +30,25 @@ from .errors import ConfigError
 from .excerpt import excerpt, json_excerpt
 from .yaml_io import read_yaml_mapping
 
-# Keys whose string values are file-system paths relative to the declaring file.
+# The project's keys whose string values are file-system paths relative to the declaring file.
 PATH_KEYS = frozenset({
-    "model.model",
     "custom.train_jsonl",
     "custom.val_jsonl",
-    "training.output_dir",
-    "training.logging_dir",
-    "tuner.adapters",
-    "tuner.resume_from_checkpoint",
     "deepspeed.config",
     "run.init_from",
     "custom.cached_dataset",
 })
-# Values of PATH_KEYS that are names, not paths.
+# ms-swift fields whose values are paths (a string or a list of them), resolved in whichever of the ms-swift
+# sections they are written (`training.resume_from_checkpoint` as `tuner.resume_from_checkpoint`): this project
+# runs offline, so a model or adapter is a local directory.
+SWIFT_PATH_FIELDS = frozenset({
+    "model", "adapters", "resume_from_checkpoint", "output_dir", "logging_dir",
+    "ref_model", "ref_adapters", "teacher_model", "teacher_adapters", "reward_model", "reward_adapters",
+})
+SWIFT_PATH_SECTIONS = ("model", "template", "tuner", "training", "rlhf")  # schema.SWIFT_SECTIONS
+# Values of a path field that are names, not paths (by field name).
 NOT_A_PATH = {
-    "tuner.resume_from_checkpoint": {"auto"},
+    "resume_from_checkpoint": {"auto"},
 }
 SECTION_ALIASES = {"data": "custom"}
 KEY_ALIASES = {"tuner.tuner_type": "tuner.train_type"}
@@ -96,7 +100,7 @@ def _is_deepspeed_path(value: str) -> bool:
 def _resolve_path(dotted: str, value: Any, base_dir: Path) -> Any:
     if isinstance(value, list):  # e.g. tuner.adapters: a list of paths
         return [_resolve_path(dotted, item, base_dir) for item in value]
-    if not isinstance(value, str) or value in NOT_A_PATH.get(dotted, ()):
+    if not isinstance(value, str) or value in NOT_A_PATH.get(dotted.split(".")[-1], ()):
         return value
     if dotted == "deepspeed.config" and not _is_deepspeed_path(value):
         return value  # a preset name such as zero2
@@ -153,6 +157,10 @@ def _resolve_paths(values: dict[str, Any], base_dir: Path) -> None:
         block = values.get(section)
         if isinstance(block, dict) and key in block:
             block[key] = _resolve_path(dotted, block[key], base_dir)
+    for section in SWIFT_PATH_SECTIONS:
+        block = values.get(section)
+        for key in (SWIFT_PATH_FIELDS & set(block) if isinstance(block, dict) else ()):
+            block[key] = _resolve_path(f"{section}.{key}", block[key], base_dir)
 
 
 def _leaf_keys(values: dict, prefix: str):

@@ -43,12 +43,17 @@ def _existing_path_problems(cfg: ProjectConfig) -> list[str]:
         ("model.model", swift.get("model"), "a model directory (config.json inside)", "dir"),
         ("custom.train_jsonl", cfg.custom.train_jsonl, "a JSONL file of training records", "file"),
         ("custom.val_jsonl", cfg.custom.val_jsonl, "a JSONL file of validation records", "file"),
-        ("tuner.adapters", swift.get("adapters"), "an adapter checkpoint directory", "any"),
         ("run.init_from", cfg.run.init_from, "a checkpoint directory", "dir"),
     ]
+    # ms-swift's fields, named by the key that set them (`training.resume_from_checkpoint` or `tuner.` ...)
+    for field, what, kind in (("adapters", "an adapter checkpoint directory", "any"),
+                              ("ref_model", "a local model directory (this project runs offline)", "dir"),
+                              ("ref_adapters", "an adapter checkpoint directory", "any")):
+        if swift.get(field):
+            checks.append((_swift_key(cfg, field), swift[field], what, kind))
     resume = swift.get("resume_from_checkpoint")
     if resume not in (None, "auto"):
-        checks.append(("tuner.resume_from_checkpoint", resume, "a checkpoint directory", "dir"))
+        checks.append((_swift_key(cfg, "resume_from_checkpoint"), resume, "a checkpoint directory", "dir"))
     for field in ("output_dir", "logging_dir"):  # written at start: a file there fails in the run lock
         value = swift.get(field)
         if isinstance(value, str) and Path(value).exists() and not Path(value).is_dir():

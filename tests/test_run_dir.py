@@ -144,7 +144,7 @@ def test_overwrite_sets_the_earlier_run_aside_and_keeps_what_this_run_reads(tmp_
     (run / "loss_curves.png").write_bytes(b"png")
     (run / "notes.txt").write_text("the user's own")  # no run writes it: a careless output_dir, not a run
     tb.mkdir(parents=True)
-    (tb / "events.out").write_text("curves")
+    (tb / "events.out.tfevents.1.host").write_text("curves")
     before = _files(tmp_path)
 
     notes = set_aside_earlier_run(run, tb, [run / "data" / "train.jsonl", run / "warm" / "adapter"], "20261207-1")
@@ -154,7 +154,7 @@ def test_overwrite_sets_the_earlier_run_aside_and_keeps_what_this_run_reads(tmp_
     aside = run / "previous" / "20261207-1"
     assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-4", "logging.jsonl", "loss_curves.png"]
     assert resolve_resume(run, "auto") is None
-    assert (tmp_path / "tb" / "run.previous-20261207-1" / "events.out").read_text() == "curves" and not tb.exists()
+    assert (tmp_path / "tb" / "run.previous-20261207-1" / "events.out.tfevents.1.host").read_text() == "curves" and not tb.exists()
     assert any("moved to" in n and str(aside) in n for n in notes)
     assert sum("stays in place: this run reads from it" in n for n in notes) == 2
     assert [n for n in notes if "no run writes it" in n] == [f"overwrite: {run / 'notes.txt'} stays in place: "
@@ -215,6 +215,30 @@ def test_a_fresh_run_sets_aside_curves_left_in_its_tensorboard_folder(tmp_path):
     assert "moved to" in note and "stand alone" in note
     assert set_aside_logging_dir(run, tb, "s2") == []  # nothing there now
     assert set_aside_logging_dir(run, run / "tb", "s3") == []  # inside output_dir: it moves with the run
+
+
+def test_a_logging_dir_above_the_run_or_holding_other_files_stays_and_one_in_logs_loses_its_events(tmp_path):
+    """`logging_dir: runs` with `output_dir: runs/exp1` was renamed whole (the run, its lock and every other
+    run with it); a TensorBoard folder inside the launcher's `logs/` (which stays) kept the old curves."""
+    runs = tmp_path / "runs"
+    (runs / "exp0").mkdir(parents=True)
+    (runs / "events.out.tfevents.1.host").write_text("curves")
+    (note,) = set_aside_logging_dir(runs / "exp1", runs, "s1")
+    assert "holds this run's directory" in note and (runs / "exp0").is_dir()
+    mixed = tmp_path / "tb"
+    mixed.mkdir()
+    (mixed / "notes.txt").write_text("the user's")
+    (note,) = set_aside_logging_dir(tmp_path / "run", mixed, "s1")
+    assert "not TensorBoard's" in note and (mixed / "notes.txt").is_file()
+
+    run = tmp_path / "run"
+    (run / "logs" / "tb").mkdir(parents=True)
+    (run / "logs" / "train-now.log").write_text("this launch")
+    (run / "logs" / "tb" / "events.out.tfevents.1.host").write_text("old curves")
+    notes = set_aside_earlier_run(run, run / "logs" / "tb", [], "s2")
+    assert (run / "previous" / "s2" / "logs" / "tb" / "events.out.tfevents.1.host").read_text() == "old curves"
+    assert (run / "logs" / "train-now.log").is_file() and not list((run / "logs" / "tb").iterdir())
+    assert any("TensorBoard files" in n for n in notes)
 
 
 def test_a_run_killed_during_its_first_save_starts_again_with_auto(tmp_path):

@@ -202,23 +202,55 @@ def set_aside_earlier_run(output_dir: Path, logging_dir: Path | None, inputs: li
                      f"nothing was deleted")
     notes += [f"overwrite: {p} stays in place: this run reads from it" for p in read]
     notes += [f"overwrite: {p} stays in place: no run writes it" for p in foreign]
+    notes += _set_aside_launcher_log_events(output_dir, logging_dir, _free_name(output_dir / PREVIOUS_DIR, stamp)
+                                            if not moving else target)
     return notes + set_aside_logging_dir(output_dir, logging_dir, stamp)
+
+
+def _event_files(folder: Path) -> list[Path] | None:
+    """The TensorBoard event files under `folder`; None when it holds any other file (not TensorBoard's alone)."""
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    return files if all(p.name.startswith(EVENTS_PREFIX) for p in files) else None
 
 
 def set_aside_logging_dir(output_dir: Path, logging_dir: Path | str | None, stamp: str) -> list[str]:
     """A run that does not continue one in `output_dir` never writes its curves beside another run's: a
-    `logging_dir` outside `output_dir` that already holds files (a run whose folder was deleted, or an earlier
-    run given the same `training.logging_dir`) is renamed to `<logging_dir>.previous-<stamp>`, its own run in
-    TensorBoard. Returns the note saying so, none when there was nothing there."""
+    `logging_dir` outside `output_dir` that already holds TensorBoard's files (a run whose folder was deleted,
+    or an earlier run given the same `training.logging_dir`) is renamed to `<logging_dir>.previous-<stamp>`, its
+    own run in TensorBoard. Left alone: a `logging_dir` that is or holds `output_dir` (it would carry the run
+    off) and one holding other files than TensorBoard's (said in the note). Returns the notes, none when there
+    was nothing there."""
     if logging_dir is None or logging_entry(output_dir, logging_dir) is not None:
         return []
-    logging_dir = Path(logging_dir)
-    if logging_dir.resolve() == output_dir.resolve() or not logging_dir.is_dir() or not any(logging_dir.iterdir()):
+    logging_dir, top = Path(logging_dir), output_dir.resolve()
+    if not logging_dir.is_dir() or not any(logging_dir.iterdir()):
         return []
+    if logging_dir.resolve() == top or logging_dir.resolve() in top.parents:
+        return [f"tensorboard: {logging_dir} holds this run's directory; earlier curves there stay, and this "
+                f"run's are written beside them"]
+    if _event_files(logging_dir) is None:
+        return [f"tensorboard: {logging_dir} holds files that are not TensorBoard's; it stays, and this run's "
+                f"curves are written beside them"]
     target = _free_name(logging_dir.parent, f"{logging_dir.name}.previous-{stamp}")
     logging_dir.rename(target)
     return [f"tensorboard: {logging_dir} held an earlier run's curves; they moved to {target}, so this run's "
             f"stand alone"]
+
+
+def _set_aside_launcher_log_events(output_dir: Path, logging_dir: Path | str | None, target: Path) -> list[str]:
+    """A `logging_dir` inside the launcher's `logs/` (which stays: it holds this launch's log): its TensorBoard
+    event files move to the same place under `target`."""
+    if logging_entry(output_dir, logging_dir) != LAUNCHER_LOG_DIR or not Path(logging_dir).is_dir():
+        return []
+    folder = Path(logging_dir)
+    events = [p for p in folder.rglob("*") if p.is_file() and p.name.startswith(EVENTS_PREFIX)]
+    logs = (output_dir / LAUNCHER_LOG_DIR).resolve()
+    for event in events:
+        moved = target / LAUNCHER_LOG_DIR / event.resolve().relative_to(logs)
+        moved.parent.mkdir(parents=True, exist_ok=True)
+        event.rename(moved)
+    return [f"overwrite: the earlier run's TensorBoard files in {folder} ({len(events)}) moved to {target}"] if events \
+        else []
 
 
 def stopped_report(output_dir: Path) -> str:

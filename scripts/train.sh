@@ -37,6 +37,14 @@ done
 for num in nnodes node_rank master_port ${nproc:+nproc}; do
   [[ "${!num}" =~ ^[0-9]+$ ]] || { echo "train.sh: $num must be a whole number, got '${!num}'" >&2; exit 2; }
 done
+# Beyond 9 digits a value is surely a typo (and bash arithmetic would overflow on it): refused as out of range.
+[ "${#nnodes}" -le 9 ] && [ "$((10#$nnodes))" -ge 1 ] || { echo "train.sh: nnodes must be at least 1, got '$nnodes'" >&2; exit 2; }
+if [ "${#node_rank}" -gt 9 ] || [ "$((10#$node_rank))" -ge "$((10#$nnodes))" ]; then
+  echo "train.sh: node_rank ($node_rank) must be below nnodes ($nnodes): the nodes are numbered 0 to nnodes-1" >&2; exit 2
+fi
+if [ "${#master_port}" -gt 5 ] || [ "$((10#$master_port))" -lt 1 ] || [ "$((10#$master_port))" -gt 65535 ]; then
+  echo "train.sh: master_port must be a TCP port from 1 to 65535, got '$master_port'" >&2; exit 2
+fi
 
 # Paths are relative to where the user stands; the command runs from the repository root.
 abspath() { (cd "$(dirname "$1")" 2>/dev/null && echo "$(pwd)/$(basename "$1")") || echo "$1"; }
@@ -62,6 +70,12 @@ if [ "$gpus" = cpu ]; then
 else
   [[ "$gpus" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "train.sh: gpus must be 'cpu' or a list like 0,1 (got '$gpus')" >&2; exit 2; }
   IFS=, read -r -a gpu_list <<< "$gpus"
+  declare -A seen_gpu=()
+  for gpu in "${gpu_list[@]}"; do
+    id=$((10#$gpu))
+    [ -z "${seen_gpu[$id]:-}" ] || { echo "train.sh: gpus lists GPU $id twice (got '$gpus'): each GPU runs one process; list distinct ids" >&2; exit 2; }
+    seen_gpu[$id]=1
+  done
   if [ -n "$nproc" ]; then
     echo "train.sh: nproc=$nproc is for gpus=cpu; with gpus=$gpus the number of GPUs listed sets the processes per node (${#gpu_list[@]})" >&2; exit 2
   fi
@@ -74,9 +88,6 @@ else
   env_vars+=(NPROC_PER_NODE="$nproc" NNODES="$nnodes" NODE_RANK="$node_rank" MASTER_ADDR="$master_addr" MASTER_PORT="$master_port")
   cmd=("$python" -m torch.distributed.run --nproc_per_node="$nproc" --nnodes="$nnodes" --node_rank="$node_rank"
        --master_addr="$master_addr" --master_port="$master_port" -m src.sft "${sft_args[@]}")
-fi
-if [ "$nnodes" -gt 1 ] && [ "$node_rank" -ge "$nnodes" ]; then
-  echo "train.sh: node_rank ($node_rank) must be below nnodes ($nnodes)" >&2; exit 2
 fi
 
 echo "== train.sh"

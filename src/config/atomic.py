@@ -28,10 +28,16 @@ def partial_path(path: str | os.PathLike[str]) -> Path:
 def write_then_rename(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
     """Open the partial file of `path` for writing (text in UTF-8, or binary with a "b" mode; the folder is
     created); when the block ends, flush it to the disk and rename it onto `path`. When the block or the write
-    fails, remove the partial file and raise: `path` is untouched."""
+    fails, remove the partial file and raise: `path` is untouched. A symbolic link is followed (the file it
+    names is replaced, the link stays); a path that exists and is not a regular file (a device, a pipe) is
+    written directly."""
     if mode not in ("w", "wb"):
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
-    path = Path(path)
+    path = Path(os.path.realpath(path))  # through a link: the file it names is replaced, the link stays
+    if path.exists() and not path.is_file():  # a device or a pipe (/dev/stdout): written as it is, no rename
+        with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(path)
     try:

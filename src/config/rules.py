@@ -191,13 +191,20 @@ def _offline_problems(cfg: ProjectConfig) -> list[str]:
 
 
 def _length_problems(cfg: ProjectConfig) -> list[str]:
-    glob, local = cfg.global_max_length, cfg.swift.get("max_length")
-    if glob is not None and local is not None and glob != local:
-        return [f"{where(cfg, 'template.max_length')}`template.max_length` = {local} disagrees with "
-                f"`global_max_length` = {glob} ({cfg.origin('global_max_length')}); set only one"]
+    """`global_max_length` sets both `max_length` and `max_model_len`: either one set to another value is refused
+    (it would be silently replaced), naming both keys."""
+    glob = cfg.global_max_length
     if glob is not None and glob <= 0:
         return [f"{where(cfg, 'global_max_length')}`global_max_length` must be positive, got {glob}"]
-    return []
+    problems = []
+    for field in ("max_length", "max_model_len"):
+        local = cfg.swift.get(field)
+        if glob is not None and local is not None and glob != local:
+            dotted = _swift_key(cfg, field)
+            problems.append(f"{where(cfg, dotted)}`{dotted}` = {local} disagrees with `global_max_length` = {glob} "
+                            f"({cfg.origin('global_max_length')}), which sets both max_length and max_model_len; "
+                            f"set only one")
+    return problems
 
 
 def _prompt_problems(cfg: ProjectConfig) -> list[str]:

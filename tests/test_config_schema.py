@@ -316,6 +316,22 @@ def test_check_paths_false_skips_only_the_path_checks(tree):
     assert len(err.value.problems) == 1 and "`strict` must be true" in err.value.problems[0]
 
 
+def test_integer_keys_inside_a_field_s_value_are_gpu_numbers(tree):
+    """ms-swift's `max_memory` keys GPUs by number; the key check refused `0:` and its advice (quote it)
+    would have named no device."""
+    cfg = load_project_config(tree("model:\n  max_memory: {0: 20GiB, 1: 20GiB}\n").config)
+    assert to_sft_kwargs(cfg)["max_memory"] == {0: "20GiB", 1: "20GiB"}
+    with pytest.raises(ConfigError, match="reads the key `1` as the integer 1"):  # a field's name: still refused
+        load_project_config(tree("model:\n  1: x\n").config)
+
+
+def test_a_tuner_a_plugin_registers_is_not_refused(tree):
+    """ms-swift looks the tuner up after importing `external_plugins`, which may add one to its map."""
+    t = tree("tuner:\n  train_type: my_tuner\n  external_plugins: [plugin.py]\n")
+    (t.config.parent / "plugin.py").write_text("# registers my_tuner in swift's tuners_map\n")
+    assert to_sft_kwargs(load_project_config(t.config))["tuner_type"] == "my_tuner"
+
+
 def test_aliases_are_accepted(tree):
     t = tree("data:\n  emit_norm: norm100\ntuner:\n  tuner_type: full\n")
     cfg = load_project_config(t.config)

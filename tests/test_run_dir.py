@@ -154,7 +154,8 @@ def test_overwrite_sets_the_earlier_run_aside_and_keeps_what_this_run_reads(tmp_
     aside = run / "previous" / "20261207-1"
     assert sorted(p.name for p in aside.iterdir()) == ["checkpoint-4", "logging.jsonl", "loss_curves.png"]
     assert resolve_resume(run, "auto") is None
-    assert (tmp_path / "tb" / "run.previous-20261207-1" / "events.out.tfevents.1.host").read_text() == "curves" and not tb.exists()
+    tb_aside = tmp_path / "tb" / "run.previous-20261207-1"
+    assert (tb_aside / "events.out.tfevents.1.host").read_text() == "curves" and not tb.exists()
     assert any("moved to" in n and str(aside) in n for n in notes)
     assert sum("stays in place: this run reads from it" in n for n in notes) == 2
     assert [n for n in notes if "no run writes it" in n] == [f"overwrite: {run / 'notes.txt'} stays in place: "

@@ -259,6 +259,9 @@ def _check_choice(merged: MergedConfig, dotted: str, field_name: str, value: Any
     choices = field_choices().get(field_name)
     if not choices or not isinstance(value, str) or value in choices:
         return
+    if field_name == "tuner_type" and any(isinstance(block, dict) and block.get("external_plugins")
+                                          for block in merged.values.values()):
+        return  # a plugin may add its own tuner to ms-swift's map before the run looks it up
     what = ("a tuner ms-swift supports" if field_name == "tuner_type"
             else f"a value transformers takes for `{field_name}`")
     problems.append(f"{where(merged, dotted)}`{dotted}` = {excerpt(value)} is not {what}"
@@ -268,15 +271,22 @@ def _check_choice(merged: MergedConfig, dotted: str, field_name: str, value: Any
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a name every shell and os.environ take
 
 
+def _flag(value: str) -> str:
+    """A switch variable's meaning: huggingface_hub and tokenizers read 1/true/yes/on alike (and 0/false/...)."""
+    lowered = value.strip().lower()
+    return "on" if lowered in ("1", "true", "yes", "on") else "off" if lowered in ("0", "false", "no", "off") else value
+
+
 def _env_problem(key: str, value: str) -> str | None:
     """Why `env.key: value` cannot be applied, or None."""
     if not ENV_NAME.fullmatch(key):
         return f"`env` key {excerpt(key)} is not a variable name: letters, digits and _, not starting with a digit"
     if "\0" in value:
         return f"`env.{key}` = {excerpt(value)}: holds a NUL character, which no environment variable can hold"
-    if key in OFFLINE_ENV and value != OFFLINE_ENV[key]:
-        return (f"`env.{key}` = {excerpt(value)}: the project forces {key}={OFFLINE_ENV[key]} (its offline policy, "
-                f"src/config/offline.py) and `env:` cannot change it; remove `env.{key}`")
+    if key in OFFLINE_ENV and _flag(value) != _flag(OFFLINE_ENV[key]):
+        return (f"`env.{key}` = {excerpt(value)}: the project sets {key}={OFFLINE_ENV[key]} for every run "
+                f"(src/config/offline.py: offline, no telemetry, no tokenizer threads) and `env:` cannot change it; "
+                f"remove `env.{key}`")
     kind = VISION_ENV_TYPES.get(key)
     if kind is not None:
         try:
@@ -285,8 +295,8 @@ def _env_problem(key: str, value: str) -> str | None:
             number = None
         if number is None or not math.isfinite(number) or number <= 0:
             what = "a whole number" if kind is int else "a number"
-            return (f"`env.{key}` = {excerpt(value)}: ms-swift reads {key} as {what}; write {what} above 0 (e.g. "
-                    f"{'1024' if kind is int else '1.0'})")
+            return (f"`env.{key}` = {excerpt(value)}: {key} must be {what} above 0 (ms-swift reads it with "
+                    f"{kind.__name__}()), e.g. {'1024' if kind is int else '1.0'}")
     return None
 
 

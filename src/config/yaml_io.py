@@ -40,9 +40,16 @@ _KEY_READ_AS = {"tag:yaml.org,2002:int": "the integer", "tag:yaml.org,2002:float
                 "tag:yaml.org,2002:timestamp": "the date"}
 
 
-def _key_problem(node: yaml.Node) -> str | None:
-    """Why a mapping key is not a name (YAML 1.1 reads `on`, `1`, `null` as a bool, a number, null), or None."""
+_INT_TAG = "tag:yaml.org,2002:int"
+
+
+def _key_problem(node: yaml.Node, in_a_value: bool) -> str | None:
+    """Why a mapping key is not a name (YAML 1.1 reads `on`, `1`, `null` as a bool, a number, null), or None.
+    Inside a field's value (`in_a_value`) an integer key is one: ms-swift's `max_memory: {0: 20GiB}` keys GPUs
+    by number (a quoted "0" would not name a device)."""
     if isinstance(node, yaml.ScalarNode) and node.tag in (_STR_TAG, _MERGE_TAG):
+        return None
+    if in_a_value and isinstance(node, yaml.ScalarNode) and node.tag == _INT_TAG:
         return None
     if not isinstance(node, yaml.ScalarNode):
         kind = "list" if isinstance(node, yaml.SequenceNode) else "mapping"
@@ -75,7 +82,7 @@ def _check_keys(root: yaml.Node, path: Path) -> None:
         lines: dict[str, int] = {}
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
-            problem = _key_problem(key_node)
+            problem = _key_problem(key_node, in_a_value=prefix.count(".") >= 2)  # below section.field
             if problem:
                 raise ConfigError(f"{path}:{line}: {problem}")
             if key_node.tag == _MERGE_TAG:

@@ -31,6 +31,7 @@ test: setup
 	$(PY) -m ruff check src tests bench
 	$(OPENSPEC) validate --all --strict --no-interactive
 	# stdin closed: a command a test starts that would wait for a terminal fails instead of waiting forever.
-	# Two workers, one thread each, a whole test file per worker (module fixtures are built once); the slow
-	# files go out first (tests/conftest.py). TEST_WORKERS=0 runs everything in this one process.
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder < /dev/null
+	# Two workers, one torch thread each (tests/conftest.py), a whole test file per worker (module fixtures are
+	# built once); xdist hands out the files with many (quick) tests first, so each worker mixes quick files
+	# with the multi-process runs. TEST_WORKERS=0 runs everything in this one process.
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile < /dev/null

@@ -49,12 +49,3 @@ def _verdict_store(tmp_path_factory):
 
     os.environ["GROUNDING_CACHE_DIR"] = str(tmp_path_factory.mktemp("verdicts"))
 
-
-def pytest_collection_modifyitems(config, items):
-    """The end-to-end modules (marked slow) run first, the quick ones after them: with several workers
-    (`make test`), the minutes-long modules start at once and the short ones fill in around them, instead of
-    a long module starting last while the other workers sit idle."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
-    # Whole files move (a file with slow and quick tests stays together: its module fixtures are built once);
-    # the sort is stable, so the order of the files within each group and of the tests within a file is kept.
-    items.sort(key=lambda item: item.path not in slow_files)

@@ -41,4 +41,6 @@ def test_large_blocks_are_reused_instead_of_faulted_in_at_every_step():
     default, kept = _faults_per_step("default"), _faults_per_step("keep")
     assert len(default) == len(kept) == 8
     assert min(default[-3:]) > 100_000  # glibc maps and unmaps each large block: every step faults it in anew
-    assert sum(kept[-3:]) < 0.2 * sum(default[-3:])  # kept for reuse: the last steps fault (almost) nothing
+    # Kept for reuse: the last steps fault (almost) nothing. The median of three, not their sum: the kernel's
+    # reclaim (DAMON on this CI machine) may take the pages back once, and that step faults them in again.
+    assert sorted(kept[-3:])[1] < 0.2 * min(default[-3:]), (kept, default)

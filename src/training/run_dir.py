@@ -164,11 +164,12 @@ def _holds(entry: Path, inputs: list[Path]) -> bool:
     return any(path == entry or entry in path.parents for path in inputs)
 
 
-def _free_name(folder: Path, name: str) -> Path:
-    candidate, n = folder / name, 1
+def free_name(folder: Path, name: str, suffix: str = "") -> Path:
+    """`folder/<name><suffix>`, or `folder/<name>-<n><suffix>` with the first n from 2 that no entry holds."""
+    candidate, n = folder / f"{name}{suffix}", 1
     while candidate.exists():
         n += 1
-        candidate = folder / f"{name}-{n}"
+        candidate = folder / f"{name}-{n}{suffix}"
     return candidate
 
 
@@ -193,8 +194,8 @@ def set_aside_earlier_run(output_dir: Path, logging_dir: Path | None, inputs: li
             if _holds(p, inputs) or (holds_inputs is not None and p.is_dir() and holds_inputs(p))]
     foreign = [p for p in entries if p not in read and not _run_output(p, logs)]
     moving = [p for p in entries if p not in read and p not in foreign]
+    target = free_name(output_dir / PREVIOUS_DIR, stamp)  # made only when something moves there
     if moving:
-        target = _free_name(output_dir / PREVIOUS_DIR, stamp)
         target.mkdir(parents=True)
         for entry in moving:
             entry.rename(target / entry.name)
@@ -202,15 +203,13 @@ def set_aside_earlier_run(output_dir: Path, logging_dir: Path | None, inputs: li
                      f"nothing was deleted")
     notes += [f"overwrite: {p} stays in place: this run reads from it" for p in read]
     notes += [f"overwrite: {p} stays in place: no run writes it" for p in foreign]
-    notes += _set_aside_launcher_log_events(output_dir, logging_dir, _free_name(output_dir / PREVIOUS_DIR, stamp)
-                                            if not moving else target)
+    notes += _set_aside_launcher_log_events(output_dir, logging_dir, target)
     return notes + set_aside_logging_dir(output_dir, logging_dir, stamp)
 
 
-def _event_files(folder: Path) -> list[Path] | None:
-    """The TensorBoard event files under `folder`; None when it holds any other file (not TensorBoard's alone)."""
-    files = [p for p in folder.rglob("*") if p.is_file()]
-    return files if all(p.name.startswith(EVENTS_PREFIX) for p in files) else None
+def _only_event_files(folder: Path) -> bool:
+    """True when every file under `folder` is a TensorBoard event file."""
+    return all(p.name.startswith(EVENTS_PREFIX) for p in folder.rglob("*") if p.is_file())
 
 
 def set_aside_logging_dir(output_dir: Path, logging_dir: Path | str | None, stamp: str) -> list[str]:
@@ -228,10 +227,10 @@ def set_aside_logging_dir(output_dir: Path, logging_dir: Path | str | None, stam
     if logging_dir.resolve() == top or logging_dir.resolve() in top.parents:
         return [f"tensorboard: {logging_dir} holds this run's directory; earlier curves there stay, and this "
                 f"run's are written beside them"]
-    if _event_files(logging_dir) is None:
+    if not _only_event_files(logging_dir):
         return [f"tensorboard: {logging_dir} holds files that are not TensorBoard's; it stays, and this run's "
                 f"curves are written beside them"]
-    target = _free_name(logging_dir.parent, f"{logging_dir.name}.previous-{stamp}")
+    target = free_name(logging_dir.parent, f"{logging_dir.name}.previous-{stamp}")
     logging_dir.rename(target)
     return [f"tensorboard: {logging_dir} held an earlier run's curves; they moved to {target}, so this run's "
             f"stand alone"]

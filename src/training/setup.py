@@ -37,6 +37,7 @@ from src.datasets.verdicts import CACHE_ENV, VerdictStore
 from src.training.distributed import Failure, Job
 from src.training.resolve import ResolvedRun, resolve_run, with_start
 from src.training.run_dir import (
+    free_name,
     guard_output_dir,
     resolve_resume,
     resumes_in,
@@ -187,11 +188,7 @@ def _save_resolved_config(cfg: ProjectConfig, output_dir: Path, stamp: str, *, r
     path = output_dir / RESOLVED_CONFIG
     text = resolved_yaml(cfg.merged)
     if resuming and path.is_file() and path.read_text(encoding="utf-8") != text:
-        earlier = output_dir / f"resolved_config.{stamp}.yaml"
-        n = 1
-        while earlier.exists():
-            n += 1
-            earlier = output_dir / f"resolved_config.{stamp}-{n}.yaml"
+        earlier = free_name(output_dir, f"resolved_config.{stamp}", ".yaml")
         path.rename(earlier)
         print(f"note: resume: the config differs from the one this run started with; that one is kept as {earlier}")
     path.write_text(text, encoding="utf-8")

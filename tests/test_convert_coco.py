@@ -322,3 +322,26 @@ def test_polygons_mode_keeps_single_polygon_masks_as_polygons(tmp_path, capsys):
         ("bbox_2d", (40.0, 10.0, 50.0, 20.0)),
     ]
     assert [(o.kind, o.ignore) for o in b.objects] == [("bbox_2d", True), ("polygon", True), ("bbox_2d", False)]
+
+
+def test_a_full_disk_keeps_the_earlier_records_whole_and_leaves_no_partial_file(tmp_path):
+    """The records were written to a partial file and renamed, but a failed write left the partial file behind
+    (and nothing was flushed before the rename). Through the shared write_then_rename: on a really full disk
+    the command ends with the disk's message, the earlier file is as it was, and no partial file is left."""
+    import sys
+
+    from tests.support.full_disk import can_fill_a_disk, run_on_full_disk
+
+    if not can_fill_a_disk():
+        pytest.skip("no private mount namespace here (unshare -rm): a full disk cannot be made honestly")
+    ann, images = coco_fixture(tmp_path)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("earlier\n")
+    result, left = run_on_full_disk(folder, [sys.executable, "-m", "src.datasets", "convert", "coco", "--ann", str(ann),
+                                             "--images", str(images), "--out", str(folder / "train.jsonl"),
+                                             "--overwrite"], size="4k")
+    assert result.returncode != 0
+    assert "No space left on device" in result.stderr
+    assert sorted(p.name for p in left.iterdir()) == ["train.jsonl"]
+    assert (left / "train.jsonl").read_text() == "earlier\n"

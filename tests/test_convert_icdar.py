@@ -114,3 +114,25 @@ def test_the_command_refuses_overwriting_and_missing_inputs(tmp_path, capsys):
     assert convert("--gt", str(REAL), "--images", str(tmp_path / "nodir"), "--out", str(tmp_path / "o.jsonl")) == 2
     with pytest.raises(FileExistsError):
         convert_icdar_file(REAL, images, out)
+
+
+def test_a_full_disk_keeps_the_earlier_records_whole_and_leaves_no_partial_file(tmp_path):
+    """As for COCO: the records go through the shared write_then_rename, so on a really full disk the command
+    ends with the disk's message, the earlier file is as it was, and no partial file is left behind."""
+    import sys
+
+    from tests.support.full_disk import can_fill_a_disk, run_on_full_disk
+
+    if not can_fill_a_disk():
+        pytest.skip("no private mount namespace here (unshare -rm): a full disk cannot be made honestly")
+    images = real_images(tmp_path / "imgs")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "icdar.jsonl").write_text("earlier\n")
+    result, left = run_on_full_disk(folder, [sys.executable, "-m", "src.datasets", "convert", "icdar", "--gt",
+                                             str(REAL), "--images", str(images), "--out", str(folder / "icdar.jsonl"),
+                                             "--overwrite"], size="4k")
+    assert result.returncode != 0
+    assert "No space left on device" in result.stderr
+    assert sorted(p.name for p in left.iterdir()) == ["icdar.jsonl"]
+    assert (left / "icdar.jsonl").read_text() == "earlier\n"

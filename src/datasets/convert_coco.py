@@ -46,6 +46,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from src.config.atomic import write_then_rename
+
 from . import kinds as geometry_kinds
 from .contract import CLAMP_TOLERANCE_PX
 from .geometry import clamp_near, is_finite_number, json_number
@@ -470,14 +472,10 @@ def convert_coco_file(
     except ValueError as exc:
         raise ValueError(f"{ann_file}: {exc}") from exc
     result = _Converter(coco, Path(images_dir), target.parent, size_fn, str(ann_file), polygons).run()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write next to the target, then rename: an interrupted run never leaves half a file.
-    partial = target.with_name(target.name + ".partial")
-    with open(partial, "w", encoding="utf-8", newline="\n") as fh:
+    with write_then_rename(target) as fh:  # an interrupted or failed write never leaves half a file
         for record in result.records:
             fh.write(json.dumps(record, ensure_ascii=False))
             fh.write("\n")
-    os.replace(partial, target)
     n_images = len(coco["images"])
     notes = dict(result.notes)
     written = (_BOX, _QUAD, _POLYGON) if polygons == "polygon" else (_BOX, _QUAD)

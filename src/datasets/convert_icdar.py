@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from src.config.atomic import write_then_rename
+
 from . import kinds as geometry_kinds
 from .contract import CLAMP_TOLERANCE_PX
 from .geometry import clamp_near, json_number
@@ -224,12 +226,9 @@ def convert_icdar_file(gt: str | os.PathLike[str], images_dir: str | os.PathLike
     if not gt.exists() or not gt_files(gt):
         raise FileNotFoundError(f"{gt}: no ground-truth file (a .txt file, or a folder holding *.txt files)")
     result = icdar_records(gt, Path(images_dir), target.parent, desc=desc, size_fn=size_fn)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")  # an interrupted run never leaves half a file
-    with open(partial, "w", encoding="utf-8", newline="\n") as fh:
+    with write_then_rename(target) as fh:  # an interrupted or failed write never leaves half a file
         for record in result.records:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(partial, target)
     return IcdarConversion(out=str(target), records=len(result.records), files_skipped=result.files_skipped,
                            lines_skipped=result.lines_skipped,
                            notes={key: result.notes[key] for key in _NOTE_ORDER if result.notes.get(key)},

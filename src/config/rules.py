@@ -48,7 +48,11 @@ def _existing_path_problems(cfg: ProjectConfig) -> list[str]:
     # ms-swift's fields, named by the key that set them (`training.resume_from_checkpoint` or `tuner.` ...)
     for field, what, kind in (("adapters", "an adapter checkpoint directory", "any"),
                               ("ref_model", "a local model directory (this project runs offline)", "dir"),
-                              ("ref_adapters", "an adapter checkpoint directory", "any")):
+                              ("ref_adapters", "an adapter checkpoint directory", "any"),
+                              ("teacher_model", "a local model directory (this project runs offline)", "dir"),
+                              ("teacher_adapters", "an adapter checkpoint directory", "any"),
+                              ("reward_model", "a local model directory (this project runs offline)", "dir"),
+                              ("reward_adapters", "an adapter checkpoint directory", "any")):
         if swift.get(field):
             checks.append((_swift_key(cfg, field), swift[field], what, kind))
     resume = swift.get("resume_from_checkpoint")

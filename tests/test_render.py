@@ -63,6 +63,24 @@ def test_render_writes_what_the_model_sees_and_the_augmented_records(config, tmp
     assert (records[0].width, records[0].height) != (original[0].width, original[0].height)  # rotated: expanded
 
 
+def test_render_overwrite_removes_only_its_own_earlier_images_once_the_new_render_is_whole(config, tmp_path):
+    """`render --overwrite` after a longer render left the earlier samples' images beside the new ones (a folder
+    of 3 images for a render of 1); now the images of render's own names it did not write this time go, once the
+    new files are whole, and a file of another name stays."""
+    out, images = tmp_path / "render.jsonl", tmp_path / "render_images"
+    assert _cli("render", "--config", str(config), "--limit", "3", "--out", str(out)).returncode == 0
+    assert sorted(p.name for p in images.iterdir()) == ["000000_0.png", "000001_0.png", "000002_0.png"]
+    (images / "my_notes.txt").write_text("mine")
+    (images / "000001_0.png.keep").write_text("mine too")
+    proc = _cli("render", "--config", str(config), "--limit", "1", "--out", str(out), "--overwrite")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in images.iterdir()) == ["000000_0.png", "000001_0.png.keep", "my_notes.txt"]
+    assert len(out.read_text().splitlines()) == 1
+    drawn = [json.loads(line)["images"][0] for line in (tmp_path / "render.records.jsonl").read_text().splitlines()]
+    assert drawn == [str(images / "000000_0.png")]
+    assert not list(tmp_path.glob("*.partial")) and not list(images.glob("*.partial"))
+
+
 def test_render_refuses_to_overwrite_and_reports_config_errors(config, tmp_path):
     out = tmp_path / "render.jsonl"
     out.write_text("earlier\n")

@@ -8,6 +8,7 @@ trains. They import ms-swift lazily: the data layer stays importable without tor
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from src.config import ConfigError
+from src.config.atomic import write_then_rename
 from src.config.schema import where
 from src.datasets import kinds as geometry_kinds
 from src.datasets.health import check_sample
@@ -80,13 +82,27 @@ def _images(row: dict) -> list:
     return [load_image(image) if isinstance(image, str) else image for image in row["images"]]
 
 
+RENDER_IMAGE_NAME = re.compile(r"\d{6}_\d+\.png")  # `<sample index>_<image index>.png`: render's own names
+
+
 def _save_images(images: list, index: int, image_dir: Path) -> list[str]:
     paths = []
     for k, image in enumerate(images):
         path = image_dir / f"{index:06d}_{k}.png"
-        image.save(path)
+        with write_then_rename(path, "wb") as fh:
+            image.save(fh, format="PNG")
         paths.append(str(path))
     return paths
+
+
+def _remove_earlier_renders(image_dir: Path, written: set[str]) -> list[Path]:
+    """Remove the images of `image_dir` that bear render's own names and that this render did not write (an
+    earlier, longer render's); return them. Any other file there is left as it is."""
+    stale = [p for p in image_dir.iterdir()
+             if p.is_file() and RENDER_IMAGE_NAME.fullmatch(p.name) and str(p) not in written]
+    for path in stale:
+        path.unlink()
+    return stale
 
 
 def render(run: LoadedRun, out: Path, *, split: str = "train", limit: int = 20, augment: bool = False,
@@ -95,7 +111,9 @@ def render(run: LoadedRun, out: Path, *, split: str = "train", limit: int = 20, 
     and the samples' records (images saved beside `out`) to `<out stem>.records.jsonl`, drawable with
     `python -m src.vis --gt`. Returns counts. `track` wraps the loop over samples (a progress bar).
     A rendered record whose image lies inside `<out stem>_images/` is refused (UsageError) before anything is
-    written: its image would be written over while it is read."""
+    written: its image would be written over while it is read. The two JSONL files are written whole or not at
+    all; once they are, images of render's own names (`NNNNNN_K.png`) there that this render did not write (an
+    earlier, longer render's) are removed, and any other file is left."""
     from .output_paths import refuse_images_inside
 
     cfg, _, dataset = _planned(run, split, augment)
@@ -105,8 +123,9 @@ def render(run: LoadedRun, out: Path, *, split: str = "train", limit: int = 20, 
     template, processor = _template_for(cfg)
     tokenizer, merge_size = processor.tokenizer, processor.image_processor.merge_size
     image_dir.mkdir(parents=True, exist_ok=True)
-    unhealthy = 0
-    with out.open("w", encoding="utf-8") as fh, records_out.open("w", encoding="utf-8") as rec_fh:
+    unhealthy, written = 0, set()
+    # Both files are written whole or not at all: an interrupted `--overwrite` keeps the earlier render's.
+    with write_then_rename(out) as fh, write_then_rename(records_out) as rec_fh:
         indices = range(count)
         for index in (track(indices) if track else indices):
             row = dataset[index]
@@ -114,6 +133,7 @@ def render(run: LoadedRun, out: Path, *, split: str = "train", limit: int = 20, 
             labels = [t for t in encoded["labels"] if t != -100]
             images = _images(row)
             saved = _save_images(images, index, image_dir)
+            written.update(saved)
             geometry = json.loads(row[ROW_GEOMETRY_KEY])
             problems = check_sample(row, encoded, tokenizer, merge_size=merge_size, emit_norm=cfg.custom.emit_norm,
                                     grounding=dataset.builder.answers_with_geometry)
@@ -133,6 +153,7 @@ def render(run: LoadedRun, out: Path, *, split: str = "train", limit: int = 20, 
             }, ensure_ascii=False) + "\n")
             for path, image_geometry in zip(saved, geometry, strict=True):
                 rec_fh.write(json.dumps(_drawable_record(path, image_geometry), ensure_ascii=False) + "\n")
+    _remove_earlier_renders(image_dir, written)  # only once the new render is whole
     return {"samples": count, "unhealthy": unhealthy, "out": str(out),
             "records": str(records_out), "images": str(image_dir)}
 

@@ -142,3 +142,32 @@ def test_ignore_regions_travel_with_the_truth_from_the_records():
                             PredictedObject(kind="quad", points=(0.0, 600.0, 250.0, 600.0, 250.0, 1000.0, 0.0, 1000.0),
                                             desc="", ignore=True))
     assert pickle.loads(pickle.dumps(truth)) == truth
+
+
+# ---------------------------------------------------------------------------- hostile completions
+
+QUAD_TRUTH = GroundTruth((PredictedObject(kind="quad", points=(500.0, 500.0, 700.0, 500.0, 700.0, 700.0, 500.0, 700.0),
+                                          desc="sign"),), (CROWD,), (1000.0, 1000.0))
+
+
+@pytest.mark.parametrize("completion", [
+    '[{"quad": [NaN, 500, 700, 500, 700, 700, 500, 700], "label": "sign"}]',  # Python's json reads NaN
+    '[{"quad": [500, 500, Infinity, 500, 700, 700, 500, 700], "label": "sign"}]',
+    '[{"bbox_2d": [600, 100, 1e400, 400], "label": "cat"}]',  # 1e400 reads as inf
+    '[{"bbox_2d": [600, 100, ' + "9" * 5000 + ', 400], "label": "cat"}]',  # past int()'s 4300 digits: ValueError
+    "[" * 3000,  # a degenerate repetition: json's recursion limit
+    '[{"quad": ' + "[" * 2000 + "]" * 2000 + ', "label": "sign"}]',
+])
+def test_a_hostile_completion_earns_nothing_and_never_raises(completion):
+    # A reward that raises stops the GRPO step; junk must earn what any unreadable answer earns.
+    for truth in (QUAD_TRUTH, TRUTH):
+        got = rewards(completion, truth)
+        assert got == dict(grounding_format=0, grounding_f1=0, grounding_iou=0, grounding_duplicates=0,
+                           grounding_count=-1, grounding_ap50=0), truth
+
+
+def test_a_non_finite_object_beside_good_ones_is_dropped_and_the_answer_is_not_well_formed():
+    nan_cat = '{"bbox_2d": [NaN, 100, 300, 300], "label": "cat"}'
+    completion = f"[{nan_cat}, {answer(SIGN)[1:-1]}]"
+    assert rewards(completion) == dict(grounding_format=0, grounding_f1=round(2 / 3, 6), grounding_iou=1,
+                                       grounding_duplicates=0, grounding_count=-0.5, grounding_ap50=0.5)

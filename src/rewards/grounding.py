@@ -11,7 +11,8 @@ Definitions (P predicted objects, G ground-truth objects, M the one-to-one match
 labels, found greedily from the highest IoU; box IoU for two boxes, polygon IoU when a quad is involved):
 
 - `grounding_format`: 1 when the completion parses completely as the project's answer format (no junk, not
-  cut off, no malformed entry), else 0. `[]` is a well-formed answer.
+  cut off, no malformed entry: an entry with a non-finite value is one, dropped and never scored), else 0.
+  `[]` is a well-formed answer. A text json cannot read at all is an answer without objects: no reward raises.
 - `grounding_f1`: 2|M| / (|P| + |G|); for an image without objects, 1 for a well-formed empty answer (`[]`)
   and 0 for anything else (junk or a cut-off answer holds no objects either, but is no answer).
 - `grounding_iou`: the mean IoU of the matches; 0 without a match; like F1 for an image without objects.
@@ -32,6 +33,7 @@ still counts every prediction (a repeat is a repeat wherever it lies).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,8 +41,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from src.datasets import kinds
+from src.datasets.answer import ParsedAnswer
 from src.datasets.builders import AnswerCodec, ObjectsOnImage, read_answer
-from src.datasets.objects import GeoObject
+from src.datasets.objects import GeoObject, values_fit
 from src.evaluation.metrics import ImagePair, evaluate_images, match_greedy, pairwise_iou
 
 MATCH_IOU = 0.5
@@ -71,8 +74,28 @@ def truth_for(images: Sequence[ObjectsOnImage], codec: AnswerCodec) -> GroundTru
                        codec.space_size(images))
 
 
+def read_completion(completion: str) -> tuple[ParsedAnswer, tuple[GeoObject, ...]]:
+    """A completion read as the rewards count it: `read_answer`, less what no reward may score. An object with a
+    non-finite value (Python's json reads `NaN`, `Infinity` and `1e400`) is dropped and counted as a bad entry,
+    which makes the answer not well formed; a text json cannot read at all (nesting past its recursion limit,
+    an integer past int()'s digit limit) is an answer without objects, as junk is. Never raises: a reward that
+    raises stops the GRPO step."""
+    try:
+        parsed, found = read_answer(completion)
+    except (RecursionError, ValueError) as exc:  # json's own limits, reached by a degenerate generation
+        return ParsedAnswer(error=f"unreadable answer ({type(exc).__name__})", format="json"), ()
+    keep = [i for i, o in enumerate(found) if values_fit(o.kind, o.points)]
+    if len(keep) == len(found):
+        return parsed, found
+    dropped = len(found) - len(keep)
+    error = "; ".join(filter(None, [parsed.error, f"{dropped} entries with a non-finite value"]))
+    return (dataclasses.replace(parsed, objects=[parsed.objects[i] for i in keep],
+                                bad_entries=parsed.bad_entries + dropped, error=error),
+            tuple(found[i] for i in keep))
+
+
 # Every reward of a step reads the same completions: each is read once (the result is never mutated).
-_read = functools.lru_cache(maxsize=4096)(read_answer)
+_read = functools.lru_cache(maxsize=4096)(read_completion)
 
 
 def truth_from_answer(answer: str, ignore: Sequence[GeoObject] = (),

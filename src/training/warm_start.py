@@ -12,12 +12,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from src.config import ConfigError
+from src.training.checkpoint_guard import safetensors_problem
 from src.training.run_dir import MERGE_TMP_PREFIX
 
 # The SftArguments that decide which parameters train; they must match for a true resume.
@@ -31,6 +33,49 @@ def checkpoint_kind(path: Path) -> str | None:
         return "adapter"
     if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
         return "full"
+    return None
+
+
+def warm_start_weights_problem(path: Path, kind: str) -> str | None:
+    """Why the weights of the `kind` ("adapter" or "full") checkpoint `path` cannot be loaded whole, or None.
+
+    An adapter needs adapter_model.safetensors (or .bin); a full checkpoint its *.safetensors files and the
+    shards its index names. Safetensors files are checked against their header (cut short by a kill or a
+    full disk). A checkpoint's trainer_state.json is not needed: a merged export has none.
+    """
+    if kind == "adapter":
+        names = [n for n in ("adapter_model.safetensors", "adapter_model.bin") if (path / n).is_file()]
+        if not names:
+            return "no adapter weights (adapter_model.safetensors): the save did not finish?"
+        files = [path / n for n in names if n.endswith(".safetensors")]
+    else:
+        files = sorted(path.glob("*.safetensors"))
+        index = path / "model.safetensors.index.json"
+        if index.is_file():
+            try:
+                shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                return f"{index.name} is not a whole weight index (a torn write)"
+            missing = sorted(s for s in shards if not (path / s).is_file())
+            if missing:
+                return f"{index.name} names shards that are missing: {', '.join(missing[:3])}"
+    for file in files:
+        problem = safetensors_problem(file)
+        if problem:
+            return f"{file.name}: {problem}"
+    return None
+
+
+def adapter_base_model(path: Path) -> str | None:
+    """The base model an adapter checkpoint was trained on: its args.json's `model` (what ms-swift's merge
+    loads), else adapter_config.json's `base_model_name_or_path`; None when neither says."""
+    for name, key in (("args.json", "model"), ("adapter_config.json", "base_model_name_or_path")):
+        try:
+            value = json.loads((path / name).read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, str) and value:
+            return value
     return None
 
 
@@ -108,6 +153,23 @@ def plan_start(kwargs: dict[str, Any], init_from: str | None, output_dir: Path,
         if kind is None:
             raise ConfigError(f"`run.init_from` = {init_from} is neither an adapter checkpoint "
                              f"(adapter_config.json) nor a full checkpoint (config.json + *.safetensors)")
+        # Before rank 0 fills the run directory: a torn save or a base model that has moved would otherwise
+        # fail inside ms-swift's merge or model loading, with a traceback and a half-prepared run directory.
+        problem = warm_start_weights_problem(Path(init_from), kind)
+        if problem:
+            raise ConfigError(f"`run.init_from` = {init_from} cannot start a run: {problem}")
+        if kind == "adapter":
+            base = adapter_base_model(Path(init_from))
+            if base is not None and not Path(base).is_dir():
+                raise ConfigError(
+                    f"`run.init_from` = {init_from} is an adapter trained on the base model {base} (its args.json), "
+                    f"which is not there any more: the warm start merges the adapter into the model it was "
+                    f"trained on. Put that model back at {base}, or start from a merged checkpoint "
+                    f"(`swift export --adapters {init_from} --merge_lora true`) as a full checkpoint")
+            ours = kwargs.get("model")
+            if base is not None and ours and os.path.realpath(base) != os.path.realpath(ours):
+                plan.messages.append(f"warm start: the adapter {init_from} was trained on {base}; it is merged "
+                                     f"into that model, not into `model.model` ({ours})")
         if kind == "full":
             plan.model = init_from
             plan.messages.append(f"warm start: weights from the full checkpoint {init_from}")

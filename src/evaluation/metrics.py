@@ -34,7 +34,7 @@ import numpy as np
 
 from src.datasets import kinds as geometry_kinds
 from src.datasets.contract import Record
-from src.datasets.objects import GeoObject, read_objects
+from src.datasets.objects import GeoObject, read_objects, values_fit
 from src.evaluation.coco_ap import ap_summary, coco_precision
 from src.evaluation.coco_files import coco_sort_key, jsonl_image_ids
 
@@ -219,13 +219,16 @@ def prediction_objects(row: dict | Prediction | None) -> tuple[list[Obj], int, i
 
     A JSON row's objects are read by `src.datasets.objects.read_objects` (the prediction record's rules: a
     registered `kind` with its count of finite `points`; a missing or non-numeric `score` becomes 1.0 and is
-    counted); a typed line (`Prediction`) gives its own objects and counts.
+    counted); a typed line (`Prediction`) gives its own objects and counts, held to the same rule: an object
+    its JSON form would drop (a non-finite value, which the answer parser lets through from `NaN` or
+    `Infinity`) is dropped and counted, so the line scores as it does once written and read back.
     """
     if row is None:
         return [], 0, 0
     if isinstance(row, dict):
         return read_objects(row.get("objects"))
-    return list(row.objects), row.invalid_objects, row.scores_missing
+    usable = [o for o in row.objects if values_fit(o.kind, o.points)]
+    return usable, row.invalid_objects + len(row.objects) - len(usable), row.scores_missing
 
 
 def gt_objects(record: Record) -> tuple[list[Obj], np.ndarray]:

@@ -2,7 +2,8 @@
 
 Predictions (the JSONL written by `python -m src.infer`, see src/inference/predictions.py) are
 matched to ground-truth records by image path. Reported: COCO-style AP@[.5:.95], AP50 and AP75,
-class-agnostic (every description one class) and per description (category = ``desc``); precision,
+class-agnostic (every description one class) and per description (category = ``desc`` in its NFC form,
+`desc_key`); precision,
 recall and F1 at IoU 0.5; the parse-failure rate. AP is pycocotools' own COCOeval (area range
 "all", maxDets=100) with its IoU replaced (src/evaluation/coco_ap.py) by the geometry registry's
 similarity (src/datasets/kinds/): box IoU for box pairs, polygon IoU (shapely) for any other pair of
@@ -24,7 +25,9 @@ a score (scored 1.0), malformed predicted objects (dropped), images with more th
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -46,6 +49,7 @@ __all__ = [
     "Prediction",
     "evaluate",
     "evaluate_images",
+    "desc_key",
     "format_table",
     "gt_objects",
     "match_greedy",
@@ -118,6 +122,20 @@ def pairwise_iou(dets: Sequence[Obj], gts: Sequence[Obj], iou_type: str = "auto"
     return geometry_kinds.pairwise_similarity([o.kind for o in dets], [o.points for o in dets],
                                               [o.kind for o in gts], [o.points for o in gts], size=size,
                                               crowd=crowd, mode=iou_type)
+
+
+# ---------------------------------------------------------------------------- labels
+
+
+def desc_key(desc: str) -> str:
+    """A description as labels are compared: its NFC form, so canonically equivalent spellings are one label.
+    Qwen's tokenizer normalises what it encodes to NFC, so a model trained on an NFD desc answers in NFC.
+    Case and spacing are kept: they make other text."""
+    return desc if unicodedata.is_normalized("NFC", desc) else unicodedata.normalize("NFC", desc)
+
+
+def _keyed(objects: Sequence[Obj]) -> list[Obj]:
+    return [o if desc_key(o.desc) == o.desc else dataclasses.replace(o, desc=desc_key(o.desc)) for o in objects]
 
 
 # ---------------------------------------------------------------------------- matching and AP
@@ -342,6 +360,8 @@ def evaluate_images(pairs: Sequence[ImagePair], iou_type: str = "auto", max_dets
         image_ids = list(range(1, len(pairs) + 1))
     if len(image_ids) != len(pairs):
         raise ValueError(f"image_ids must give one id per image: {len(image_ids)} ids for {len(pairs)} images")
+    # Labels compared as `desc_key` gives them (NFC): per_desc and pred_descs_not_in_gt name them so.
+    pairs = [dataclasses.replace(p, dets=_keyed(p.dets), gts=_keyed(p.gts)) for p in pairs]
     descs = sorted({o.desc for pair in pairs for o in pair.gts if o.desc})
     images: list[tuple[list[_Ref], list[_Ref]]] = []
     ious_by_image: list[np.ndarray] = []

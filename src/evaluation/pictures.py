@@ -30,7 +30,7 @@ from src.config.atomic import write_text_then_rename
 from src.datasets import kinds as geometry_kinds
 from src.datasets.contract import Record
 from src.datasets.images import load_image
-from src.evaluation.metrics import Obj, gt_objects, match_greedy, pairwise_iou, prediction_objects
+from src.evaluation.metrics import Obj, desc_key, gt_objects, match_greedy, pairwise_iou, prediction_objects
 
 __all__ = ["BLUE", "GREEN", "GREY", "ORANGE", "RED", "RecordView", "png_name", "render_record", "scale_factor",
            "write_index"]
@@ -133,7 +133,8 @@ def render_record(record: Record, row: dict | None, with_pred: bool, *, min_side
     if with_pred:
         ious = pairwise_iou(dets, gts, iou_type, ignore, (width, height))
         if match_labels:  # an ignore region without a desc applies to every desc
-            same = np.array([[d.desc == g.desc or (ig and not g.desc) for g, ig in zip(gts, ignore, strict=True)]
+            same = np.array([[desc_key(d.desc) == desc_key(g.desc) or (ig and not g.desc)
+                              for g, ig in zip(gts, ignore, strict=True)]
                              for d in dets], dtype=bool).reshape(ious.shape)
             ious = np.where(same, ious, 0.0)
         det_to_gt, gt_to_det = match_greedy(ious, np.array([d.score for d in dets]), _MATCH_IOU, ignore)

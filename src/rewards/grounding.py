@@ -44,7 +44,7 @@ from src.datasets import kinds
 from src.datasets.answer import ParsedAnswer
 from src.datasets.builders import AnswerCodec, ObjectsOnImage, read_answer
 from src.datasets.objects import GeoObject, values_fit
-from src.evaluation.metrics import ImagePair, evaluate_images, match_greedy, pairwise_iou
+from src.evaluation.metrics import ImagePair, desc_key, evaluate_images, match_greedy, pairwise_iou
 
 MATCH_IOU = 0.5
 DUPLICATE_IOU = 0.7
@@ -119,7 +119,7 @@ def _label_iou(dets: Sequence[GeoObject], gts: Sequence[GeoObject],
     """IoU where the labels agree, 0 elsewhere."""
     ious = pairwise_iou(list(dets), list(gts), size=size)
     if ious.size:
-        same = np.array([[d.desc == g.desc for g in gts] for d in dets])
+        same = np.array([[desc_key(d.desc) == desc_key(g.desc) for g in gts] for d in dets])
         ious = np.where(same, ious, 0.0)
     return ious
 
@@ -165,7 +165,8 @@ def scored(completion: str, truth: GroundTruth) -> tuple[GeoObject, ...]:
         det_to_gt, _ = match_greedy(ious, ious.max(axis=1), MATCH_IOU)
         matched = np.asarray(det_to_gt) >= 0
     covered = _coverage(dets, truth.ignore) >= MATCH_IOU
-    same = np.array([[not r.desc or d.desc == r.desc for r in truth.ignore] for d in dets], dtype=bool)
+    same = np.array([[not r.desc or desc_key(d.desc) == desc_key(r.desc) for r in truth.ignore] for d in dets],
+                    dtype=bool)
     aside = ~matched & (covered & same).any(axis=1)
     return tuple(d for d, out in zip(dets, aside, strict=True) if not out)
 

@@ -76,6 +76,17 @@ else
     [ -z "${seen_gpu[$id]:-}" ] || { echo "train.sh: gpus lists GPU $id twice (got '$gpus'): each GPU runs one process; list distinct ids" >&2; exit 2; }
     seen_gpu[$id]=1
   done
+  # gpus= names physical ids and replaces CUDA_VISIBLE_DEVICES. One already set to ids (a scheduler's
+  # allocation: SLURM, a container) lists the GPUs this job may use: an id outside it is another job's GPU.
+  allowed=${CUDA_VISIBLE_DEVICES:-}
+  if [[ "$allowed" =~ ^[0-9]+(,[0-9]+)*$ ]]; then
+    IFS=, read -r -a allowed_list <<< "$allowed"
+    declare -A allowed_gpu=()
+    for gpu in "${allowed_list[@]}"; do allowed_gpu[$((10#$gpu))]=1; done
+    for gpu in "${gpu_list[@]}"; do
+      [ -n "${allowed_gpu[$((10#$gpu))]:-}" ] || { echo "train.sh: gpus=$gpus names GPU $((10#$gpu)), which CUDA_VISIBLE_DEVICES=$allowed in the environment (a scheduler's allocation?) does not list; gpus= takes physical GPU ids and replaces CUDA_VISIBLE_DEVICES: choose from $allowed, or unset CUDA_VISIBLE_DEVICES" >&2; exit 2; }
+    done
+  fi
   if [ -n "$nproc" ]; then
     echo "train.sh: nproc=$nproc is for gpus=cpu; with gpus=$gpus the number of GPUs listed sets the processes per node (${#gpu_list[@]})" >&2; exit 2
   fi
@@ -117,6 +128,9 @@ env "${env_vars[@]}" "${cmd[@]}" 2>&1 | (trap '' INT; exec tee -a "$log")
 status=${PIPESTATUS[0]}
 trap - INT
 if [ "$interrupted" = true ]; then
+  # One process ends with 130 on Ctrl-C; torchrun with 1 (its SignalException): an interrupted run exits 130
+  # either way, so a caller can tell it from a failure.
+  [ "$status" -eq 0 ] || status=130
   echo "train.sh: interrupted (exit $status); the whole log: $log" | (trap '' INT; exec tee -a "$log") >&2
 fi
 exit "$status"

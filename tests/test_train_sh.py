@@ -6,6 +6,7 @@ exact command); CPU launches really run, one process here and several in tests/t
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -18,8 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 TRAIN_SH = REPO / "scripts" / "train.sh"
 
 
-def _run(args, cwd):
-    return subprocess.run(["bash", str(TRAIN_SH), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+def _run(args, cwd, visible=None):
+    """train.sh with `args`; `visible`: the CUDA_VISIBLE_DEVICES it inherits (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    return subprocess.run(["bash", str(TRAIN_SH), *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env=env)
 
 
 @pytest.fixture
@@ -103,6 +109,25 @@ def test_bad_arguments_exit_2_with_a_message(config, tmp_path, args, message):
     proc = _run(args, cwd=tmp_path)
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+@pytest.mark.parametrize(("visible", "gpus", "refused"), [
+    ("2,3", "0,1", "gpus=0,1 names GPU 0, which CUDA_VISIBLE_DEVICES=2,3 in the environment"),
+    ("2,3", "3,1", "gpus=3,1 names GPU 1, which CUDA_VISIBLE_DEVICES=2,3"),
+    ("2,3", "3", None),
+    ("0,1,2", "02,1", None),
+    ("", "5", None),  # nothing inherited: any id
+    ("GPU-8f6e2b1c,GPU-1a2b", "0", None),  # UUIDs: not comparable with ids, left to the user
+])
+def test_gpus_outside_an_inherited_cuda_visible_devices_are_refused(config, tmp_path, visible, gpus, refused):
+    """A scheduler's CUDA_VISIBLE_DEVICES=2,3 with gpus=0,1 ran the job on GPUs 0 and 1: another job's."""
+    proc = _run([f"config={config}", f"gpus={gpus}", "print_only=true"], cwd=tmp_path, visible=visible)
+    if refused:
+        assert proc.returncode == 2 and refused in proc.stderr, proc.stderr
+        assert "command:" not in proc.stdout
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert f"CUDA_VISIBLE_DEVICES={gpus.replace(',', chr(92) + ',')} " in _command_line(proc.stdout)
 
 
 def test_cpu_run_propagates_the_exit_code_and_tees_the_log(tmp_path):

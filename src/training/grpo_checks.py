@@ -36,6 +36,32 @@ def generation_batch(swift: dict, world_size: int) -> int:
     return per_device * world_size * int(steps)
 
 
+def generation_batch_problems(cfg: ProjectConfig, world_size: int) -> list[str]:
+    """What ms-swift's RLHFArguments would refuse about `rlhf.generation_batch_size` / `steps_per_generation` for
+    a job of `world_size` processes, only once the run directory was prepared (a ValueError and its traceback):
+    a generation batch that is not whole steps of the global batch (per-device batch x processes), both set
+    and not agreeing, or steps_per_generation below 1."""
+    swift = cfg.swift
+    per_device = int(swift.get("per_device_train_batch_size") or 1)
+    global_batch = per_device * world_size
+    size, steps = swift.get("generation_batch_size"), swift.get("steps_per_generation")
+    across = f"{world_size} process(es) x `training.per_device_train_batch_size` {per_device}"
+    if steps is not None and int(steps) < 1:
+        return [f"{where(cfg, 'rlhf.steps_per_generation')}`rlhf.steps_per_generation` = {steps}: at least 1"]
+    if size is None:
+        return []
+    if steps is None and int(size) % global_batch:
+        fits = [n * global_batch for n in range(1, 5)]
+        return [f"{where(cfg, 'rlhf.generation_batch_size')}`rlhf.generation_batch_size` = {size} is not a whole "
+                f"number of steps of the global batch ({global_batch} = {across}): use a multiple of "
+                f"{global_batch} ({', '.join(map(str, fits))}, ...), or set `rlhf.steps_per_generation` instead"]
+    if steps is not None and int(size) != global_batch * int(steps):
+        return [f"{where(cfg, 'rlhf.generation_batch_size')}`rlhf.generation_batch_size` = {size} and "
+                f"`rlhf.steps_per_generation` = {steps} disagree: ms-swift needs generation_batch_size = "
+                f"{global_batch} ({across}) x steps_per_generation = {global_batch * int(steps)}; set only one"]
+    return []
+
+
 def reinforcement_problems(cfg: ProjectConfig, world_size: int, vllm_installed: bool | None = None,
                            builtin: Collection[str] | None = None) -> list[str]:
     """Every problem of a stage-3 config for a job of `world_size` processes (empty for an SFT config)."""
@@ -60,6 +86,7 @@ def reinforcement_problems(cfg: ProjectConfig, world_size: int, vllm_installed: 
     if weights is not None and len(weights) != len(funcs):
         problems.append(f"{where(cfg, 'rlhf.reward_weights')}`rlhf.reward_weights` has {len(weights)} weight(s) "
                         f"for {len(funcs)} reward(s) in `rlhf.reward_funcs`: give one weight per reward, in order")
+    problems += generation_batch_problems(cfg, world_size)
     generations = int(swift.get("num_generations") or rlhf_argument_fields()["num_generations"].default)
     batch = generation_batch(swift, world_size)
     if generations < 2:

@@ -171,3 +171,12 @@ def test_a_non_finite_object_beside_good_ones_is_dropped_and_the_answer_is_not_w
     completion = f"[{nan_cat}, {answer(SIGN)[1:-1]}]"
     assert rewards(completion) == dict(grounding_format=0, grounding_f1=round(2 / 3, 6), grounding_iou=1,
                                        grounding_duplicates=0, grounding_count=-0.5, grounding_ap50=0.5)
+
+
+@pytest.mark.parametrize("completion", ["[]]]]]", "[] I am not sure, maybe a cat at the top", "Sure! Here it is: []"])
+def test_an_empty_list_in_junk_is_not_the_well_formed_empty_answer(completion):
+    # The spec: for an image without objects F1, IoU and AP50 are 1 for a well-formed `[]`, 0 for anything else.
+    nothing = truth_from_answer("[]")
+    assert rewards(completion, nothing) == dict(grounding_format=0, grounding_f1=0, grounding_iou=0,
+                                                grounding_duplicates=0, grounding_count=0, grounding_ap50=0)
+    assert rewards("```json\n[]\n```", nothing)["grounding_f1"] == 1  # fences are the format, not junk

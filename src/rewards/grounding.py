@@ -178,9 +178,10 @@ def format_reward(completion: str, truth: GroundTruth) -> float:
 
 
 def _nothing_to_find(completion: str, truth: GroundTruth) -> float:
-    """The reward for an image without objects: 1.0 for a well-formed answer without a prediction that counts
-    (`[]`, or only predictions set aside on ignore regions), 0.0 for anything else."""
-    return float(_read(completion)[0].error is None and not scored(completion, truth))
+    """The reward for an image without objects: 1.0 for a well-formed answer (`format_reward`: no junk around
+    it either) without a prediction that counts (`[]`, or only predictions set aside on ignore regions), 0.0 for
+    anything else."""
+    return float(format_reward(completion, truth) == 1.0 and not scored(completion, truth))
 
 
 def f1_reward(completion: str, truth: GroundTruth) -> float:

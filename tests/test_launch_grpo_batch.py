@@ -32,7 +32,7 @@ def swift_refuses(per_device: int, world: int, accumulation: int, rlhf: dict) ->
 
 
 CASES = [  # (per-device batch, processes, gradient accumulation, rlhf, the words of our refusal or None)
-    (4, 1, 1, {"generation_batch_size": 6, "num_generations": 2}, "is not a whole number of steps of the global batch (4"),
+    (4, 1, 1, {"generation_batch_size": 6, "num_generations": 2}, "not a whole number of steps of the global batch (4"),
     (8, 2, 1, {"generation_batch_size": 24}, "is not a whole number of steps of the global batch (16 = 2 process(es)"),
     (8, 2, 1, {"generation_batch_size": 32}, None),
     (8, 1, 1, {"generation_batch_size": 16, "steps_per_generation": 3}, "needs generation_batch_size = 8 ("),

@@ -127,6 +127,11 @@ class ParsedAnswer:
     """Entries that were read but are unusable (missing/extra geometry, wrong number of coordinates)."""
     junk_chars: int = 0
     """Non-blank characters outside the recognised answer (prose around it); informational, not an error."""
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    """Per object (in `objects`' order), where its entry sits in the text: ``(start, end)`` character offsets,
+    from the entry's first character (its ``{``, or its legacy box/quad token) to the start of the next entry,
+    read or not (a malformed entry and the cut-off tail of a truncated answer end the object before them), or
+    to the end of the text. What the per-object scores are read from (`src.inference.scoring`)."""
 
 
 def detect_format(text: str) -> AnswerFormat:
@@ -139,13 +144,13 @@ def detect_format(text: str) -> AnswerFormat:
     return "json" if bracket >= 0 else "unknown"
 
 
-def _strip_fence(text: str) -> tuple[str, int]:
-    """(body, non-blank characters outside the fence)."""
+def _strip_fence(text: str) -> tuple[int, int, int]:
+    """(where the body starts in `text`, where it ends, non-blank characters outside the fence)."""
     match = FENCE_RE.search(text)
     if not match:
-        return text, 0
+        return 0, len(text), 0
     outside = text[: match.start()] + text[match.end():]
-    return match.group(1), len("".join(outside.split()))
+    return match.start(1), match.end(1), len("".join(outside.split()))
 
 
 def _entry_to_object(entry: Any) -> dict[str, Any] | None:
@@ -157,35 +162,69 @@ def _entry_to_object(entry: Any) -> dict[str, Any] | None:
     coords = kinds.get(present[0]).read_values(entry[present[0]])
     if coords is None:
         return None
-    obj = {"kind": present[0], "coords": coords, "label": str(entry.get("label", ""))}
-    if isinstance(entry.get("image"), int):
-        obj["image"] = entry["image"]
+    label = entry.get("label")
+    # A null label is no label ("None" would be a class of its own); any other value reads as its text.
+    obj = {"kind": present[0], "coords": coords, "label": "" if label is None else str(label)}
+    image = entry.get("image")
+    if type(image) is int:  # not a bool: `true` names no image
+        obj["image"] = image
     return obj
 
 
-def _complete_entries(body: str) -> tuple[list[Any], bool, int]:
-    """Decode `{...}` entries one by one from a JSON list that may be cut off.
+# Where the answer's list opens: a `[` whose first item is an entry (or that closes at once), so that prose
+# before it holding a `[` ("the objects [all of them]: [...]") is not read as the list.
+_LIST_OPEN_RE = re.compile(r"\[(?=\s*[{\]])")
+# An entry written without the list around it (`{"bbox_2d": [...], "label": "..."}`, one object asked for).
+_BARE_ENTRY_RE = re.compile(r'\{(?=\s*"(?:image|label|' + "|".join(map(re.escape, kinds.KEYS)) + ')")')
 
-    Returns (entries, truncated, non-blank characters before the list and after its closing ``]``).
-    """
+
+def _complete_entries(text: str, start: int, end: int) -> tuple[list[tuple[Any, int]], list[int], bool, int, int]:
+    """Decode `{...}` entries one by one from the JSON list in ``text[start:end]``, which may be cut off.
+
+    The list is the first `[` that opens on an entry (or closes at once), else the first `[`; without one, entries
+    written bare (no list around them) are read. Returns (each decoded entry with its offset in `text`, the offset
+    of every entry read or not (a cut-off or unreadable tail included), truncated, unreadable entries (json's own
+    limits: nesting past its recursion limit, an integer past int()'s digit limit; never raised), non-blank
+    characters before the list and after its end)."""
     decoder = json.JSONDecoder()
-    start = body.find("[")
-    if start < 0:
-        return [], True, len("".join(body.split()))
-    junk = len("".join(body[:start].split()))
-    pos, entries = start + 1, []
+    body = text[:end]
+    opened = _LIST_OPEN_RE.search(body, start)
+    bare = None if opened else _BARE_ENTRY_RE.search(body, start)
+    first = opened.start() if opened else bare.start() if bare else body.find("[", start)
+    if first < 0:
+        return [], [], True, 0, len("".join(body[start:].split()))
+    junk = len("".join(body[start:first].split()))
+    pos = first if bare else first + 1
+    entries: list[tuple[Any, int]] = []
+    starts: list[int] = []
     while True:
-        while pos < len(body) and body[pos] in " \t\r\n,":
+        while pos < end and body[pos] in " \t\r\n,":
             pos += 1
-        if pos >= len(body):
-            return entries, True, junk
-        if body[pos] == "]":
-            return entries, False, junk + len("".join(body[pos + 1:].split()))
+        if pos >= end:
+            return entries, starts, not bare, 0, junk  # a list never closed was cut off; bare entries just end
+        if not bare and body[pos] == "]":
+            return entries, starts, False, 0, junk + len("".join(body[pos + 1:].split()))
+        if bare and body[pos] != "{":
+            return entries, starts, False, 0, junk + len("".join(body[pos:].split()))
+        starts.append(pos)
         try:
-            entry, pos = decoder.raw_decode(body, pos)
+            entry, after = decoder.raw_decode(body, pos)
         except json.JSONDecodeError:
-            return entries, True, junk
-        entries.append(entry)
+            return entries, starts, True, 0, junk
+        except (RecursionError, ValueError):  # readable as JSON by no reader of ours: one unusable entry
+            return entries, starts, False, 1, junk + len("".join(body[pos:].split())) - 1
+        entries.append((entry, pos))
+        pos = after
+
+
+def _spans(objects_at: list[int], starts: list[int], end: int) -> list[tuple[int, int]]:
+    """(start, end) of each object whose entry starts at `objects_at`: up to the next of every entry's `starts`."""
+    bounds = sorted(set(starts))
+    spans = []
+    for at in objects_at:
+        later = [b for b in bounds if b > at]
+        spans.append((at, later[0] if later else end))
+    return spans
 
 
 def _legacy_points(span: str, kind: str) -> list[float] | None:
@@ -199,61 +238,78 @@ def _legacy_points(span: str, kind: str) -> list[float] | None:
     return None if kinds.get(kind).read_problem(coords) else coords
 
 
-def _parse_legacy(text: str, result: ParsedAnswer) -> None:
+def _parse_legacy(text: str, offset: int, result: ParsedAnswer) -> None:
     # A ref names every box/quad that follows it until the next ref (Qwen2-VL writes one ref
     # before a run of boxes for "all the dogs").
-    label, pos, junk = "", 0, 0
-    for match in _LEGACY_SPAN_RE.finditer(text):
-        junk += len(_SEPARATORS_RE.sub("", text[pos:match.start()]))
+    label, pos, junk, ref_at = "", 0, 0, None
+    objects_at: list[int] = []
+    starts: list[int] = []
+    for match in _LEGACY_SPAN_RE.finditer(text, offset):
+        between = _SEPARATORS_RE.sub("", text[max(pos, offset):match.start()])
+        junk += len(between)
         pos = match.end()
         group = match.lastgroup or ""
         value = match.group(group)
         if group.startswith("ref"):
-            label = value.strip()
+            label, ref_at = value.strip(), match.start()
             continue
         kind = _LEGACY_KINDS[group.removesuffix("_v1")]
         coords = _legacy_points(value, kind)
+        # The entry opens at the ref right before its box (the label's tokens are the object's), else at the box.
+        at = match.start() if ref_at is None or between else ref_at
+        ref_at = None
+        starts.append(at)
         if coords is None:
             result.bad_entries += 1
         else:
             result.objects.append({"kind": kind, "coords": coords, "label": label})
+            objects_at.append(at)
     tail = text[pos:]
     opened = _LEGACY_OPEN_RE.search(tail)
     # A start token with no end token after the last complete span: generation stopped mid-entry.
     result.truncated = opened is not None
+    if opened:
+        starts.append(pos + opened.start())
     junk += len(_SEPARATORS_RE.sub("", tail[: opened.start()] if opened else tail))
     result.junk_chars = junk
+    result.spans = _spans(objects_at, starts, len(text))
 
 
 def parse_answer(text: str) -> ParsedAnswer:
     """Read every complete object from a model answer, in either format (see :func:`detect_format`).
 
-    JSON: a bare list or one inside ```json fences; the complete entries of a truncated list are
-    kept. Legacy: every complete ``box``/``quad`` span, labelled by the ref before it; a span cut
-    off by the end of the text marks the answer truncated. Either way an entry with a bad
-    geometry is skipped and counted in ``bad_entries``, and ``error`` is None only when the whole
-    answer was read: it is set for junk (no objects found), truncation and bad entries. A leading
-    reasoning block (``<think>...</think>``, which Qwen3.5's template puts before every answer) is not
-    part of the answer: it is dropped before reading.
+    JSON: a bare list or one inside ```json fences (the first `[` that opens on an entry: prose before it may
+    hold brackets), or entries written without a list; the complete entries of a truncated list are kept. An
+    entry json cannot read at all (nesting past its recursion limit, an integer past its digit limit) or with a
+    non-finite coordinate is a bad entry: this never raises. Legacy: every complete ``box``/``quad`` span,
+    labelled by the ref before it; a span cut off by the end of the text marks the answer truncated. Either way
+    an entry with a bad geometry is skipped and counted in ``bad_entries``, and ``error`` is None only when the
+    whole answer was read: it is set for junk (no objects found), truncation and bad entries. A leading
+    reasoning block (``<think>...</think>``, which Qwen3.5's template puts before every answer) is not part of
+    the answer: it is dropped before reading.
     """
-    text = text[answer_offset(text):]
-    fmt = detect_format(text)
+    offset = answer_offset(text)
+    fmt = detect_format(text[offset:])
     result = ParsedAnswer(format=fmt)
     if fmt == "legacy":
-        _parse_legacy(text, result)
+        _parse_legacy(text, offset, result)
     elif fmt == "unknown":
-        result.junk_chars = len("".join(text.split()))
+        result.junk_chars = len("".join(text[offset:].split()))
     else:
-        body, outside = _strip_fence(text)
-        body = body.strip()
-        entries, result.truncated, junk = _complete_entries(body)
+        body_start, body_end, outside = _strip_fence(text[offset:])
+        entries, starts, result.truncated, unreadable, junk = _complete_entries(text, offset + body_start,
+                                                                               offset + body_end)
         result.junk_chars = outside + junk
-        for entry in entries:
+        result.bad_entries = unreadable
+        objects_at = []
+        for entry, at in entries:
             obj = _entry_to_object(entry)
             if obj is None:
                 result.bad_entries += 1
             else:
                 result.objects.append(obj)
+                objects_at.append(at)
+        result.spans = _spans(objects_at, starts, len(text))
     problems = []
     if fmt == "unknown":
         problems.append("no JSON list or grounding tokens found")

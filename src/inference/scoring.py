@@ -1,9 +1,10 @@
 """A confidence per predicted object from the answer's token log-probabilities, so AP can rank.
 
-An object's score is exp(mean log-probability of the tokens of its JSON entry). Entries are found by
-the answer format (`src.datasets.answer.entry_starts`): entry k runs from its key to the next entry's.
-When the entries found do not line up one-to-one with the parsed objects (an entry was malformed and
-skipped by the parser), every object gets the whole answer's score instead.
+An object's score is exp(mean log-probability of the tokens of its entry): the tokens that start inside the
+entry's span as the parser read it (`src.datasets.answer.ParsedAnswer.spans`: from the entry's first character to
+the next entry's, read or not, so a malformed entry or the cut-off tail of a truncated answer scores no object).
+When the spans do not line up one-to-one with the objects asked about (the caller dropped some), every object
+gets the whole answer's score instead.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from src.datasets.answer import entry_starts
+from src.datasets.answer import parse_answer
 
 
 def _mean_prob(logprobs: Sequence[float]) -> float:
@@ -29,12 +30,11 @@ def object_scores(text: str, token_texts: Sequence[str], token_logprobs: Sequenc
     for token in token_texts:
         offsets.append(position)
         position += len(token)
-    starts = entry_starts(text)
-    if len(starts) != n_objects:
+    spans = parse_answer(text).spans
+    if len(spans) != n_objects:
         return [_mean_prob(token_logprobs)] * n_objects
-    bounds = [*starts[1:], len(text) + 1]
     scores = []
-    for start, end in zip(starts, bounds, strict=True):
+    for start, end in spans:
         inside = [lp for off, lp in zip(offsets, token_logprobs, strict=True) if start <= off < end]
         scores.append(_mean_prob(inside))
     return scores

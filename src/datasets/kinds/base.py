@@ -9,6 +9,7 @@ method is pure (new arrays out, inputs untouched).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -167,14 +168,17 @@ class GeometryKind:
     # ------------------------------------------------------------------ answers
 
     def read_values(self, value: object) -> list[float] | None:
-        """The coordinates of an answer entry's value (a list of the right count of numbers that
-        `read_problem` accepts), else None."""
+        """The coordinates of an answer entry's value (a list of the right count of finite numbers that
+        `read_problem` accepts), else None. Python's json reads `NaN`, `Infinity` and `1e400`: such a value is
+        no coordinate (it would reach a prediction line as `NaN`, which strict JSON readers refuse)."""
         if (not isinstance(value, list) or not self.count_ok(len(value))
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
             return None
         try:
             out = [float(v) for v in value]
         except OverflowError:
+            return None
+        if not all(math.isfinite(v) for v in out):
             return None
         return None if self.read_problem(out) else out
 

@@ -106,3 +106,20 @@ def test_dry_run_refuses_a_torn_init_from_with_exit_2_and_leaves_no_run_director
         assert f"`run.init_from` = {adapter} cannot start a run: adapter_model.safetensors:" in err
         assert "Traceback" not in err
         assert not (tmp_path / "out").exists()  # nothing prepared for a run that cannot start
+
+
+def test_an_adapter_checkpoint_as_model_is_refused_pointing_at_init_from(tmp_path):
+    """configs/stage_2_llm_lora.yaml said to set model.model to the stage-1 checkpoint: with the LoRA variant the
+    dry run passed and the run died in transformers ("Unrecognized model") after preparing its directory."""
+    base = _model(tmp_path / "model")
+    adapter = _adapter(tmp_path / "s1" / "checkpoint-2", base)
+    with pytest.raises(ConfigError, match=rf"`model.model` = {adapter} is an adapter checkpoint, not a model: .*"
+                                          rf"`run.init_from: {adapter}`.* \({base}, by its args.json\)"):
+        plan_start({"model": str(adapter)}, None, tmp_path / "out", defaults={})
+    full = _model(tmp_path / "s1full" / "checkpoint-2")  # a full stage-1 checkpoint is a model: allowed
+    assert plan_start({"model": str(full)}, None, tmp_path / "out", defaults={}).model == str(full)
+
+
+def test_the_stage_2_recipe_says_to_start_from_stage_1_with_init_from():
+    text = (REPO / "configs" / "stage_2_llm_lora.yaml").read_text()
+    assert "set run.init_from to the stage-1 checkpoint" in text and "set model.model to the stage-1" not in text

@@ -79,6 +79,11 @@ def adapter_base_model(path: Path) -> str | None:
     return None
 
 
+def _base_hint(adapter: Path) -> str:
+    base = adapter_base_model(adapter)
+    return f" ({base}, by its args.json)" if base else ""
+
+
 def _normalised(value: Any) -> Any:
     if value is None or value == []:
         return None  # ms-swift writes an unset list as [] in args.json and its default may be None
@@ -120,6 +125,12 @@ def plan_start(kwargs: dict[str, Any], init_from: str | None, output_dir: Path,
     adapter nor a full checkpoint, or when both a warm start and an explicit resume are asked for.
     """
     plan = StartPlan(model=kwargs.get("model"), resume_from_checkpoint=kwargs.get("resume_from_checkpoint"))
+    model = Path(plan.model) if plan.model else None
+    if model is not None and (model / "adapter_config.json").is_file() and not (model / "config.json").is_file():
+        # ms-swift would fail loading it ("Unrecognized model"), after the run directory was prepared.
+        raise ConfigError(f"`model.model` = {model} is an adapter checkpoint, not a model: to start from it, set "
+                          f"`run.init_from: {model}` (a warm start: merged into its base) and `model.model` to "
+                          f"the base model{_base_hint(model)}")
     resume = plan.resume_from_checkpoint
     if init_from and resume and continuing:
         # `auto` found this run's own checkpoint: the warm start happened when the run began (its merge is in

@@ -504,8 +504,12 @@ def check_image_file(image: str, width: int | None, height: int | None, *, decod
     if isinstance(found, ImageError):
         return "images[0]", found.reason
     if width is not None and height is not None and found != (width, height):
-        return ("width/height",
-                f"record says {width}x{height} but the image is {found[0]}x{found[1]} (after EXIF orientation)")
+        message = f"record says {width}x{height} but the image is {found[0]}x{found[1]} (after EXIF orientation)"
+        if found == (height, width):
+            # The usual cause: a size (and coordinates) taken from the stored pixels of an EXIF-turned photo.
+            message += ("; width and height are swapped: they, and every coordinate, describe the image as "
+                        "displayed, turned by its EXIF orientation, not as its pixels are stored")
+        return "width/height", message
     return None
 
 

@@ -93,7 +93,9 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
             orientation = Image.Image.getexif(img).get(_EXIF_ORIENTATION, 1)
         except (OSError, ValueError, SyntaxError) as exc:
             raise ImageError(path, f"cannot read EXIF: {exc}") from exc
-    if orientation in _SWAPS_AXES:
+    # Pillow's TIFF reader already reports the displayed size of a turned TIFF (it turns the pixels in load()):
+    # swapping again gave the stored size, and a record with the right size was refused before training.
+    if orientation in _SWAPS_AXES and img.format != "TIFF":
         return height, width
     return width, height
 

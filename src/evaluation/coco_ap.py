@@ -2,7 +2,11 @@
 
 `COCOeval` ranks, matches and accumulates exactly as every COCO number users know; only its
 `computeIoU` is replaced, so that a pair involving a quad is scored by polygon IoU (see
-`src.evaluation.metrics.pairwise_iou`). Evaluation is on area range "all" with `maxDets = [max_dets]`.
+`src.evaluation.metrics.pairwise_iou`). Evaluation is on one area range that holds every area, with
+`maxDets = [max_dets]`: pycocotools' "all" ends at 1e10 (1e5 px squared), and COCOeval silently ignores a
+ground-truth object, or an unmatched detection, outside its range; a gigapixel image's objects, or a hostile
+answer's box, reach that size, and must still count as a miss or a false positive. Where every object and
+detection is smaller (any detector's boxes on COCO images) the numbers are pycocotools' own.
 A ground-truth object marked as an ignore region becomes a crowd annotation (`iscrowd: 1`): COCOeval
 then lets any number of detections match it, counts none of them as a true or a false positive, and
 the IoU against it is intersection over the detection's own area (the IoU function is told which
@@ -23,7 +27,7 @@ from pycocotools.cocoeval import COCOeval
 # A pairwise IoU (detections x ground truth) of any objects carried in the annotations' "obj" field; the
 # third argument flags the crowd (ignore) ground-truth objects, whose IoU divides by the detection's area.
 IouFn = Callable[[Sequence[Any], Sequence[Any], np.ndarray], np.ndarray]
-AREA_ALL = [0.0, 1e10]
+AREA_ALL = [0.0, float("inf")]  # every area (see the module docstring)
 
 
 class GroundingCOCOeval(COCOeval):

@@ -3,14 +3,13 @@
 Predictions (the JSONL written by `python -m src.infer`, see src/inference/predictions.py) are
 matched to ground-truth records by image path. Reported: COCO-style AP@[.5:.95], AP50 and AP75,
 class-agnostic (every description one class) and per description (category = ``desc`` in its NFC form,
-`desc_key`); precision,
-recall and F1 at IoU 0.5; the parse-failure rate. AP is pycocotools' own COCOeval (area range
-"all", maxDets=100) with its IoU replaced (src/evaluation/coco_ap.py) by the geometry registry's
-similarity (src/datasets/kinds/): box IoU for box pairs, polygon IoU (shapely) for any other pair of
-regions (quads, polygons), and for points the point rules (a point in a region matches it; two points
-by their distance relative to the image size, 1 - d / 0.1 image sizes, so IoU 0.5 means within 5% of
-it). Images are evaluated in the order of their
-COCO image id (`image_ids`), as COCOeval does, which decides how score ties across images rank.
+`desc_key`); precision, recall and F1 at IoU 0.5; the parse-failure rate. AP is pycocotools' own COCOeval
+(every area: not its "all", which ends at 1e10 px^2; maxDets=100) with its IoU replaced
+(src/evaluation/coco_ap.py) by the geometry registry's similarity (src/datasets/kinds/): box IoU for box
+pairs, polygon IoU (shapely) for any other pair of regions (quads, polygons), and for points the point rules
+(a point in a region matches it; two points by their distance relative to the image size, 1 - d / 0.1 image
+sizes, so IoU 0.5 means within 5% of it). Images are evaluated in the order of their COCO image id
+(`image_ids`), as COCOeval does, which decides how score ties across images rank.
 
 Ground-truth objects marked ``ignore`` (crowd, illegible text, don't care) are COCO's crowd
 regions: a prediction matched to one (only when no other object is free to match it; IoU =

@@ -28,3 +28,20 @@ def test_a_typed_line_with_a_non_finite_object_scores_as_its_json_form():
     assert typed["n_pred_objects"] == 1 and typed["class_agnostic"]["AP"] == pytest.approx(1.0)
     typed.pop("n_pred_rows"), as_json.pop("n_pred_rows")
     assert typed == as_json
+
+
+def test_a_repeated_prediction_line_never_takes_the_line_of_another_record_of_its_image():
+    # Two records of one image (two annotation passes); the prediction file holds A's line twice (a resumed or
+    # concatenated run), then B's. B's line must pair with B; A's second line is the duplicate.
+    from src.evaluation.metrics import pair_predictions
+
+    records = [Record(image="/d/a.png", width=100, height=100, source=SourceRef(file="/d/gt.jsonl", line=n),
+                      objects=()) for n in (1, 2)]
+    row_a, row_a_again, row_b = ({"source": f"/d/gt.jsonl:{n}", "image": "/d/a.png", "objects": []} for n in (1, 1, 2))
+    paired, unpaired = pair_predictions([row_a, row_a_again, row_b], records)
+    assert paired[0] is row_a and paired[1] is row_b
+    assert unpaired["duplicates"] == ["/d/a.png"]
+    # A line naming no record of the image (another file's source) takes a record its own line does not claim.
+    stray = {"source": "/elsewhere.jsonl:7", "image": "/d/a.png", "objects": []}
+    paired, unpaired = pair_predictions([stray, row_a], records)
+    assert paired[0] is row_a and paired[1] is stray and unpaired["duplicates"] == []

@@ -203,9 +203,10 @@ def pair_predictions(pred_rows: Sequence[dict | Prediction], gt_records: Sequenc
     """The prediction row of each GT record (``None`` when it has none), and what did not pair.
 
     Rows pair with records by normalised image path (``pair_by="name"``: by file name alone);
-    when several records share an image, the row's ``source`` (``file:line``) picks among them,
-    else the first record still free. The second value lists ``unknown_images`` (rows for images
-    not in the GT) and ``duplicates`` (rows for an image whose records all have a row already);
+    when several records share an image, a row whose ``source`` (``file:line``) names one of them pairs with
+    that record only (its first such row; a repeat is a duplicate, never another record's row), and the rows
+    naming none of them then take the records still free, in order. The second value lists
+    ``unknown_images`` (rows for images not in the GT) and ``duplicates`` (rows left over for an image);
     both kinds are not used.
     """
     if pair_by not in PAIR_BY:
@@ -214,20 +215,32 @@ def pair_predictions(pred_rows: Sequence[dict | Prediction], gt_records: Sequenc
     for i, rec in enumerate(gt_records):
         by_image.setdefault(_pair_key(rec.image, pair_by), []).append(i)
     paired: list[dict | Prediction | None] = [None] * len(gt_records)
-    unknown, duplicates = [], []
-    for row in pred_rows:
+    unknown: list[str] = []
+    # The rows left to place after their own records, in input order: (row index, candidate records).
+    left: list[tuple[int, list[int]]] = []
+    extra: set[int] = set()
+    for n, row in enumerate(pred_rows):
         image = _field(row, "image")
         candidates = by_image.get(_pair_key(image, pair_by)) if isinstance(image, str) else None
         if not candidates:
             unknown.append(str(image))
             continue
-        free = [i for i in candidates if paired[i] is None]
         source = _field(row, "source")
-        exact = [i for i in free if source == str(gt_records[i].source)]
-        if exact or free:
-            paired[(exact or free)[0]] = row
+        own = [i for i in candidates if source == str(gt_records[i].source)] if len(candidates) > 1 else []
+        if own:
+            if paired[own[0]] is None:
+                paired[own[0]] = row
+            else:
+                extra.add(n)
         else:
-            duplicates.append(str(image))
+            left.append((n, candidates))
+    for n, candidates in left:
+        free = [i for i in candidates if paired[i] is None]
+        if free:
+            paired[free[0]] = pred_rows[n]
+        else:
+            extra.add(n)
+    duplicates = [str(_field(pred_rows[n], "image")) for n in sorted(extra)]
     return paired, {"unknown_images": unknown, "duplicates": duplicates}
 
 

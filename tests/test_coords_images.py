@@ -35,3 +35,25 @@ def test_a_record_with_the_stored_size_of_a_turned_photo_is_told_why(tmp_path):
         assert field == "width/height"
         assert "record says 60x20 but the image is 20x60" in message
         assert "swapped" in message and "displayed" in message and "EXIF" in message
+
+
+@pytest.mark.parametrize(("size", "refused"), [((1, 1), False), ((200, 1), False), ((201, 1), True),
+                                               ((30, 8000), True), ((6000, 30), False)])
+def test_an_image_too_thin_for_the_processor_is_refused_when_checked(tmp_path, size, refused):
+    """Qwen-VL's smart_resize raises past a 200:1 ratio, in the middle of a run; validation says so first."""
+    from transformers import Qwen2VLImageProcessor
+
+    path = tmp_path / "thin.png"
+    Image.new("RGB", size).save(path)
+    processor = Qwen2VLImageProcessor(patch_size=16, merge_size=2, min_pixels=32 * 32 * 4, max_pixels=32 * 32 * 256)
+    try:
+        processor(images=[load_image(path)], return_tensors="np")
+        processor_refuses = False
+    except ValueError:
+        processor_refuses = True
+    assert processor_refuses is refused
+    for decode in (False, True):
+        wrong = check_image_file(str(path), *size, decode=decode)
+        assert (wrong is not None) is refused
+        if refused:
+            assert wrong[0] == "images[0]" and f"{size[0]}x{size[1]}" in wrong[1] and "200" in wrong[1]

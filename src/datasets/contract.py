@@ -51,6 +51,7 @@ from .objects import GeoObject
 
 __all__ = [
     "CLAMP_TOLERANCE_PX",
+    "MAX_ASPECT_RATIO",
     "GEOMETRY_KINDS",
     "NO_VALUE",
     "GeometryKind",
@@ -76,6 +77,9 @@ _REQUIRED_RECORD_KEYS = ("images", "objects", "width", "height")
 OBJECT_KEYS: tuple[str, ...] = (*kinds.KEYS, "desc", "ignore", "category_id", "supercategory")
 CLAMP_TOLERANCE_PX = 1.0
 """Coordinates at most this far outside the image are clamped onto its edge, not rejected."""
+MAX_ASPECT_RATIO = 200
+"""The longest side over the shortest that Qwen-VL's image processor takes (`smart_resize`'s MAX_RATIO: beyond it
+the processor raises in the middle of a run); an image further out is refused when its file is checked."""
 
 _MAX_VALUE_CHARS = 80
 
@@ -487,8 +491,8 @@ def _clamp_into_image(
 def check_image_file(image: str, width: int | None, height: int | None, *, decode: bool,
                      sizes: dict[str, tuple[int, int] | ImageError] | None = None) -> tuple[str, str] | None:
     """(field, message) of what is wrong with a record's image file (missing, unreadable, not `width` x
-    `height` after EXIF orientation), or None. `decode` reads every pixel, else the header only; `sizes`
-    remembers what each image gave."""
+    `height` after EXIF orientation, sides further apart than `MAX_ASPECT_RATIO`), or None. `decode` reads every
+    pixel, else the header only; `sizes` remembers what each image gave."""
     found = sizes.get(image) if sizes is not None else None
     if found is None:
         try:
@@ -510,6 +514,10 @@ def check_image_file(image: str, width: int | None, height: int | None, *, decod
             message += ("; width and height are swapped: they, and every coordinate, describe the image as "
                         "displayed, turned by its EXIF orientation, not as its pixels are stored")
         return "width/height", message
+    long_side, short_side = max(found), min(found)
+    if long_side > MAX_ASPECT_RATIO * short_side:
+        return ("images[0]", f"the image is {found[0]}x{found[1]}, {long_side / short_side:g} times longer than wide; "
+                f"Qwen-VL's image processor refuses a ratio over {MAX_ASPECT_RATIO} (smart_resize): crop or pad it")
     return None
 
 

@@ -11,7 +11,7 @@ usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 config="" gpus="" nproc="" base_config="" debug=false dry_run=false print_only=false
-nnodes=1 node_rank=0 master_addr=127.0.0.1 master_port=29500
+nnodes=1 node_rank=0 master_addr=127.0.0.1 master_port=29500 master_port_given=false
 for arg in "$@"; do
   case "$arg" in
     config=*) config=${arg#*=} ;;
@@ -24,7 +24,7 @@ for arg in "$@"; do
     nnodes=*) nnodes=${arg#*=} ;;
     node_rank=*) node_rank=${arg#*=} ;;
     master_addr=*) master_addr=${arg#*=} ;;
-    master_port=*) master_port=${arg#*=} ;;
+    master_port=*) master_port=${arg#*=}; master_port_given=true ;;
     -h|--help|help) usage ;;
     *) echo "train.sh: unknown argument '$arg' (expected key=value: config, gpus, nproc, base_config, debug, dry_run, nnodes, node_rank, master_addr, master_port, print_only)" >&2; exit 2 ;;
   esac
@@ -96,6 +96,25 @@ fi
 if [ "$nproc" -eq 1 ] && [ "$nnodes" -eq 1 ]; then
   cmd=("$python" -m src.sft "${sft_args[@]}")
 else
+  # torchrun's node 0 listens on master_port: a second job on this machine with the same port died with a
+  # torch traceback (EADDRINUSE). One node without master_port= takes a free port; a port given is checked.
+  port_free() { "$python" - "$1" <<'PY'
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+print(s.getsockname()[1])
+PY
+  }
+  if [ "$nnodes" -eq 1 ] && [ "$master_port_given" = false ]; then
+    master_port=$(port_free 0) || { echo "train.sh: found no free TCP port for torchrun; give master_port=P" >&2; exit 2; }
+  elif [ "$node_rank" -eq 0 ] && ! port_free "$master_port" > /dev/null; then
+    every=""; [ "$nnodes" -gt 1 ] && every=" (the same on every node)"
+    echo "train.sh: master_port $master_port is in use on this machine (another job's torchrun?): node 0 listens on it; choose another master_port=P$every" >&2; exit 2
+  fi
   env_vars+=(NPROC_PER_NODE="$nproc" NNODES="$nnodes" NODE_RANK="$node_rank" MASTER_ADDR="$master_addr" MASTER_PORT="$master_port")
   cmd=("$python" -m torch.distributed.run --nproc_per_node="$nproc" --nnodes="$nnodes" --node_rank="$node_rank"
        --master_addr="$master_addr" --master_port="$master_port" -m src.sft "${sft_args[@]}")

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="folder for the PNGs and index.html")
     parser.add_argument("--limit", type=positive_int, help="only the first N GT records")
     parser.add_argument("--min_side", "--min-side", type=int, default=MIN_SIDE,
-                        help="scale small images up by a whole factor until the shorter side reaches this")
+                        help="scale small images up by a whole factor until the shorter side reaches this (the longer "
+                             "side never past 4096)")
     parser.add_argument("--match_labels", "--match-labels", action="store_true",
                         help="a match also needs equal descriptions")
     parser.add_argument("--iou_type", "--iou-type", choices=IOU_TYPES, default="auto",

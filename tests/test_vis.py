@@ -46,6 +46,20 @@ def data(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_scale_factor():
     assert scale_factor(64, 48) == 8 and scale_factor(1000, 800) == 1 and scale_factor(100, 500) == 4
+    # A strip is not blown up past 4096 px on its long side (4000 x 2 by 192 was a 295-megapixel PNG).
+    assert scale_factor(4000, 2) == 1 and scale_factor(3, 200) == 20 and scale_factor(64, 48, min_side=10**6) == 64
+
+
+def test_vis_draws_a_thin_strip_at_a_size_it_can_open(tmp_path: Path):
+    Image.new("RGB", (2000, 4), (128, 128, 128)).save(tmp_path / "strip.png")
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text(json.dumps({"images": ["strip.png"], "width": 2000, "height": 4,
+                              "objects": [{"bbox_2d": [100, 0, 300, 4], "desc": "text: EXIT"}]}) + "\n",
+                  encoding="utf-8")
+    assert main(["--gt", str(gt), "--out", str(tmp_path / "vis")]) == 0
+    img = Image.open(next((tmp_path / "vis").glob("*.png"))).convert("RGB")
+    assert img.size == (4000, 8)  # by 2, not by 96 (192,000 x 384)
+    assert _colour_near(img, 200, 4, BLUE, radius=3)
 
 
 def test_vis_gt_only(data, tmp_path: Path):

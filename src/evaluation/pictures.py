@@ -11,8 +11,9 @@ they match at IoU 0.5 (the greedy, score-ordered matching of src/evaluation/metr
   "ignore"; a prediction on one (neither true nor false positive): grey.
 
 Small images are scaled up by a whole factor (nearest neighbour) until the shorter side reaches
-``--min_side``, and coordinates with them. ``index.html`` is a contact sheet linking every PNG with
-its counts.
+``--min_side``, and coordinates with them, never taking the longer side past `MAX_SIDE` (a strip of text 4000 x 2
+px would otherwise become a 768,000 x 384 PNG that Pillow itself refuses to open as a decompression bomb).
+``index.html`` is a contact sheet linking every PNG with its counts.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ BLUE = (0, 90, 255)
 GREY = (150, 150, 150)
 _DASH = 6  # pixels drawn, then as many skipped, along an ignore region's outline
 MIN_SIDE = 384
+MAX_SIDE = 4096  # the longer side that scaling up stops at (an image already longer is drawn at its size)
 _MATCH_IOU = 0.5
 
 
@@ -63,9 +65,11 @@ class RecordView:
     """Predictions on ignore regions: neither true nor false positives."""
 
 
-def scale_factor(width: int, height: int, min_side: int = MIN_SIDE) -> int:
-    """The whole factor (>= 1) that brings the shorter side to at least ``min_side``."""
-    return max(1, math.ceil(min_side / max(1, min(width, height))))
+def scale_factor(width: int, height: int, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> int:
+    """The whole factor (>= 1) that brings the shorter side to at least ``min_side``, but never the longer side
+    past ``max_side`` (the smaller factor wins; 1 when the image is already that long)."""
+    wanted = math.ceil(min_side / max(1, min(width, height)))
+    return max(1, min(wanted, max_side // max(1, width, height)))
 
 
 def _polygon(obj: Obj, sx: float, sy: float, size: tuple[int, int]) -> list[tuple[float, float]]:

@@ -34,9 +34,9 @@ def test_ctrl_c_under_torchrun_exits_130_and_leaves_no_process(tmp_path):
                       "training:\n  output_dir: out\n  max_steps: 500\n  save_strategy: steps\n  save_steps: 2\n"
                       "  logging_steps: 1\n  eval_strategy: 'no'\n")
     out = tmp_path / "out"
-    job = subprocess.Popen(["bash", str(REPO / "scripts" / "train.sh"), f"config={config}", "gpus=cpu", "nproc=2",
-                            "master_port=29647"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True, start_new_session=True)
+    job = subprocess.Popen(["bash", str(REPO / "scripts" / "train.sh"), f"config={config}", "gpus=cpu", "nproc=2"],
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)  # no master_port=: the launcher takes a free one
     try:
         marker, deadline = out / "checkpoint-2" / "trainer_state.json", time.monotonic() + 300
         while not marker.exists() and job.poll() is None and time.monotonic() < deadline:

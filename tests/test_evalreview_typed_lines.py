@@ -45,3 +45,16 @@ def test_a_repeated_prediction_line_never_takes_the_line_of_another_record_of_it
     stray = {"source": "/elsewhere.jsonl:7", "image": "/d/a.png", "objects": []}
     paired, unpaired = pair_predictions([stray, row_a], records)
     assert paired[0] is row_a and paired[1] is stray and unpaired["duplicates"] == []
+
+
+def test_two_coco_categories_with_one_id_are_noted_not_renamed_silently():
+    from pathlib import Path
+
+    from src.evaluation.coco_files import records_from_coco
+
+    coco = {"images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 100}],
+            "categories": [{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "iscrowd": 0}]}
+    gt = records_from_coco(coco, Path("/d/instances.json"))
+    assert any("categories[1]" in n and "id 1" in n and "'cat'" in n for n in gt.notes), gt.notes
+    assert gt.records[0].objects[0].desc == "dog"  # the later one, as pycocotools reads it and the note says

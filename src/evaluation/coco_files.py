@@ -137,12 +137,19 @@ class CocoGroundTruth:
     """Things done that bend nothing but deserve a word (ids matched across types)."""
 
 
-def _category_descs(path: Path, categories: list, problems: list[str]) -> dict[ImageId, str]:
+def _category_descs(path: Path, categories: list, problems: list[str], notes: list[str]) -> dict[ImageId, str]:
     names: dict[ImageId, object] = {}
+    first: dict[ImageId, int] = {}
     for position, cat in enumerate(categories):
         if not isinstance(cat, dict) or not _is_id(cat.get("id")):
             problems.append(f"{path}: categories[{position}]: needs an integer or string id, got {cat!r:.80}")
             continue
+        if cat["id"] in names and names[cat["id"]] != cat.get("name"):
+            # pycocotools keeps the later one too, but says nothing: every annotation of the id gets this name.
+            notes.append(f"{path}: categories[{position}]: id {_show(cat['id'])} is used by "
+                            f"categories[{first[cat['id']]}] ({names[cat['id']]!r:.40}) too; its annotations are "
+                            f"evaluated as {cat.get('name')!r:.40}, the later one, as pycocotools reads it")
+        first.setdefault(cat["id"], position)
         names[cat["id"]] = cat.get("name")
     # convert_coco's rule: two categories with one name stay two categories (per-desc AP must not merge them).
     return category_descs(names)
@@ -162,7 +169,7 @@ def records_from_coco(coco: dict, path: Path) -> CocoGroundTruth:
     """
     problems: list[str] = []
     notes: list[str] = []
-    descs = _category_descs(path, coco.get("categories") or [], problems)
+    descs = _category_descs(path, coco.get("categories") or [], problems, notes)
     images: dict[ImageId, tuple[int, dict]] = {}
     for position, image in enumerate(coco["images"], start=1):
         if not isinstance(image, dict) or not _is_id(image.get("id")):

@@ -58,3 +58,16 @@ def test_two_coco_categories_with_one_id_are_noted_not_renamed_silently():
     gt = records_from_coco(coco, Path("/d/instances.json"))
     assert any("categories[1]" in n and "id 1" in n and "'cat'" in n for n in gt.notes), gt.notes
     assert gt.records[0].objects[0].desc == "dog"  # the later one, as pycocotools reads it and the note says
+
+
+def test_a_typed_line_with_a_non_finite_score_scores_as_its_json_form():
+    # A diverged model's log-probabilities give NaN scores; read back from JSON such a score is missing (1.0).
+    near = (22.0, 20.0, 82.0, 20.0, 82.0, 80.0, 22.0, 80.0)
+    objects = [PredictedObject(kind="quad", points=near, desc="sign", score=0.9),
+               PredictedObject(kind="quad", points=SQUARE, desc="sign", score=float("nan"))]
+    line = PredictionLine(source="/d/gt.jsonl:1", image="/d/a.png", width=100, height=100, objects=objects)
+    typed = evaluate([line], [RECORD])
+    as_json = evaluate([PredictionLine.from_json(json.loads(json.dumps(line.to_json())))], [RECORD])
+    assert typed["scores_missing"] == as_json["scores_missing"] == 1
+    typed.pop("n_pred_rows"), as_json.pop("n_pred_rows")
+    assert typed == as_json

@@ -36,6 +36,7 @@ import numpy as np
 
 from src.datasets import kinds as geometry_kinds
 from src.datasets.contract import Record
+from src.datasets.geometry import is_finite_number
 from src.datasets.objects import GeoObject, read_objects, values_fit
 from src.evaluation.coco_ap import ap_summary, coco_precision
 from src.evaluation.coco_files import coco_sort_key, jsonl_image_ids
@@ -249,16 +250,19 @@ def prediction_objects(row: dict | Prediction | None) -> tuple[list[Obj], int, i
 
     A JSON row's objects are read by `src.datasets.objects.read_objects` (the prediction record's rules: a
     registered `kind` with its count of finite `points`; a missing or non-numeric `score` becomes 1.0 and is
-    counted); a typed line (`Prediction`) gives its own objects and counts, held to the same rule: an object
-    its JSON form would drop (a non-finite value, which the answer parser lets through from `NaN` or
-    `Infinity`) is dropped and counted, so the line scores as it does once written and read back.
+    counted); a typed line (`Prediction`) gives its own objects and counts, held to the same rules: an object
+    its JSON form would drop (a non-finite value) is dropped and counted, a non-finite score (a diverged model's
+    log-probabilities) becomes 1.0 and is counted, so the line scores as it does once written and read back.
     """
     if row is None:
         return [], 0, 0
     if isinstance(row, dict):
         return read_objects(row.get("objects"))
     usable = [o for o in row.objects if values_fit(o.kind, o.points)]
-    return usable, row.invalid_objects + len(row.objects) - len(usable), row.scores_missing
+    unscored = sum(not is_finite_number(o.score) for o in usable)
+    if unscored:
+        usable = [o if is_finite_number(o.score) else dataclasses.replace(o, score=1.0) for o in usable]
+    return usable, row.invalid_objects + len(row.objects) - len(usable), row.scores_missing + unscored
 
 
 def gt_objects(record: Record) -> tuple[list[Obj], np.ndarray]:

@@ -38,9 +38,10 @@ from typing import Any, Literal
 from src.datasets import kinds
 from src.datasets.objects import GeoObject
 
-ANSWER_VERSION = 2
+ANSWER_VERSION = 3
 """Raised whenever the same record gets another answer text: 2 (ties on the grid round to even, as ms-swift;
-ignore regions left out). A pre-encoded cache built under another version is stale (src/datasets/cache.py)."""
+ignore regions left out), 3 (a box whose edges round to one grid value is written one step wide). A pre-encoded
+cache built under another version is stale (src/datasets/cache.py)."""
 
 FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)(?:```|$)", re.DOTALL)
 

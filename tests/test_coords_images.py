@@ -57,3 +57,21 @@ def test_an_image_too_thin_for_the_processor_is_refused_when_checked(tmp_path, s
         assert (wrong is not None) is refused
         if refused:
             assert wrong[0] == "images[0]" and f"{size[0]}x{size[1]}" in wrong[1] and "200" in wrong[1]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_transparent_colour_is_composited_on_white_and_not_handed_on_as_a_path(tmp_path, mode):
+    """README: transparency is composited on white. A PNG's tRNS colour is transparency; ms-swift, given the
+    path, would see the colour, so the loader's image is what goes to it."""
+    from src.datasets.images import is_plain_rgb, model_input
+
+    black = (0, 0, 0) if mode == "RGB" else 0
+    img = Image.new(mode, (4, 3), black)
+    img.putpixel((1, 1), (10, 20, 30) if mode == "RGB" else 90)
+    path = tmp_path / f"trns_{mode}.png"
+    img.save(path, transparency=black)
+    loaded = load_image(path)
+    assert loaded.getpixel((0, 0)) == (255, 255, 255)
+    assert loaded.getpixel((1, 1)) == ((10, 20, 30) if mode == "RGB" else (90, 90, 90))
+    assert not is_plain_rgb(path)
+    assert not isinstance(model_input(path), str)

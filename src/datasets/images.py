@@ -42,6 +42,9 @@ def _open(path: str | os.PathLike[str]) -> Image.Image:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("1", "L", "RGB") and "transparency" in img.info:
+        # A PNG tRNS colour is transparency too: composited like an alpha channel, not left as its colour.
+        img = img.convert("RGBA")
     if img.mode == "RGB":
         return img
     if img.mode == "P":
@@ -62,7 +65,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
     """Open ``path`` fully decoded, EXIF-oriented, as an RGB image.
 
-    Palette and alpha images are composited on white; grayscale and CMYK are converted.
+    Palette and alpha images, and images with a transparent colour (PNG tRNS), are composited on white;
+    grayscale and CMYK are converted.
     Truncated or corrupt files raise :class:`ImageError` (every pixel is decoded here).
     """
     img = _open(path)
@@ -101,7 +105,7 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
 
 
 def is_plain_rgb(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` is an RGB image with no EXIF turn, read from the header only.
+    """True when ``path`` is an RGB image with no EXIF turn and no transparent colour, read from the header only.
 
     For such a file any loader that decodes and converts to RGB (ms-swift's included) gives the
     same pixels as ``load_image``, so it may be handed on as a path. PNGs are judged by the header
@@ -110,7 +114,8 @@ def is_plain_rgb(path: str | os.PathLike[str]) -> bool:
     try:
         img = _open(path)
         with img:
-            return img.mode == "RGB" and Image.Image.getexif(img).get(_EXIF_ORIENTATION, 1) in (1, None)
+            return (img.mode == "RGB" and "transparency" not in img.info
+                    and Image.Image.getexif(img).get(_EXIF_ORIENTATION, 1) in (1, None))
     except (ImageError, OSError, ValueError, SyntaxError):
         return False
 

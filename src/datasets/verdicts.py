@@ -38,8 +38,8 @@ import numpy as np
 from src.datasets.columns import COLUMNS, RecordTable, record_columns
 from src.datasets.contract import NO_VALUE, Problem, Record
 
-CONTRACT_VERSION = 6  # 3: .npy columns, mmapped; 4: ignore, category_id, supercategory; 5: quads in canonical order;
-# 6: point_2d and polygon kinds, a value_counts column
+CONTRACT_VERSION = 7  # 3: .npy columns, mmapped; 4: ignore, category_id, supercategory; 5: quads in canonical order;
+# 6: point_2d and polygon kinds, a value_counts column; 7: images over 200:1 refused, a turned TIFF's displayed size
 CACHE_ENV = "GROUNDING_CACHE_DIR"
 MAX_MB_ENV = "GROUNDING_CACHE_MAX_MB"
 MAX_AGE_ENV = "GROUNDING_CACHE_MAX_AGE_DAYS"

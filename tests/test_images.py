@@ -45,3 +45,19 @@ def test_exif_rotated_jpeg_is_turned_upright(tmp_path):
     assert load_image(path).size == (20, 40)
     assert _jpeg_with_orientation(tmp_path / "u.jpg", 1) and is_plain_rgb(tmp_path / "u.jpg")
     assert not is_plain_rgb(tmp_path / "missing.png")
+
+
+def test_deep_grey_images_keep_their_contrast(tmp_path):
+    """A 16-bit grey TIFF that Pillow reads as 32-bit "I" came out almost all white (convert() saturates every
+    value above 255) and a float "F" image in 0..1 all black (truncated to 0); they now read as 16-bit keeps its
+    top 8 bits, and floats in 0..1 are scaled to 0..255."""
+    ramp = np.arange(0, 65536, 256, dtype=np.int32).reshape(16, 16)  # 0 .. 65280
+    Image.fromarray(ramp).save(tmp_path / "i32.tif")
+    assert Image.open(tmp_path / "i32.tif").mode == "I"
+    got = np.asarray(load_image(tmp_path / "i32.tif"))
+    assert got.shape == (16, 16, 3) and np.array_equal(got[..., 0], (ramp >> 8).astype(np.uint8))
+    unit = (np.arange(256, dtype=np.float32) / 255).reshape(16, 16)
+    Image.fromarray(unit, mode="F").save(tmp_path / "f.tif")
+    assert Image.open(tmp_path / "f.tif").mode == "F"
+    got = np.asarray(load_image(tmp_path / "f.tif"))
+    assert np.array_equal(got[..., 0], np.arange(256, dtype=np.uint8).reshape(16, 16))

@@ -55,10 +55,16 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, _WHITE + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if img.mode.startswith("I;16"):
-        # 16-bit grey: keep the top 8 bits instead of letting convert() saturate at 255.
-        grey = (np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
+    if img.mode.startswith("I;16") or img.mode == "I":
+        # 16-bit grey (Pillow reads some 16-bit files as 32-bit "I"): keep the top 8 of 16 bits instead of
+        # letting convert() saturate at 255, which turned every pixel above 255 white.
+        values = np.clip(np.asarray(img, dtype=np.int64), 0, 65535)
+        return Image.fromarray((values >> 8).astype(np.uint8)).convert("RGB")
+    if img.mode == "F":
+        # Float grey: 0..1 when no value passes 1 (convert() truncated it to black), else 0..255 as written.
+        values = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+        return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)).convert("RGB")
     return img.convert("RGB")
 
 
@@ -66,7 +72,8 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
     """Open ``path`` fully decoded, EXIF-oriented, as an RGB image.
 
     Palette and alpha images, and images with a transparent colour (PNG tRNS), are composited on white;
-    grayscale and CMYK are converted.
+    grayscale and CMYK are converted (16-bit grey, "I;16" or "I", keeps its top 8 bits; float grey "F" is read
+    as 0..1 when no value passes 1, else as 0..255).
     Truncated or corrupt files raise :class:`ImageError` (every pixel is decoded here).
     """
     img = _open(path)

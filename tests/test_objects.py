@@ -60,6 +60,8 @@ def test_the_json_form_reads_back_equal_and_counts_what_it_drops():
     kept, invalid, no_score = read_objects(bad)
     assert kept == [GeoObject("bbox_2d", (1.0, 2.0, 3.0, 4.0), "")] and (invalid, no_score) == (5, 1)
     assert read_objects({"objects": []}) == ([], 0, 0)
+    # A null desc is no desc, as the answer parser reads a null label (it read as the label "None").
+    assert read_objects([{"kind": "point_2d", "points": [1, 2], "desc": None}])[0][0].desc == ""
 
 
 @pytest.mark.parametrize("norm", ["norm1000", "none"])

@@ -73,9 +73,9 @@ def read_objects(items: object) -> tuple[list[GeoObject], int, int]:
     (objects dropped as malformed, scores missing).
 
     An object needs a registered `kind` with its count of finite `points` that the kind does not call malformed
-    (`values_fit`; else it is dropped and counted);
-    `desc` defaults to ""; a missing or non-numeric `score` becomes 1.0 and is counted. `ignore`, `image`,
-    `category_id`, `supercategory` are kept when they have their type. Anything but a list reads as no objects.
+    (`values_fit`; else it is dropped and counted); `desc` defaults to "" (null too: not the text "None"); a
+    missing or non-numeric `score` becomes 1.0 and is counted. `ignore`, `image`, `category_id`, `supercategory`
+    are kept when they have their type. Anything but a list reads as no objects.
     """
     objects, invalid, no_score = [], 0, 0
     for item in items if isinstance(items, list) else []:
@@ -90,12 +90,18 @@ def read_objects(items: object) -> tuple[list[GeoObject], int, int]:
             score = 1.0
         image, category_id, supercategory = item.get("image"), item.get("category_id"), item.get("supercategory")
         objects.append(GeoObject(
-            kind, tuple(float(v) for v in points), str(item.get("desc", "")), float(score),
+            kind, tuple(float(v) for v in points), _text(item.get("desc")), float(score),
             ignore=item.get("ignore") is True,
             image=image if _is_int(image) else None,
             category_id=category_id if _is_int(category_id) else None,
             supercategory=supercategory if isinstance(supercategory, str) else None))
     return objects, invalid, no_score
+
+
+def _text(value: object) -> str:
+    """A desc as text, as the answer parser reads a label: null (or absent) is "" ("None" would be a label of its
+    own), any other value its text."""
+    return "" if value is None else str(value)
 
 
 def _is_int(value: object) -> bool:

@@ -141,15 +141,35 @@ echo "log:         $log"
 set +e
 # Ctrl-C reaches the training (it prints where it stopped and how to resume), not tee: tee ignores SIGINT so
 # that message still reaches the terminal and the log; this shell waits for the training, then reports.
-interrupted=false
+# SIGTERM or SIGHUP sent to this shell alone (`kill`, `timeout`, a supervisor) is passed on to the training:
+# a foreground pipeline would defer the trap until the training ended, and without a trap this shell died and
+# left torchrun and its workers training on, holding the run lock. So the training runs in the background (its
+# SIGINT and SIGQUIT set back to default, which a background command would ignore) and this shell waits.
+interrupted=false signalled=""
+exec 3> >(trap '' INT TERM HUP; exec tee -a "$log")
+tee_pid=$!
+(trap - INT QUIT; exec env "${env_vars[@]}" "${cmd[@]}") >&3 2>&1 &
+train_pid=$!
 trap 'interrupted=true' INT
-env "${env_vars[@]}" "${cmd[@]}" 2>&1 | (trap '' INT; exec tee -a "$log")
-status=${PIPESTATUS[0]}
-trap - INT
-if [ "$interrupted" = true ]; then
+trap 'signalled=TERM; kill -TERM "$train_pid" 2>/dev/null' TERM
+trap 'signalled=HUP; kill -HUP "$train_pid" 2>/dev/null' HUP
+while :; do
+  wait "$train_pid"
+  status=$?
+  kill -0 "$train_pid" 2>/dev/null || break  # still running: the wait was cut short by a signal's trap
+done
+trap - INT TERM HUP
+exec 3>&-
+wait "$tee_pid" 2>/dev/null  # the log whole before the last line
+report() { echo "$1" | (trap '' INT TERM HUP; exec tee -a "$log") >&2; }
+if [ -n "$signalled" ]; then
+  # The training's own code for the signal (143 for SIGTERM, 129 for SIGHUP), whatever torchrun made of it.
+  [ "$status" -eq 0 ] || status=$((128 + $(kill -l "$signalled")))
+  report "train.sh: stopped by SIG$signalled (exit $status); the whole log: $log"
+elif [ "$interrupted" = true ]; then
   # One process ends with 130 on Ctrl-C; torchrun with 1 (its SignalException): an interrupted run exits 130
   # either way, so a caller can tell it from a failure.
   [ "$status" -eq 0 ] || status=130
-  echo "train.sh: interrupted (exit $status); the whole log: $log" | (trap '' INT; exec tee -a "$log") >&2
+  report "train.sh: interrupted (exit $status); the whole log: $log"
 fi
 exit "$status"

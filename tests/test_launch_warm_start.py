@@ -123,3 +123,18 @@ def test_an_adapter_checkpoint_as_model_is_refused_pointing_at_init_from(tmp_pat
 def test_the_stage_2_recipe_says_to_start_from_stage_1_with_init_from():
     text = (REPO / "configs" / "stage_2_llm_lora.yaml").read_text()
     assert "set run.init_from to the stage-1 checkpoint" in text and "set model.model to the stage-1" not in text
+
+
+def test_a_run_directory_as_init_from_names_its_newest_whole_checkpoint(tmp_path):
+    """`run.init_from: runs/stage1` (the stage-1 output_dir, not a checkpoint) said only what a checkpoint is."""
+    base = _model(tmp_path / "model")
+    run = tmp_path / "s1"
+    for step in (2, 4, 6):
+        _adapter(run / f"checkpoint-{step}", base)
+        if step != 6:  # checkpoint-6 was cut short: no trainer_state.json
+            (run / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    with pytest.raises(ConfigError, match=f"it is a run directory: its newest whole checkpoint is "
+                                          f"{run / 'checkpoint-4'}, set `run.init_from` to that"):
+        _plan(tmp_path, run, base)
+    with pytest.raises(ConfigError, match=r"\(config.json \+ \*.safetensors\)$"):
+        _plan(tmp_path, _model(tmp_path / "empty"), base)  # a folder holding no checkpoint: no hint

@@ -20,7 +20,7 @@ from typing import Any
 
 from src.config import ConfigError
 from src.training.checkpoint_guard import safetensors_problem
-from src.training.run_dir import MERGE_TMP_PREFIX
+from src.training.run_dir import MERGE_TMP_PREFIX, complete_checkpoints
 
 # The SftArguments that decide which parameters train; they must match for a true resume.
 TRAINABLE_KEYS = ("tuner_type", "freeze_llm", "freeze_vit", "freeze_aligner", "target_modules", "modules_to_save",
@@ -162,8 +162,12 @@ def plan_start(kwargs: dict[str, Any], init_from: str | None, output_dir: Path,
     if init_from:
         kind = checkpoint_kind(Path(init_from))
         if kind is None:
+            # The classic slip: the stage-1 run directory instead of one of its checkpoints.
+            whole = complete_checkpoints(Path(init_from))
+            hint = (f"; it is a run directory: its newest whole checkpoint is {whole[-1]}, set `run.init_from` to "
+                    f"that" if whole else "")
             raise ConfigError(f"`run.init_from` = {init_from} is neither an adapter checkpoint "
-                             f"(adapter_config.json) nor a full checkpoint (config.json + *.safetensors)")
+                             f"(adapter_config.json) nor a full checkpoint (config.json + *.safetensors){hint}")
         # Before rank 0 fills the run directory: a torn save or a base model that has moved would otherwise
         # fail inside ms-swift's merge or model loading, with a traceback and a half-prepared run directory.
         problem = warm_start_weights_problem(Path(init_from), kind)

@@ -138,3 +138,19 @@ def test_a_run_directory_as_init_from_names_its_newest_whole_checkpoint(tmp_path
         _plan(tmp_path, run, base)
     with pytest.raises(ConfigError, match=r"\(config.json \+ \*.safetensors\)$"):
         _plan(tmp_path, _model(tmp_path / "empty"), base)  # a folder holding no checkpoint: no hint
+
+
+@pytest.mark.parametrize("kind", ["full", "adapter"])
+def test_a_warm_start_from_another_family_is_refused(tmp_path, kind):
+    """A Qwen3.5 stage-1 result under a qwen3_vl config: ms-swift would build Qwen3-VL around its weights."""
+    other = tmp_path / "q35"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "qwen3_5"}))
+    save_file({"a": torch.zeros(2)}, str(other / "model.safetensors"))
+    start = other if kind == "full" else _adapter(tmp_path / "s1" / "checkpoint-2", other)
+    ours = _model(tmp_path / "model")
+    with pytest.raises(ConfigError, match=rf"is a qwen3_5 model \({other / 'config.json'}\), but `model.model_type` "
+                                          rf"is qwen3_vl"):
+        plan_start({"model": str(ours), "model_type": "qwen3_vl"}, str(start), tmp_path / "out", defaults={})
+    plan = plan_start({"model": str(ours), "model_type": "qwen3_5"}, str(start), tmp_path / "out", defaults={})
+    assert plan.model == (str(other) if kind == "full" else str(tmp_path / "out" / "init_merged"))

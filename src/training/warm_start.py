@@ -79,6 +79,15 @@ def adapter_base_model(path: Path) -> str | None:
     return None
 
 
+def _config_model_type(model: Path) -> str | None:
+    """The `model_type` in `model`/config.json, or None when there is none to read."""
+    try:
+        value = json.loads((model / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def _base_hint(adapter: Path) -> str:
     base = adapter_base_model(adapter)
     return f" ({base}, by its args.json)" if base else ""
@@ -173,6 +182,14 @@ def plan_start(kwargs: dict[str, Any], init_from: str | None, output_dir: Path,
         problem = warm_start_weights_problem(Path(init_from), kind)
         if problem:
             raise ConfigError(f"`run.init_from` = {init_from} cannot start a run: {problem}")
+        # The model that will load: the checkpoint itself, or the adapter's base. Its family must be the config's
+        # (the rule `model.model` already meets), or ms-swift builds the wrong architecture around its weights.
+        loaded = Path(init_from) if kind == "full" else Path(adapter_base_model(Path(init_from)) or "")
+        found, ours_type = _config_model_type(loaded), kwargs.get("model_type")
+        if found and ours_type and found != ours_type:
+            raise ConfigError(f"`run.init_from` = {init_from} is a {found} model ({loaded / 'config.json'}), but "
+                              f"`model.model_type` is {ours_type}: a warm start keeps the family; set "
+                              f"`model.model_type: {found}` (and its template) or start from a {ours_type} checkpoint")
         if kind == "adapter":
             base = adapter_base_model(Path(init_from))
             if base is not None and not Path(base).is_dir():

@@ -148,8 +148,10 @@ set +e
 interrupted=false signalled=""
 exec 3> >(trap '' INT TERM HUP; exec tee -a "$log")
 tee_pid=$!
-(trap - INT QUIT; exec env "${env_vars[@]}" "${cmd[@]}") >&3 2>&1 &
+exec 4<&0  # a background command would read /dev/null: the training keeps this shell's input (breakpoint())
+(trap - INT QUIT; exec env "${env_vars[@]}" "${cmd[@]}") <&4 >&3 2>&1 &
 train_pid=$!
+exec 4<&-
 trap 'interrupted=true' INT
 trap 'signalled=TERM; kill -TERM "$train_pid" 2>/dev/null' TERM
 trap 'signalled=HUP; kill -HUP "$train_pid" 2>/dev/null' HUP

@@ -211,3 +211,22 @@ def test_a_second_run_into_a_busy_directory_is_refused_and_ctrl_c_says_where_the
     steps = [_step(row) for row in rows if "loss" in row]
     assert steps and len(steps) == len(set(steps))  # every entry once: the second run wrote nothing
     assert (out / ".run.lock").read_text() == ""  # released
+
+
+def test_the_training_keeps_the_launchers_input(tmp_path):
+    """The training runs in the background of the launcher (so SIGTERM can be passed on to it), where bash
+    would give it /dev/null as input: a breakpoint() in a one-process run had no terminal to read."""
+    model = build_tiny_model(tmp_path / "model")
+    write_synthetic_dataset(tmp_path / "data", n=2)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"extends: {REPO / 'configs' / 'cpu.yaml'}\nmodel:\n  model: {model}\n"
+                      "custom:\n  train_jsonl: data/train.jsonl\ntraining:\n  output_dir: out\n")
+    python = tmp_path / "python"  # the venv's python, reading one line first when it is the training
+    python.write_text(f'#!/bin/bash\n[ "$2" = src.sft ] && {{ read -r line; echo "training read: $line"; }}\n'
+                      f'exec {REPO / ".venv" / "bin" / "python"} "$@"\n')
+    python.chmod(0o755)
+    env = {**{k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}, "PYTHON": str(python)}
+    proc = subprocess.run(["bash", str(TRAIN_SH), f"config={config}", "gpus=cpu", "dry_run=true"], cwd=tmp_path,
+                          input="typed at the terminal\n", capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "training read: typed at the terminal" in proc.stdout

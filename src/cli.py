@@ -4,7 +4,8 @@ Exit codes (README "Exit codes"):
 - 0: done;
 - 1: a check ran and found problems (`python -m src.datasets validate` with invalid records);
 - 2: bad usage, config or data: nothing was started (the message names the file, key or line);
-- 3: a failure while running, with its traceback (a programming error, a crash of a library).
+- 3: a failure while running, with its traceback (a programming error, a crash of a library);
+- 130: interrupted (Ctrl-C).
 argparse's own usage errors exit 2 too. Under torchrun the launcher's code (1) stands for any rank's.
 
 Every output file or folder is refused when it exists (a non-empty folder) unless `--overwrite`, and always
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from src.config.errors import EXIT_CONFIG_ERROR, EXIT_FAILED, UsageError, UserError
+from src.config.errors import EXIT_CONFIG_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, UsageError, UserError
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -46,7 +47,7 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception:  # noqa: BLE001 - the traceback is the message
         traceback.print_exc()
         return EXIT_FAILED

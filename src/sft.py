@@ -14,7 +14,7 @@ import os
 import sys
 
 from src.cli import add_config_args, make_parser, run_main
-from src.config.errors import EXIT_FAILED
+from src.config.errors import EXIT_FAILED, EXIT_INTERRUPTED
 from src.training.distributed import Job, JobFailed, job_from_env
 from src.training.run_dir import stopped_report, write_fault
 from src.training.run_lock import release_run_locks
@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         if job.is_main:
             where = stopped_report(run.output_dir) if run is not None else "before training started"
             print(f"\ninterrupted (Ctrl-C): {where}", file=sys.stderr, flush=True)
-        raise
+        # The exit code of an interrupt (cli.run_main's), said once: re-raised, every rank under torchrun printed a
+        # KeyboardInterrupt traceback through `record` after the line above.
+        return EXIT_INTERRUPTED
     except Exception as err:
         fault = write_fault(err, run.output_dir if run is not None else None)
         if fault is None:

@@ -4,6 +4,7 @@ where the run stopped in the log, and no process of the job left behind."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -71,7 +72,11 @@ def test_ctrl_c_under_torchrun_exits_130_and_leaves_no_process(tmp_path):
     assert job.returncode == 130, stdout[-2000:] + stderr[-2000:]
     log = next((out / "logs").glob("train-*-rank0.log"))
     assert f"train.sh: interrupted (exit 130); the whole log: {log}" in stderr
-    assert "interrupted (Ctrl-C): last whole checkpoint: " in log.read_text()
+    text = log.read_text()
+    assert "interrupted (Ctrl-C): last whole checkpoint: " in text
+    # Said once, without a traceback per rank (src.sft's main re-raised it through torchrun's `record`); torchrun's
+    # own SignalException traceback, when its agent is interrupted first, is not the ranks'.
+    assert 'src/sft.py", line' not in text and not re.search(r"\[rank\d\]:\s*KeyboardInterrupt", text), text[-3000:]
     assert ended  # torchrun and both ranks
 
 

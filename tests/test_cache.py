@@ -51,10 +51,12 @@ def test_cache_is_built_trained_on_and_refused_once_stale(tmp_path, capsys):
 
 
 def test_a_cache_built_under_an_earlier_answer_rule_is_stale(tree, tmp_path):
-    """Rounding on the grid or leaving ignore regions out changes the answers of the same data: a cache built
-    before (no or another `answer_version`) is refused, naming that. (Quick, though in this slow module.)"""
+    """Rounding on the grid or leaving ignore regions out changes the answers of the same data, and another image
+    loader their pixels: a cache built before (another `answer_version` or `image_loader`) is refused, naming
+    that. (Quick, though in this slow module.)"""
     from src.config import load_project_config
     from src.datasets.cache import CACHE_INFO, cache_fingerprint, cache_problems
+    from src.datasets.images import IMAGE_LOADER_VERSION
 
     cfg = load_project_config(tree().config)
     cache = tmp_path / "cache"
@@ -64,3 +66,7 @@ def test_a_cache_built_under_an_earlier_answer_rule_is_stale(tree, tmp_path):
     assert cache_problems(cfg, cache) == []
     (cache / CACHE_INFO).write_text(json.dumps({"fingerprint": {**fingerprint, "answer_version": 1}}))
     assert "(answer_version changed)" in cache_problems(cfg, cache)[0]
+    # The pixels it holds came from an earlier image loader (a 16-bit grey image saturated white, say).
+    (cache / CACHE_INFO).write_text(json.dumps({"fingerprint": {**fingerprint, "image_loader": 3}}))
+    assert "(image_loader changed)" in cache_problems(cfg, cache)[0]
+    assert fingerprint["image_loader"] == IMAGE_LOADER_VERSION

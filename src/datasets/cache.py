@@ -6,8 +6,9 @@ and DIR/cache_info.json. They are built in a sibling folder and moved into DIR a
 last: a rebuild that stops half-way leaves the earlier cache whole, or no cache_info.json, never a mix, and
 an earlier val/ never outlives a rebuild without one.
 A run uses it with `custom.cached_dataset: DIR`; the run refuses a cache whose fingerprint (the data
-files' contents, the prompt and answer settings, the template and image settings) differs from its
-own config, so a stale cache is never trained on. A cache holds fixed encodings: no augmentation.
+files' contents, the prompt and answer settings, the template and image settings, the image loader's version)
+differs from its own config, so a stale cache is never trained on. A cache holds fixed encodings, the images'
+pixels included: no augmentation, and an image file replaced after the build is not seen until a rebuild.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from src.config import ConfigError
 from src.config.jsonl import jsonl_files
 from src.datasets.answer import ANSWER_VERSION
+from src.datasets.images import IMAGE_LOADER_VERSION
 from src.datasets.map_procs import in_process_num_proc
 from src.datasets.plan import plan_data
 from src.datasets.rows import GroundingRowsDataset, arrow_rows
@@ -60,6 +62,8 @@ def cache_fingerprint(cfg) -> dict[str, Any]:
         "global_max_length": cfg.global_max_length,
         "env": dict(sorted(cfg.env.items())),
         "answer_version": ANSWER_VERSION,  # the same record answered otherwise (rounding, ignore regions)
+        # The cache holds the pixels as the loader gave them (a tRNS colour, 16-bit grey): another loader, other pixels.
+        "image_loader": IMAGE_LOADER_VERSION,
     }
 
 

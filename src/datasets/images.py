@@ -12,8 +12,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["ImageError", "image_size", "is_plain_rgb", "load_image", "model_input"]
+__all__ = ["IMAGE_LOADER_VERSION", "ImageError", "image_size", "is_plain_rgb", "load_image", "model_input"]
 
+IMAGE_LOADER_VERSION = 4
+"""Raised whenever `load_image` gives other pixels for the same file (what a pre-encoded cache holds): 2: a PNG's
+tRNS colour composited on white; 3: an image over 200:1 refused, a turned TIFF's displayed size; 4: 16-bit "I"
+keeps its top 8 bits, float "F" in 0..1 scaled."""
 _EXIF_ORIENTATION = 0x0112
 # EXIF orientations 5-8 include a transpose: the displayed image has width and height swapped.
 _SWAPS_AXES = frozenset({5, 6, 7, 8})

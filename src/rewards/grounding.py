@@ -11,7 +11,9 @@ Definitions (P predicted objects, G ground-truth objects, M the one-to-one match
 labels, found greedily from the highest IoU; box IoU for two boxes, polygon IoU when a quad is involved):
 
 - `grounding_format`: 1 when the completion parses completely as the project's answer format (no junk, not
-  cut off, no malformed entry: an entry with a non-finite value is one, dropped and never scored), else 0.
+  cut off, no malformed entry: an entry with a non-finite value is one, dropped and never scored, and so is an
+  outline crossing itself with more than `MAX_REPAIRED_VERTICES` vertices, whose repair would stall the step),
+  else 0.
   `[]` is a well-formed answer. A text json cannot read at all is an answer without objects: no reward raises.
 - `grounding_f1`: 2|M| / (|P| + |G|); for an image without objects, 1 for a well-formed empty answer (`[]`)
   and 0 for anything else (junk or a cut-off answer holds no objects either, but is no answer).
@@ -48,6 +50,10 @@ from src.evaluation.metrics import ImagePair, desc_key, evaluate_images, match_g
 
 MATCH_IOU = 0.5
 DUPLICATE_IOU = 0.7
+MAX_REPAIRED_VERTICES = 24
+"""An outline that crosses itself is repaired (shapely's `make_valid`) before its IoU is computed, at a cost that
+grows with the cube of its vertex count (a 400-vertex scribble: 40 s): past this many vertices such an outline is a
+malformed entry for the rewards (`read_completion`). An outline that does not cross itself is never refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,21 +83,42 @@ def truth_for(images: Sequence[ObjectsOnImage], codec: AnswerCodec) -> GroundTru
 def read_completion(completion: str) -> tuple[ParsedAnswer, tuple[GeoObject, ...]]:
     """A completion read as the rewards count it: `read_answer`, less what no reward may score. An object with a
     non-finite value (Python's json reads `NaN`, `Infinity` and `1e400`) is dropped and counted as a bad entry,
-    which makes the answer not well formed; a text json cannot read at all (nesting past its recursion limit,
+    which makes the answer not well formed, and so is an outline crossing itself past `MAX_REPAIRED_VERTICES`
+    vertices; a text json cannot read at all (nesting past its recursion limit,
     an integer past int()'s digit limit) is an answer without objects, as junk is. Never raises: a reward that
     raises stops the GRPO step."""
     try:
         parsed, found = read_answer(completion)
     except (RecursionError, ValueError) as exc:  # json's own limits, reached by a degenerate generation
         return ParsedAnswer(error=f"unreadable answer ({type(exc).__name__})", format="json"), ()
-    keep = [i for i, o in enumerate(found) if values_fit(o.kind, o.points)]
+    finite = [i for i, o in enumerate(found) if values_fit(o.kind, o.points)]
+    keep = [i for i in finite if not _beyond_repair(found[i])]
     if len(keep) == len(found):
         return parsed, found
     dropped = len(found) - len(keep)
-    error = "; ".join(filter(None, [parsed.error, f"{dropped} entries with a non-finite value"]))
+    problems = [parsed.error]
+    if len(finite) < len(found):
+        problems.append(f"{len(found) - len(finite)} entries with a non-finite value")
+    if len(keep) < len(finite):
+        problems.append(f"{len(finite) - len(keep)} outlines crossing themselves with more than "
+                        f"{MAX_REPAIRED_VERTICES} vertices")
+    error = "; ".join(filter(None, problems))
     return (dataclasses.replace(parsed, objects=[parsed.objects[i] for i in keep],
                                 bad_entries=parsed.bad_entries + dropped, error=error),
             tuple(found[i] for i in keep))
+
+
+def _beyond_repair(obj: GeoObject) -> bool:
+    """Whether `obj` is an outline of more than `MAX_REPAIRED_VERTICES` vertices that crosses itself."""
+    kind = kinds.get(obj.kind)
+    if not kind.region or len(obj.points) <= 2 * MAX_REPAIRED_VERTICES:
+        return False
+    verts = kind.vertices(np.asarray([obj.points], dtype=np.float64))
+    if verts.shape[1] <= 2 * MAX_REPAIRED_VERTICES:
+        return False
+    import shapely
+
+    return not bool(shapely.is_valid(shapely.polygons(verts.reshape(-1, 2))))
 
 
 # Every reward of a step reads the same completions: each is read once (the result is never mutated).
@@ -114,13 +141,30 @@ def predicted(completion: str) -> tuple[GeoObject, ...]:
     return _read(completion)[1]
 
 
+def _label_codes(*sides: Sequence[GeoObject]) -> list[np.ndarray]:
+    """Each side's labels as integers, equal where `desc_key` is equal (across all the sides)."""
+    by_desc: dict[str, int] = {}
+    by_key: dict[str, int] = {}
+
+    def code(desc: str) -> int:
+        found = by_desc.get(desc)
+        if found is None:  # desc_key (an NFC check) once per distinct text, not once per pair
+            found = by_desc[desc] = by_key.setdefault(desc_key(desc), len(by_key))
+        return found
+
+    return [np.fromiter((code(o.desc) for o in side), dtype=np.int64, count=len(side)) for side in sides]
+
+
 def _label_iou(dets: Sequence[GeoObject], gts: Sequence[GeoObject],
                size: tuple[float, float] | None = None) -> np.ndarray:
-    """IoU where the labels agree, 0 elsewhere."""
-    ious = pairwise_iou(list(dets), list(gts), size=size)
-    if ious.size:
-        same = np.array([[desc_key(d.desc) == desc_key(g.desc) for g in gts] for d in dets])
-        ious = np.where(same, ious, 0.0)
+    """IoU where the labels agree (`desc_key`), 0 elsewhere; only pairs of one label are compared."""
+    ious = np.zeros((len(dets), len(gts)))
+    if not ious.size:
+        return ious
+    det_codes, gt_codes = _label_codes(dets, gts)
+    for label in np.intersect1d(det_codes, gt_codes):
+        rows, cols = np.flatnonzero(det_codes == label), np.flatnonzero(gt_codes == label)
+        ious[np.ix_(rows, cols)] = pairwise_iou([dets[i] for i in rows], [gts[j] for j in cols], size=size)
     return ious
 
 
@@ -128,7 +172,11 @@ def matches(dets: Sequence[GeoObject], gts: Sequence[GeoObject], iou: float = MA
             size: tuple[float, float] | None = None) -> list[float]:
     """The IoU of each one-to-one match (labels equal, IoU >= `iou`), highest IoU first; `size` the space's
     (points are compared relative to it)."""
-    ious = _label_iou(dets, gts, size)
+    return _matched(_label_iou(dets, gts, size), iou)
+
+
+def _matched(ious: np.ndarray, iou: float = MATCH_IOU) -> list[float]:
+    """`matches` of the label IoU matrix `ious`."""
     if not ious.size:
         return []
     best = ious.max(axis=1)  # visiting predictions by their best IoU: the greedy one-to-one matching
@@ -153,22 +201,52 @@ def _coverage(dets: Sequence[GeoObject], regions: Sequence[GeoObject]) -> np.nda
     return np.where(area > 0, share, covered)
 
 
+@dataclass(frozen=True, slots=True)
+class _Scoring:
+    """What F1, IoU, count and AP50 read of one completion against one truth, computed once for all of them."""
+
+    dets: tuple[GeoObject, ...]
+    """`scored`'s objects."""
+    matches: tuple[float, ...]
+    """`matches` of them against the truth's objects."""
+
+
+def _scoring(completion: str, truth: GroundTruth) -> _Scoring:
+    dets = predicted(completion)
+    ious = _label_iou(dets, truth.objects, truth.size)
+    if truth.ignore and dets:
+        matched = np.zeros(len(dets), dtype=bool)
+        if ious.size:
+            det_to_gt, _ = match_greedy(ious, ious.max(axis=1), MATCH_IOU)
+            matched = np.asarray(det_to_gt) >= 0
+        det_codes, region_codes = _label_codes(dets, truth.ignore)
+        same = (region_codes[None, :] == det_codes[:, None]) | np.array([not r.desc for r in truth.ignore])[None, :]
+        # Coverage only where it can set a prediction aside: unmatched, under a region of its label.
+        candidates = np.flatnonzero(~matched & same.any(axis=1))
+        covered = np.zeros(same.shape, dtype=bool)
+        if len(candidates):
+            covered[candidates] = _coverage([dets[i] for i in candidates], truth.ignore) >= MATCH_IOU
+        keep = ~(covered & same).any(axis=1)
+        dets, ious = tuple(d for d, k in zip(dets, keep, strict=True) if k), ious[keep]
+    return _Scoring(dets, tuple(_matched(ious)))
+
+
+_scoring_cached = functools.lru_cache(maxsize=4096)(_scoring)
+
+
+def _scored(completion: str, truth: GroundTruth) -> _Scoring:
+    """`_scoring`, once per completion and truth for the rewards of a step (each reward reads every completion
+    of the batch in turn); computed anew for a truth that cannot be hashed (objects built with list values)."""
+    try:
+        return _scoring_cached(completion, truth)
+    except TypeError:
+        return _scoring(completion, truth)
+
+
 def scored(completion: str, truth: GroundTruth) -> tuple[GeoObject, ...]:
     """The completion's objects that count: those matching no true object and lying on an ignore region (see
     the module docstring) are set aside."""
-    dets = predicted(completion)
-    if not truth.ignore or not dets:
-        return dets
-    ious = _label_iou(dets, truth.objects, truth.size)
-    matched = np.zeros(len(dets), dtype=bool)
-    if ious.size:
-        det_to_gt, _ = match_greedy(ious, ious.max(axis=1), MATCH_IOU)
-        matched = np.asarray(det_to_gt) >= 0
-    covered = _coverage(dets, truth.ignore) >= MATCH_IOU
-    same = np.array([[not r.desc or desc_key(d.desc) == desc_key(r.desc) for r in truth.ignore] for d in dets],
-                    dtype=bool)
-    aside = ~matched & (covered & same).any(axis=1)
-    return tuple(d for d, out in zip(dets, aside, strict=True) if not out)
+    return _scored(completion, truth).dets
 
 
 def format_reward(completion: str, truth: GroundTruth) -> float:
@@ -186,19 +264,18 @@ def _nothing_to_find(completion: str, truth: GroundTruth) -> float:
 
 def f1_reward(completion: str, truth: GroundTruth) -> float:
     """F1 at IoU 0.5 with labels required to match (an image without objects: `_nothing_to_find`)."""
-    dets = scored(completion, truth)
     if not truth.objects:
         return _nothing_to_find(completion, truth)
-    return 2 * len(matches(dets, truth.objects, size=truth.size)) / (len(dets) + len(truth.objects))
+    found = _scored(completion, truth)
+    return 2 * len(found.matches) / (len(found.dets) + len(truth.objects))
 
 
 def iou_reward(completion: str, truth: GroundTruth) -> float:
     """Mean IoU of the matches (localisation quality); 0.0 without one (an image without objects:
     `_nothing_to_find`)."""
-    dets = scored(completion, truth)
     if not truth.objects:
         return _nothing_to_find(completion, truth)
-    found = matches(dets, truth.objects, size=truth.size)
+    found = _scored(completion, truth).matches
     return float(np.mean(found)) if found else 0.0
 
 
@@ -207,9 +284,32 @@ def duplicate_penalty(completion: str, truth: GroundTruth) -> float:
     dets = predicted(completion)
     if len(dets) < 2:
         return 0.0
-    ious = _label_iou(dets, dets, truth.size)
-    repeats = sum(bool((ious[i, :i] >= DUPLICATE_IOU).any()) for i in range(1, len(dets)))
-    return -repeats / len(dets)
+    return -_repeats(dets, truth.size) / len(dets)
+
+
+def _repeats(dets: Sequence[GeoObject], size: tuple[float, float] | None) -> int:
+    """How many of `dets` repeat an earlier one (same label, IoU >= `DUPLICATE_IOU`)."""
+    codes = _label_codes(dets)[0]
+    if all(kinds.get(o.kind).axis_aligned for o in dets):  # box IoU is one numpy expression: every pair at once
+        ious = _label_iou(dets, dets, size)
+        return int(np.tril(ious >= DUPLICATE_IOU, k=-1).any(axis=1).sum())
+    # Polygon IoU costs a clipping per pair: each prediction is compared with the earlier ones of its label, those
+    # whose bounds overlap its own most first, until one repeats it (a degenerate generation's repeats are found
+    # at the first try; only a prediction that repeats nothing is compared with every earlier one).
+    bounds = np.array([kinds.get(o.kind).xyxy(np.asarray([o.points], dtype=np.float64))[0] for o in dets])
+    repeats = 0
+    for i in range(1, len(dets)):
+        earlier = np.flatnonzero(codes[:i] == codes[i])
+        if not len(earlier):
+            continue
+        low, high = np.maximum(bounds[earlier, :2], bounds[i, :2]), np.minimum(bounds[earlier, 2:], bounds[i, 2:])
+        shared = np.prod(np.clip(high - low, 0, None), axis=1)
+        order = earlier[np.argsort(-shared, kind="stable")]
+        for chunk in (order[:8], order[8:]):
+            if len(chunk) and (pairwise_iou([dets[i]], [dets[j] for j in chunk], size=size)[0] >= DUPLICATE_IOU).any():
+                repeats += 1
+                break
+    return repeats
 
 
 def count_penalty(completion: str, truth: GroundTruth) -> float:

@@ -153,12 +153,24 @@ def _region_iou(kinds_a, values_a, kinds_b, values_b, crowd: np.ndarray, mode: s
             block[sub] = poly[sub]
             ious[np.ix_(rows, cols)] = block
         return ious
-    a, b = _shapes(kinds_a, values_a, False), _shapes(kinds_b, values_b, False)
-    inter = shapely.area(shapely.intersection(a[:, None], b[None, :]))
-    area_a = np.broadcast_to(shapely.area(a)[:, None], inter.shape)
-    union = area_a + shapely.area(b)[None, :] - inter
-    union = np.where(crowd[None, :], area_a, union)
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    # Only pairs whose bounds overlap can share area (a shape, repaired or not, lies within its vertices'
+    # bounds); every other pair is IoU 0 whatever its union, so its shapes are never built (a `make_valid`
+    # repair can cost seconds) nor clipped.
+    box_a, box_b = _xyxy(kinds_a, values_a), _xyxy(kinds_b, values_b)
+    overlap = ((np.maximum(box_a[:, None, 0], box_b[None, :, 0]) < np.minimum(box_a[:, None, 2], box_b[None, :, 2]))
+               & (np.maximum(box_a[:, None, 1], box_b[None, :, 1]) < np.minimum(box_a[:, None, 3], box_b[None, :, 3])))
+    ious = np.zeros((n, m))
+    rows, cols = np.flatnonzero(overlap.any(1)), np.flatnonzero(overlap.any(0))
+    if not len(rows):
+        return ious
+    a = _shapes([kinds_a[i] for i in rows], [values_a[i] for i in rows], False)
+    b = _shapes([kinds_b[j] for j in cols], [values_b[j] for j in cols], False)
+    pa, pb = np.nonzero(overlap[np.ix_(rows, cols)])
+    inter = shapely.area(shapely.intersection(a[pa], b[pb]))
+    area_a = shapely.area(a)[pa]
+    union = np.where(crowd[cols][pb], area_a, area_a + shapely.area(b)[pb] - inter)
+    ious[rows[pa], cols[pb]] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return ious
 
 
 def pairwise_similarity(kinds_a: Sequence[str], values_a: Sequence[Sequence[float]], kinds_b: Sequence[str],
@@ -176,10 +188,43 @@ def pairwise_similarity(kinds_a: Sequence[str], values_a: Sequence[Sequence[floa
     if mode not in SIMILARITY_MODES:
         raise ValueError(f"mode must be one of {SIMILARITY_MODES}, got {mode!r}")
     n, m = len(kinds_a), len(kinds_b)
-    out = np.zeros((n, m))
     if not n or not m:
-        return out
+        return np.zeros((n, m))
     crowd_flags = np.zeros(m, dtype=bool) if crowd is None else np.asarray(crowd, dtype=bool).reshape(m)
+    # Equal objects have equal similarities: each distinct one is compared once (a degenerate generation
+    # repeats one entry hundreds of times, and polygon IoU costs a clipping per pair).
+    first_a, inverse_a = _distinct(kinds_a, values_a)
+    first_b, inverse_b = _distinct(kinds_b, values_b, crowd_flags)
+    if len(first_a) < n or len(first_b) < m:
+        distinct = _similarity([kinds_a[i] for i in first_a], [values_a[i] for i in first_a],
+                               [kinds_b[j] for j in first_b], [values_b[j] for j in first_b], size,
+                               crowd_flags[first_b], mode)
+        return distinct[np.ix_(inverse_a, inverse_b)]
+    return _similarity(kinds_a, values_a, kinds_b, values_b, size, crowd_flags, mode)
+
+
+def _distinct(kinds: Sequence[str], values: Sequence[Sequence[float]],
+              flags: np.ndarray | None = None) -> tuple[list[int], np.ndarray]:
+    """(the index of each distinct object's first occurrence, each object's position among them)."""
+    seen: dict[tuple, int] = {}
+    first: list[int] = []
+    inverse = np.empty(len(kinds), dtype=np.int64)
+    marks = [False] * len(kinds) if flags is None else flags.tolist()
+    for i, key in enumerate(zip(kinds, map(tuple, values), marks, strict=True)):
+        at = seen.get(key)
+        if at is None:
+            at = seen[key] = len(first)
+            first.append(i)
+        inverse[i] = at
+    return first, inverse
+
+
+def _similarity(kinds_a: Sequence[str], values_a: Sequence[Sequence[float]], kinds_b: Sequence[str],
+                values_b: Sequence[Sequence[float]], size: tuple[float, float] | None, crowd_flags: np.ndarray,
+                mode: str) -> np.ndarray:
+    """`pairwise_similarity` of non-empty sides, `crowd_flags` one bool per ``b``."""
+    n, m = len(kinds_a), len(kinds_b)
+    out = np.zeros((n, m))
     point_a = np.array([not get(k).region for k in kinds_a])
     point_b = np.array([not get(k).region for k in kinds_b])
     ra, rb = np.flatnonzero(~point_a), np.flatnonzero(~point_b)

@@ -9,6 +9,7 @@ method is pure (new arrays out, inputs untouched).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -23,6 +24,16 @@ def _rows(rows: object) -> np.ndarray:
     """`rows` as a float ``(N, 2k)`` array (an empty group keeps its width)."""
     arr = np.asarray(rows, dtype=np.float64)
     return arr if arr.ndim == 2 else arr.reshape(len(arr), -1) if arr.size else arr.reshape(0, 0)
+
+
+@functools.lru_cache(maxsize=256)
+def _repaired(vertices: bytes):  # noqa: ANN202 - a shapely geometry
+    """The outline of float64 `vertices` (x, y pairs) crossing itself, repaired by ``make_valid``. Kept: the repair
+    costs up to the cube of the vertex count and the same outline is compared again and again (by every reward
+    of a GRPO step, against each side of a matching); shapely geometries are immutable, so sharing one is safe."""
+    import shapely
+
+    return shapely.make_valid(shapely.polygons(np.frombuffer(vertices, dtype=np.float64).reshape(-1, 2)))
 
 
 class GeometryKind:
@@ -112,9 +123,8 @@ class GeometryKind:
         if not len(verts):
             return np.empty(0, dtype=object)
         polys = shapely.polygons(verts.reshape(len(verts), -1, 2))
-        bad = ~shapely.is_valid(polys)
-        if bad.any():
-            polys[bad] = shapely.make_valid(polys[bad])
+        for i in np.flatnonzero(~shapely.is_valid(polys)):
+            polys[i] = _repaired(np.ascontiguousarray(verts[i], dtype=np.float64).tobytes())
         return polys
 
     # ------------------------------------------------------------------ augmentation

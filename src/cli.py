@@ -5,7 +5,9 @@ Exit codes (README "Exit codes"):
 - 1: a check ran and found problems (`python -m src.datasets validate` with invalid records);
 - 2: bad usage, config or data: nothing was started (the message names the file, key or line);
 - 3: a failure while running, with its traceback (a programming error, a crash of a library);
-- 130: interrupted (Ctrl-C).
+- 130: interrupted (Ctrl-C);
+- 143: stopped by SIGTERM (`src.sft` says where the run stopped; the other commands end by the signal itself,
+  which a shell reports as 143 too).
 argparse's own usage errors exit 2 too. Under torchrun the launcher's code (1) stands for any rank's.
 
 Every output file or folder is refused when it exists (a non-empty folder) unless `--overwrite`, and always

@@ -100,6 +100,24 @@ def test_dry_run_with_base_config_and_debug(tree, tmp_path):
     assert "== first training row" in proc.stdout
 
 
+def test_main_in_process_gives_back_the_sigterm_handler_it_found(tree):
+    """main turns SIGTERM into a report and exit 143 while it runs (tests/test_launch_interrupt.py); a caller that
+    runs it in process keeps its own SIGTERM handling afterwards."""
+    import signal
+
+    from src.sft import main
+
+    def callers_handler(signum, frame):
+        pass
+
+    before = signal.signal(signal.SIGTERM, callers_handler)
+    try:
+        assert main(["--config", str(tree().config), "--dry-run"]) == 0
+        assert signal.getsignal(signal.SIGTERM) is callers_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 # ---------------------------------------------------------------------------- bad input
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 EXIT_CONFIG_ERROR = 2  # bad usage, config or data: nothing started (src/cli.py lists every exit code)
 EXIT_FAILED = 3  # a failure while running, reported with its traceback
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as a shell reports a command it interrupted
+EXIT_TERMINATED = 143  # stopped by SIGTERM (128 + 15): a scheduler's stop, `timeout`, `kill`
 
 
 class UserError(Exception):

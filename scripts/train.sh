@@ -11,7 +11,7 @@ usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 config="" gpus="" nproc="" base_config="" debug=false dry_run=false print_only=false
-nnodes=1 node_rank=0 master_addr=127.0.0.1 master_port=29500 master_port_given=false
+nnodes=1 node_rank=0 master_addr=127.0.0.1 master_addr_given=false master_port=29500 master_port_given=false
 for arg in "$@"; do
   case "$arg" in
     config=*) config=${arg#*=} ;;
@@ -23,7 +23,7 @@ for arg in "$@"; do
     print_only=*) print_only=${arg#*=} ;;
     nnodes=*) nnodes=${arg#*=} ;;
     node_rank=*) node_rank=${arg#*=} ;;
-    master_addr=*) master_addr=${arg#*=} ;;
+    master_addr=*) master_addr=${arg#*=}; master_addr_given=true ;;
     master_port=*) master_port=${arg#*=}; master_port_given=true ;;
     -h|--help|help) usage ;;
     *) echo "train.sh: unknown argument '$arg' (expected key=value: config, gpus, nproc, base_config, debug, dry_run, nnodes, node_rank, master_addr, master_port, print_only)" >&2; exit 2 ;;
@@ -42,6 +42,12 @@ done
 if [ "${#node_rank}" -gt 9 ] || [ "$((10#$node_rank))" -ge "$((10#$nnodes))" ]; then
   echo "train.sh: node_rank ($node_rank) must be below nnodes ($nnodes): the nodes are numbered 0 to nnodes-1" >&2; exit 2
 fi
+# Several nodes meet at node 0's address. The default, 127.0.0.1, is each node itself: a node other than 0 waited
+# there for a node 0 that never came, silently, until torchrun's rendezvous timeout (minutes).
+if [ "$((10#$nnodes))" -gt 1 ] && [ "$master_addr_given" = false ]; then
+  echo "train.sh: master_addr is required with nnodes=$nnodes (the default 127.0.0.1 is each node itself: the nodes would wait for one another until torchrun's timeout); give master_addr=HOST, the address of the node with node_rank=0, reachable from every node and the same on every node (a loopback address such as 127.0.0.1 only when every node runs on this machine)" >&2; exit 2
+fi
+[ -n "$master_addr" ] || { echo "train.sh: master_addr must not be empty: give the address of the node with node_rank=0" >&2; exit 2; }
 if [ "${#master_port}" -gt 5 ] || [ "$((10#$master_port))" -lt 1 ] || [ "$((10#$master_port))" -gt 65535 ]; then
   echo "train.sh: master_port must be a TCP port from 1 to 65535, got '$master_port'" >&2; exit 2
 fi
@@ -124,7 +130,13 @@ echo "== train.sh"
 echo "config:      $config"
 [ -n "$base_config" ] && echo "base_config: $base_config"
 echo "gpus:        $gpus (processes per node: $nproc, nodes: $nnodes, node rank: $node_rank)"
-[ "$nnodes" -gt 1 ] && echo "master:      $master_addr:$master_port"
+if [ "$nnodes" -gt 1 ]; then
+  loopback=""
+  shopt -s nocasematch
+  [[ "$master_addr" =~ ^(127\.[0-9.]+|localhost|localhost\.localdomain|::1|\[::1\])$ ]] && loopback=" (a loopback address: every node must run on this machine)"
+  shopt -u nocasematch
+  echo "master:      $master_addr:$master_port$loopback"
+fi
 printf 'command:     '; printf '%q ' env "${env_vars[@]}" "${cmd[@]}"; echo
 [ "$print_only" = true ] && exit 0
 

@@ -65,7 +65,7 @@ def test_one_node_without_master_port_takes_a_free_port(config, tmp_path, gpus):
         probe.close()
 
 
-@pytest.mark.parametrize("nodes", [["nnodes=1"], ["nnodes=2", "node_rank=0"]])
+@pytest.mark.parametrize("nodes", [["nnodes=1"], ["nnodes=2", "node_rank=0", "master_addr=10.0.0.5"]])
 def test_a_busy_master_port_on_node_0_is_refused(config, tmp_path, busy_port, nodes):
     proc = _run([f"config={config}", "gpus=cpu", "nproc=2", f"master_port={busy_port}", *nodes], tmp_path)
     assert proc.returncode == 2

@@ -62,7 +62,31 @@ def test_multi_node_passes_rank_and_master(config, tmp_path):
     assert proc.returncode == 0, proc.stderr
     command = _command_line(proc.stdout)
     assert "--nnodes=2 --node_rank=1 --master_addr=10.0.0.5 --master_port=29600" in command
-    assert "master:      10.0.0.5:29600" in proc.stdout
+    assert "master:      10.0.0.5:29600\n" in proc.stdout
+
+
+@pytest.mark.parametrize("node_rank", ["0", "1"])
+@pytest.mark.parametrize("mode", ["print_only=true", "dry_run=true", None])
+def test_several_nodes_without_master_addr_are_refused_before_anything_starts(config, tmp_path, node_rank, mode):
+    """Without master_addr= each node took the default 127.0.0.1, itself, and waited there for the others, saying
+    nothing, until torchrun's rendezvous timeout (minutes)."""
+    proc = _run([f"config={config}", "gpus=cpu", "nproc=1", "nnodes=2", f"node_rank={node_rank}",
+                 *([mode] if mode else [])], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "train.sh: master_addr is required with nnodes=2" in proc.stderr
+    allowed = "the address of the node with node_rank=0, reachable from every node and the same on every node"
+    assert allowed in proc.stderr
+    assert "command:" not in proc.stdout and not list(tmp_path.rglob("logs"))  # nothing started, no log
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1", "127.0.1.1", "localhost", "::1"])
+def test_a_loopback_master_addr_says_every_node_must_run_here(config, tmp_path, addr):
+    """Allowed (two launchers on one machine form a 2-node job: tests/test_multiprocess.py), and said: from
+    another machine a loopback address is that machine itself."""
+    proc = _run([f"config={config}", "gpus=0", "nnodes=2", "node_rank=1", f"master_addr={addr}", "master_port=29600",
+                 "print_only=true"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"master:      {addr}:29600 (a loopback address: every node must run on this machine)" in proc.stdout
 
 
 def test_cpu_hides_gpus_and_passes_base_config_and_dry_run(config, tmp_path):
@@ -77,8 +101,8 @@ def test_cpu_hides_gpus_and_passes_base_config_and_dry_run(config, tmp_path):
 
 
 def test_cpu_with_nproc_runs_torchrun_with_that_many_cpu_processes(config, tmp_path):
-    proc = _run([f"config={config}", "gpus=cpu", "nproc=3", "nnodes=2", "node_rank=1", "master_port=29611",
-                 "print_only=true"], cwd=tmp_path)
+    proc = _run([f"config={config}", "gpus=cpu", "nproc=3", "nnodes=2", "node_rank=1", "master_addr=10.0.0.5",
+                 "master_port=29611", "print_only=true"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     command = _command_line(proc.stdout)
     assert "CUDA_VISIBLE_DEVICES= " in command
@@ -98,6 +122,7 @@ def test_cpu_with_nproc_runs_torchrun_with_that_many_cpu_processes(config, tmp_p
     (["config=run.yaml", "gpus=0", "node_rank=3"], "node_rank (3) must be below nnodes (1)"),
     (["config=run.yaml", "gpus=0", "master_port=99999"], "master_port must be a TCP port from 1 to 65535"),
     (["config=run.yaml", "gpus=0", "master_port=0"], "master_port must be a TCP port from 1 to 65535"),
+    (["config=run.yaml", "gpus=0", "master_addr="], "master_addr must not be empty"),
     (["config=run.yaml", "gpus=0,0"], "gpus lists GPU 0 twice"),
     (["config=run.yaml", "gpus=1,2,01"], "gpus lists GPU 1 twice"),
     (["config=run.yaml", "gpus=0", "colour=blue"], "unknown argument 'colour=blue'"),

@@ -25,6 +25,14 @@ def test_user_errors_exit_2_with_the_message_and_failures_3_with_the_traceback(c
         assert "Traceback (most recent call last)" in err and "RuntimeError: a bug" in err
 
 
+def test_ctrl_c_exits_130_without_a_traceback(capsys):
+    def main(argv):
+        raise KeyboardInterrupt
+
+    assert run_main(main, []) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 def test_an_existing_output_is_refused_unless_overwrite(tmp_path):
     out = tmp_path / "metrics.json"
     refuse_existing(out, overwrite=False)  # nothing there yet

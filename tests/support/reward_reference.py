@@ -10,6 +10,7 @@ import numpy as np
 import shapely
 
 from src.datasets import kinds
+from src.datasets.kinds.base import LINEWORK_VERTICES
 from src.datasets.objects import GeoObject
 from src.evaluation.metrics import ImagePair, desc_key, evaluate_images, match_greedy
 from src.rewards.grounding import DUPLICATE_IOU, MATCH_IOU, GroundTruth, format_reward, predicted
@@ -20,8 +21,13 @@ def _shape(obj: GeoObject):  # noqa: ANN202 - a shapely geometry
     kind = kinds.get(obj.kind)
     if not kind.region:
         return shapely.Point(obj.points)
-    polygon = shapely.Polygon(kind.vertices(np.asarray([obj.points], dtype=np.float64)).reshape(-1, 2))
-    return polygon if polygon.is_valid else shapely.make_valid(polygon)
+    outline = kind.vertices(np.asarray([obj.points], dtype=np.float64)).reshape(-1, 2)
+    polygon = shapely.Polygon(outline)
+    if polygon.is_valid:
+        return polygon
+    if len(outline) <= LINEWORK_VERTICES:
+        return shapely.make_valid(polygon)
+    return shapely.make_valid(polygon, method="structure", keep_collapsed=False)
 
 
 def pair_iou(a: GeoObject, b: GeoObject, size: tuple[float, float] | None, crowd: bool = False) -> float:

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from src.datasets.synth import write_synthetic_dataset
-from src.tiny_model import build_tiny_model
+from tests.support.long_run import long_run_config, wait_for_checkpoint_2
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,35 +26,14 @@ def _alive(config: Path) -> list[str]:
     return [line for line in ps.splitlines() if str(config) in line]
 
 
-def _long_run_config(tmp_path: Path, more_training: str = "") -> Path:
-    """A run of 500 steps on the tiny model that saves a checkpoint every 2 steps, into tmp_path/out;
-    `more_training`: lines added to its `training:` section."""
-    model = build_tiny_model(tmp_path / "model")
-    write_synthetic_dataset(tmp_path / "data", n=4)
-    config = tmp_path / "run.yaml"
-    config.write_text(f"extends: {REPO / 'configs' / 'cpu.yaml'}\nmodel:\n  model: {model}\n"
-                      "custom:\n  train_jsonl: data/train.jsonl\n  health_check_samples: 0\n"
-                      "training:\n  output_dir: out\n  max_steps: 500\n  save_strategy: steps\n  save_steps: 2\n"
-                      "  logging_steps: 1\n  eval_strategy: 'no'\n" + more_training)
-    return config
-
-
-def _wait_for_checkpoint_2(job: subprocess.Popen, out: Path) -> None:
-    marker, deadline = out / "checkpoint-2" / "trainer_state.json", time.monotonic() + 300
-    while not marker.exists() and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if job.poll() is not None:
-        pytest.fail(job.stderr.read()[-3000:])
-
-
 def _start_two_process_run(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
     """train.sh gpus=cpu nproc=2 on a long run, returned once its checkpoint-2 is whole."""
-    config = _long_run_config(tmp_path)
+    config = long_run_config(tmp_path)
     out = tmp_path / "out"
     job = subprocess.Popen(["bash", str(REPO / "scripts" / "train.sh"), f"config={config}", "gpus=cpu", "nproc=2"],
                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)  # no master_port=: the launcher takes a free one
-    _wait_for_checkpoint_2(job, out)
+    wait_for_checkpoint_2(job, out)
     return job, out, config
 
 
@@ -71,18 +49,26 @@ def _kill_all(config: Path) -> None:
         os.kill(int(line.split()[0]), signal.SIGKILL)
 
 
+def _stop_two_process_run(tmp_path: Path, stop) -> tuple[int, Path, str, str, bool]:
+    """Start `_start_two_process_run`, `stop(job)` it, and return (exit code, out, stdout, stderr, whether no
+    process of the job is left); whatever a failure left is killed."""
+    job, out, config = _start_two_process_run(tmp_path)
+    try:
+        stop(job)
+        stdout, stderr = job.communicate(timeout=120)
+        ended = _no_process_left(config)
+    finally:
+        _kill_all(config)
+    return job.returncode, out, stdout, stderr, ended
+
+
 @pytest.mark.slow
 def test_ctrl_c_under_torchrun_exits_130_and_leaves_no_process(tmp_path):
     """torchrun ends with 1 on SIGINT (its SignalException): train.sh passed that on, so an interrupted 2-process
     run looked like a failed one."""
-    job, out, config = _start_two_process_run(tmp_path)
-    try:
-        os.killpg(job.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
-        stdout, stderr = job.communicate(timeout=120)
-        ended = _no_process_left(config)
-    finally:
-        _kill_all(config)  # whatever a failure left
-    assert job.returncode == 130, stdout[-2000:] + stderr[-2000:]
+    # What Ctrl-C in a terminal does: SIGINT to the whole foreground group.
+    code, out, stdout, stderr, ended = _stop_two_process_run(tmp_path, lambda job: os.killpg(job.pid, signal.SIGINT))
+    assert code == 130, stdout[-2000:] + stderr[-2000:]
     log = next((out / "logs").glob("train-*-rank0.log"))
     assert f"train.sh: interrupted (exit 130); the whole log: {log}" in stderr
     text = log.read_text()
@@ -99,14 +85,9 @@ def test_sigterm_to_the_launcher_alone_stops_the_training_and_frees_the_director
     its workers trained on, detached, holding the run lock and writing the log."""
     from src.training.run_lock import take_run_lock
 
-    job, out, config = _start_two_process_run(tmp_path)
-    try:
-        os.kill(job.pid, signal.SIGTERM)  # the launcher's own pid, not its group
-        stdout, stderr = job.communicate(timeout=120)
-        ended = _no_process_left(config)
-    finally:
-        _kill_all(config)  # whatever a failure left
-    assert job.returncode == 143, stdout[-2000:] + stderr[-2000:]
+    # The launcher's own pid, not its group.
+    code, out, stdout, stderr, ended = _stop_two_process_run(tmp_path, lambda job: os.kill(job.pid, signal.SIGTERM))
+    assert code == 143, stdout[-2000:] + stderr[-2000:]
     log = next((out / "logs").glob("train-*-rank0.log"))
     assert f"train.sh: stopped by SIGTERM (exit 143); the whole log: {log}" in stderr
     text = log.read_text()
@@ -123,12 +104,12 @@ def test_sigterm_to_the_launcher_alone_stops_the_training_and_frees_the_director
 def test_sigterm_to_one_process_says_where_the_run_stopped_and_exits_143(tmp_path):
     """SIGTERM (a scheduler's stop, `timeout`, `kill`) ended `python -m src.sft` at once, by the signal: no word
     of the last checkpoint, and the run lock's file kept the dead holder's details."""
-    config = _long_run_config(tmp_path)
+    config = long_run_config(tmp_path)
     out = tmp_path / "out"
     job = subprocess.Popen([sys.executable, "-m", "src.sft", "--config", str(config), "--device", "cpu"], cwd=REPO,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        _wait_for_checkpoint_2(job, out)
+        wait_for_checkpoint_2(job, out)
         os.kill(job.pid, signal.SIGTERM)
         stdout, stderr = job.communicate(timeout=120)
     finally:
@@ -148,14 +129,14 @@ def test_sigterm_to_every_process_of_a_torchrun_job_stops_it_without_a_traceback
     workers too: a worker ended by it failed its rank with 'DataLoader worker (pid N) is killed by signal:
     Terminated.' and a traceback, in place of where the run stopped."""
     # Not --device cpu, which sets configs/cpu.yaml's 0 workers on top: the config extends it and keeps 1 worker.
-    config = _long_run_config(tmp_path, "  dataloader_num_workers: 1\n")
+    config = long_run_config(tmp_path, "  dataloader_num_workers: 1\n")
     out = tmp_path / "out"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                             "-m", "src.sft", "--config", str(config)], cwd=REPO, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        _wait_for_checkpoint_2(job, out)
+        wait_for_checkpoint_2(job, out)
         deadline = time.monotonic() + 60  # torchrun, 2 ranks and a DataLoader worker each (same command line)
         while len(_alive(config)) < 5 and job.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)

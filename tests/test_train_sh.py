@@ -14,6 +14,7 @@ import pytest
 
 from src.datasets.synth import write_synthetic_dataset
 from src.tiny_model import build_tiny_model
+from tests.support.long_run import long_run_config, wait_for_checkpoint_2
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SH = REPO / "scripts" / "train.sh"
@@ -192,23 +193,13 @@ def test_a_second_run_into_a_busy_directory_is_refused_and_ctrl_c_says_where_the
     import json
     import os
     import signal
-    import time
 
-    model = build_tiny_model(tmp_path / "model")
-    write_synthetic_dataset(tmp_path / "data", n=4)
-    config = tmp_path / "run.yaml"
-    config.write_text(f"extends: {REPO / 'configs' / 'cpu.yaml'}\nmodel:\n  model: {model}\n"
-                      "custom:\n  train_jsonl: data/train.jsonl\n  health_check_samples: 0\n"
-                      "training:\n  output_dir: out\n  max_steps: 500\n  save_strategy: steps\n  save_steps: 2\n"
-                      "  logging_steps: 1\n  eval_strategy: 'no'\n")
+    config = long_run_config(tmp_path)
     out = tmp_path / "out"
     first = subprocess.Popen(["bash", str(TRAIN_SH), f"config={config}", "gpus=cpu"], cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        marker, deadline = out / "checkpoint-2" / "trainer_state.json", time.monotonic() + 300
-        while not marker.exists() and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert first.poll() is None, first.stderr.read()[-3000:]
+        wait_for_checkpoint_2(first, out)
         holder = json.loads((out / ".run.lock").read_text())
 
         second = _run([f"config={config}", "gpus=cpu"], cwd=tmp_path)

@@ -63,9 +63,6 @@ _POINT_RE = re.compile(r"\(\s*([-+]?\d+(?:\.\d+)?)\s*,\s*([-+]?\d+(?:\.\d+)?)\s*
 _SEPARATORS_RE = re.compile(r"[\s,;]*")
 
 
-# Where an entry starts: its geometry key, or a legacy box/quad token.
-ENTRY_START_RE = re.compile('"(?:' + "|".join(map(re.escape, kinds.KEYS)) + ')"'
-                            + "".join(rf"|<\|{t}_start\|>" for t in _LEGACY_KINDS))
 # A leading reasoning block, which Qwen3.5's template puts before every answer: not part of the answer.
 _THINKING = re.compile(r"\A\s*<think>.*?</think>", re.DOTALL)
 
@@ -104,12 +101,6 @@ def answer_offset(text: str) -> int:
     """Where the answer proper starts in a model's text: after a leading ``<think>...</think>`` block, else 0."""
     thinking = _THINKING.match(text)
     return thinking.end() if thinking else 0
-
-
-def entry_starts(text: str) -> list[int]:
-    """Character offsets in ``text`` where each entry of its answer starts (its geometry key or legacy token),
-    in order; a leading reasoning block is skipped, so keys it mentions are not entries."""
-    return [m.start() for m in ENTRY_START_RE.finditer(text, answer_offset(text))]
 
 
 # ---------------------------------------------------------------------------- reading

@@ -198,7 +198,7 @@ def predict(records: list, builder, engine, max_new_tokens: int, emit_norm: str 
         choice, record, line = response.choices[0], records[i], lines[i]
         text = choice.message.content or ""
         parsed, found = read_answer(text)
-        scores = object_scores(text, *response_token_logprobs(choice.logprobs), len(found))
+        scores = object_scores(text, *response_token_logprobs(choice.logprobs), len(found), parsed.spans)
         answers[i].append(text)
         formats[i].add(parsed.format)
         if parsed.error:

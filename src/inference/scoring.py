@@ -20,8 +20,9 @@ def _mean_prob(logprobs: Sequence[float]) -> float:
 
 
 def object_scores(text: str, token_texts: Sequence[str], token_logprobs: Sequence[float],
-                  n_objects: int) -> list[float]:
-    """One score in [0, 1] per parsed object, in the parser's order (see module docstring)."""
+                  n_objects: int, spans: Sequence[tuple[int, int]] | None = None) -> list[float]:
+    """One score in [0, 1] per parsed object, in the parser's order (see module docstring). `spans`: the
+    `ParsedAnswer.spans` of `text` when the caller has parsed it already (else it is parsed here)."""
     if n_objects == 0:
         return []
     if not token_logprobs or len(token_texts) != len(token_logprobs):
@@ -30,7 +31,8 @@ def object_scores(text: str, token_texts: Sequence[str], token_logprobs: Sequenc
     for token in token_texts:
         offsets.append(position)
         position += len(token)
-    spans = parse_answer(text).spans
+    if spans is None:
+        spans = parse_answer(text).spans
     if len(spans) != n_objects:
         return [_mean_prob(token_logprobs)] * n_objects
     scores = []
